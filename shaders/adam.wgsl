@@ -1,0 +1,57 @@
+// Adam and AdamW, torch.optim.Adam single-tensor semantics (spec §2). AdamW is
+// DECOUPLED = true; AMSGrad keeps the running maximum of the raw second moment.
+
+struct Scalars {
+    one_minus_beta1: f32,        // F(1 - beta1), the lerp weight
+    beta2: f32,                  // F(beta2)
+    one_minus_beta2: f32,        // F(1 - beta2)
+    neg_step_size: f32,          // F(-lr / (1 - beta1^t))
+    bias_correction2_sqrt: f32,  // F(sqrt(1 - beta2^t))
+    eps: f32,                    // F(eps)
+    weight_decay: f32,           // F(weight_decay), L2 form
+    decay: f32,                  // F(1 - lr * weight_decay), decoupled form
+}
+
+override MAXIMIZE: bool = false;
+override WEIGHT_DECAY: bool = false;
+override DECOUPLED: bool = false;
+override AMSGRAD: bool = false;
+
+@group(0) @binding(0) var<uniform> s: Scalars;
+@group(1) @binding(0) var<storage, read_write> p: array<V>;
+@group(1) @binding(1) var<storage, read> g: array<V>;
+@group(1) @binding(2) var<storage, read_write> exp_avg: array<V>;
+@group(1) @binding(3) var<storage, read_write> exp_avg_sq: array<V>;
+@group(1) @binding(4) var<storage, read_write> max_exp_avg_sq: array<V>;
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let i = element_index(arrayLength(&p), wid, nwg, lid);
+    if i >= arrayLength(&p) {
+        return;
+    }
+    var d = g[i];
+    if MAXIMIZE {
+        d = -d;
+    }
+    var param = p[i];
+    if WEIGHT_DECAY {
+        if DECOUPLED {
+            param = param * s.decay;                           // p.mul_(1 - lr*wd)
+        } else {
+            d = fma(param, V(s.weight_decay), d);              // g.add(p, alpha=wd)
+        }
+    }
+    let m = lerp_torch(exp_avg[i], d, s.one_minus_beta1);
+    let v = exp_avg_sq[i] * s.beta2 + (s.one_minus_beta2 * d) * d;
+    exp_avg[i] = m;
+    exp_avg_sq[i] = v;
+    var second = v;
+    if AMSGRAD {
+        second = nan_max(max_exp_avg_sq[i], v);
+        max_exp_avg_sq[i] = second;
+    }
+    let denom = sqrt(second) / s.bias_correction2_sqrt + s.eps;
+    p[i] = param + (s.neg_step_size * m) / denom;              // addcdiv_(m, denom, value=-step_size)
+}

@@ -1,0 +1,34 @@
+// Prelude of every optimizer shader. The engine puts one of two width lines before it:
+//   vector kernel: `alias V = vec4<f32>; alias VU = vec4<u32>; alias VB = vec4<bool>; const TAIL = false;`
+//   tail kernel:   `alias V = f32;       alias VU = u32;       alias VB = bool;       const TAIL = true;`
+// so each optimizer's update is written once, on `V`, and runs four elements per invocation
+// over the vec4 part of a sub-range and one element per invocation over its last 0..3.
+
+override WORKGROUP_SIZE: u32 = 256u;
+
+// Index (in units of V) of this invocation's element. Grids wider than the device's
+// per-dimension limit fold into y; the tail kernel starts after the last whole vec4.
+// `n` is arrayLength of the bound parameter array.
+fn element_index(n: u32, wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    let base = select(0u, n & ~3u, TAIL);
+    return base + (wid.y * nwg.x + wid.x) * WORKGROUP_SIZE + lid;
+}
+
+// torch's `a.lerp_(b, w)` on CPU (ATen Lerp.h, vectorised form): fma(w, b - a, a) for
+// |w| < 0.5, else fma(w - 1, b - a, b). `w` is uniform, so the branch is too.
+fn lerp_torch(a: V, b: V, w: f32) -> V {
+    if abs(w) < 0.5 {
+        return fma(V(w), b - a, a);
+    }
+    return fma(V(w - 1.0), b - a, b);
+}
+
+// NaN test by bit pattern: compilers may assume finite math and fold `x != x` away.
+fn is_nan(x: V) -> VB {
+    return (bitcast<VU>(x) & VU(0x7fffffffu)) > VU(0x7f800000u);
+}
+
+// torch.maximum: NaN-propagating maximum (WGSL's max leaves NaN handling undefined).
+fn nan_max(a: V, b: V) -> V {
+    return select(max(a, b), a + b, is_nan(a) | is_nan(b));
+}

@@ -1,0 +1,103 @@
+//! One error type for everything a user can cause.
+
+/// Every failure a user of this crate can cause, each with a message that says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No GPU adapter matched the request (or none exists on this machine).
+    #[error(
+        "no GPU adapter found{detail}. Install a Vulkan driver; on a machine without a GPU, \
+         Mesa's software device lavapipe works (Debian/Ubuntu: `apt-get install mesa-vulkan-drivers libvulkan1`). \
+         WGPU_BACKEND and WGPU_ADAPTER_NAME select among several adapters"
+    )]
+    NoAdapter {
+        /// What was asked for, e.g. ` named "rtx"`.
+        detail: String,
+    },
+
+    /// The adapter refused to create a device.
+    #[error("the adapter refused to create a device: {0}")]
+    RequestDevice(String),
+
+    /// A hyper-parameter is outside its valid range. The message follows torch.optim's wording.
+    #[error("{optimizer}: {message}")]
+    InvalidHyperParameter {
+        /// Optimizer name, e.g. `"AdamW"`.
+        optimizer: &'static str,
+        /// torch.optim's message, e.g. `Invalid learning rate: -1`.
+        message: String,
+    },
+
+    /// Two arrays that must have the same length do not.
+    #[error("{what}: expected {expected} elements, got {actual}")]
+    LengthMismatch {
+        /// Which argument.
+        what: &'static str,
+        /// The length it must have.
+        expected: usize,
+        /// The length it has.
+        actual: usize,
+    },
+
+    /// A tensor has no elements; an optimizer step over nothing is almost certainly a bug.
+    #[error("{what} is empty: a tensor needs at least one element")]
+    Empty {
+        /// Which argument.
+        what: &'static str,
+    },
+
+    /// A buffer handed in by the user lacks a usage flag the step needs.
+    #[error("{what}: the buffer lacks usage {missing:?}; create it with `BufferUsages::{missing:?}`")]
+    MissingUsage {
+        /// Which argument.
+        what: &'static str,
+        /// The usages it lacks.
+        missing: wgpu::BufferUsages,
+    },
+
+    /// A user buffer is too small for the range asked of it, or an offset is misaligned.
+    #[error("{what}: {message}")]
+    BadBufferRange {
+        /// Which argument.
+        what: &'static str,
+        /// What is wrong and what would be right.
+        message: String,
+    },
+
+    /// Tensors that one step binds together are split into different sub-ranges.
+    #[error(
+        "{what} is split into sub-ranges of {actual:?} elements but the parameters use {expected:?}; \
+         create every tensor of one optimizer through the same GpuContext"
+    )]
+    LayoutMismatch {
+        /// Which argument.
+        what: &'static str,
+        /// The parameters' sub-range lengths.
+        expected: Vec<usize>,
+        /// This tensor's sub-range lengths.
+        actual: Vec<usize>,
+    },
+
+    /// A size is beyond what this device can do.
+    #[error("{0}")]
+    OverLimit(String),
+
+    /// An engine tuning value is unusable.
+    #[error("invalid tuning: {0}")]
+    InvalidTuning(String),
+
+    /// wgpu reported a validation or out-of-memory error for work this crate submitted.
+    #[error("wgpu error during {during}: {message}")]
+    Wgpu {
+        /// What the crate was doing.
+        during: &'static str,
+        /// wgpu's own message.
+        message: String,
+    },
+
+    /// Reading a buffer back to the host failed (device lost, or buffer not mappable).
+    #[error("reading back from the GPU failed: {0}")]
+    Readback(String),
+}
+
+/// Shorthand used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

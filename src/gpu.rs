@@ -1,0 +1,270 @@
+//! GPU acquisition: pick an adapter and open a device with the adapter's own limits, or wrap
+//! a device the caller already has.
+
+use std::sync::Arc;
+
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+
+/// How the engine splits work and memory. Every field has a measured or device-derived
+/// default ([`GpuContext::tuning`]); lower them in tests to exercise the multi-range paths on
+/// small data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tuning {
+    /// Invocations per workgroup (a WGSL `override`). Default 256.
+    pub workgroup_size: u32,
+    /// Largest number of workgroups in one grid dimension; larger dispatches fold into y.
+    /// Default: the device's `max_compute_workgroups_per_dimension` (65535 on every backend).
+    pub max_workgroups_per_dimension: u32,
+    /// Bytes of one bound sub-range of a tensor: every tensor is processed as consecutive
+    /// sub-ranges of this size (the last one shorter). A multiple of 16 bytes and of the
+    /// device's storage offset alignment, at most `max_storage_buffer_binding_size`.
+    pub segment_bytes: u64,
+    /// Size cap of one physical buffer this crate allocates; larger tensors are spread over
+    /// several buffers. Default 512 MiB: on an H100 (Vulkan), 1 GiB buffers ran an AdamW
+    /// step at half the speed of 512 MiB ones however they were bound.
+    pub buffer_bytes: u64,
+}
+
+/// The default physical-buffer cap (see [`Tuning::buffer_bytes`]).
+pub const DEFAULT_BUFFER_BYTES: u64 = 512 << 20;
+
+impl Tuning {
+    /// The defaults for a device with these limits.
+    pub fn for_limits(limits: &wgpu::Limits) -> Self {
+        let align = segment_alignment(limits);
+        let max_binding = u64::from(limits.max_storage_buffer_binding_size).min(limits.max_buffer_size);
+        let buffer_bytes = DEFAULT_BUFFER_BYTES.min(limits.max_buffer_size) / align * align;
+        Tuning {
+            workgroup_size: 256.min(limits.max_compute_invocations_per_workgroup),
+            max_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
+            segment_bytes: buffer_bytes.min(max_binding) / align * align,
+            buffer_bytes,
+        }
+    }
+
+    /// Checks the tuning against the device's limits.
+    pub fn validate(&self, limits: &wgpu::Limits) -> Result<()> {
+        let align = segment_alignment(limits);
+        let bad = |msg: String| Err(Error::InvalidTuning(msg));
+        if self.workgroup_size == 0
+            || self.workgroup_size > limits.max_compute_invocations_per_workgroup
+            || self.workgroup_size > limits.max_compute_workgroup_size_x
+        {
+            return bad(format!(
+                "workgroup_size {} must be in 1..={}",
+                self.workgroup_size,
+                limits.max_compute_invocations_per_workgroup.min(limits.max_compute_workgroup_size_x)
+            ));
+        }
+        if self.max_workgroups_per_dimension == 0
+            || self.max_workgroups_per_dimension > limits.max_compute_workgroups_per_dimension
+        {
+            return bad(format!(
+                "max_workgroups_per_dimension {} must be in 1..={}",
+                self.max_workgroups_per_dimension, limits.max_compute_workgroups_per_dimension
+            ));
+        }
+        let max_binding = u64::from(limits.max_storage_buffer_binding_size);
+        if self.segment_bytes == 0 || self.segment_bytes % align != 0 || self.segment_bytes > max_binding {
+            return bad(format!(
+                "segment_bytes {} must be a positive multiple of {align} and at most {max_binding}",
+                self.segment_bytes
+            ));
+        }
+        if self.buffer_bytes < self.segment_bytes || self.buffer_bytes > limits.max_buffer_size {
+            return bad(format!(
+                "buffer_bytes {} must be at least segment_bytes ({}) and at most the device's max_buffer_size {}",
+                self.buffer_bytes, self.segment_bytes, limits.max_buffer_size
+            ));
+        }
+        Ok(())
+    }
+
+    /// Elements of f32 in one sub-range.
+    pub fn segment_len(&self) -> usize {
+        (self.segment_bytes / 4) as usize
+    }
+}
+
+/// Sub-ranges must start on the device's storage offset alignment and hold whole `vec4`s.
+fn segment_alignment(limits: &wgpu::Limits) -> u64 {
+    u64::from(limits.min_storage_buffer_offset_alignment).max(16)
+}
+
+/// Which adapter to open. `Default` reads `WGPU_BACKEND` and `WGPU_ADAPTER_NAME`.
+#[derive(Clone, Debug)]
+pub struct AdapterRequest {
+    /// Backends to search (default: `WGPU_BACKEND`, else all).
+    pub backends: wgpu::Backends,
+    /// Case-insensitive substring of the adapter name (default: `WGPU_ADAPTER_NAME`).
+    pub name: Option<String>,
+}
+
+impl Default for AdapterRequest {
+    fn default() -> Self {
+        AdapterRequest {
+            backends: wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all()),
+            name: std::env::var("WGPU_ADAPTER_NAME").ok().filter(|s| !s.is_empty()),
+        }
+    }
+}
+
+/// A device, its queue and the engine state (pipeline cache, tuning). Cheap to clone.
+#[derive(Clone)]
+pub struct GpuContext {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    limits: wgpu::Limits,
+    tuning: Tuning,
+    engine: Engine,
+}
+
+impl std::fmt::Debug for GpuContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuContext")
+            .field("adapter", &self.inner.info.name)
+            .field("backend", &self.inner.info.backend)
+            .field("tuning", &self.inner.tuning)
+            .finish()
+    }
+}
+
+impl GpuContext {
+    /// Opens the best adapter (see [`GpuContext::with_request`]) with default tuning.
+    pub fn new() -> Result<Self> {
+        Self::with_request(&AdapterRequest::default())
+    }
+
+    /// Opens an adapter: among those matching the request, a discrete GPU is preferred to an
+    /// integrated one, and both to a software rasteriser such as lavapipe. The device is
+    /// requested with the adapter's own limits, not wgpu's conservative defaults, so large
+    /// bindings and buffers are available.
+    pub fn with_request(request: &AdapterRequest) -> Result<Self> {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+            backends: request.backends,
+            ..wgpu::InstanceDescriptor::new_without_display_handle()
+        });
+        let adapters = pollster::block_on(instance.enumerate_adapters(request.backends));
+        let wanted = request.name.as_ref().map(|n| n.to_lowercase());
+        let adapter = adapters
+            .into_iter()
+            .filter(|a| wanted.as_ref().is_none_or(|w| a.get_info().name.to_lowercase().contains(w)))
+            .max_by_key(|a| adapter_rank(&a.get_info()))
+            .ok_or_else(|| Error::NoAdapter {
+                detail: match &request.name {
+                    Some(n) => format!(" named like {n:?} on backends {:?}", request.backends),
+                    None => format!(" on backends {:?}", request.backends),
+                },
+            })?;
+        let limits = adapter.limits();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("wgpu-optim"),
+            required_features: adapter.features() & wgpu::Features::TIMESTAMP_QUERY,
+            required_limits: limits.clone(),
+            ..Default::default()
+        }))
+        .map_err(|e| Error::RequestDevice(e.to_string()))?;
+        // Every call of this crate runs inside error scopes; anything that still escapes is
+        // reported on stderr rather than aborting the process through wgpu's default panic.
+        device.on_uncaptured_error(Arc::new(|e| eprintln!("wgpu-optim: uncaptured wgpu error: {e}")));
+        Self::from_device(device, queue, adapter.get_info())
+    }
+
+    /// Wraps a device and queue the caller already has (for instance a training pipeline's).
+    /// The device's own limits are used; nothing is changed on the device.
+    pub fn from_device(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Result<Self> {
+        let limits = device.limits();
+        let tuning = Tuning::for_limits(&limits);
+        Self::build(device, queue, info, limits, tuning)
+    }
+
+    fn build(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        info: wgpu::AdapterInfo,
+        limits: wgpu::Limits,
+        tuning: Tuning,
+    ) -> Result<Self> {
+        tuning.validate(&limits)?;
+        let engine = Engine::new(&device);
+        Ok(GpuContext { inner: Arc::new(Inner { device, queue, info, limits, tuning, engine }) })
+    }
+
+    /// The same device with other tuning (validated against its limits). Tensors and
+    /// optimizers made through one context must not be mixed with another's sub-range size.
+    pub fn with_tuning(&self, tuning: Tuning) -> Result<Self> {
+        let i = &self.inner;
+        Self::build(i.device.clone(), i.queue.clone(), i.info.clone(), i.limits.clone(), tuning)
+    }
+
+    /// The wgpu device.
+    pub fn device(&self) -> &wgpu::Device {
+        &self.inner.device
+    }
+    /// The wgpu queue.
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.inner.queue
+    }
+    /// What the adapter says of itself (name, backend, device type).
+    pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
+        &self.inner.info
+    }
+    /// The device's limits.
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.inner.limits
+    }
+    /// The engine tuning in force.
+    pub fn tuning(&self) -> &Tuning {
+        &self.inner.tuning
+    }
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// Runs `f` inside validation and out-of-memory error scopes and turns anything wgpu
+    /// reports into [`Error::Wgpu`], so no wgpu error reaches its default panic handler.
+    pub(crate) fn scoped<T>(&self, during: &'static str, f: impl FnOnce() -> T) -> Result<T> {
+        let device = &self.inner.device;
+        let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let out = f();
+        let v = pollster::block_on(validation.pop());
+        let o = pollster::block_on(oom.pop());
+        match v.or(o) {
+            None => Ok(out),
+            Some(e) => Err(Error::Wgpu { during, message: e.to_string() }),
+        }
+    }
+
+    /// Blocks until all submitted work has finished.
+    pub fn wait(&self) -> Result<()> {
+        self.inner
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|e| Error::Wgpu { during: "waiting for the GPU", message: e.to_string() })
+    }
+}
+
+/// Higher is better: real GPUs before software ones, native backends before GL.
+fn adapter_rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
+    let kind = match info.device_type {
+        wgpu::DeviceType::DiscreteGpu => 4,
+        wgpu::DeviceType::IntegratedGpu => 3,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 1,
+        wgpu::DeviceType::Cpu => 0,
+    };
+    let backend = match info.backend {
+        wgpu::Backend::Vulkan | wgpu::Backend::Metal | wgpu::Backend::Dx12 => 2,
+        wgpu::Backend::BrowserWebGpu => 1,
+        _ => 0,
+    };
+    (kind, backend)
+}

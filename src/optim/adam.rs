@@ -1,0 +1,298 @@
+//! Adam and AdamW, as torch.optim.Adam / torch.optim.AdamW.
+
+use super::{Kernel, Optimizer, ScalarBlock, StateSlices, StateSlot, check, flag, pack, py};
+use crate::error::Result;
+
+/// Adam, torch.optim.Adam (single-tensor path), weight decay as an L2 term by default.
+///
+/// ```text
+/// t = t + 1;  g = maximize ? -grad : grad
+/// if weight_decay != 0:  decoupled ? p = p * (1 - lr*wd) : g = g + wd * p
+/// m = lerp(m, g, 1 - beta1)
+/// v = beta2 * v + (1 - beta2) * g * g
+/// s = amsgrad ? (v_max = max(v_max, v)) : v          # max of the raw v, as torch
+/// p = p - (lr / (1 - beta1^t)) * m / (sqrt(s) / sqrt(1 - beta2^t) + eps)
+/// ```
+/// Bias corrections and step size are computed on the host in f64 and rounded once to f32.
+/// State: `exp_avg` (m), `exp_avg_sq` (v), `max_exp_avg_sq` (v_max, AMSGrad only).
+/// Kingma & Ba (2015); AMSGrad: Reddi et al. (2018). Unlike optax's `amsgrad`, the maximum
+/// is taken over the raw, not the bias-corrected, second moment.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Adam {
+    /// Learning rate (default 1e-3).
+    pub lr: f64,
+    /// Coefficients of the running averages of g and g² (default (0.9, 0.999)).
+    pub betas: (f64, f64),
+    /// Added to the denominator (default 1e-8).
+    pub eps: f64,
+    /// Weight decay (default 0; L2 unless `decoupled_weight_decay`).
+    pub weight_decay: f64,
+    /// AMSGrad variant (default false).
+    pub amsgrad: bool,
+    /// Maximize the objective (default false).
+    pub maximize: bool,
+    /// Decoupled weight decay, i.e. AdamW (default false).
+    pub decoupled_weight_decay: bool,
+}
+
+impl Default for Adam {
+    fn default() -> Self {
+        Adam {
+            lr: 1e-3,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            weight_decay: 0.0,
+            amsgrad: false,
+            maximize: false,
+            decoupled_weight_decay: false,
+        }
+    }
+}
+
+/// AdamW, torch.optim.AdamW: Adam with decoupled weight decay, default `weight_decay` 1e-2.
+///
+/// The parameter is first shrunk by `1 - lr * weight_decay`, then the Adam step of [`Adam`]
+/// is applied (Loshchilov & Hutter, 2019). optax's `adamw` defaults to 1e-4 and scales
+/// `wd * p` into the update instead: same math, different rounding.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdamW {
+    /// Learning rate (default 1e-3).
+    pub lr: f64,
+    /// Coefficients of the running averages of g and g² (default (0.9, 0.999)).
+    pub betas: (f64, f64),
+    /// Added to the denominator (default 1e-8).
+    pub eps: f64,
+    /// Decoupled weight decay (default 1e-2).
+    pub weight_decay: f64,
+    /// AMSGrad variant (default false).
+    pub amsgrad: bool,
+    /// Maximize the objective (default false).
+    pub maximize: bool,
+}
+
+impl Default for AdamW {
+    fn default() -> Self {
+        AdamW { lr: 1e-3, betas: (0.9, 0.999), eps: 1e-8, weight_decay: 1e-2, amsgrad: false, maximize: false }
+    }
+}
+
+macro_rules! builders {
+    ($t:ident) => {
+        impl $t {
+            /// With learning rate `lr` and torch's other defaults.
+            pub fn new(lr: f64) -> Self {
+                $t { lr, ..Self::default() }
+            }
+            /// Sets `betas`.
+            pub fn with_betas(self, beta1: f64, beta2: f64) -> Self {
+                $t { betas: (beta1, beta2), ..self }
+            }
+            /// Sets `eps`.
+            pub fn with_eps(self, eps: f64) -> Self {
+                $t { eps, ..self }
+            }
+            /// Sets `weight_decay`.
+            pub fn with_weight_decay(self, weight_decay: f64) -> Self {
+                $t { weight_decay, ..self }
+            }
+            /// Sets `amsgrad`.
+            pub fn with_amsgrad(self, amsgrad: bool) -> Self {
+                $t { amsgrad, ..self }
+            }
+            /// Sets `maximize`.
+            pub fn with_maximize(self, maximize: bool) -> Self {
+                $t { maximize, ..self }
+            }
+        }
+    };
+}
+builders!(Adam);
+builders!(AdamW);
+
+impl Adam {
+    /// Sets `decoupled_weight_decay`.
+    pub fn with_decoupled_weight_decay(self, decoupled_weight_decay: bool) -> Self {
+        Adam { decoupled_weight_decay, ..self }
+    }
+}
+
+impl From<&AdamW> for Adam {
+    fn from(w: &AdamW) -> Adam {
+        Adam {
+            lr: w.lr,
+            betas: w.betas,
+            eps: w.eps,
+            weight_decay: w.weight_decay,
+            amsgrad: w.amsgrad,
+            maximize: w.maximize,
+            decoupled_weight_decay: true,
+        }
+    }
+}
+
+static KERNEL: Kernel = Kernel {
+    family: "adam",
+    source: include_str!("../../shaders/adam.wgsl"),
+    state: &[
+        StateSlot { role: "m", torch_name: "exp_avg" },
+        StateSlot { role: "v", torch_name: "exp_avg_sq" },
+        StateSlot { role: "v_max", torch_name: "max_exp_avg_sq" },
+    ],
+};
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Scalars {
+    one_minus_beta1: f32,
+    beta2: f32,
+    one_minus_beta2: f32,
+    neg_step_size: f32,
+    bias_correction2_sqrt: f32,
+    eps: f32,
+    weight_decay: f32,
+    decay: f32,
+}
+
+impl Adam {
+    /// torch's host arithmetic: f64 throughout (`beta ** step` with a float step), one
+    /// rounding to f32 per scalar.
+    fn host_scalars(&self, step: u64) -> Scalars {
+        let (b1, b2) = self.betas;
+        let t = step as f64;
+        let bias_correction1 = 1.0 - b1.powf(t);
+        let bias_correction2 = 1.0 - b2.powf(t);
+        Scalars {
+            one_minus_beta1: (1.0 - b1) as f32,
+            beta2: b2 as f32,
+            one_minus_beta2: (1.0 - b2) as f32,
+            neg_step_size: (-(self.lr / bias_correction1)) as f32,
+            bias_correction2_sqrt: bias_correction2.sqrt() as f32,
+            eps: self.eps as f32,
+            weight_decay: self.weight_decay as f32,
+            decay: (1.0 - self.lr * self.weight_decay) as f32,
+        }
+    }
+
+    fn check(&self, n: &'static str) -> Result<()> {
+        check(n, self.lr >= 0.0, || format!("Invalid learning rate: {}", py(self.lr)))?;
+        check(n, self.eps >= 0.0, || format!("Invalid epsilon value: {}", py(self.eps)))?;
+        let (b1, b2) = self.betas;
+        check(n, (0.0..1.0).contains(&b1), || format!("Invalid beta parameter at index 0: {}", py(b1)))?;
+        check(n, (0.0..1.0).contains(&b2), || format!("Invalid beta parameter at index 1: {}", py(b2)))?;
+        check(n, self.weight_decay >= 0.0, || format!("Invalid weight_decay value: {}", py(self.weight_decay)))
+    }
+}
+
+/// torch's CPU `a.lerp_(b, w)` (vectorised form), shared with the WGSL `lerp_torch`.
+#[inline(always)]
+fn lerp(a: f32, b: f32, w: f32) -> f32 {
+    if w.abs() < 0.5 { w.mul_add(b - a, a) } else { (w - 1.0).mul_add(b - a, b) }
+}
+
+/// One element of the Adam update (the CPU definition; `shaders/adam.wgsl` is the GPU one).
+#[inline(always)]
+fn update(c: &Adam, s: &Scalars, p: &mut f32, grad: f32, m: &mut f32, v: &mut f32, v_max: Option<&mut f32>) {
+    let mut d = if c.maximize { -grad } else { grad };
+    let mut param = *p;
+    if c.weight_decay != 0.0 {
+        if c.decoupled_weight_decay {
+            param *= s.decay;
+        } else {
+            d = param.mul_add(s.weight_decay, d);
+        }
+    }
+    *m = lerp(*m, d, s.one_minus_beta1);
+    *v = *v * s.beta2 + (s.one_minus_beta2 * d) * d;
+    let second = match v_max {
+        Some(vm) => {
+            // torch.maximum propagates NaN.
+            *vm = if vm.is_nan() || v.is_nan() { *vm + *v } else { vm.max(*v) };
+            *vm
+        }
+        None => *v,
+    };
+    let denom = second.sqrt() / s.bias_correction2_sqrt + s.eps;
+    *p = param + (s.neg_step_size * *m) / denom;
+}
+
+impl Optimizer for Adam {
+    fn name(&self) -> &'static str {
+        if self.decoupled_weight_decay { "Adam(decoupled_weight_decay)" } else { "Adam" }
+    }
+    fn validate(&self) -> Result<()> {
+        self.check(self.name())
+    }
+    fn lr(&self) -> f64 {
+        self.lr
+    }
+    fn set_lr(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+    fn kernel(&self) -> &'static Kernel {
+        &KERNEL
+    }
+    fn uses_state(&self, slot: usize) -> bool {
+        slot < 2 || (slot == 2 && self.amsgrad)
+    }
+    fn constants(&self) -> Vec<(&'static str, f64)> {
+        vec![
+            ("MAXIMIZE", flag(self.maximize)),
+            ("WEIGHT_DECAY", flag(self.weight_decay != 0.0)),
+            ("DECOUPLED", flag(self.decoupled_weight_decay)),
+            ("AMSGRAD", flag(self.amsgrad)),
+        ]
+    }
+    fn scalars(&self, step: u64) -> ScalarBlock {
+        pack(&self.host_scalars(step))
+    }
+    fn update_cpu(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_>) {
+        let s = self.host_scalars(step);
+        let [m, v, v_max] = state;
+        let pgmv = p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut());
+        if self.amsgrad {
+            for ((((p, &g), m), v), vm) in pgmv.zip(v_max.iter_mut()) {
+                update(self, &s, p, g, m, v, Some(vm));
+            }
+        } else {
+            for (((p, &g), m), v) in pgmv {
+                update(self, &s, p, g, m, v, None);
+            }
+        }
+    }
+    fn clone_box(&self) -> Box<dyn Optimizer> {
+        Box::new(self.clone())
+    }
+}
+
+impl Optimizer for AdamW {
+    fn name(&self) -> &'static str {
+        "AdamW"
+    }
+    fn validate(&self) -> Result<()> {
+        Adam::from(self).check(self.name())
+    }
+    fn lr(&self) -> f64 {
+        self.lr
+    }
+    fn set_lr(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+    fn kernel(&self) -> &'static Kernel {
+        &KERNEL
+    }
+    fn uses_state(&self, slot: usize) -> bool {
+        Adam::from(self).uses_state(slot)
+    }
+    fn constants(&self) -> Vec<(&'static str, f64)> {
+        Adam::from(self).constants()
+    }
+    fn scalars(&self, step: u64) -> ScalarBlock {
+        Adam::from(self).scalars(step)
+    }
+    fn update_cpu(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_>) {
+        Adam::from(self).update_cpu(step, p, g, state)
+    }
+    fn clone_box(&self) -> Box<dyn Optimizer> {
+        Box::new(self.clone())
+    }
+}

@@ -1,0 +1,133 @@
+//! The optimizers: each file holds one family's config (torch names, defaults, validation),
+//! its per-element CPU update and how it binds to its WGSL shader.
+//!
+//! Adding an optimizer: one WGSL file in `shaders/`, one file here implementing
+//! [`Optimizer`], one line in [`ALL`], and its rows in the test tables.
+
+mod adam;
+mod sgd;
+
+pub use adam::{Adam, AdamW};
+pub use sgd::Sgd;
+
+use crate::error::{Error, Result};
+
+/// Most state tensors any optimizer keeps per parameter (AMSGrad: m, v, v_max).
+pub const MAX_STATE: usize = 3;
+
+/// One per-parameter state tensor: the role name used in this crate and torch's
+/// `state_dict` name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StateSlot {
+    /// Role name (optax style): `m`, `v`, `v_max`, `momentum`.
+    pub role: &'static str,
+    /// torch.optim's state name: `exp_avg`, `exp_avg_sq`, `max_exp_avg_sq`, `momentum_buffer`.
+    pub torch_name: &'static str,
+}
+
+/// An optimizer family's shader and state layout, shared by its variants.
+#[derive(Debug)]
+pub struct Kernel {
+    /// Family name, also the shader's file stem.
+    pub family: &'static str,
+    /// WGSL source of the family's update (without the common prelude).
+    pub source: &'static str,
+    /// State tensors, in binding order after `p` and `g`.
+    pub state: &'static [StateSlot],
+}
+
+/// Per-step scalars as the uniform block a kernel reads (64 bytes, read as the family's own
+/// WGSL struct).
+pub type ScalarBlock = [u32; 16];
+
+/// Packs a family's scalar struct into a [`ScalarBlock`].
+pub(crate) fn pack<T: bytemuck::Pod>(scalars: &T) -> ScalarBlock {
+    let mut block = [0u32; 16];
+    bytemuck::cast_slice_mut::<u32, u8>(&mut block)[..size_of::<T>()].copy_from_slice(bytemuck::bytes_of(scalars));
+    block
+}
+
+/// The state slices a CPU update works on, in [`Kernel::state`] order; unused slots are empty.
+pub type StateSlices<'a> = [&'a mut [f32]; MAX_STATE];
+
+/// An optimizer: a config with torch.optim's names and defaults, and the two definitions of
+/// its update (WGSL for the GPU, one per-element Rust function for the CPU).
+///
+/// `step` counts from 1: it is torch's `state["step"]` after the increment.
+pub trait Optimizer: std::fmt::Debug + Send + Sync {
+    /// Display name (`"AdamW"`).
+    fn name(&self) -> &'static str;
+    /// Checks every hyper-parameter; messages follow torch.optim's.
+    fn validate(&self) -> Result<()>;
+    /// The learning rate.
+    fn lr(&self) -> f64;
+    /// Sets the learning rate (schedules call this between steps).
+    fn set_lr(&mut self, lr: f64);
+    /// The family's shader and state layout.
+    fn kernel(&self) -> &'static Kernel;
+    /// Whether this configuration uses state slot `slot` (e.g. `v_max` only with AMSGrad).
+    fn uses_state(&self, slot: usize) -> bool;
+    /// Values of the shader's `override` constants for this variant.
+    fn constants(&self) -> Vec<(&'static str, f64)>;
+    /// The per-step scalars for step `step`, computed on the host in f64 and rounded once to
+    /// f32, as torch does.
+    fn scalars(&self, step: u64) -> ScalarBlock;
+    /// Applies step `step` to a contiguous run of elements. Element-wise: any split of the
+    /// elements gives the same bits, which is what lets the parallel baseline use it too.
+    fn update_cpu(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_>);
+    /// A boxed copy.
+    fn clone_box(&self) -> Box<dyn Optimizer>;
+}
+
+impl Clone for Box<dyn Optimizer> {
+    fn clone(&self) -> Self {
+        self.clone_box()
+    }
+}
+
+impl<O: Optimizer + 'static> From<O> for Box<dyn Optimizer> {
+    fn from(o: O) -> Self {
+        Box::new(o)
+    }
+}
+
+/// Every optimizer this crate has, by its command-line name, with torch's defaults.
+pub const ALL: &[(&str, fn() -> Box<dyn Optimizer>)] = &[
+    ("sgd", || Box::new(Sgd::default())),
+    ("adam", || Box::new(Adam::default())),
+    ("adamw", || Box::new(AdamW::default())),
+];
+
+/// Looks an optimizer up by name (case-insensitive), with torch's defaults.
+pub fn by_name(name: &str) -> Option<Box<dyn Optimizer>> {
+    ALL.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, make)| make())
+}
+
+/// `Err` with torch's message unless `ok`.
+pub(crate) fn check(optimizer: &'static str, ok: bool, message: impl FnOnce() -> String) -> Result<()> {
+    if ok { Ok(()) } else { Err(Error::InvalidHyperParameter { optimizer, message: message() }) }
+}
+
+/// Formats a float as Python prints it (`1e-08`, `-0.1`, `nan`), so messages read like torch's.
+pub(crate) fn py(x: f64) -> String {
+    if x.is_nan() {
+        return "nan".into();
+    }
+    if x.is_infinite() {
+        return if x > 0.0 { "inf" } else { "-inf" }.into();
+    }
+    let a = x.abs();
+    if a != 0.0 && !(1e-4..1e16).contains(&a) {
+        let s = format!("{x:e}");
+        let (mant, exp) = s.split_once('e').unwrap_or((&s, "0")); // ok: `{:e}` always has an 'e'
+        let e: i32 = exp.parse().unwrap_or(0);
+        return format!("{mant}e{}{:02}", if e < 0 { '-' } else { '+' }, e.abs());
+    }
+    let s = format!("{x}");
+    if s.contains('.') { s } else { format!("{s}.0") }
+}
+
+/// Python's `bool` spelling, for constants.
+pub(crate) fn flag(b: bool) -> f64 {
+    if b { 1.0 } else { 0.0 }
+}

@@ -1,0 +1,171 @@
+//! Stochastic gradient descent with momentum, as torch.optim.SGD.
+
+use super::{Kernel, Optimizer, ScalarBlock, StateSlices, StateSlot, check, flag, pack, py};
+use crate::error::Result;
+
+/// SGD, torch.optim.SGD (single-tensor path).
+///
+/// ```text
+/// g = maximize ? -grad : grad
+/// if weight_decay != 0: g = g + weight_decay * p
+/// if momentum != 0:
+///     buf = (first step) ? g : momentum * buf + (1 - dampening) * g
+///     g   = nesterov ? g + momentum * buf : buf
+/// p = p - lr * g
+/// ```
+/// The momentum buffer starts as the first gradient (no dampening on that step), as torch
+/// does; optax's `trace` and the Sutskever form start from zero. State: `momentum_buffer`
+/// (only with momentum). Differences from torch: a NaN `lr` is rejected (torch's
+/// `lr < 0.0` check lets it through).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sgd {
+    /// Learning rate (torch default 1e-3).
+    pub lr: f64,
+    /// Momentum factor (default 0: no buffer).
+    pub momentum: f64,
+    /// Dampening of the gradient in the momentum buffer (default 0).
+    pub dampening: f64,
+    /// L2 penalty added to the gradient (default 0).
+    pub weight_decay: f64,
+    /// Nesterov momentum (default false; needs momentum > 0 and dampening = 0).
+    pub nesterov: bool,
+    /// Maximize the objective instead of minimizing (default false).
+    pub maximize: bool,
+}
+
+impl Default for Sgd {
+    fn default() -> Self {
+        Sgd { lr: 1e-3, momentum: 0.0, dampening: 0.0, weight_decay: 0.0, nesterov: false, maximize: false }
+    }
+}
+
+impl Sgd {
+    /// SGD with learning rate `lr` and torch's other defaults.
+    pub fn new(lr: f64) -> Self {
+        Sgd { lr, ..Self::default() }
+    }
+    /// Sets `momentum`.
+    pub fn with_momentum(self, momentum: f64) -> Self {
+        Sgd { momentum, ..self }
+    }
+    /// Sets `dampening`.
+    pub fn with_dampening(self, dampening: f64) -> Self {
+        Sgd { dampening, ..self }
+    }
+    /// Sets `weight_decay`.
+    pub fn with_weight_decay(self, weight_decay: f64) -> Self {
+        Sgd { weight_decay, ..self }
+    }
+    /// Sets `nesterov`.
+    pub fn with_nesterov(self, nesterov: bool) -> Self {
+        Sgd { nesterov, ..self }
+    }
+    /// Sets `maximize`.
+    pub fn with_maximize(self, maximize: bool) -> Self {
+        Sgd { maximize, ..self }
+    }
+}
+
+static KERNEL: Kernel = Kernel {
+    family: "sgd",
+    source: include_str!("../../shaders/sgd.wgsl"),
+    state: &[StateSlot { role: "momentum", torch_name: "momentum_buffer" }],
+};
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Scalars {
+    neg_lr: f32,
+    weight_decay: f32,
+    momentum: f32,
+    one_minus_dampening: f32,
+    first_step: u32,
+}
+
+impl Sgd {
+    fn host_scalars(&self, step: u64) -> Scalars {
+        Scalars {
+            neg_lr: (-self.lr) as f32,
+            weight_decay: self.weight_decay as f32,
+            momentum: self.momentum as f32,
+            one_minus_dampening: (1.0 - self.dampening) as f32,
+            first_step: u32::from(step == 1),
+        }
+    }
+}
+
+/// One element of the SGD update (the CPU definition; `shaders/sgd.wgsl` is the GPU one).
+#[inline(always)]
+fn update(c: &Sgd, s: &Scalars, p: &mut f32, grad: f32, buf: Option<&mut f32>) {
+    let mut d = if c.maximize { -grad } else { grad };
+    if c.weight_decay != 0.0 {
+        d = p.mul_add(s.weight_decay, d);
+    }
+    if let Some(buf) = buf {
+        let b = if s.first_step == 1 { d } else { d.mul_add(s.one_minus_dampening, *buf * s.momentum) };
+        *buf = b;
+        d = if c.nesterov { b.mul_add(s.momentum, d) } else { b };
+    }
+    *p = d.mul_add(s.neg_lr, *p);
+}
+
+impl Optimizer for Sgd {
+    fn name(&self) -> &'static str {
+        "SGD"
+    }
+
+    fn validate(&self) -> Result<()> {
+        let n = self.name();
+        check(n, self.lr >= 0.0, || format!("Invalid learning rate: {}", py(self.lr)))?;
+        check(n, self.momentum >= 0.0, || format!("Invalid momentum value: {}", py(self.momentum)))?;
+        check(n, self.weight_decay >= 0.0, || format!("Invalid weight_decay value: {}", py(self.weight_decay)))?;
+        check(n, self.dampening.is_finite(), || format!("Invalid dampening value: {}", py(self.dampening)))?;
+        check(n, !self.nesterov || (self.momentum > 0.0 && self.dampening == 0.0), || {
+            "Nesterov momentum requires a momentum and zero dampening".into()
+        })
+    }
+
+    fn lr(&self) -> f64 {
+        self.lr
+    }
+    fn set_lr(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+    fn kernel(&self) -> &'static Kernel {
+        &KERNEL
+    }
+    fn uses_state(&self, slot: usize) -> bool {
+        slot == 0 && self.momentum != 0.0
+    }
+
+    fn constants(&self) -> Vec<(&'static str, f64)> {
+        vec![
+            ("MAXIMIZE", flag(self.maximize)),
+            ("WEIGHT_DECAY", flag(self.weight_decay != 0.0)),
+            ("MOMENTUM", flag(self.momentum != 0.0)),
+            ("NESTEROV", flag(self.nesterov)),
+        ]
+    }
+
+    fn scalars(&self, step: u64) -> ScalarBlock {
+        pack(&self.host_scalars(step))
+    }
+
+    fn update_cpu(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_>) {
+        let s = self.host_scalars(step);
+        let [buf, ..] = state;
+        if self.momentum != 0.0 {
+            for ((p, &g), b) in p.iter_mut().zip(g).zip(buf.iter_mut()) {
+                update(self, &s, p, g, Some(b));
+            }
+        } else {
+            for (p, &g) in p.iter_mut().zip(g) {
+                update(self, &s, p, g, None);
+            }
+        }
+    }
+
+    fn clone_box(&self) -> Box<dyn Optimizer> {
+        Box::new(self.clone())
+    }
+}

@@ -1,0 +1,251 @@
+//! f32 tensors on the GPU, stored as consecutive bound sub-ranges ("segments") that may live
+//! in several physical buffers: the one storage model the kernels see, whether the memory is
+//! this crate's or the caller's.
+
+use ndarray::{Array1, ArrayView1};
+
+use crate::error::{Error, Result};
+use crate::gpu::GpuContext;
+
+/// One bound sub-range of a tensor: `len` f32 values at byte `offset` of `buffer`.
+#[derive(Clone, Debug)]
+pub struct Segment {
+    /// The physical buffer.
+    pub buffer: wgpu::Buffer,
+    /// Byte offset of the first element (a multiple of the storage offset alignment).
+    pub offset: u64,
+    /// Number of f32 elements.
+    pub len: usize,
+}
+
+impl Segment {
+    pub(crate) fn bytes(&self) -> u64 {
+        self.len as u64 * 4
+    }
+
+    pub(crate) fn binding(&self) -> wgpu::BindingResource<'_> {
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: &self.buffer,
+            offset: self.offset,
+            size: wgpu::BufferSize::new(self.bytes()),
+        })
+    }
+}
+
+/// A flat f32 tensor on the GPU.
+///
+/// Its elements are split into sub-ranges of [`Tuning::segment_bytes`](crate::Tuning) each
+/// (the last shorter); the kernels bind one sub-range at a time, so a tensor may be larger
+/// than one binding or one buffer. Tensors this crate allocates put at most
+/// [`Tuning::buffer_bytes`](crate::Tuning) into one physical buffer.
+#[derive(Clone, Debug)]
+pub struct GpuTensor {
+    len: usize,
+    segments: Vec<Segment>,
+}
+
+/// The usages of every buffer this crate allocates for a tensor.
+pub const TENSOR_USAGES: wgpu::BufferUsages =
+    wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_SRC).union(wgpu::BufferUsages::COPY_DST);
+
+impl GpuTensor {
+    /// A tensor of `len` zeros in buffers of this crate's own.
+    pub fn zeros(ctx: &GpuContext, len: usize) -> Result<Self> {
+        if len == 0 {
+            return Err(Error::Empty { what: "tensor" });
+        }
+        let tuning = ctx.tuning();
+        let seg_len = tuning.segment_len();
+        let per_buffer = (tuning.buffer_bytes / tuning.segment_bytes) as usize;
+        let lens = segment_lens(len, seg_len);
+        let mut segments = Vec::with_capacity(lens.len());
+        ctx.scoped("allocating a tensor", || {
+            for group in lens.chunks(per_buffer) {
+                let bytes: u64 = group.iter().map(|&l| l as u64 * 4).sum();
+                // Padded to 16 bytes so the last sub-range can also be viewed as whole vec4s.
+                let buffer = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("wgpu-optim tensor"),
+                    size: bytes.next_multiple_of(16),
+                    usage: TENSOR_USAGES,
+                    mapped_at_creation: false,
+                });
+                let mut offset = 0;
+                for &l in group {
+                    segments.push(Segment { buffer: buffer.clone(), offset, len: l });
+                    offset += l as u64 * 4;
+                }
+            }
+        })?;
+        Ok(GpuTensor { len, segments })
+    }
+
+    /// A tensor holding a copy of `data`.
+    pub fn from_slice(ctx: &GpuContext, data: &[f32]) -> Result<Self> {
+        let t = Self::zeros(ctx, data.len())?;
+        t.write(ctx, data)?;
+        Ok(t)
+    }
+
+    /// A view of `len` f32 values at byte `offset` of a buffer the caller owns. Nothing is
+    /// copied: steps read and write the caller's memory. The buffer needs `STORAGE` usage
+    /// (plus `COPY_SRC`/`COPY_DST` for [`read`](Self::read)/[`write`](Self::write)), and
+    /// `offset` must be a multiple of the device's `min_storage_buffer_offset_alignment`.
+    pub fn from_buffer(ctx: &GpuContext, buffer: &wgpu::Buffer, offset: u64, len: usize) -> Result<Self> {
+        const WHAT: &str = "from_buffer";
+        if len == 0 {
+            return Err(Error::Empty { what: WHAT });
+        }
+        if !buffer.usage().contains(wgpu::BufferUsages::STORAGE) {
+            return Err(Error::MissingUsage { what: WHAT, missing: wgpu::BufferUsages::STORAGE });
+        }
+        let align = u64::from(ctx.limits().min_storage_buffer_offset_alignment);
+        if offset % align != 0 {
+            return Err(Error::BadBufferRange {
+                what: WHAT,
+                message: format!("offset {offset} is not a multiple of the storage offset alignment {align}"),
+            });
+        }
+        let end = offset + len as u64 * 4;
+        if end > buffer.size() {
+            return Err(Error::BadBufferRange {
+                what: WHAT,
+                message: format!(
+                    "{len} f32 values from byte {offset} end at byte {end}, past the buffer's {} bytes",
+                    buffer.size()
+                ),
+            });
+        }
+        let seg_len = ctx.tuning().segment_len();
+        let segments = segment_lens(len, seg_len)
+            .into_iter()
+            .enumerate()
+            .map(|(i, l)| Segment { buffer: buffer.clone(), offset: offset + (i * seg_len) as u64 * 4, len: l })
+            .collect();
+        Ok(GpuTensor { len, segments })
+    }
+
+    /// Number of f32 elements.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Always false: a tensor has at least one element.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The bound sub-ranges, in order.
+    pub fn segments(&self) -> &[Segment] {
+        &self.segments
+    }
+
+    pub(crate) fn segment_lens(&self) -> Vec<usize> {
+        self.segments.iter().map(|s| s.len).collect()
+    }
+
+    /// Overwrites the tensor with `data` (through the queue; takes effect in submission order).
+    pub fn write(&self, ctx: &GpuContext, data: &[f32]) -> Result<()> {
+        if data.len() != self.len {
+            return Err(Error::LengthMismatch { what: "tensor write", expected: self.len, actual: data.len() });
+        }
+        ctx.scoped("writing a tensor", || {
+            let mut start = 0;
+            for s in &self.segments {
+                let part = &data[start..start + s.len];
+                ctx.queue().write_buffer(&s.buffer, s.offset, bytemuck::cast_slice(part));
+                start += s.len;
+            }
+        })
+    }
+
+    /// Copies the tensor back to the host (blocks until the GPU is done).
+    pub fn read(&self, ctx: &GpuContext) -> Result<Vec<f32>> {
+        let mut out = Vec::with_capacity(self.len);
+        for s in &self.segments {
+            read_segment(ctx, s, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    /// [`read`](Self::read) as an ndarray.
+    pub fn to_array(&self, ctx: &GpuContext) -> Result<Array1<f32>> {
+        self.read(ctx).map(Array1::from)
+    }
+}
+
+/// Lengths of the sub-ranges of a tensor of `len` elements.
+pub(crate) fn segment_lens(len: usize, seg_len: usize) -> Vec<usize> {
+    (0..len.div_ceil(seg_len)).map(|i| seg_len.min(len - i * seg_len)).collect()
+}
+
+fn read_segment(ctx: &GpuContext, s: &Segment, out: &mut Vec<f32>) -> Result<()> {
+    if !s.buffer.usage().contains(wgpu::BufferUsages::COPY_SRC) {
+        return Err(Error::MissingUsage { what: "tensor read", missing: wgpu::BufferUsages::COPY_SRC });
+    }
+    let staging = ctx.scoped("reading a tensor", || {
+        let staging = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+            label: Some("wgpu-optim readback"),
+            size: s.bytes(),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut encoder = ctx.device().create_command_encoder(&Default::default());
+        encoder.copy_buffer_to_buffer(&s.buffer, s.offset, &staging, 0, s.bytes());
+        ctx.queue().submit([encoder.finish()]);
+        staging
+    })?;
+    let (tx, rx) = futures_intrusive::channel::shared::oneshot_channel();
+    staging.map_async(wgpu::MapMode::Read, .., move |r| {
+        tx.send(r).ok();
+    });
+    ctx.wait()?;
+    match pollster::block_on(rx.receive()) {
+        Some(Ok(())) => {}
+        Some(Err(e)) => return Err(Error::Readback(e.to_string())),
+        None => return Err(Error::Readback("the map callback was dropped".into())),
+    }
+    {
+        let view = staging.get_mapped_range(..).map_err(|e| Error::Readback(e.to_string()))?;
+        out.extend_from_slice(bytemuck::cast_slice(&view));
+    }
+    staging.unmap();
+    Ok(())
+}
+
+/// Host data an optimizer accepts: slices, vectors and contiguous ndarrays.
+pub trait HostData {
+    /// The data as one contiguous slice, or an error if it is not contiguous.
+    fn as_f32s(&self) -> Result<&[f32]>;
+}
+
+impl HostData for [f32] {
+    fn as_f32s(&self) -> Result<&[f32]> {
+        Ok(self)
+    }
+}
+impl HostData for Vec<f32> {
+    fn as_f32s(&self) -> Result<&[f32]> {
+        Ok(self)
+    }
+}
+impl<const N: usize> HostData for [f32; N] {
+    fn as_f32s(&self) -> Result<&[f32]> {
+        Ok(self)
+    }
+}
+impl HostData for Array1<f32> {
+    fn as_f32s(&self) -> Result<&[f32]> {
+        self.as_slice().ok_or(Error::BadBufferRange {
+            what: "ndarray",
+            message: "not contiguous; pass `a.as_standard_layout()`".into(),
+        })
+    }
+}
+impl HostData for ArrayView1<'_, f32> {
+    fn as_f32s(&self) -> Result<&[f32]> {
+        self.to_slice().ok_or(Error::BadBufferRange {
+            what: "ndarray view",
+            message: "not contiguous; pass `a.as_standard_layout()`".into(),
+        })
+    }
+}
