@@ -19,7 +19,7 @@ override AMSGRAD: bool = false;
 
 @group(0) @binding(0) var<uniform> s: Scalars;
 @group(1) @binding(0) var<storage, read_write> p: array<V>;
-@group(1) @binding(1) var<storage, read> g: array<V>;
+@group(1) @binding(1) var<storage, read_write> g: array<V>;  // read_write: may share a buffer with p
 @group(1) @binding(2) var<storage, read_write> exp_avg: array<V>;
 @group(1) @binding(3) var<storage, read_write> exp_avg_sq: array<V>;
 @group(1) @binding(4) var<storage, read_write> max_exp_avg_sq: array<V>;

@@ -15,7 +15,7 @@ override NESTEROV: bool = false;
 
 @group(0) @binding(0) var<uniform> s: Scalars;
 @group(1) @binding(0) var<storage, read_write> p: array<V>;
-@group(1) @binding(1) var<storage, read> g: array<V>;
+@group(1) @binding(1) var<storage, read_write> g: array<V>;  // read_write: may share a buffer with p
 @group(1) @binding(2) var<storage, read_write> momentum_buffer: array<V>;
 
 @compute @workgroup_size(WORKGROUP_SIZE)

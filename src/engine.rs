@@ -42,12 +42,15 @@ pub(crate) struct Engine {
     pipelines: Mutex<HashMap<VariantKey, Pipelines>>,
 }
 
-fn storage(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
+/// Every tensor binding is read-write, gradients included: WebGPU forbids one buffer to be
+/// bound read-only and read-write in the same dispatch, and parameters and gradients often
+/// share one arena buffer.
+fn storage(binding: u32) -> wgpu::BindGroupLayoutEntry {
     wgpu::BindGroupLayoutEntry {
         binding,
         visibility: wgpu::ShaderStages::COMPUTE,
         ty: wgpu::BindingType::Buffer {
-            ty: wgpu::BufferBindingType::Storage { read_only },
+            ty: wgpu::BufferBindingType::Storage { read_only: false },
             has_dynamic_offset: false,
             min_binding_size: None,
         },
@@ -72,7 +75,7 @@ impl Engine {
         });
         let tensor_layouts: Vec<_> = (0..=MAX_STATE)
             .map(|n| {
-                let entries: Vec<_> = (0..2 + n as u32).map(|b| storage(b, b == 1)).collect();
+                let entries: Vec<_> = (0..2 + n as u32).map(storage).collect();
                 device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
                     label: Some("wgpu-optim tensors"),
                     entries: &entries,

@@ -95,7 +95,7 @@ fn segment_alignment(limits: &wgpu::Limits) -> u64 {
 /// Which adapter to open. `Default` reads `WGPU_BACKEND` and `WGPU_ADAPTER_NAME`.
 #[derive(Clone, Debug)]
 pub struct AdapterRequest {
-    /// Backends to search (default: `WGPU_BACKEND`, else all).
+    /// Backends to search (default: `WGPU_BACKEND`, else Vulkan, Metal, DX12 and browser WebGPU).
     pub backends: wgpu::Backends,
     /// Case-insensitive substring of the adapter name (default: `WGPU_ADAPTER_NAME`).
     pub name: Option<String>,
@@ -104,7 +104,7 @@ pub struct AdapterRequest {
 impl Default for AdapterRequest {
     fn default() -> Self {
         AdapterRequest {
-            backends: wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all()),
+            backends: wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY),
             name: std::env::var("WGPU_ADAPTER_NAME").ok().filter(|s| !s.is_empty()),
         }
     }

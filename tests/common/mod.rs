@@ -1,0 +1,113 @@
+//! Shared test fixtures: the GPU context, reproducible inputs and the variant table.
+#![allow(dead_code)]
+
+use wgpu_optim::{Adam, AdamW, GpuContext, Optimizer, Sgd, Tuning};
+
+/// The default adapter. Never skips: without one the test fails and says what to install.
+pub fn ctx() -> GpuContext {
+    GpuContext::new().unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}"))
+}
+
+/// The default adapter with other tuning.
+pub fn ctx_with(f: impl FnOnce(&mut Tuning)) -> GpuContext {
+    let base = ctx();
+    let mut t = base.tuning().clone();
+    f(&mut t);
+    base.with_tuning(t).unwrap_or_else(|e| panic!("test tuning rejected: {e}"))
+}
+
+/// Initial parameter `i`: a multiple of 1/512 in [-1.95, 1.95], exact in f32 and f64, so
+/// other tools (the torch script quoted in `cpu_reference.rs`) can rebuild the same inputs.
+pub fn param(i: usize) -> f32 {
+    (((i * 7919 + 13) % 2001) as f32 - 1000.0) / 512.0
+}
+
+/// Gradient `i` at step `k` (1-based): a multiple of 1/1024 in [-0.98, 0.98], varying per step.
+pub fn grad(i: usize, k: usize) -> f32 {
+    (((i * 104729 + k * 7717 + 5) % 2001) as f32 - 1000.0) / 1024.0
+}
+
+pub fn params(n: usize) -> Vec<f32> {
+    (0..n).map(param).collect()
+}
+
+pub fn grads(n: usize, k: usize) -> Vec<f32> {
+    (0..n).map(|i| grad(i, k)).collect()
+}
+
+/// Every optimizer × variant the parity tests cover, with a label.
+pub fn variants() -> Vec<(&'static str, Box<dyn Optimizer>)> {
+    vec![
+        ("sgd", Sgd::new(0.1).into()),
+        ("sgd momentum", Sgd::new(0.1).with_momentum(0.9).into()),
+        ("sgd momentum dampening", Sgd::new(0.1).with_momentum(0.9).with_dampening(0.25).into()),
+        ("sgd nesterov", Sgd::new(0.1).with_momentum(0.9).with_nesterov(true).into()),
+        ("sgd weight_decay", Sgd::new(0.1).with_weight_decay(0.05).into()),
+        ("sgd maximize", Sgd::new(0.1).with_maximize(true).into()),
+        (
+            "sgd nesterov wd maximize",
+            Sgd::new(0.1).with_momentum(0.8).with_nesterov(true).with_weight_decay(0.01).with_maximize(true).into(),
+        ),
+        ("adam", Adam::new(1e-2).into()),
+        ("adam l2", Adam::new(1e-2).with_weight_decay(0.1).into()),
+        ("adam amsgrad", Adam::new(1e-2).with_amsgrad(true).into()),
+        ("adam maximize", Adam::new(1e-2).with_maximize(true).into()),
+        (
+            "adam amsgrad l2 maximize betas",
+            Adam::new(1e-2).with_amsgrad(true).with_weight_decay(0.1).with_maximize(true).with_betas(0.6, 0.95).into(),
+        ),
+        ("adamw", AdamW::new(1e-2).into()),
+        ("adamw no decay", AdamW::new(1e-2).with_weight_decay(0.0).into()),
+        ("adamw amsgrad", AdamW::new(1e-2).with_amsgrad(true).into()),
+        ("adamw maximize", AdamW::new(1e-2).with_maximize(true).with_weight_decay(0.3).into()),
+        // beta1 < 0.5 takes lerp's other branch (weight 1 - beta1 >= 0.5).
+        ("adamw low beta1", AdamW::new(1e-2).with_betas(0.3, 0.99).into()),
+    ]
+}
+
+/// Error budget of one step of each family, in units of f32's epsilon relative to the
+/// magnitude the error scales with (see `assert_close`).
+///
+/// WGSL (spec §15.7) guarantees `+ - *` correctly rounded (0.5 ulp), `/` to 2.5 ulp, `sqrt`
+/// as `1/inverseSqrt` (2 + 2.5 ulp), and lets `fma` be unfused (one more rounding); the CPU
+/// rounds every op to 0.5 ulp. The budget is the sum over the ops on the update path of
+/// the GPU's bound plus the CPU's 0.5 ulp:
+/// * SGD: maximize (exact), L2 fma (2), momentum mul + fma (1 + 2), nesterov fma (2),
+///   final fma (2): 9.
+/// * Adam: L2 fma or decay mul (2), lerp sub + fma (1 + 2), v mul, mul, mul, add (4),
+///   sqrt (5), `/ bc2` (3), `+ eps` (1), `step_size * m` (1), `/ denom` (3), `p +` (1): 23.
+pub fn step_budget(family: &str) -> f32 {
+    match family {
+        "sgd" => 9.0,
+        "adam" => 23.0,
+        other => panic!("no error budget for {other}"),
+    }
+}
+
+/// Asserts `gpu` equals `cpu` to within `steps × budget × ε × (|x| + change)`, where
+/// `change` is the largest per-step change of the tensor over the run: rounding errors
+/// scale with the operands, and the operands of an update are the value and its change.
+/// Errors made at one step are carried to the next at most once (every factor applied to
+/// the previous value — beta, momentum, 1 - lr·wd — is at most 1), hence the factor `steps`.
+pub fn assert_close(label: &str, gpu: &[f32], cpu: &[f32], change: f32, steps: usize, budget: f32) -> f32 {
+    assert_eq!(gpu.len(), cpu.len(), "{label}: lengths differ");
+    let mut worst = 0.0f32;
+    for (i, (&a, &b)) in gpu.iter().zip(cpu).enumerate() {
+        let scale = b.abs() + change;
+        let tol = steps as f32 * budget * f32::EPSILON * scale;
+        let err = (a - b).abs();
+        assert!(
+            err <= tol || (a.is_nan() && b.is_nan()),
+            "{label}: element {i}: gpu {a:e} vs cpu {b:e}, |diff| {err:e} > tolerance {tol:e}"
+        );
+        if scale > 0.0 {
+            worst = worst.max(err / (f32::EPSILON * scale));
+        }
+    }
+    worst
+}
+
+/// Largest absolute element-wise difference between two arrays.
+pub fn max_change(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
