@@ -33,7 +33,7 @@ impl Tuning {
     /// The defaults for a device with these limits.
     pub fn for_limits(limits: &wgpu::Limits) -> Self {
         let align = segment_alignment(limits);
-        let max_binding = u64::from(limits.max_storage_buffer_binding_size).min(limits.max_buffer_size);
+        let max_binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
         let buffer_bytes = DEFAULT_BUFFER_BYTES.min(limits.max_buffer_size) / align * align;
         Tuning {
             workgroup_size: 256.min(limits.max_compute_invocations_per_workgroup),
@@ -65,8 +65,8 @@ impl Tuning {
                 self.max_workgroups_per_dimension, limits.max_compute_workgroups_per_dimension
             ));
         }
-        let max_binding = u64::from(limits.max_storage_buffer_binding_size);
-        if self.segment_bytes == 0 || self.segment_bytes % align != 0 || self.segment_bytes > max_binding {
+        let max_binding = limits.max_storage_buffer_binding_size;
+        if self.segment_bytes == 0 || !self.segment_bytes.is_multiple_of(align) || self.segment_bytes > max_binding {
             return bad(format!(
                 "segment_bytes {} must be a positive multiple of {align} and at most {max_binding}",
                 self.segment_bytes

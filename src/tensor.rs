@@ -99,7 +99,7 @@ impl GpuTensor {
             return Err(Error::MissingUsage { what: WHAT, missing: wgpu::BufferUsages::STORAGE });
         }
         let align = u64::from(ctx.limits().min_storage_buffer_offset_alignment);
-        if offset % align != 0 {
+        if !offset.is_multiple_of(align) {
             return Err(Error::BadBufferRange {
                 what: WHAT,
                 message: format!("offset {offset} is not a multiple of the storage offset alignment {align}"),

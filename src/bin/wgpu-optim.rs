@@ -1,1 +1,234 @@
-fn main() {}
+//! The `wgpu-optim` command: benchmark GPU against CPU, check GPU against CPU, show the adapter.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use wgpu_optim::bench::{self, Measurement, Side};
+use wgpu_optim::{GpuContext, Optimizer, Threads, optim};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Fused optimizer steps on any GPU through wgpu, checked against and benchmarked with the CPU"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Time one optimizer step on the GPU, the CPU reference and the CPU parallel baseline,
+    /// as GB/s and as a fraction of each side's measured copy bandwidth.
+    Bench {
+        /// Optimizers to run (sgd, adam, adamw), with torch's defaults.
+        #[arg(long, value_delimiter = ',', default_value = "adamw")]
+        optimizer: Vec<String>,
+        /// Every optimizer.
+        #[arg(long)]
+        all: bool,
+        /// Sizes as powers of two (parameters per step).
+        #[arg(long, value_delimiter = ',', default_values_t = [16u32, 18, 20, 22, 24])]
+        log2_sizes: Vec<u32>,
+        /// GPU steps per submit (all in one compute pass).
+        #[arg(long, default_value_t = 20)]
+        steps_per_submit: u32,
+        /// Threads for the CPU parallel baseline (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Skip the CPU sequential reference (slow at large sizes; the check still uses the CPU).
+        #[arg(long)]
+        no_sequential: bool,
+        /// Write the measurements as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Print the table as markdown (for README.md).
+        #[arg(long)]
+        markdown: bool,
+    },
+    /// Check every optimizer on the GPU against the CPU reference and print the worst error.
+    Check {
+        /// Parameters per tensor.
+        #[arg(long, default_value_t = 100_003)]
+        len: usize,
+        /// Steps per optimizer.
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+    },
+    /// Show the adapter and the tuning in force.
+    Info,
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn optimizers(
+    names: &[String],
+    all: bool,
+) -> Result<Vec<Box<dyn Optimizer>>, Box<dyn std::error::Error + Send + Sync>> {
+    if all {
+        return Ok(optim::ALL.iter().map(|(_, make)| make()).collect());
+    }
+    names
+        .iter()
+        .map(|n| {
+            optim::by_name(n).ok_or_else(|| {
+                let known: Vec<_> = optim::ALL.iter().map(|(n, _)| *n).collect();
+                format!("unknown optimizer {n:?}; known: {}", known.join(", ")).into()
+            })
+        })
+        .collect()
+}
+
+fn describe(ctx: &GpuContext) -> String {
+    let i = ctx.adapter_info();
+    format!("{} ({:?}, {:?}, driver {} {})", i.name, i.backend, i.device_type, i.driver, i.driver_info)
+}
+
+fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    match cli.command {
+        Command::Info => {
+            let ctx = GpuContext::new()?;
+            println!("adapter: {}", describe(&ctx));
+            let l = ctx.limits();
+            println!(
+                "limits: max_buffer_size {}, max_storage_buffer_binding_size {}, max workgroups/dim {}",
+                l.max_buffer_size, l.max_storage_buffer_binding_size, l.max_compute_workgroups_per_dimension
+            );
+            println!("tuning: {:?}", ctx.tuning());
+            Ok(())
+        }
+        Command::Check { len, steps } => {
+            let ctx = GpuContext::new()?;
+            println!("adapter: {}", describe(&ctx));
+            let (p, g) = bench::inputs(len);
+            for o in optimizers(&[], true)? {
+                let worst = bench::check_gpu(&ctx, &*o, &p, &g)?;
+                let mut gpu = wgpu_optim::GpuOptimizer::new(&ctx, o.clone_box(), &p)?;
+                let mut cpu = wgpu_optim::CpuOptimizer::new(o.clone_box(), &p)?;
+                for _ in 0..steps {
+                    gpu.step(&g)?;
+                    cpu.step(&g)?;
+                }
+                let got = gpu.read_params()?;
+                let max_abs = got.iter().zip(cpu.params()).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+                println!(
+                    "{:<6} one step: worst {worst:.2} ε·scale (budget {}); {steps} steps: max |Δp| {max_abs:e}",
+                    o.name(),
+                    o.kernel().step_error_budget
+                );
+            }
+            Ok(())
+        }
+        Command::Bench { optimizer, all, log2_sizes, steps_per_submit, threads, no_sequential, json, markdown } => {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads.unwrap_or(0)).build()?;
+            pool.install(|| {
+                bench_command(
+                    &optimizers(&optimizer, all)?,
+                    &log2_sizes,
+                    steps_per_submit,
+                    !no_sequential,
+                    json,
+                    markdown,
+                )
+            })
+        }
+    }
+}
+
+fn bench_command(
+    opts: &[Box<dyn Optimizer>],
+    log2_sizes: &[u32],
+    steps_per_submit: u32,
+    sequential: bool,
+    json: Option<PathBuf>,
+    markdown: bool,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let ctx = GpuContext::new()?;
+    let max_n = 1usize << log2_sizes.iter().copied().max().unwrap_or(20);
+    println!("adapter: {}", describe(&ctx));
+    println!("CPU: {} threads for the parallel baseline", rayon::current_num_threads());
+    // Copy 512 MiB (or the largest step's bytes, if larger) so the roof is memory's, not a
+    // cache's; sizes whose working set fits in a cache can then exceed 100 %.
+    let largest_step = max_n as u64 * opts.iter().map(|o| bench::bytes_per_param(&**o)).max().unwrap_or(28);
+    let roof_bytes = (largest_step / 2).clamp(512 << 20, 2 << 30);
+    let gpu_roof = bench::gpu_copy_roof(&ctx, roof_bytes)?;
+    let cpu_roof = bench::cpu_copy_roof(roof_bytes)?;
+    println!(
+        "roofs (copy of {} MiB, read + write): GPU {:.1} GB/s, CPU {:.1} GB/s",
+        roof_bytes >> 20,
+        gpu_roof / 1e9,
+        cpu_roof / 1e9
+    );
+    let sides = if sequential { 3 } else { 2 };
+    let bar = ProgressBar::new((opts.len() * log2_sizes.len() * sides) as u64)
+        .with_style(ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")?);
+    let mut rows = Vec::new();
+    for o in opts {
+        let bytes = bench::bytes_per_param(&**o);
+        for &log2 in log2_sizes {
+            let n = 1usize << log2;
+            let (p, g) = bench::inputs(n);
+            bar.set_message(format!("{} 2^{log2}: checking", o.name()));
+            bench::check_gpu(&ctx, &**o, &p, &g)?;
+            let mut push = |side, secs, roof| {
+                rows.push(Measurement {
+                    optimizer: o.name().to_string(),
+                    params: n,
+                    side,
+                    seconds_per_step: secs,
+                    bytes_per_step: bytes * n as u64,
+                    roof_bytes_per_second: roof,
+                });
+                bar.inc(1);
+            };
+            bar.set_message(format!("{} 2^{log2}: GPU", o.name()));
+            push(Side::Gpu, bench::time_gpu(&ctx, &**o, &p, &g, steps_per_submit)?, gpu_roof);
+            if sequential {
+                bar.set_message(format!("{} 2^{log2}: CPU sequential", o.name()));
+                push(Side::CpuSequential, bench::time_cpu(&**o, &p, &g, Threads::Sequential)?, cpu_roof);
+            }
+            bar.set_message(format!("{} 2^{log2}: CPU parallel", o.name()));
+            push(Side::CpuParallel, bench::time_cpu(&**o, &p, &g, Threads::Parallel)?, cpu_roof);
+        }
+    }
+    bar.finish_and_clear();
+    println!(
+        "bytes moved per parameter: {}",
+        opts.iter().map(|o| format!("{} {} B", o.name(), bench::bytes_per_param(&**o))).collect::<Vec<_>>().join(", ")
+    );
+    if markdown {
+        print!("{}", bench::markdown(&rows));
+    } else {
+        println!(
+            "{:<8} {:>6} {:<15} {:>10} {:>9} {:>8} {:>10}",
+            "opt", "params", "side", "ms/step", "Gparam/s", "GB/s", "% of roof"
+        );
+        for m in &rows {
+            println!(
+                "{:<8} {:>6} {:<15} {:>10.3} {:>9.3} {:>8.1} {:>9.0}%",
+                m.optimizer,
+                format!("2^{}", m.params.ilog2()),
+                m.side.label(),
+                m.seconds_per_step * 1e3,
+                m.params_per_second() / 1e9,
+                m.gb_per_second(),
+                100.0 * m.roof_fraction()
+            );
+        }
+    }
+    if let Some(path) = json {
+        std::fs::write(&path, serde_json::to_string_pretty(&bench::json(&rows))?)?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}

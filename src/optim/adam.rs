@@ -138,6 +138,9 @@ static KERNEL: Kernel = Kernel {
         StateSlot { role: "v", torch_name: "exp_avg_sq" },
         StateSlot { role: "v_max", torch_name: "max_exp_avg_sq" },
     ],
+    // L2 fma or decay mul (2), lerp sub + fma (1 + 2), v: three mul and an add (4),
+    // sqrt (5), `/ bc2` (3), `+ eps` (1), `step_size * m` (1), `/ denom` (3), `p +` (1).
+    step_error_budget: 23.0,
 };
 
 #[repr(C)]

@@ -34,6 +34,11 @@ pub struct Kernel {
     pub source: &'static str,
     /// State tensors, in binding order after `p` and `g`.
     pub state: &'static [StateSlot],
+    /// Largest GPU-vs-CPU difference one step may make, in units of f32 epsilon times the
+    /// operand scale (|value| + its per-step change): the sum over the ops of the update of
+    /// WGSL's stated precision (`+ - *` 0.5 ulp, `/` 2.5, `sqrt` 4.5 as `1/inverseSqrt`, an
+    /// unfused `fma` one more rounding) and the CPU's 0.5 ulp per op.
+    pub step_error_budget: f32,
 }
 
 /// Per-step scalars as the uniform block a kernel reads (64 bytes, read as the family's own
@@ -91,8 +96,11 @@ impl<O: Optimizer + 'static> From<O> for Box<dyn Optimizer> {
     }
 }
 
+/// Makes an optimizer with torch's defaults.
+pub type Maker = fn() -> Box<dyn Optimizer>;
+
 /// Every optimizer this crate has, by its command-line name, with torch's defaults.
-pub const ALL: &[(&str, fn() -> Box<dyn Optimizer>)] = &[
+pub const ALL: &[(&str, Maker)] = &[
     ("sgd", || Box::new(Sgd::default())),
     ("adam", || Box::new(Adam::default())),
     ("adamw", || Box::new(AdamW::default())),

@@ -65,25 +65,6 @@ pub fn variants() -> Vec<(&'static str, Box<dyn Optimizer>)> {
     ]
 }
 
-/// Error budget of one step of each family, in units of f32's epsilon relative to the
-/// magnitude the error scales with (see `assert_close`).
-///
-/// WGSL (spec §15.7) guarantees `+ - *` correctly rounded (0.5 ulp), `/` to 2.5 ulp, `sqrt`
-/// as `1/inverseSqrt` (2 + 2.5 ulp), and lets `fma` be unfused (one more rounding); the CPU
-/// rounds every op to 0.5 ulp. The budget is the sum over the ops on the update path of
-/// the GPU's bound plus the CPU's 0.5 ulp:
-/// * SGD: maximize (exact), L2 fma (2), momentum mul + fma (1 + 2), nesterov fma (2),
-///   final fma (2): 9.
-/// * Adam: L2 fma or decay mul (2), lerp sub + fma (1 + 2), v mul, mul, mul, add (4),
-///   sqrt (5), `/ bc2` (3), `+ eps` (1), `step_size * m` (1), `/ denom` (3), `p +` (1): 23.
-pub fn step_budget(family: &str) -> f32 {
-    match family {
-        "sgd" => 9.0,
-        "adam" => 23.0,
-        other => panic!("no error budget for {other}"),
-    }
-}
-
 /// Asserts `gpu` equals `cpu` to within `steps × budget × ε × (|x| + change)`, where
 /// `change` is the largest per-step change of the tensor over the run: rounding errors
 /// scale with the operands, and the operands of an update are the value and its change.
