@@ -4,11 +4,11 @@
 
 use std::time::{Duration, Instant};
 
-use crate::cpu::{CpuOptimizer, Threads};
+use crate::cpu::{CpuOptimizer, Threads, parallel_split};
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 use crate::gpu_optimizer::{GpuOptimizer, SCALAR_SLOTS};
-use crate::optim::Optimizer;
+use crate::optim::{MAX_STATE, Optimizer, StateSlices};
 use crate::tensor::GpuTensor;
 
 /// Bytes one step moves per parameter: p is read and written, g read, every state tensor
@@ -87,10 +87,10 @@ fn best_of(min_reps: usize, min_time: Duration, per_call: u32, mut f: impl FnMut
     Ok(best)
 }
 
-/// The device's copy bandwidth (read + write bytes per second), from buffer-to-buffer
-/// copies of `bytes` in one submit.
+/// The GPU's memory roof for a step moving `bytes`: bytes per second of a buffer-to-buffer
+/// copy of `bytes / 2` (read + write = `bytes`), the same traffic with no arithmetic.
 pub fn gpu_copy_roof(ctx: &GpuContext, bytes: u64) -> Result<f64> {
-    let len = (bytes / 4) as usize;
+    let len = (bytes / 8).max(4) as usize;
     let a = GpuTensor::zeros(ctx, len)?;
     let b = GpuTensor::zeros(ctx, len)?;
     let copies = 8;
@@ -107,24 +107,33 @@ pub fn gpu_copy_roof(ctx: &GpuContext, bytes: u64) -> Result<f64> {
         ctx.wait()
     };
     run()?;
-    let secs = best_of(3, Duration::from_millis(300), copies, run)?;
-    Ok(2.0 * (len as f64 * 4.0) / secs)
+    let secs = best_of(3, Duration::from_millis(500), copies, run)?;
+    Ok(8.0 * len as f64 / secs)
 }
 
-/// The CPU's copy bandwidth (read + write bytes per second) on the current rayon pool.
-pub fn cpu_copy_roof(bytes: u64) -> Result<f64> {
-    use rayon::prelude::*;
-    let len = (bytes / 4) as usize;
-    let src = vec![1.0f32; len];
-    let mut dst = vec![0.0f32; len];
-    let run = || {
-        dst.par_chunks_mut(1 << 16).zip(src.par_chunks(1 << 16)).for_each(|(d, s)| d.copy_from_slice(s));
+/// The CPU's memory roof for `o` at `n` parameters, on the current rayon pool: bytes per
+/// second of `p += g` and `s += g` for every state tensor `o` uses — the step's own memory
+/// traffic, in place, through the same parallel split as the baseline, with no arithmetic.
+/// (A copy into a separate array would pay write-allocate traffic the step does not.)
+pub fn cpu_roof(o: &dyn Optimizer, n: usize) -> Result<f64> {
+    let g = vec![1.0f32; n];
+    let mut p = vec![0.0f32; n];
+    let states = (0..o.kernel().state.len()).filter(|&i| o.uses_state(i)).count();
+    let mut state: [Vec<f32>; MAX_STATE] = std::array::from_fn(|i| vec![0.0f32; if i < states { n } else { 0 }]);
+    let add = |p: &mut [f32], g: &[f32], s: StateSlices<'_>| {
+        for x in std::iter::once(p).chain(s) {
+            for (x, y) in x.iter_mut().zip(g) {
+                *x += y;
+            }
+        }
+    };
+    let mut run = || {
+        parallel_split(&mut p, &g, state.each_mut().map(|s| s.as_mut_slice()), &add);
         Ok(())
     };
-    let mut run = run;
     run()?;
-    let secs = best_of(3, Duration::from_millis(300), 1, &mut run)?;
-    Ok(2.0 * (len as f64 * 4.0) / secs)
+    let secs = best_of(3, Duration::from_millis(500), 1, &mut run)?;
+    Ok(bytes_per_param(o) as f64 * n as f64 / secs)
 }
 
 /// Deterministic, varied inputs for benchmarking: parameters in [-2, 2), gradients in [-1, 1).
@@ -199,17 +208,18 @@ pub fn time_cpu(opt: &dyn Optimizer, params: &[f32], grads: &[f32], threads: Thr
 /// A markdown table of measurements.
 pub fn markdown(rows: &[Measurement]) -> String {
     let mut s = String::from(
-        "| optimizer | params | side | ms/step | Gparam/s | GB/s | % of roof |\n|---|---:|---|---:|---:|---:|---:|\n",
+        "| optimizer | params | side | ms/step | Gparam/s | GB/s | roof GB/s | % of roof |\n|---|---:|---|---:|---:|---:|---:|---:|\n",
     );
     for m in rows {
         s += &format!(
-            "| {} | 2^{} | {} | {:.3} | {:.3} | {:.1} | {:.0} % |\n",
+            "| {} | 2^{} | {} | {:.3} | {:.3} | {:.1} | {:.1} | {:.0} % |\n",
             m.optimizer,
             m.params.ilog2(),
             m.side.label(),
             m.seconds_per_step * 1e3,
             m.params_per_second() / 1e9,
             m.gb_per_second(),
+            m.roof_bytes_per_second / 1e9,
             100.0 * m.roof_fraction()
         );
     }

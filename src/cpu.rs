@@ -67,7 +67,10 @@ impl CpuOptimizer {
         let state: StateSlices<'_> = [next(), next(), next()];
         match self.threads {
             Threads::Sequential => self.optimizer.update_cpu(step, p, g, state),
-            Threads::Parallel => parallel_update(&*self.optimizer, step, p, g, state),
+            Threads::Parallel => {
+                let o = &*self.optimizer;
+                parallel_split(p, g, state, &|p, g, s| o.update_cpu(step, p, g, s))
+            }
         }
         self.step = step;
         Ok(())
@@ -113,11 +116,15 @@ fn not_contiguous() -> Error {
     Error::BadBufferRange { what: "params", message: "not contiguous".into() }
 }
 
+/// A function of one leaf of the parallel split.
+pub(crate) type Leaf<'f> = dyn Fn(&mut [f32], &[f32], StateSlices<'_>) + Sync + 'f;
+
 /// Splits every slice at the same point, halves recursively on rayon until a leaf is at
-/// most [`LEAF`] elements, and runs the optimizer's own update on each leaf. No allocation.
-fn parallel_update(o: &dyn Optimizer, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_>) {
+/// most [`LEAF`] elements, and runs `leaf` (the optimizer's own update) on each. No
+/// allocation. Empty state slices stay empty.
+pub(crate) fn parallel_split(p: &mut [f32], g: &[f32], state: StateSlices<'_>, leaf: &Leaf<'_>) {
     if p.len() <= LEAF {
-        o.update_cpu(step, p, g, state);
+        leaf(p, g, state);
         return;
     }
     // Split on a 64-element boundary so no cache line is shared by two leaves.
@@ -128,8 +135,5 @@ fn parallel_update(o: &dyn Optimizer, step: u64, p: &mut [f32], g: &[f32], state
         let at = mid.min(s.len());
         s.split_at_mut(at)
     });
-    rayon::join(
-        || parallel_update(o, step, pl, gl, [a.0, b.0, c.0]),
-        || parallel_update(o, step, pr, gr, [a.1, b.1, c.1]),
-    );
+    rayon::join(|| parallel_split(pl, gl, [a.0, b.0, c.0], leaf), || parallel_split(pr, gr, [a.1, b.1, c.1], leaf));
 }

@@ -154,20 +154,11 @@ fn bench_command(
     markdown: bool,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let ctx = GpuContext::new()?;
-    let max_n = 1usize << log2_sizes.iter().copied().max().unwrap_or(20);
     println!("adapter: {}", describe(&ctx));
     println!("CPU: {} threads for the parallel baseline", rayon::current_num_threads());
-    // Copy 512 MiB (or the largest step's bytes, if larger) so the roof is memory's, not a
-    // cache's; sizes whose working set fits in a cache can then exceed 100 %.
-    let largest_step = max_n as u64 * opts.iter().map(|o| bench::bytes_per_param(&**o)).max().unwrap_or(28);
-    let roof_bytes = (largest_step / 2).clamp(512 << 20, 2 << 30);
-    let gpu_roof = bench::gpu_copy_roof(&ctx, roof_bytes)?;
-    let cpu_roof = bench::cpu_copy_roof(roof_bytes)?;
     println!(
-        "roofs (copy of {} MiB, read + write): GPU {:.1} GB/s, CPU {:.1} GB/s",
-        roof_bytes >> 20,
-        gpu_roof / 1e9,
-        cpu_roof / 1e9
+        "roof: the step's own memory traffic with no arithmetic, at the same size \
+         (GPU: a buffer copy; CPU: p += g and s += g for each state, in place)"
     );
     let sides = if sequential { 3 } else { 2 };
     let bar = ProgressBar::new((opts.len() * log2_sizes.len() * sides) as u64)
@@ -180,6 +171,9 @@ fn bench_command(
             let (p, g) = bench::inputs(n);
             bar.set_message(format!("{} 2^{log2}: checking", o.name()));
             bench::check_gpu(&ctx, &**o, &p, &g)?;
+            bar.set_message(format!("{} 2^{log2}: roofs", o.name()));
+            let gpu_roof = bench::gpu_copy_roof(&ctx, bytes * n as u64)?;
+            let cpu_roof = bench::cpu_roof(&**o, n)?;
             let mut push = |side, secs, roof| {
                 rows.push(Measurement {
                     optimizer: o.name().to_string(),
@@ -210,18 +204,19 @@ fn bench_command(
         print!("{}", bench::markdown(&rows));
     } else {
         println!(
-            "{:<8} {:>6} {:<15} {:>10} {:>9} {:>8} {:>10}",
-            "opt", "params", "side", "ms/step", "Gparam/s", "GB/s", "% of roof"
+            "{:<8} {:>6} {:<15} {:>10} {:>9} {:>8} {:>10} {:>10}",
+            "opt", "params", "side", "ms/step", "Gparam/s", "GB/s", "roof GB/s", "% of roof"
         );
         for m in &rows {
             println!(
-                "{:<8} {:>6} {:<15} {:>10.3} {:>9.3} {:>8.1} {:>9.0}%",
+                "{:<8} {:>6} {:<15} {:>10.3} {:>9.3} {:>8.1} {:>10.1} {:>9.0}%",
                 m.optimizer,
                 format!("2^{}", m.params.ilog2()),
                 m.side.label(),
                 m.seconds_per_step * 1e3,
                 m.params_per_second() / 1e9,
                 m.gb_per_second(),
+                m.roof_bytes_per_second / 1e9,
                 100.0 * m.roof_fraction()
             );
         }
