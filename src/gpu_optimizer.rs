@@ -249,11 +249,7 @@ impl GpuOptimizer {
 
     /// Changes the learning rate for the following steps (nothing is rebuilt).
     pub fn set_lr(&mut self, lr: f64) -> Result<()> {
-        let mut next = self.optimizer.clone();
-        next.set_lr(lr);
-        next.validate()?;
-        self.optimizer = next;
-        Ok(())
+        crate::optim::set_lr_checked(&mut *self.optimizer, lr)
     }
 
     /// The parameters on the GPU.

@@ -220,7 +220,7 @@ fn update(c: &Adam, s: &Scalars, p: &mut f32, grad: f32, m: &mut f32, v: &mut f3
 
 impl Optimizer for Adam {
     fn name(&self) -> &'static str {
-        if self.decoupled_weight_decay { "Adam(decoupled_weight_decay)" } else { "Adam" }
+        "Adam"
     }
     fn validate(&self) -> Result<()> {
         self.check(self.name())

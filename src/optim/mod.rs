@@ -111,6 +111,14 @@ pub fn by_name(name: &str) -> Option<Box<dyn Optimizer>> {
     ALL.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, make)| make())
 }
 
+/// Sets the learning rate if the optimizer accepts it; otherwise leaves it as it was.
+/// Allocation-free, so a schedule may call it every step.
+pub(crate) fn set_lr_checked(o: &mut dyn Optimizer, lr: f64) -> Result<()> {
+    let old = o.lr();
+    o.set_lr(lr);
+    o.validate().inspect_err(|_| o.set_lr(old))
+}
+
 /// `Err` with torch's message unless `ok`.
 pub(crate) fn check(optimizer: &'static str, ok: bool, message: impl FnOnce() -> String) -> Result<()> {
     if ok { Ok(()) } else { Err(Error::InvalidHyperParameter { optimizer, message: message() }) }
