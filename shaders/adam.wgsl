@@ -12,8 +12,6 @@ struct Scalars {
     decay: f32,                  // F(1 - lr * weight_decay), decoupled form
 }
 
-override MAXIMIZE: bool = false;
-override WEIGHT_DECAY: bool = false;
 override DECOUPLED: bool = false;
 override AMSGRAD: bool = false;
 

@@ -5,6 +5,9 @@
 // over the vec4 part of a sub-range and one element per invocation over its last 0..3.
 
 override WORKGROUP_SIZE: u32 = 256u;
+// Variant flags most families share (each family passes the ones it has).
+override MAXIMIZE: bool = false;
+override WEIGHT_DECAY: bool = false;
 
 // Index (in units of V) of this invocation's element. Grids wider than the device's
 // per-dimension limit fold into y; the tail kernel starts after the last whole vec4.
@@ -12,6 +15,19 @@ override WORKGROUP_SIZE: u32 = 256u;
 fn element_index(n: u32, wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
     let base = select(0u, n & ~3u, TAIL);
     return base + (wid.y * nwg.x + wid.x) * WORKGROUP_SIZE + lid;
+}
+
+// torch's first two lines: g = maximize ? -grad : grad, then the L2 term g.add(p, alpha=wd)
+// (an fma in torch's vectorised CPU kernel).
+fn direction(grad: V, param: V, weight_decay: f32) -> V {
+    var d = grad;
+    if MAXIMIZE {
+        d = -d;
+    }
+    if WEIGHT_DECAY {
+        d = fma(param, V(weight_decay), d);
+    }
+    return d;
 }
 
 // torch's `a.lerp_(b, w)` on CPU (ATen Lerp.h, vectorised form): fma(w, b - a, a) for
@@ -26,6 +42,11 @@ fn lerp_torch(a: V, b: V, w: f32) -> V {
 // NaN test by bit pattern: compilers may assume finite math and fold `x != x` away.
 fn is_nan(x: V) -> VB {
     return (bitcast<VU>(x) & VU(0x7fffffffu)) > VU(0x7f800000u);
+}
+
+// sgn with sgn(0) = 0 and NaN kept, as torch.sgn.
+fn sgn(x: V) -> V {
+    return select(sign(x), x, is_nan(x));
 }
 
 // torch.maximum: NaN-propagating maximum (WGSL's max leaves NaN handling undefined).

@@ -8,8 +8,6 @@ struct Scalars {
     first_step: u32,           // 1 on the optimizer's first step: the buffer starts as the gradient
 }
 
-override MAXIMIZE: bool = false;
-override WEIGHT_DECAY: bool = false;
 override MOMENTUM: bool = false;
 override NESTEROV: bool = false;
 
@@ -25,14 +23,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if i >= arrayLength(&p) {
         return;
     }
-    var d = g[i];
-    if MAXIMIZE {
-        d = -d;
-    }
     let param = p[i];
-    if WEIGHT_DECAY {
-        d = fma(param, V(s.weight_decay), d);                  // g.add(p, alpha=wd)
-    }
+    var d = direction(g[i], param, s.weight_decay);
     if MOMENTUM {
         var buf = d;                                           // first step: clone(g), no dampening
         if s.first_step == 0u {

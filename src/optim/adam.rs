@@ -1,6 +1,9 @@
 //! Adam and AdamW, as torch.optim.Adam / torch.optim.AdamW.
 
-use super::{Kernel, Optimizer, ScalarBlock, StateSlices, StateSlot, check, flag, pack, py};
+use super::{
+    Kernel, Optimizer, ScalarBlock, StateSlices, StateSlot, check_betas, check_lr, check_non_negative, common_methods,
+    direction, each, flag, lerp, nan_max, pack, setters,
+};
 use crate::error::Result;
 
 /// Adam, torch.optim.Adam (single-tensor path), weight decay as an L2 term by default.
@@ -76,45 +79,40 @@ impl Default for AdamW {
     }
 }
 
-macro_rules! builders {
-    ($t:ident) => {
-        impl $t {
-            /// With learning rate `lr` and torch's other defaults.
-            pub fn new(lr: f64) -> Self {
-                $t { lr, ..Self::default() }
-            }
-            /// Sets `betas`.
-            pub fn with_betas(self, beta1: f64, beta2: f64) -> Self {
-                $t { betas: (beta1, beta2), ..self }
-            }
-            /// Sets `eps`.
-            pub fn with_eps(self, eps: f64) -> Self {
-                $t { eps, ..self }
-            }
-            /// Sets `weight_decay`.
-            pub fn with_weight_decay(self, weight_decay: f64) -> Self {
-                $t { weight_decay, ..self }
-            }
-            /// Sets `amsgrad`.
-            pub fn with_amsgrad(self, amsgrad: bool) -> Self {
-                $t { amsgrad, ..self }
-            }
-            /// Sets `maximize`.
-            pub fn with_maximize(self, maximize: bool) -> Self {
-                $t { maximize, ..self }
-            }
-        }
-    };
-}
-builders!(Adam);
-builders!(AdamW);
-
 impl Adam {
-    /// Sets `decoupled_weight_decay`.
-    pub fn with_decoupled_weight_decay(self, decoupled_weight_decay: bool) -> Self {
-        Adam { decoupled_weight_decay, ..self }
+    /// With learning rate `lr` and torch's other defaults.
+    pub fn new(lr: f64) -> Self {
+        Adam { lr, ..Self::default() }
+    }
+    /// Sets `betas`.
+    pub fn with_betas(self, beta1: f64, beta2: f64) -> Self {
+        Adam { betas: (beta1, beta2), ..self }
     }
 }
+setters!(Adam {
+    with_eps => eps: f64,
+    with_weight_decay => weight_decay: f64,
+    with_amsgrad => amsgrad: bool,
+    with_maximize => maximize: bool,
+    with_decoupled_weight_decay => decoupled_weight_decay: bool,
+});
+
+impl AdamW {
+    /// With learning rate `lr` and torch's other defaults.
+    pub fn new(lr: f64) -> Self {
+        AdamW { lr, ..Self::default() }
+    }
+    /// Sets `betas`.
+    pub fn with_betas(self, beta1: f64, beta2: f64) -> Self {
+        AdamW { betas: (beta1, beta2), ..self }
+    }
+}
+setters!(AdamW {
+    with_eps => eps: f64,
+    with_weight_decay => weight_decay: f64,
+    with_amsgrad => amsgrad: bool,
+    with_maximize => maximize: bool,
+});
 
 impl From<&AdamW> for Adam {
     fn from(w: &AdamW) -> Adam {
@@ -177,62 +175,20 @@ impl Adam {
     }
 
     fn check(&self, n: &'static str) -> Result<()> {
-        check(n, self.lr >= 0.0, || format!("Invalid learning rate: {}", py(self.lr)))?;
-        check(n, self.eps >= 0.0, || format!("Invalid epsilon value: {}", py(self.eps)))?;
-        let (b1, b2) = self.betas;
-        check(n, (0.0..1.0).contains(&b1), || format!("Invalid beta parameter at index 0: {}", py(b1)))?;
-        check(n, (0.0..1.0).contains(&b2), || format!("Invalid beta parameter at index 1: {}", py(b2)))?;
-        check(n, self.weight_decay >= 0.0, || format!("Invalid weight_decay value: {}", py(self.weight_decay)))
+        check_lr(n, self.lr)?;
+        check_non_negative(n, "epsilon", self.eps)?;
+        check_betas(n, self.betas)?;
+        check_non_negative(n, "weight_decay", self.weight_decay)
     }
-}
-
-/// torch's CPU `a.lerp_(b, w)` (vectorised form), shared with the WGSL `lerp_torch`.
-#[inline(always)]
-fn lerp(a: f32, b: f32, w: f32) -> f32 {
-    if w.abs() < 0.5 { w.mul_add(b - a, a) } else { (w - 1.0).mul_add(b - a, b) }
-}
-
-/// One element of the Adam update (the CPU definition; `shaders/adam.wgsl` is the GPU one).
-#[inline(always)]
-fn update(c: &Adam, s: &Scalars, p: &mut f32, grad: f32, m: &mut f32, v: &mut f32, v_max: Option<&mut f32>) {
-    let mut d = if c.maximize { -grad } else { grad };
-    let mut param = *p;
-    if c.weight_decay != 0.0 {
-        if c.decoupled_weight_decay {
-            param *= s.decay;
-        } else {
-            d = param.mul_add(s.weight_decay, d);
-        }
-    }
-    *m = lerp(*m, d, s.one_minus_beta1);
-    *v = *v * s.beta2 + (s.one_minus_beta2 * d) * d;
-    let second = match v_max {
-        Some(vm) => {
-            // torch.maximum propagates NaN.
-            *vm = if vm.is_nan() || v.is_nan() { *vm + *v } else { vm.max(*v) };
-            *vm
-        }
-        None => *v,
-    };
-    let denom = second.sqrt() / s.bias_correction2_sqrt + s.eps;
-    *p = param + (s.neg_step_size * *m) / denom;
 }
 
 impl Optimizer for Adam {
+    common_methods!(KERNEL);
     fn name(&self) -> &'static str {
         "Adam"
     }
     fn validate(&self) -> Result<()> {
         self.check(self.name())
-    }
-    fn lr(&self) -> f64 {
-        self.lr
-    }
-    fn set_lr(&mut self, lr: f64) {
-        self.lr = lr;
-    }
-    fn kernel(&self) -> &'static Kernel {
-        &KERNEL
     }
     fn uses_state(&self, slot: usize) -> bool {
         slot < 2 || (slot == 2 && self.amsgrad)
@@ -248,22 +204,28 @@ impl Optimizer for Adam {
     fn scalars(&self, step: u64) -> ScalarBlock {
         pack(&self.host_scalars(step))
     }
+    /// The CPU definition of one element's update (`shaders/adam.wgsl` is the GPU one).
     fn update_cpu(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_>) {
         let s = self.host_scalars(step);
-        let [m, v, v_max] = state;
-        let pgmv = p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut());
-        if self.amsgrad {
-            for ((((p, &g), m), v), vm) in pgmv.zip(v_max.iter_mut()) {
-                update(self, &s, p, g, m, v, Some(vm));
-            }
-        } else {
-            for (((p, &g), m), v) in pgmv {
-                update(self, &s, p, g, m, v, None);
-            }
-        }
-    }
-    fn clone_box(&self) -> Box<dyn Optimizer> {
-        Box::new(self.clone())
+        let decay = self.decoupled_weight_decay && self.weight_decay != 0.0;
+        let l2 = if self.decoupled_weight_decay { 0.0 } else { s.weight_decay };
+        let (maximize, amsgrad) = (self.maximize, self.amsgrad);
+        // `move`: the closure owns copies of the flags and scalars, so the compiler knows the
+        // stores to p, m, v cannot change them and vectorises the loop.
+        each(p, g, state, move |p, grad, m, v, v_max| {
+            let param = if decay { *p * s.decay } else { *p };
+            let d = direction(maximize, l2, grad, param);
+            *m = lerp(*m, d, s.one_minus_beta1);
+            *v = *v * s.beta2 + (s.one_minus_beta2 * d) * d;
+            let second = if amsgrad {
+                *v_max = nan_max(*v_max, *v);
+                *v_max
+            } else {
+                *v
+            };
+            let denom = second.sqrt() / s.bias_correction2_sqrt + s.eps;
+            *p = param + (s.neg_step_size * *m) / denom;
+        });
     }
 }
 

@@ -143,6 +143,120 @@ pub(crate) fn py(x: f64) -> String {
     if s.contains('.') { s } else { format!("{s}.0") }
 }
 
+/// torch's "Invalid learning rate" check (`not 0.0 <= lr`, which also rejects NaN).
+pub(crate) fn check_lr(optimizer: &'static str, lr: f64) -> Result<()> {
+    check(optimizer, lr >= 0.0, || format!("Invalid learning rate: {}", py(lr)))
+}
+
+/// torch's `not 0.0 <= value` check with its message "Invalid {what} value: {value}".
+pub(crate) fn check_non_negative(optimizer: &'static str, what: &str, value: f64) -> Result<()> {
+    check(optimizer, value >= 0.0, || format!("Invalid {what} value: {}", py(value)))
+}
+
+/// torch's beta checks, `0.0 <= beta < 1.0` for each.
+pub(crate) fn check_betas(optimizer: &'static str, (b1, b2): (f64, f64)) -> Result<()> {
+    check(optimizer, (0.0..1.0).contains(&b1), || format!("Invalid beta parameter at index 0: {}", py(b1)))?;
+    check(optimizer, (0.0..1.0).contains(&b2), || format!("Invalid beta parameter at index 1: {}", py(b2)))
+}
+
+/// torch's first lines of every update: `g = -grad if maximize else grad`, then the L2 term
+/// `g.add(p, alpha=weight_decay)` (a fused multiply-add in torch's vectorised CPU kernel).
+#[inline(always)]
+pub(crate) fn direction(maximize: bool, weight_decay: f32, grad: f32, p: f32) -> f32 {
+    let d = if maximize { -grad } else { grad };
+    if weight_decay != 0.0 { p.mul_add(weight_decay, d) } else { d }
+}
+
+/// torch's CPU `a.lerp_(b, w)` (vectorised form, ATen Lerp.h), shared with WGSL `lerp_torch`.
+#[inline(always)]
+pub(crate) fn lerp(a: f32, b: f32, w: f32) -> f32 {
+    if w.abs() < 0.5 { w.mul_add(b - a, a) } else { (w - 1.0).mul_add(b - a, b) }
+}
+
+/// torch.maximum: NaN-propagating.
+#[inline(always)]
+pub(crate) fn nan_max(a: f32, b: f32) -> f32 {
+    if a.is_nan() || b.is_nan() { a + b } else { a.max(b) }
+}
+
+/// Runs `f(p, g, s0, s1, s2)` on every element. Unused state slots (empty slices) get a
+/// scratch value the update never reads; each combination of used slots is its own loop, so
+/// the compiler vectorises each one.
+#[inline(always)]
+pub(crate) fn each(
+    p: &mut [f32],
+    g: &[f32],
+    [a, b, c]: StateSlices<'_>,
+    mut f: impl FnMut(&mut f32, f32, &mut f32, &mut f32, &mut f32),
+) {
+    let n = p.len();
+    let (mut x, mut y, mut z) = (0.0f32, 0.0f32, 0.0f32);
+    let pg = p.iter_mut().zip(g);
+    match (a.len() == n, b.len() == n, c.len() == n) {
+        (true, true, true) => {
+            pg.zip(a.iter_mut()).zip(b.iter_mut()).zip(c.iter_mut()).for_each(|((((p, &g), a), b), c)| f(p, g, a, b, c))
+        }
+        (true, true, false) => {
+            pg.zip(a.iter_mut()).zip(b.iter_mut()).for_each(|(((p, &g), a), b)| f(p, g, a, b, &mut z))
+        }
+        (true, false, true) => {
+            pg.zip(a.iter_mut()).zip(c.iter_mut()).for_each(|(((p, &g), a), c)| f(p, g, a, &mut y, c))
+        }
+        (true, false, false) => pg.zip(a.iter_mut()).for_each(|((p, &g), a)| f(p, g, a, &mut y, &mut z)),
+        (false, false, false) => pg.for_each(|(p, &g)| f(p, g, &mut x, &mut y, &mut z)),
+        _ => pg.enumerate().for_each(|(i, (p, &g))| {
+            let a = match a.get_mut(i) {
+                Some(v) => v,
+                None => &mut x,
+            };
+            let b = match b.get_mut(i) {
+                Some(v) => v,
+                None => &mut y,
+            };
+            let c = match c.get_mut(i) {
+                Some(v) => v,
+                None => &mut z,
+            };
+            f(p, g, a, b, c)
+        }),
+    }
+}
+
+/// The trait methods every optimizer writes the same way: `lr`, `set_lr`, `kernel`,
+/// `clone_box`.
+macro_rules! common_methods {
+    ($kernel:expr) => {
+        fn lr(&self) -> f64 {
+            self.lr
+        }
+        fn set_lr(&mut self, lr: f64) {
+            self.lr = lr;
+        }
+        fn kernel(&self) -> &'static $crate::optim::Kernel {
+            &$kernel
+        }
+        fn clone_box(&self) -> Box<dyn $crate::optim::Optimizer> {
+            Box::new(self.clone())
+        }
+    };
+}
+pub(crate) use common_methods;
+
+/// Builder methods `with_<field>(value)` for plain fields.
+macro_rules! setters {
+    ($t:ident { $($name:ident => $field:ident: $ty:ty),* $(,)? }) => {
+        impl $t {
+            $(
+                #[doc = concat!("Sets `", stringify!($field), "`.")]
+                pub fn $name(self, $field: $ty) -> Self {
+                    $t { $field, ..self }
+                }
+            )*
+        }
+    };
+}
+pub(crate) use setters;
+
 /// Python's `bool` spelling, for constants.
 pub(crate) fn flag(b: bool) -> f64 {
     if b { 1.0 } else { 0.0 }

@@ -1,6 +1,9 @@
 //! Stochastic gradient descent with momentum, as torch.optim.SGD.
 
-use super::{Kernel, Optimizer, ScalarBlock, StateSlices, StateSlot, check, flag, pack, py};
+use super::{
+    Kernel, Optimizer, ScalarBlock, StateSlices, StateSlot, check, check_lr, check_non_negative, common_methods,
+    direction, each, flag, pack, py, setters,
+};
 use crate::error::Result;
 
 /// SGD, torch.optim.SGD (single-tensor path).
@@ -44,27 +47,14 @@ impl Sgd {
     pub fn new(lr: f64) -> Self {
         Sgd { lr, ..Self::default() }
     }
-    /// Sets `momentum`.
-    pub fn with_momentum(self, momentum: f64) -> Self {
-        Sgd { momentum, ..self }
-    }
-    /// Sets `dampening`.
-    pub fn with_dampening(self, dampening: f64) -> Self {
-        Sgd { dampening, ..self }
-    }
-    /// Sets `weight_decay`.
-    pub fn with_weight_decay(self, weight_decay: f64) -> Self {
-        Sgd { weight_decay, ..self }
-    }
-    /// Sets `nesterov`.
-    pub fn with_nesterov(self, nesterov: bool) -> Self {
-        Sgd { nesterov, ..self }
-    }
-    /// Sets `maximize`.
-    pub fn with_maximize(self, maximize: bool) -> Self {
-        Sgd { maximize, ..self }
-    }
 }
+setters!(Sgd {
+    with_momentum => momentum: f64,
+    with_dampening => dampening: f64,
+    with_weight_decay => weight_decay: f64,
+    with_nesterov => nesterov: bool,
+    with_maximize => maximize: bool,
+});
 
 static KERNEL: Kernel = Kernel {
     family: "sgd",
@@ -96,46 +86,23 @@ impl Sgd {
     }
 }
 
-/// One element of the SGD update (the CPU definition; `shaders/sgd.wgsl` is the GPU one).
-#[inline(always)]
-fn update(c: &Sgd, s: &Scalars, p: &mut f32, grad: f32, buf: Option<&mut f32>) {
-    let mut d = if c.maximize { -grad } else { grad };
-    if c.weight_decay != 0.0 {
-        d = p.mul_add(s.weight_decay, d);
-    }
-    if let Some(buf) = buf {
-        let b = if s.first_step == 1 { d } else { d.mul_add(s.one_minus_dampening, *buf * s.momentum) };
-        *buf = b;
-        d = if c.nesterov { b.mul_add(s.momentum, d) } else { b };
-    }
-    *p = d.mul_add(s.neg_lr, *p);
-}
-
 impl Optimizer for Sgd {
+    common_methods!(KERNEL);
     fn name(&self) -> &'static str {
         "SGD"
     }
 
     fn validate(&self) -> Result<()> {
         let n = self.name();
-        check(n, self.lr >= 0.0, || format!("Invalid learning rate: {}", py(self.lr)))?;
-        check(n, self.momentum >= 0.0, || format!("Invalid momentum value: {}", py(self.momentum)))?;
-        check(n, self.weight_decay >= 0.0, || format!("Invalid weight_decay value: {}", py(self.weight_decay)))?;
+        check_lr(n, self.lr)?;
+        check_non_negative(n, "momentum", self.momentum)?;
+        check_non_negative(n, "weight_decay", self.weight_decay)?;
         check(n, self.dampening.is_finite(), || format!("Invalid dampening value: {}", py(self.dampening)))?;
         check(n, !self.nesterov || (self.momentum > 0.0 && self.dampening == 0.0), || {
             "Nesterov momentum requires a momentum and zero dampening".into()
         })
     }
 
-    fn lr(&self) -> f64 {
-        self.lr
-    }
-    fn set_lr(&mut self, lr: f64) {
-        self.lr = lr;
-    }
-    fn kernel(&self) -> &'static Kernel {
-        &KERNEL
-    }
     fn uses_state(&self, slot: usize) -> bool {
         slot == 0 && self.momentum != 0.0
     }
@@ -153,21 +120,17 @@ impl Optimizer for Sgd {
         pack(&self.host_scalars(step))
     }
 
+    /// The CPU definition of one element's update (`shaders/sgd.wgsl` is the GPU one).
     fn update_cpu(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_>) {
         let s = self.host_scalars(step);
-        let [buf, ..] = state;
-        if self.momentum != 0.0 {
-            for ((p, &g), b) in p.iter_mut().zip(g).zip(buf.iter_mut()) {
-                update(self, &s, p, g, Some(b));
+        let (momentum, maximize, nesterov) = (self.momentum != 0.0, self.maximize, self.nesterov);
+        each(p, g, state, move |p, grad, buf, _, _| {
+            let mut d = direction(maximize, s.weight_decay, grad, *p);
+            if momentum {
+                *buf = if s.first_step == 1 { d } else { d.mul_add(s.one_minus_dampening, *buf * s.momentum) };
+                d = if nesterov { buf.mul_add(s.momentum, d) } else { *buf };
             }
-        } else {
-            for (p, &g) in p.iter_mut().zip(g) {
-                update(self, &s, p, g, None);
-            }
-        }
-    }
-
-    fn clone_box(&self) -> Box<dyn Optimizer> {
-        Box::new(self.clone())
+            *p = d.mul_add(s.neg_lr, *p);
+        });
     }
 }
