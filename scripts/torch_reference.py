@@ -1,13 +1,20 @@
 """Reference values for tests/torch_values.rs, computed by torch.optim itself on the CPU.
 
-Rebuilds the tests' inputs exactly (multiples of 1/512 and 1/1024, exact in f32), runs three
-steps of each configuration with the single-tensor path (foreach=False), and prints the
-final parameters as f32 bit patterns, ready to paste into the test.
-usage: python3 scripts/torch_reference.py
+Rebuilds the tests' inputs exactly (multiples of 1/512 and 1/1024, exact in f32), runs eight
+steps of each configuration with the single-tensor path (foreach=False; enough for RAdam and
+AdaBelief to pass their rectification threshold), and prints the final parameters as f32
+bit patterns, ready to paste into the test. AdaBelief and Lion come from their authors'
+packages (adabelief-pytorch 0.2.1, lion-pytorch 0.2.5).
+usage: pip install torch adabelief-pytorch==0.2.1 lion-pytorch==0.2.5; python3 scripts/torch_reference.py
 """
-import torch
+import contextlib
+import io
 
-N, STEPS = 32, 3
+import torch
+from adabelief_pytorch import AdaBelief
+from lion_pytorch import Lion
+
+N, STEPS = 32, 8
 
 def param(i):
     return ((i * 7919 + 13) % 2001 - 1000) / 512.0
@@ -23,12 +30,36 @@ CASES = [
     ("adam maximize low beta1", torch.optim.Adam, dict(lr=1e-2, maximize=True, betas=(0.3, 0.99))),
     ("adamw", torch.optim.AdamW, dict(lr=1e-2)),
     ("adamw amsgrad wd", torch.optim.AdamW, dict(lr=1e-2, amsgrad=True, weight_decay=0.3)),
+    ("nadam", torch.optim.NAdam, dict(lr=1e-2)),
+    ("nadam l2 momentum_decay", torch.optim.NAdam, dict(lr=1e-2, weight_decay=0.1, momentum_decay=0.01)),
+    ("nadam decoupled maximize", torch.optim.NAdam, dict(lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True, maximize=True)),
+    ("radam", torch.optim.RAdam, dict(lr=1e-2, betas=(0.9, 0.99))),
+    ("radam l2 maximize", torch.optim.RAdam, dict(lr=1e-2, betas=(0.9, 0.99), weight_decay=0.1, maximize=True)),
+    ("radam decoupled", torch.optim.RAdam, dict(lr=1e-2, betas=(0.9, 0.99), weight_decay=0.1, decoupled_weight_decay=True)),
+    ("adagrad", torch.optim.Adagrad, dict(lr=1e-1)),
+    ("adagrad decay init l2 maximize", torch.optim.Adagrad, dict(lr=1e-1, lr_decay=0.1, initial_accumulator_value=0.5, weight_decay=0.1, maximize=True)),
+    ("rmsprop", torch.optim.RMSprop, dict(lr=1e-2)),
+    ("rmsprop centered", torch.optim.RMSprop, dict(lr=1e-2, centered=True)),
+    ("rmsprop momentum", torch.optim.RMSprop, dict(lr=1e-2, momentum=0.9)),
+    ("rmsprop centered momentum l2 maximize", torch.optim.RMSprop, dict(lr=1e-2, alpha=0.9, centered=True, momentum=0.5, weight_decay=0.1, maximize=True)),
+    ("adamax", torch.optim.Adamax, dict(lr=1e-2)),
+    ("adamax l2 maximize", torch.optim.Adamax, dict(lr=1e-2, weight_decay=0.1, maximize=True, betas=(0.3, 0.9))),
+    ("adadelta", torch.optim.Adadelta, dict()),
+    ("adadelta rho l2 maximize", torch.optim.Adadelta, dict(lr=0.5, rho=0.5, weight_decay=0.1, maximize=True)),
+    ("adabelief", AdaBelief, dict(lr=1e-2, betas=(0.9, 0.99), print_change_log=False)),
+    ("adabelief unrectified amsgrad", AdaBelief, dict(lr=1e-2, rectify=False, amsgrad=True, eps=1e-8, print_change_log=False)),
+    ("adabelief l2 no sgd", AdaBelief, dict(lr=1e-2, weight_decouple=False, weight_decay=0.1, degenerated_to_sgd=False, betas=(0.9, 0.99), print_change_log=False)),
+    ("adabelief fixed decay", AdaBelief, dict(lr=1e-2, weight_decay=0.01, fixed_decay=True, print_change_log=False)),
+    ("lion", Lion, dict(lr=1e-2)),
+    ("lion wd", Lion, dict(lr=1e-2, weight_decay=0.5, betas=(0.5, 0.9))),
+    ("lion decoupled", Lion, dict(lr=1e-2, weight_decay=1e-3, decoupled_weight_decay=True)),
 ]
 
 print(f"// torch {torch.__version__}, CPU, foreach=False; N = {N}, {STEPS} steps")
 for label, cls, kw in CASES:
     p = torch.nn.Parameter(torch.tensor([param(i) for i in range(N)], dtype=torch.float32))
-    opt = cls([p], foreach=False, **kw)
+    with contextlib.redirect_stdout(io.StringIO()):  # AdaBelief prints notes when created
+        opt = cls([p], foreach=False, **kw) if cls.__module__.startswith("torch.") else cls([p], **kw)
     for k in range(1, STEPS + 1):
         p.grad = torch.tensor([grad(i, k) for i in range(N)], dtype=torch.float32)
         opt.step()

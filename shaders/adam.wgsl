@@ -29,10 +29,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if i >= arrayLength(&p) {
         return;
     }
-    var d = g[i];
-    if MAXIMIZE {
-        d = -d;
-    }
+    var d = signed(g[i]);
     var param = p[i];
     if WEIGHT_DECAY {
         if DECOUPLED {
@@ -42,7 +39,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
     }
     let m = lerp_torch(exp_avg[i], d, s.one_minus_beta1);
-    let v = exp_avg_sq[i] * s.beta2 + (s.one_minus_beta2 * d) * d;
+    let v = fma(s.one_minus_beta2 * d, d, exp_avg_sq[i] * s.beta2);   // addcmul, contracted as torch
     exp_avg[i] = m;
     exp_avg_sq[i] = v;
     var second = v;

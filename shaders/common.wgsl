@@ -17,13 +17,18 @@ fn element_index(n: u32, wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
     return base + (wid.y * nwg.x + wid.x) * WORKGROUP_SIZE + lid;
 }
 
+// g = maximize ? -grad : grad
+fn signed(grad: V) -> V {
+    if MAXIMIZE {
+        return -grad;
+    }
+    return grad;
+}
+
 // torch's first two lines: g = maximize ? -grad : grad, then the L2 term g.add(p, alpha=wd)
 // (an fma in torch's vectorised CPU kernel).
 fn direction(grad: V, param: V, weight_decay: f32) -> V {
-    var d = grad;
-    if MAXIMIZE {
-        d = -d;
-    }
+    var d = signed(grad);
     if WEIGHT_DECAY {
         d = fma(param, V(weight_decay), d);
     }

@@ -43,9 +43,16 @@ impl CpuOptimizer {
             return Err(Error::Empty { what: "params" });
         }
         let n = params.len();
-        let state = (0..optimizer.kernel().state.len())
-            .map(|i| if optimizer.uses_state(i) { Array1::zeros(n) } else { Array1::zeros(0) })
-            .collect();
+        let state =
+            (0..optimizer.kernel().state.len())
+                .map(|i| {
+                    if optimizer.uses_state(i) {
+                        Array1::from_elem(n, optimizer.state_init(i))
+                    } else {
+                        Array1::zeros(0)
+                    }
+                })
+                .collect();
         Ok(CpuOptimizer { optimizer, params, state, step: 0, threads: Threads::Sequential })
     }
 

@@ -81,7 +81,12 @@ impl GpuOptimizer {
         }
         let kernel = optimizer.kernel();
         let state = (0..kernel.state.len())
-            .map(|i| optimizer.uses_state(i).then(|| GpuTensor::zeros(ctx, params.len())).transpose())
+            .map(|i| {
+                optimizer
+                    .uses_state(i)
+                    .then(|| GpuTensor::filled(ctx, params.len(), optimizer.state_init(i)))
+                    .transpose()
+            })
             .collect::<Result<Vec<_>>>()?;
         let pipelines = ctx.engine().pipelines(ctx, kernel, &optimizer.constants())?;
         let t = ctx.tuning();

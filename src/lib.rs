@@ -53,5 +53,5 @@ pub use cpu::{CpuOptimizer, Threads};
 pub use error::{Error, Result};
 pub use gpu::{AdapterRequest, GpuContext, Tuning};
 pub use gpu_optimizer::{GpuOptimizer, SCALAR_SLOTS};
-pub use optim::{Adam, AdamW, Optimizer, Sgd};
+pub use optim::{AdaBelief, Adadelta, Adagrad, Adam, AdamW, Adamax, Lion, NAdam, Optimizer, RAdam, RmsProp, Sgd};
 pub use tensor::{GpuTensor, HostData, Segment};

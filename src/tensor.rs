@@ -79,6 +79,27 @@ impl GpuTensor {
         Ok(GpuTensor { len, segments })
     }
 
+    /// A tensor of `len` copies of `value`.
+    pub fn filled(ctx: &GpuContext, len: usize, value: f32) -> Result<Self> {
+        let t = Self::zeros(ctx, len)?;
+        if value.to_bits() != 0 {
+            // Written from one reusable block of at most 1 MiB, not a host copy of the tensor.
+            let block = vec![value; len.min(1 << 18)];
+            ctx.scoped("filling a tensor", || {
+                for s in &t.segments {
+                    let mut done = 0;
+                    while done < s.len {
+                        let n = block.len().min(s.len - done);
+                        let at = s.offset + done as u64 * 4;
+                        ctx.queue().write_buffer(&s.buffer, at, bytemuck::cast_slice(&block[..n]));
+                        done += n;
+                    }
+                }
+            })?;
+        }
+        Ok(t)
+    }
+
     /// A tensor holding a copy of `data`.
     pub fn from_slice(ctx: &GpuContext, data: &[f32]) -> Result<Self> {
         let t = Self::zeros(ctx, data.len())?;

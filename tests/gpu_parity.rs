@@ -56,8 +56,9 @@ fn every_variant_matches_the_cpu_reference_on_awkward_lengths() {
     let ctx = ctx();
     let mut worst = 0.0f32;
     for (label, opt) in variants() {
+        // Eight steps: RAdam and AdaBelief switch to their rectified branch at step 6.
         for n in [1, 3, 4, 5, 1023, 4097] {
-            worst = worst.max(parity(&ctx, label, &*opt, n, 5));
+            worst = worst.max(parity(&ctx, label, &*opt, n, 8));
         }
     }
     eprintln!("worst GPU-vs-CPU error: {worst} ε·scale on {}", ctx.adapter_info().name);
@@ -108,7 +109,7 @@ fn tensors_spanning_several_sub_ranges_and_buffers_match() {
     }
     assert_eq!(buffers.len(), 3, "two sub-ranges per physical buffer");
     for (label, opt) in variants() {
-        parity(&ctx, label, &*opt, n, 5);
+        parity(&ctx, label, &*opt, n, 8);
     }
 }
 

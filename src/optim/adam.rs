@@ -216,7 +216,7 @@ impl Optimizer for Adam {
             let param = if decay { *p * s.decay } else { *p };
             let d = direction(maximize, l2, grad, param);
             *m = lerp(*m, d, s.one_minus_beta1);
-            *v = *v * s.beta2 + (s.one_minus_beta2 * d) * d;
+            *v = (s.one_minus_beta2 * d).mul_add(d, *v * s.beta2);
             let second = if amsgrad {
                 *v_max = nan_max(*v_max, *v);
                 *v_max

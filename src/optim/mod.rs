@@ -4,10 +4,26 @@
 //! Adding an optimizer: one WGSL file in `shaders/`, one file here implementing
 //! [`Optimizer`], one line in [`ALL`], and its rows in the test tables.
 
+mod adabelief;
+mod adadelta;
+mod adagrad;
 mod adam;
+mod adamax;
+mod lion;
+mod nadam;
+mod radam;
+mod rmsprop;
 mod sgd;
 
+pub use adabelief::AdaBelief;
+pub use adadelta::Adadelta;
+pub use adagrad::Adagrad;
 pub use adam::{Adam, AdamW};
+pub use adamax::Adamax;
+pub use lion::Lion;
+pub use nadam::NAdam;
+pub use radam::RAdam;
+pub use rmsprop::RmsProp;
 pub use sgd::Sgd;
 
 use crate::error::{Error, Result};
@@ -72,6 +88,12 @@ pub trait Optimizer: std::fmt::Debug + Send + Sync {
     fn kernel(&self) -> &'static Kernel;
     /// Whether this configuration uses state slot `slot` (e.g. `v_max` only with AMSGrad).
     fn uses_state(&self, slot: usize) -> bool;
+    /// Initial value of state slot `slot` (torch's `initial_accumulator_value` for Adagrad;
+    /// zero for everything else).
+    fn state_init(&self, slot: usize) -> f32 {
+        let _ = slot;
+        0.0
+    }
     /// Values of the shader's `override` constants for this variant.
     fn constants(&self) -> Vec<(&'static str, f64)>;
     /// The per-step scalars for step `step`, computed on the host in f64 and rounded once to
@@ -104,6 +126,14 @@ pub const ALL: &[(&str, Maker)] = &[
     ("sgd", || Box::new(Sgd::default())),
     ("adam", || Box::new(Adam::default())),
     ("adamw", || Box::new(AdamW::default())),
+    ("nadam", || Box::new(NAdam::default())),
+    ("radam", || Box::new(RAdam::default())),
+    ("adagrad", || Box::new(Adagrad::default())),
+    ("rmsprop", || Box::new(RmsProp::default())),
+    ("adamax", || Box::new(Adamax::default())),
+    ("adadelta", || Box::new(Adadelta::default())),
+    ("adabelief", || Box::new(AdaBelief::default())),
+    ("lion", || Box::new(Lion::default())),
 ];
 
 /// Looks an optimizer up by name (case-insensitive), with torch's defaults.

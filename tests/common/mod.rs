@@ -1,7 +1,9 @@
 //! Shared test fixtures: the GPU context, reproducible inputs and the variant table.
 #![allow(dead_code)]
 
-use wgpu_optim::{Adam, AdamW, GpuContext, Optimizer, Sgd, Tuning};
+use wgpu_optim::{
+    AdaBelief, Adadelta, Adagrad, Adam, AdamW, Adamax, GpuContext, Lion, NAdam, Optimizer, RAdam, RmsProp, Sgd, Tuning,
+};
 
 /// The default adapter. Never skips: without one the test fails and says what to install.
 pub fn ctx() -> GpuContext {
@@ -35,7 +37,8 @@ pub fn grads(n: usize, k: usize) -> Vec<f32> {
     (0..n).map(|i| grad(i, k)).collect()
 }
 
-/// Every optimizer × variant the parity tests cover, with a label.
+/// Every optimizer × variant the tests cover, with a label. The labels that
+/// `scripts/torch_reference.py` also runs name the same configurations there.
 pub fn variants() -> Vec<(&'static str, Box<dyn Optimizer>)> {
     vec![
         ("sgd", Sgd::new(0.1).into()),
@@ -51,18 +54,83 @@ pub fn variants() -> Vec<(&'static str, Box<dyn Optimizer>)> {
         ("adam", Adam::new(1e-2).into()),
         ("adam l2", Adam::new(1e-2).with_weight_decay(0.1).into()),
         ("adam amsgrad", Adam::new(1e-2).with_amsgrad(true).into()),
-        ("adam maximize", Adam::new(1e-2).with_maximize(true).into()),
-        (
-            "adam amsgrad l2 maximize betas",
-            Adam::new(1e-2).with_amsgrad(true).with_weight_decay(0.1).with_maximize(true).with_betas(0.6, 0.95).into(),
-        ),
+        ("adam l2 amsgrad", Adam::new(1e-2).with_weight_decay(0.1).with_amsgrad(true).into()),
+        // beta1 < 0.5 takes lerp's other branch (weight 1 - beta1 >= 0.5).
+        ("adam maximize low beta1", Adam::new(1e-2).with_maximize(true).with_betas(0.3, 0.99).into()),
         ("adamw", AdamW::new(1e-2).into()),
         ("adamw no decay", AdamW::new(1e-2).with_weight_decay(0.0).into()),
-        ("adamw amsgrad", AdamW::new(1e-2).with_amsgrad(true).into()),
+        ("adamw amsgrad wd", AdamW::new(1e-2).with_amsgrad(true).with_weight_decay(0.3).into()),
         ("adamw maximize", AdamW::new(1e-2).with_maximize(true).with_weight_decay(0.3).into()),
-        // beta1 < 0.5 takes lerp's other branch (weight 1 - beta1 >= 0.5).
-        ("adamw low beta1", AdamW::new(1e-2).with_betas(0.3, 0.99).into()),
+        ("nadam", NAdam::new(1e-2).into()),
+        ("nadam l2 momentum_decay", NAdam::new(1e-2).with_weight_decay(0.1).with_momentum_decay(0.01).into()),
+        (
+            "nadam decoupled maximize",
+            NAdam::new(1e-2).with_weight_decay(0.1).with_decoupled_weight_decay(true).with_maximize(true).into(),
+        ),
+        ("radam", RAdam::new(1e-2).with_betas(0.9, 0.99).into()),
+        ("radam l2 maximize", RAdam::new(1e-2).with_betas(0.9, 0.99).with_weight_decay(0.1).with_maximize(true).into()),
+        (
+            "radam decoupled",
+            RAdam::new(1e-2).with_betas(0.9, 0.99).with_weight_decay(0.1).with_decoupled_weight_decay(true).into(),
+        ),
+        ("adagrad", Adagrad::new(0.1).into()),
+        (
+            "adagrad decay init l2 maximize",
+            Adagrad::new(0.1)
+                .with_lr_decay(0.1)
+                .with_initial_accumulator_value(0.5)
+                .with_weight_decay(0.1)
+                .with_maximize(true)
+                .into(),
+        ),
+        ("rmsprop", RmsProp::new(1e-2).into()),
+        ("rmsprop centered", RmsProp::new(1e-2).with_centered(true).into()),
+        ("rmsprop momentum", RmsProp::new(1e-2).with_momentum(0.9).into()),
+        (
+            "rmsprop centered momentum l2 maximize",
+            RmsProp::new(1e-2)
+                .with_alpha(0.9)
+                .with_centered(true)
+                .with_momentum(0.5)
+                .with_weight_decay(0.1)
+                .with_maximize(true)
+                .into(),
+        ),
+        ("adamax", Adamax::new(1e-2).into()),
+        (
+            "adamax l2 maximize",
+            Adamax::new(1e-2).with_weight_decay(0.1).with_maximize(true).with_betas(0.3, 0.9).into(),
+        ),
+        ("adadelta", Adadelta::default().into()),
+        (
+            "adadelta rho l2 maximize",
+            Adadelta::new(0.5).with_rho(0.5).with_weight_decay(0.1).with_maximize(true).into(),
+        ),
+        ("adabelief", AdaBelief::new(1e-2).with_betas(0.9, 0.99).into()),
+        (
+            "adabelief unrectified amsgrad",
+            AdaBelief::new(1e-2).with_rectify(false).with_amsgrad(true).with_eps(1e-8).into(),
+        ),
+        (
+            "adabelief l2 no sgd",
+            AdaBelief::new(1e-2)
+                .with_weight_decouple(false)
+                .with_weight_decay(0.1)
+                .with_degenerated_to_sgd(false)
+                .with_betas(0.9, 0.99)
+                .into(),
+        ),
+        ("adabelief fixed decay", AdaBelief::new(1e-2).with_weight_decay(0.01).with_fixed_decay(true).into()),
+        ("adabelief amsgrad", AdaBelief::new(1e-2).with_amsgrad(true).with_betas(0.9, 0.99).into()),
+        ("lion", Lion::new(1e-2).into()),
+        ("lion wd", Lion::new(1e-2).with_weight_decay(0.5).with_betas(0.5, 0.9).into()),
+        ("lion decoupled", Lion::new(1e-2).with_weight_decay(1e-3).with_decoupled_weight_decay(true).into()),
     ]
+}
+
+/// The configuration of `variants()` with this label.
+pub fn variant(label: &str) -> Box<dyn Optimizer> {
+    variants().into_iter().find(|(l, _)| *l == label).map(|(_, o)| o).unwrap_or_else(|| panic!("no variant {label}"))
 }
 
 /// Asserts `gpu` equals `cpu` to within `steps × budget × ε × (|x| + change)`, where

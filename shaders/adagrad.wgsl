@@ -1,0 +1,26 @@
+// Adagrad, torch.optim.Adagrad single-tensor semantics (spec §3).
+
+struct Scalars {
+    neg_clr: f32,       // F(-lr / (1 + (t - 1) * lr_decay))
+    weight_decay: f32,  // F(weight_decay)
+    eps: f32,           // F(eps)
+}
+
+@group(0) @binding(0) var<uniform> s: Scalars;
+@group(1) @binding(0) var<storage, read_write> p: array<V>;
+@group(1) @binding(1) var<storage, read_write> g: array<V>;
+@group(1) @binding(2) var<storage, read_write> state_sum: array<V>;
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let i = element_index(arrayLength(&p), wid, nwg, lid);
+    if i >= arrayLength(&p) {
+        return;
+    }
+    let param = p[i];
+    let d = direction(g[i], param, s.weight_decay);
+    let sum = fma(d, d, state_sum[i]);                          // addcmul_(g, g, value=1)
+    state_sum[i] = sum;
+    p[i] = param + (s.neg_clr * d) / (sqrt(sum) + s.eps);
+}

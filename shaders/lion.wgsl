@@ -1,0 +1,30 @@
+// Lion, as lion-pytorch 0.2.5 (spec §11): sign of an interpolated momentum; the momentum
+// itself is updated after the parameter.
+
+struct Scalars {
+    decay: f32,            // F(1 - lr * weight_decay), weight_decay / initial lr when decoupled
+    neg_lr: f32,           // F(-lr)
+    beta1: f32,            // F(beta1)
+    one_minus_beta1: f32,  // F(1 - beta1)
+    beta2: f32,            // F(beta2)
+    one_minus_beta2: f32,  // F(1 - beta2)
+}
+
+@group(0) @binding(0) var<uniform> s: Scalars;
+@group(1) @binding(0) var<storage, read_write> p: array<V>;
+@group(1) @binding(1) var<storage, read_write> g: array<V>;
+@group(1) @binding(2) var<storage, read_write> exp_avg: array<V>;
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let i = element_index(arrayLength(&p), wid, nwg, lid);
+    if i >= arrayLength(&p) {
+        return;
+    }
+    let d = g[i];
+    let m = exp_avg[i];
+    let update = sgn(fma(d, V(s.one_minus_beta1), m * s.beta1));
+    p[i] = fma(update, V(s.neg_lr), p[i] * s.decay);
+    exp_avg[i] = fma(d, V(s.one_minus_beta2), m * s.beta2);
+}

@@ -1,0 +1,47 @@
+// NAdam, torch.optim.NAdam single-tensor semantics (spec §7): Dozat's momentum schedule,
+// two separate addcdiv steps. The f32 running product of mu lives on the host.
+
+struct Scalars {
+    one_minus_beta1: f32,   // F(1 - beta1)
+    beta2: f32,             // F(beta2)
+    one_minus_beta2: f32,   // F(1 - beta2)
+    bias_correction2: f32,  // F(1 - beta2^t)
+    eps: f32,               // F(eps)
+    weight_decay: f32,      // F(weight_decay), L2 form
+    decay: f32,             // F(1 - lr * weight_decay), decoupled form
+    grad_coef: f32,         // F(-lr * (1 - mu_t) / (1 - mu_product))
+    exp_avg_coef: f32,      // F(-lr * mu_{t+1} / (1 - mu_product * mu_{t+1}))
+}
+
+override DECOUPLED: bool = false;
+
+@group(0) @binding(0) var<uniform> s: Scalars;
+@group(1) @binding(0) var<storage, read_write> p: array<V>;
+@group(1) @binding(1) var<storage, read_write> g: array<V>;
+@group(1) @binding(2) var<storage, read_write> exp_avg: array<V>;
+@group(1) @binding(3) var<storage, read_write> exp_avg_sq: array<V>;
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let i = element_index(arrayLength(&p), wid, nwg, lid);
+    if i >= arrayLength(&p) {
+        return;
+    }
+    var d = signed(g[i]);
+    var param = p[i];
+    if WEIGHT_DECAY {
+        if DECOUPLED {
+            param = param * s.decay;
+        } else {
+            d = fma(param, V(s.weight_decay), d);
+        }
+    }
+    let m = lerp_torch(exp_avg[i], d, s.one_minus_beta1);
+    let v = fma(s.one_minus_beta2 * d, d, exp_avg_sq[i] * s.beta2);   // addcmul, contracted as torch
+    exp_avg[i] = m;
+    exp_avg_sq[i] = v;
+    let denom = sqrt(v / s.bias_correction2) + s.eps;        // divide, then sqrt
+    param = param + (s.grad_coef * d) / denom;
+    p[i] = param + (s.exp_avg_coef * m) / denom;
+}

@@ -1,0 +1,53 @@
+// RAdam, torch.optim.RAdam single-tensor semantics (spec §8): the variance rectification
+// applies once rho_t > 5; before that the step is bias-corrected momentum alone.
+
+struct Scalars {
+    one_minus_beta1: f32,        // F(1 - beta1)
+    beta2: f32,                  // F(beta2)
+    one_minus_beta2: f32,        // F(1 - beta2)
+    bias_correction1: f32,       // F(1 - beta1^t)
+    bias_correction2_sqrt: f32,  // F(sqrt(1 - beta2^t))
+    eps: f32,                    // F(eps)
+    lr: f32,                     // F(lr)
+    rect: f32,                   // F(rectification term), when rectified
+    weight_decay: f32,           // F(weight_decay), L2 form
+    decay: f32,                  // F(1 - lr * weight_decay), decoupled form
+    rectified: u32,              // rho_t > 5
+}
+
+override DECOUPLED: bool = false;
+
+@group(0) @binding(0) var<uniform> s: Scalars;
+@group(1) @binding(0) var<storage, read_write> p: array<V>;
+@group(1) @binding(1) var<storage, read_write> g: array<V>;
+@group(1) @binding(2) var<storage, read_write> exp_avg: array<V>;
+@group(1) @binding(3) var<storage, read_write> exp_avg_sq: array<V>;
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let i = element_index(arrayLength(&p), wid, nwg, lid);
+    if i >= arrayLength(&p) {
+        return;
+    }
+    var d = signed(g[i]);
+    var param = p[i];
+    if WEIGHT_DECAY {
+        if DECOUPLED {
+            param = param * s.decay;
+        } else {
+            d = fma(param, V(s.weight_decay), d);
+        }
+    }
+    let m = lerp_torch(exp_avg[i], d, s.one_minus_beta1);
+    let v = fma(s.one_minus_beta2 * d, d, exp_avg_sq[i] * s.beta2);   // addcmul, contracted as torch
+    exp_avg[i] = m;
+    exp_avg_sq[i] = v;
+    let corrected = m / s.bias_correction1;
+    var u = corrected * s.lr;
+    if s.rectified != 0u {
+        let adaptive = (V(1.0) / (sqrt(v) + s.eps)) * s.bias_correction2_sqrt;  // eps before bias correction
+        u = (u * adaptive) * s.rect;
+    }
+    p[i] = param - u;
+}

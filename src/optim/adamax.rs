@@ -1,0 +1,114 @@
+//! Adamax, as torch.optim.Adamax.
+
+use super::{
+    Kernel, Optimizer, ScalarBlock, StateSlices, StateSlot, check_betas, check_lr, check_non_negative, common_methods,
+    direction, each, flag, lerp, nan_max, pack, setters,
+};
+use crate::error::Result;
+
+/// Adamax, torch.optim.Adamax (single-tensor path): Adam with the infinity norm.
+///
+/// ```text
+/// t = t + 1;  g = maximize ? -grad : grad;  g = g + weight_decay * p
+/// m = lerp(m, g, 1 - beta1)
+/// u = max(beta2 * u, |g| + eps)
+/// p = p - (lr / (1 - beta1^t)) * m / u
+/// ```
+/// eps sits inside the maximum, as torch and optax do (the paper has none). State:
+/// `exp_avg`, `exp_inf`. Kingma & Ba (2015), §7.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Adamax {
+    /// Learning rate (default 2e-3).
+    pub lr: f64,
+    /// Coefficients of the running average and the infinity norm (default (0.9, 0.999)).
+    pub betas: (f64, f64),
+    /// Added inside the maximum (default 1e-8).
+    pub eps: f64,
+    /// L2 penalty (default 0).
+    pub weight_decay: f64,
+    /// Maximize the objective (default false).
+    pub maximize: bool,
+}
+
+impl Default for Adamax {
+    fn default() -> Self {
+        Adamax { lr: 2e-3, betas: (0.9, 0.999), eps: 1e-8, weight_decay: 0.0, maximize: false }
+    }
+}
+
+impl Adamax {
+    /// With learning rate `lr` and torch's other defaults.
+    pub fn new(lr: f64) -> Self {
+        Adamax { lr, ..Self::default() }
+    }
+    /// Sets `betas`.
+    pub fn with_betas(self, beta1: f64, beta2: f64) -> Self {
+        Adamax { betas: (beta1, beta2), ..self }
+    }
+}
+setters!(Adamax { with_eps => eps: f64, with_weight_decay => weight_decay: f64, with_maximize => maximize: bool });
+
+static KERNEL: Kernel = Kernel {
+    family: "adamax",
+    source: include_str!("../../shaders/adamax.wgsl"),
+    state: &[StateSlot { role: "m", torch_name: "exp_avg" }, StateSlot { role: "u", torch_name: "exp_inf" }],
+    // L2 fma (2), lerp (3), mul (1), + eps (1), mul (1), div (3), add (1).
+    step_error_budget: 12.0,
+};
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Scalars {
+    one_minus_beta1: f32,
+    beta2: f32,
+    eps: f32,
+    neg_clr: f32,
+    weight_decay: f32,
+}
+
+impl Adamax {
+    fn host_scalars(&self, step: u64) -> Scalars {
+        let (b1, b2) = self.betas;
+        Scalars {
+            one_minus_beta1: (1.0 - b1) as f32,
+            beta2: b2 as f32,
+            eps: self.eps as f32,
+            neg_clr: (-(self.lr / (1.0 - b1.powf(step as f64)))) as f32,
+            weight_decay: self.weight_decay as f32,
+        }
+    }
+}
+
+impl Optimizer for Adamax {
+    common_methods!(KERNEL);
+    fn name(&self) -> &'static str {
+        "Adamax"
+    }
+    fn validate(&self) -> Result<()> {
+        let n = self.name();
+        check_lr(n, self.lr)?;
+        check_non_negative(n, "epsilon", self.eps)?;
+        check_betas(n, self.betas)?;
+        check_non_negative(n, "weight_decay", self.weight_decay)
+    }
+    fn uses_state(&self, slot: usize) -> bool {
+        slot < 2
+    }
+    fn constants(&self) -> Vec<(&'static str, f64)> {
+        vec![("MAXIMIZE", flag(self.maximize)), ("WEIGHT_DECAY", flag(self.weight_decay != 0.0))]
+    }
+    fn scalars(&self, step: u64) -> ScalarBlock {
+        pack(&self.host_scalars(step))
+    }
+    /// The CPU definition of one element's update (`shaders/adamax.wgsl` is the GPU one).
+    fn update_cpu(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_>) {
+        let s = self.host_scalars(step);
+        let maximize = self.maximize;
+        each(p, g, state, move |p, grad, m, u, _| {
+            let d = direction(maximize, s.weight_decay, grad, *p);
+            *m = lerp(*m, d, s.one_minus_beta1);
+            *u = nan_max(*u * s.beta2, d.abs() + s.eps);
+            *p += (s.neg_clr * *m) / *u;
+        });
+    }
+}

@@ -1,0 +1,202 @@
+//! NAdam, as torch.optim.NAdam.
+
+use std::sync::Mutex;
+
+use super::{
+    Kernel, Optimizer, ScalarBlock, StateSlices, StateSlot, check_betas, check_lr, check_non_negative, common_methods,
+    direction, each, flag, lerp, pack, setters,
+};
+use crate::error::Result;
+
+/// NAdam, torch.optim.NAdam (single-tensor path): Adam with Nesterov momentum and Dozat's
+/// momentum schedule `mu_t = beta1 * (1 - 0.5 * 0.96^(t * momentum_decay))`.
+///
+/// ```text
+/// t = t + 1;  g = maximize ? -grad : grad
+/// if weight_decay != 0:  decoupled ? p = p * (1 - lr*wd) : g = g + wd * p
+/// mu_product = mu_product * mu_t                         # f32, as torch's state tensor
+/// m = lerp(m, g, 1 - beta1);  v = beta2 * v + (1 - beta2) * g²
+/// denom = sqrt(v / (1 - beta2^t)) + eps
+/// p = p - lr * (1 - mu_t) / (1 - mu_product) * g / denom
+/// p = p - lr * mu_{t+1} / (1 - mu_product * mu_{t+1}) * m / denom
+/// ```
+/// State: `exp_avg`, `exp_avg_sq` per element and the scalar `mu_product`. Dozat (2016).
+/// optax's `nadam` has a constant beta1 and no running product.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NAdam {
+    /// Learning rate (default 2e-3).
+    pub lr: f64,
+    /// Coefficients of the running averages (default (0.9, 0.999)).
+    pub betas: (f64, f64),
+    /// Added to the denominator (default 1e-8).
+    pub eps: f64,
+    /// Weight decay (default 0; L2 unless `decoupled_weight_decay`).
+    pub weight_decay: f64,
+    /// Momentum schedule rate psi (default 4e-3).
+    pub momentum_decay: f64,
+    /// Decoupled weight decay, as AdamW (default false).
+    pub decoupled_weight_decay: bool,
+    /// Maximize the objective (default false).
+    pub maximize: bool,
+    mu_product: MuProduct,
+}
+
+impl Default for NAdam {
+    fn default() -> Self {
+        NAdam {
+            lr: 2e-3,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            weight_decay: 0.0,
+            momentum_decay: 4e-3,
+            decoupled_weight_decay: false,
+            maximize: false,
+            mu_product: MuProduct::default(),
+        }
+    }
+}
+
+impl NAdam {
+    /// With learning rate `lr` and torch's other defaults.
+    pub fn new(lr: f64) -> Self {
+        NAdam { lr, ..Self::default() }
+    }
+    /// Sets `betas`.
+    pub fn with_betas(self, beta1: f64, beta2: f64) -> Self {
+        NAdam { betas: (beta1, beta2), ..self }
+    }
+
+    fn mu(&self, t: f64) -> f64 {
+        self.betas.0 * (1.0 - 0.5 * 0.96f64.powf(t * self.momentum_decay))
+    }
+}
+setters!(NAdam {
+    with_eps => eps: f64,
+    with_weight_decay => weight_decay: f64,
+    with_momentum_decay => momentum_decay: f64,
+    with_decoupled_weight_decay => decoupled_weight_decay: bool,
+    with_maximize => maximize: bool,
+});
+
+/// torch's `mu_product`, a float32 tensor multiplied by `mu_t` in place every step. It is a
+/// function of the step alone; the last `(step, product)` is cached so that consecutive steps
+/// cost one multiplication, not `t`.
+#[derive(Debug, Default)]
+struct MuProduct(Mutex<Option<(u64, f32)>>);
+
+impl Clone for MuProduct {
+    fn clone(&self) -> Self {
+        MuProduct(Mutex::new(*self.0.lock().unwrap_or_else(|e| e.into_inner())))
+    }
+}
+
+impl PartialEq for MuProduct {
+    /// A cache: never part of an optimizer's identity.
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl NAdam {
+    /// `mu_product` after step `step` (1.0 before the first).
+    fn mu_product(&self, step: u64) -> f32 {
+        let mut cache = self.mu_product.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut t, mut product) = match *cache {
+            Some((t, p)) if t <= step => (t, p),
+            _ => (0, 1.0f32),
+        };
+        while t < step {
+            t += 1;
+            product *= self.mu(t as f64) as f32;
+        }
+        *cache = Some((t, product));
+        product
+    }
+}
+
+static KERNEL: Kernel = Kernel {
+    family: "nadam",
+    source: include_str!("../../shaders/nadam.wgsl"),
+    state: &[StateSlot { role: "m", torch_name: "exp_avg" }, StateSlot { role: "v", torch_name: "exp_avg_sq" }],
+    // L2 fma (2), lerp (3), v (4), div (3), sqrt (5), + eps (1), two addcdiv of mul, div, add (10).
+    step_error_budget: 28.0,
+};
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Scalars {
+    one_minus_beta1: f32,
+    beta2: f32,
+    one_minus_beta2: f32,
+    bias_correction2: f32,
+    eps: f32,
+    weight_decay: f32,
+    decay: f32,
+    grad_coef: f32,
+    exp_avg_coef: f32,
+}
+
+impl NAdam {
+    fn host_scalars(&self, step: u64) -> Scalars {
+        let (b1, b2) = self.betas;
+        let t = step as f64;
+        let mu = self.mu(t);
+        let mu_next = self.mu(t + 1.0);
+        let product = f64::from(self.mu_product(step));
+        Scalars {
+            one_minus_beta1: (1.0 - b1) as f32,
+            beta2: b2 as f32,
+            one_minus_beta2: (1.0 - b2) as f32,
+            bias_correction2: (1.0 - b2.powf(t)) as f32,
+            eps: self.eps as f32,
+            weight_decay: self.weight_decay as f32,
+            decay: (1.0 - self.lr * self.weight_decay) as f32,
+            grad_coef: (-self.lr * (1.0 - mu) / (1.0 - product)) as f32,
+            exp_avg_coef: ((-self.lr * mu_next) / (1.0 - product * mu_next)) as f32,
+        }
+    }
+}
+
+impl Optimizer for NAdam {
+    common_methods!(KERNEL);
+    fn name(&self) -> &'static str {
+        "NAdam"
+    }
+    fn validate(&self) -> Result<()> {
+        let n = self.name();
+        check_lr(n, self.lr)?;
+        check_non_negative(n, "epsilon", self.eps)?;
+        check_betas(n, self.betas)?;
+        check_non_negative(n, "weight_decay", self.weight_decay)?;
+        check_non_negative(n, "momentum_decay", self.momentum_decay)
+    }
+    fn uses_state(&self, slot: usize) -> bool {
+        slot < 2
+    }
+    fn constants(&self) -> Vec<(&'static str, f64)> {
+        vec![
+            ("MAXIMIZE", flag(self.maximize)),
+            ("WEIGHT_DECAY", flag(self.weight_decay != 0.0)),
+            ("DECOUPLED", flag(self.decoupled_weight_decay)),
+        ]
+    }
+    fn scalars(&self, step: u64) -> ScalarBlock {
+        pack(&self.host_scalars(step))
+    }
+    /// The CPU definition of one element's update (`shaders/nadam.wgsl` is the GPU one).
+    fn update_cpu(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_>) {
+        let s = self.host_scalars(step);
+        let decay = self.decoupled_weight_decay && self.weight_decay != 0.0;
+        let l2 = if self.decoupled_weight_decay { 0.0 } else { s.weight_decay };
+        let maximize = self.maximize;
+        each(p, g, state, move |p, grad, m, v, _| {
+            let param = if decay { *p * s.decay } else { *p };
+            let d = direction(maximize, l2, grad, param);
+            *m = lerp(*m, d, s.one_minus_beta1);
+            *v = (s.one_minus_beta2 * d).mul_add(d, *v * s.beta2);
+            let denom = (*v / s.bias_correction2).sqrt() + s.eps;
+            let param = param + (s.grad_coef * d) / denom;
+            *p = param + (s.exp_avg_coef * *m) / denom;
+        });
+    }
+}

@@ -1,0 +1,167 @@
+//! RAdam, as torch.optim.RAdam.
+
+use super::{
+    Kernel, Optimizer, ScalarBlock, StateSlices, StateSlot, check_betas, check_lr, check_non_negative, common_methods,
+    direction, each, flag, lerp, pack, setters,
+};
+use crate::error::Result;
+
+/// RAdam, torch.optim.RAdam (single-tensor path): Adam whose adaptive term is switched on,
+/// and rectified, once the variance estimate is tractable.
+///
+/// ```text
+/// t = t + 1;  g = maximize ? -grad : grad
+/// if weight_decay != 0:  decoupled ? p = p * (1 - lr*wd) : g = g + wd * p
+/// m = lerp(m, g, 1 - beta1);  v = beta2 * v + (1 - beta2) * g²
+/// rho_inf = 2 / (1 - beta2) - 1;  rho_t = rho_inf - 2 t beta2^t / (1 - beta2^t)
+/// rho_t > 5:  p = p - lr * m / (1 - beta1^t) * sqrt(1 - beta2^t) / (sqrt(v) + eps) * rect_t
+/// otherwise:  p = p - lr * m / (1 - beta1^t)
+/// ```
+/// torch's threshold is `rho_t > 5` (the paper's is 4, the authors' code and optax use
+/// `>= 5`); eps is added before the bias correction. With beta2 = 0.999 steps 1-5 are
+/// unrectified. State: `exp_avg`, `exp_avg_sq`. Liu et al. (2020).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RAdam {
+    /// Learning rate (default 1e-3).
+    pub lr: f64,
+    /// Coefficients of the running averages (default (0.9, 0.999)).
+    pub betas: (f64, f64),
+    /// Added to the denominator (default 1e-8).
+    pub eps: f64,
+    /// Weight decay (default 0; L2 unless `decoupled_weight_decay`).
+    pub weight_decay: f64,
+    /// Decoupled weight decay, as AdamW (default false).
+    pub decoupled_weight_decay: bool,
+    /// Maximize the objective (default false).
+    pub maximize: bool,
+}
+
+impl Default for RAdam {
+    fn default() -> Self {
+        RAdam {
+            lr: 1e-3,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            weight_decay: 0.0,
+            decoupled_weight_decay: false,
+            maximize: false,
+        }
+    }
+}
+
+impl RAdam {
+    /// With learning rate `lr` and torch's other defaults.
+    pub fn new(lr: f64) -> Self {
+        RAdam { lr, ..Self::default() }
+    }
+    /// Sets `betas`.
+    pub fn with_betas(self, beta1: f64, beta2: f64) -> Self {
+        RAdam { betas: (beta1, beta2), ..self }
+    }
+}
+setters!(RAdam {
+    with_eps => eps: f64,
+    with_weight_decay => weight_decay: f64,
+    with_decoupled_weight_decay => decoupled_weight_decay: bool,
+    with_maximize => maximize: bool,
+});
+
+static KERNEL: Kernel = Kernel {
+    family: "radam",
+    source: include_str!("../../shaders/radam.wgsl"),
+    state: &[StateSlot { role: "m", torch_name: "exp_avg" }, StateSlot { role: "v", torch_name: "exp_avg_sq" }],
+    // L2 fma (2), lerp (3), v (4), m / bc1 (3), sqrt (5), + eps (1), 1 / a (3), three mul (3),
+    // subtraction (1).
+    step_error_budget: 25.0,
+};
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Scalars {
+    one_minus_beta1: f32,
+    beta2: f32,
+    one_minus_beta2: f32,
+    bias_correction1: f32,
+    bias_correction2_sqrt: f32,
+    eps: f32,
+    lr: f32,
+    rect: f32,
+    weight_decay: f32,
+    decay: f32,
+    rectified: u32,
+}
+
+impl RAdam {
+    fn host_scalars(&self, step: u64) -> Scalars {
+        let (b1, b2) = self.betas;
+        let t = step as f64;
+        let bias_correction2 = 1.0 - b2.powf(t);
+        let rho_inf = 2.0 / (1.0 - b2) - 1.0;
+        let rho_t = rho_inf - 2.0 * t * b2.powf(t) / bias_correction2;
+        let rectified = rho_t > 5.0;
+        let rect = if rectified {
+            ((rho_t - 4.0) * (rho_t - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t)).powf(0.5)
+        } else {
+            1.0
+        };
+        Scalars {
+            one_minus_beta1: (1.0 - b1) as f32,
+            beta2: b2 as f32,
+            one_minus_beta2: (1.0 - b2) as f32,
+            bias_correction1: (1.0 - b1.powf(t)) as f32,
+            bias_correction2_sqrt: bias_correction2.powf(0.5) as f32,
+            eps: self.eps as f32,
+            lr: self.lr as f32,
+            rect: rect as f32,
+            weight_decay: self.weight_decay as f32,
+            decay: (1.0 - self.lr * self.weight_decay) as f32,
+            rectified: u32::from(rectified),
+        }
+    }
+}
+
+impl Optimizer for RAdam {
+    common_methods!(KERNEL);
+    fn name(&self) -> &'static str {
+        "RAdam"
+    }
+    fn validate(&self) -> Result<()> {
+        let n = self.name();
+        check_lr(n, self.lr)?;
+        check_non_negative(n, "epsilon", self.eps)?;
+        check_betas(n, self.betas)?;
+        check_non_negative(n, "weight_decay", self.weight_decay)
+    }
+    fn uses_state(&self, slot: usize) -> bool {
+        slot < 2
+    }
+    fn constants(&self) -> Vec<(&'static str, f64)> {
+        vec![
+            ("MAXIMIZE", flag(self.maximize)),
+            ("WEIGHT_DECAY", flag(self.weight_decay != 0.0)),
+            ("DECOUPLED", flag(self.decoupled_weight_decay)),
+        ]
+    }
+    fn scalars(&self, step: u64) -> ScalarBlock {
+        pack(&self.host_scalars(step))
+    }
+    /// The CPU definition of one element's update (`shaders/radam.wgsl` is the GPU one).
+    fn update_cpu(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_>) {
+        let s = self.host_scalars(step);
+        let decay = self.decoupled_weight_decay && self.weight_decay != 0.0;
+        let l2 = if self.decoupled_weight_decay { 0.0 } else { s.weight_decay };
+        let maximize = self.maximize;
+        each(p, g, state, move |p, grad, m, v, _| {
+            let param = if decay { *p * s.decay } else { *p };
+            let d = direction(maximize, l2, grad, param);
+            *m = lerp(*m, d, s.one_minus_beta1);
+            *v = (s.one_minus_beta2 * d).mul_add(d, *v * s.beta2);
+            let mut u = (*m / s.bias_correction1) * s.lr;
+            if s.rectified != 0 {
+                let adaptive = (1.0 / (v.sqrt() + s.eps)) * s.bias_correction2_sqrt;
+                u = (u * adaptive) * s.rect;
+            }
+            *p = param - u;
+        });
+    }
+}

@@ -1,0 +1,150 @@
+//! RMSprop, as torch.optim.RMSprop.
+
+use super::{
+    Kernel, Optimizer, ScalarBlock, StateSlices, StateSlot, check_lr, check_non_negative, common_methods, direction,
+    each, flag, lerp, pack, setters,
+};
+use crate::error::Result;
+
+/// RMSprop, torch.optim.RMSprop (single-tensor path).
+///
+/// ```text
+/// g = maximize ? -grad : grad;  g = g + weight_decay * p
+/// sq = alpha * sq + (1 - alpha) * g²
+/// centered: ga = lerp(ga, g, 1 - alpha);  avg = sqrt(sq - ga²) + eps   else avg = sqrt(sq) + eps
+/// momentum > 0: buf = momentum * buf + g / avg;  p = p - lr * buf
+/// else:         p = p - lr * g / avg
+/// ```
+/// eps outside the square root and no bias correction, as torch (Hinton's lecture 6e); the
+/// momentum buffer starts at zero, unlike SGD's. State: `square_avg`, `momentum_buffer`
+/// (momentum > 0), `grad_avg` (centered). optax's `rmsprop` defaults to decay 0.9 and eps
+/// inside the root.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RmsProp {
+    /// Learning rate (default 1e-2).
+    pub lr: f64,
+    /// Smoothing constant (default 0.99; torch sets no upper bound).
+    pub alpha: f64,
+    /// Added to the denominator (default 1e-8).
+    pub eps: f64,
+    /// L2 penalty (default 0).
+    pub weight_decay: f64,
+    /// Momentum factor (default 0).
+    pub momentum: f64,
+    /// Normalise by the variance estimate instead of the raw second moment (default false).
+    pub centered: bool,
+    /// Maximize the objective (default false).
+    pub maximize: bool,
+}
+
+impl Default for RmsProp {
+    fn default() -> Self {
+        RmsProp { lr: 1e-2, alpha: 0.99, eps: 1e-8, weight_decay: 0.0, momentum: 0.0, centered: false, maximize: false }
+    }
+}
+
+impl RmsProp {
+    /// With learning rate `lr` and torch's other defaults.
+    pub fn new(lr: f64) -> Self {
+        RmsProp { lr, ..Self::default() }
+    }
+}
+setters!(RmsProp {
+    with_alpha => alpha: f64,
+    with_eps => eps: f64,
+    with_weight_decay => weight_decay: f64,
+    with_momentum => momentum: f64,
+    with_centered => centered: bool,
+    with_maximize => maximize: bool,
+});
+
+static KERNEL: Kernel = Kernel {
+    family: "rmsprop",
+    source: include_str!("../../shaders/rmsprop.wgsl"),
+    state: &[
+        StateSlot { role: "square_avg", torch_name: "square_avg" },
+        StateSlot { role: "momentum", torch_name: "momentum_buffer" },
+        StateSlot { role: "grad_avg", torch_name: "grad_avg" },
+    ],
+    // L2 fma (2), sq three mul and an add (4), centered lerp (3) and mul, add (2), sqrt (5),
+    // + eps (1), momentum mul, div, add (5), final fma (2).
+    step_error_budget: 24.0,
+};
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Scalars {
+    alpha: f32,
+    one_minus_alpha: f32,
+    eps: f32,
+    neg_lr: f32,
+    momentum: f32,
+    weight_decay: f32,
+}
+
+impl RmsProp {
+    fn host_scalars(&self) -> Scalars {
+        Scalars {
+            alpha: self.alpha as f32,
+            one_minus_alpha: (1.0 - self.alpha) as f32,
+            eps: self.eps as f32,
+            neg_lr: (-self.lr) as f32,
+            momentum: self.momentum as f32,
+            weight_decay: self.weight_decay as f32,
+        }
+    }
+}
+
+impl Optimizer for RmsProp {
+    common_methods!(KERNEL);
+    fn name(&self) -> &'static str {
+        "RMSprop"
+    }
+    fn validate(&self) -> Result<()> {
+        let n = self.name();
+        check_lr(n, self.lr)?;
+        check_non_negative(n, "epsilon", self.eps)?;
+        check_non_negative(n, "momentum", self.momentum)?;
+        check_non_negative(n, "weight_decay", self.weight_decay)?;
+        check_non_negative(n, "alpha", self.alpha)
+    }
+    fn uses_state(&self, slot: usize) -> bool {
+        match slot {
+            0 => true,
+            1 => self.momentum > 0.0,
+            _ => self.centered,
+        }
+    }
+    fn constants(&self) -> Vec<(&'static str, f64)> {
+        vec![
+            ("MAXIMIZE", flag(self.maximize)),
+            ("WEIGHT_DECAY", flag(self.weight_decay != 0.0)),
+            ("CENTERED", flag(self.centered)),
+            ("MOMENTUM", flag(self.momentum > 0.0)),
+        ]
+    }
+    fn scalars(&self, _step: u64) -> ScalarBlock {
+        pack(&self.host_scalars())
+    }
+    /// The CPU definition of one element's update (`shaders/rmsprop.wgsl` is the GPU one).
+    fn update_cpu(&self, _step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_>) {
+        let s = self.host_scalars();
+        let (maximize, centered, momentum) = (self.maximize, self.centered, self.momentum > 0.0);
+        each(p, g, state, move |p, grad, sq, buf, ga| {
+            let d = direction(maximize, s.weight_decay, grad, *p);
+            *sq = (s.one_minus_alpha * d).mul_add(d, *sq * s.alpha);
+            let avg = if centered {
+                *ga = lerp(*ga, d, s.one_minus_alpha);
+                (-*ga).mul_add(*ga, *sq).sqrt()
+            } else {
+                sq.sqrt()
+            } + s.eps;
+            if momentum {
+                *buf = *buf * s.momentum + d / avg;
+                *p = buf.mul_add(s.neg_lr, *p);
+            } else {
+                *p += (s.neg_lr * d) / avg;
+            }
+        });
+    }
+}
