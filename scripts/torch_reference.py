@@ -53,15 +53,21 @@ CASES = [
     ("lion", Lion, dict(lr=1e-2)),
     ("lion wd", Lion, dict(lr=1e-2, weight_decay=0.5, betas=(0.5, 0.9))),
     ("lion decoupled", Lion, dict(lr=1e-2, weight_decay=1e-3, decoupled_weight_decay=True)),
+    # Adafactor: the label ends with the shape the 32 values are viewed as.
+    ("adafactor 4x8", torch.optim.Adafactor, dict(lr=1e-2)),
+    ("adafactor 2x4x4", torch.optim.Adafactor, dict(lr=1e-2, weight_decay=0.1, maximize=True)),
+    ("adafactor 32", torch.optim.Adafactor, dict(lr=1e-2)),
+    ("adafactor eps d decay 8x4", torch.optim.Adafactor, dict(lr=0.5, eps=(1e-3, 1e-2), d=1.5, beta2_decay=-0.5)),
 ]
 
 print(f"// torch {torch.__version__}, CPU, foreach=False; N = {N}, {STEPS} steps")
 for label, cls, kw in CASES:
-    p = torch.nn.Parameter(torch.tensor([param(i) for i in range(N)], dtype=torch.float32))
+    shape = [int(d) for d in label.split()[-1].split("x")] if label.startswith("adafactor") else [N]
+    p = torch.nn.Parameter(torch.tensor([param(i) for i in range(N)], dtype=torch.float32).reshape(shape))
     with contextlib.redirect_stdout(io.StringIO()):  # AdaBelief prints notes when created
         opt = cls([p], foreach=False, **kw) if cls.__module__.startswith("torch.") else cls([p], **kw)
     for k in range(1, STEPS + 1):
-        p.grad = torch.tensor([grad(i, k) for i in range(N)], dtype=torch.float32)
+        p.grad = torch.tensor([grad(i, k) for i in range(N)], dtype=torch.float32).reshape(shape)
         opt.step()
-    bits = p.detach().numpy().view("uint32")
+    bits = p.detach().reshape(-1).numpy().view("uint32")
     print(f'    ("{label}", [' + ", ".join(f"0x{b:08x}" for b in bits) + "]),")

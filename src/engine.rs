@@ -6,7 +6,8 @@ use std::sync::Mutex;
 
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
-use crate::optim::{Kernel, MAX_STATE};
+use crate::gpu_optimizer::SCALAR_SLOTS;
+use crate::optim::{Kernel, MAX_STATE, ScalarBlock};
 
 const PRELUDE: &str = include_str!("../shaders/common.wgsl");
 const VEC4: &str = "alias V = vec4<f32>; alias VU = vec4<u32>; alias VB = vec4<bool>; const TAIL = false;\n";
@@ -27,6 +28,8 @@ pub(crate) struct Pipelines {
 #[derive(Hash, PartialEq, Eq)]
 struct VariantKey {
     family: &'static str,
+    entry: &'static str,
+    tail: bool,
     workgroup_size: u32,
     /// Override constants as (name, f64 bits), in the kernel's order.
     constants: Vec<(&'static str, u64)>,
@@ -39,7 +42,10 @@ pub(crate) struct Engine {
     /// Group 1 for a family with `n` state tensors: p, g, then the states.
     tensor_layouts: Vec<wgpu::BindGroupLayout>,
     pipeline_layouts: Vec<wgpu::PipelineLayout>,
-    pipelines: Mutex<HashMap<VariantKey, Pipelines>>,
+    /// Adafactor's groups: step scalars, sub-range and layout uniforms; its six buffers.
+    pub adafactor_layouts: [wgpu::BindGroupLayout; 2],
+    adafactor_pipeline_layout: wgpu::PipelineLayout,
+    pipelines: Mutex<HashMap<VariantKey, wgpu::ComputePipeline>>,
 }
 
 /// Every tensor binding is read-write, gradients included: WebGPU forbids one buffer to be
@@ -58,57 +64,99 @@ fn storage(binding: u32) -> wgpu::BindGroupLayoutEntry {
     }
 }
 
+fn uniform(binding: u32, dynamic: bool) -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Uniform,
+            has_dynamic_offset: dynamic,
+            min_binding_size: wgpu::BufferSize::new(SCALAR_BYTES),
+        },
+        count: None,
+    }
+}
+
 impl Engine {
     pub fn new(device: &wgpu::Device) -> Self {
-        let scalars_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some("wgpu-optim scalars"),
-            entries: &[wgpu::BindGroupLayoutEntry {
-                binding: 0,
-                visibility: wgpu::ShaderStages::COMPUTE,
-                ty: wgpu::BindingType::Buffer {
-                    ty: wgpu::BufferBindingType::Uniform,
-                    has_dynamic_offset: true,
-                    min_binding_size: wgpu::BufferSize::new(SCALAR_BYTES),
-                },
-                count: None,
-            }],
-        });
+        let group = |label, entries: &[wgpu::BindGroupLayoutEntry]| {
+            device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(label), entries })
+        };
+        let pipeline_layout = |groups: &[&wgpu::BindGroupLayout]| {
+            let groups: Vec<_> = groups.iter().map(|g| Some(*g)).collect();
+            device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some("wgpu-optim step"),
+                bind_group_layouts: &groups,
+                immediate_size: 0,
+            })
+        };
+        let scalars_layout = group("wgpu-optim scalars", &[uniform(0, true)]);
         let tensor_layouts: Vec<_> = (0..=MAX_STATE)
-            .map(|n| {
-                let entries: Vec<_> = (0..2 + n as u32).map(storage).collect();
-                device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                    label: Some("wgpu-optim tensors"),
-                    entries: &entries,
-                })
-            })
+            .map(|n| group("wgpu-optim tensors", &(0..2 + n as u32).map(storage).collect::<Vec<_>>()))
             .collect();
-        let pipeline_layouts = tensor_layouts
-            .iter()
-            .map(|t| {
-                device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                    label: Some("wgpu-optim step"),
-                    bind_group_layouts: &[Some(&scalars_layout), Some(t)],
-                    immediate_size: 0,
-                })
-            })
-            .collect();
-        Engine { scalars_layout, tensor_layouts, pipeline_layouts, pipelines: Mutex::new(HashMap::new()) }
+        let pipeline_layouts = tensor_layouts.iter().map(|t| pipeline_layout(&[&scalars_layout, t])).collect();
+        let adafactor_layouts = [
+            group("wgpu-optim adafactor uniforms", &[uniform(0, true), uniform(1, true), uniform(2, false)]),
+            group("wgpu-optim adafactor tensors", &(0..6).map(storage).collect::<Vec<_>>()),
+        ];
+        let adafactor_pipeline_layout = pipeline_layout(&[&adafactor_layouts[0], &adafactor_layouts[1]]);
+        Engine {
+            scalars_layout,
+            tensor_layouts,
+            pipeline_layouts,
+            adafactor_layouts,
+            adafactor_pipeline_layout,
+            pipelines: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn tensor_layout(&self, kernel: &Kernel) -> &wgpu::BindGroupLayout {
         &self.tensor_layouts[kernel.state.len()]
     }
 
-    /// The pipelines of one variant, compiled on first use and cached.
+    /// The vec4 and tail pipelines of one element-wise variant, compiled on first use.
     pub fn pipelines(
         &self,
         ctx: &GpuContext,
         kernel: &'static Kernel,
         constants: &[(&'static str, f64)],
     ) -> Result<Pipelines> {
+        let layout = &self.pipeline_layouts[kernel.state.len()];
+        Ok(Pipelines {
+            vec4: self.pipeline(ctx, kernel.family, kernel.source, layout, false, "main", constants)?,
+            tail: self.pipeline(ctx, kernel.family, kernel.source, layout, true, "main", constants)?,
+        })
+    }
+
+    /// One entry point of Adafactor's shader (scalar width), compiled on first use.
+    pub fn adafactor_pipeline(
+        &self,
+        ctx: &GpuContext,
+        source: &'static str,
+        entry: &'static str,
+        constants: &[(&'static str, f64)],
+    ) -> Result<wgpu::ComputePipeline> {
+        self.pipeline(ctx, "adafactor", source, &self.adafactor_pipeline_layout, true, entry, constants)
+    }
+
+    /// Compiles (once per variant) `entry` of a family's shader behind the common prelude,
+    /// at vec4 width or at scalar (`tail`) width.
+    #[allow(clippy::too_many_arguments)]
+    fn pipeline(
+        &self,
+        ctx: &GpuContext,
+        family: &'static str,
+        source: &'static str,
+        layout: &wgpu::PipelineLayout,
+        tail: bool,
+        entry: &'static str,
+        constants: &[(&'static str, f64)],
+    ) -> Result<wgpu::ComputePipeline> {
         let workgroup_size = ctx.tuning().workgroup_size;
         let key = VariantKey {
-            family: kernel.family,
+            family,
+            entry,
+            tail,
             workgroup_size,
             constants: constants.iter().map(|&(n, v)| (n, v.to_bits())).collect(),
         };
@@ -121,30 +169,80 @@ impl Engine {
         }
         let mut all: Vec<(&str, f64)> = constants.to_vec();
         all.push(("WORKGROUP_SIZE", f64::from(workgroup_size)));
-        let layout = &self.pipeline_layouts[kernel.state.len()];
-        let compile = |width: &str| {
-            let source = format!("{width}{PRELUDE}\n{}", kernel.source);
-            ctx.scoped("compiling a pipeline", || {
-                let module = ctx.device().create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some(kernel.family),
-                    source: wgpu::ShaderSource::Wgsl(source.into()),
-                });
-                ctx.device().create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                    label: Some(kernel.family),
-                    layout: Some(layout),
-                    module: &module,
-                    entry_point: Some("main"),
-                    compilation_options: wgpu::PipelineCompilationOptions {
-                        constants: &all,
-                        zero_initialize_workgroup_memory: false,
-                    },
-                    cache: None,
-                })
+        let source = format!("{}{PRELUDE}\n{source}", if tail { TAIL } else { VEC4 });
+        let pipeline = ctx.scoped("compiling a pipeline", || {
+            let module = ctx.device().create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(family),
+                source: wgpu::ShaderSource::Wgsl(source.into()),
+            });
+            ctx.device().create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(family),
+                layout: Some(layout),
+                module: &module,
+                entry_point: Some(entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: &all,
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
             })
+        })?;
+        cache.insert(key, pipeline.clone());
+        Ok(pipeline)
+    }
+}
+
+/// The ring of per-step scalar slots at the start of a uniform buffer: `k` steps write `k`
+/// consecutive slots (wrapping) with at most two queue writes, and each step's dispatches
+/// select their slot by dynamic offset. No allocation per step.
+pub(crate) struct ScalarRing {
+    pub stride: u64,
+    cursor: u32,
+    staging: Vec<u8>,
+}
+
+impl ScalarRing {
+    pub fn new(ctx: &GpuContext) -> Self {
+        let stride = u64::from(ctx.limits().min_uniform_buffer_offset_alignment).max(SCALAR_BYTES);
+        ScalarRing { stride, cursor: 0, staging: vec![0; (stride * u64::from(SCALAR_SLOTS)) as usize] }
+    }
+
+    /// Bytes the ring occupies.
+    pub fn bytes(&self) -> u64 {
+        self.stride * u64::from(SCALAR_SLOTS)
+    }
+
+    /// Writes `block(j)` for `j in 0..k` into the next slots of `buffer` and returns the
+    /// dynamic offset of each step's slot through `offset(first, j)`.
+    pub fn write(
+        &mut self,
+        ctx: &GpuContext,
+        buffer: &wgpu::Buffer,
+        k: u32,
+        block: impl Fn(u32) -> ScalarBlock,
+    ) -> u32 {
+        let stride = self.stride as usize;
+        let first = self.cursor;
+        for j in 0..k {
+            let at = ((first + j) % SCALAR_SLOTS) as usize * stride;
+            self.staging[at..at + SCALAR_BYTES as usize].copy_from_slice(bytemuck::bytes_of(&block(j)));
+        }
+        let end = first + k;
+        let write = |from: u32, to: u32| {
+            let (a, b) = (from as usize * stride, to as usize * stride);
+            ctx.queue().write_buffer(buffer, a as u64, &self.staging[a..b]);
         };
-        let pipelines = Pipelines { vec4: compile(VEC4)?, tail: compile(TAIL)? };
-        cache.insert(key, pipelines.clone());
-        Ok(pipelines)
+        write(first, end.min(SCALAR_SLOTS));
+        if end > SCALAR_SLOTS {
+            write(0, end - SCALAR_SLOTS);
+        }
+        self.cursor = end % SCALAR_SLOTS;
+        first
+    }
+
+    /// Dynamic offset of step `j` of a write that began at slot `first`.
+    pub fn offset(&self, first: u32, j: u32) -> u32 {
+        ((first + j) % SCALAR_SLOTS) * self.stride as u32
     }
 }
 

@@ -2,7 +2,7 @@
 
 use ndarray::Array1;
 
-use crate::engine::{Pipelines, SCALAR_BYTES, SegmentPlan};
+use crate::engine::{Pipelines, SCALAR_BYTES, ScalarRing, SegmentPlan};
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 use crate::optim::{MAX_STATE, Optimizer, StateSlot};
@@ -32,9 +32,7 @@ pub struct GpuOptimizer {
     tensor_groups: Vec<wgpu::BindGroup>,
     scalars: wgpu::Buffer,
     scalars_group: wgpu::BindGroup,
-    slot_stride: u64,
-    cursor: u32,
-    staging: Vec<u8>,
+    ring: ScalarRing,
 }
 
 impl std::fmt::Debug for GpuOptimizer {
@@ -95,7 +93,7 @@ impl GpuOptimizer {
             .iter()
             .map(|s| SegmentPlan::new(s.len, t.workgroup_size, t.max_workgroups_per_dimension))
             .collect::<Result<Vec<_>>>()?;
-        let slot_stride = u64::from(ctx.limits().min_uniform_buffer_offset_alignment).max(SCALAR_BYTES);
+        let ring = ScalarRing::new(ctx);
         let (tensor_groups, scalars, scalars_group) = ctx.scoped("binding tensors", || {
             // Unused state slots (v_max without AMSGrad, ...) are bound to a small placeholder.
             let placeholder = ctx.device().create_buffer(&wgpu::BufferDescriptor {
@@ -128,7 +126,7 @@ impl GpuOptimizer {
                 .collect();
             let scalars = ctx.device().create_buffer(&wgpu::BufferDescriptor {
                 label: Some("wgpu-optim step scalars"),
-                size: slot_stride * u64::from(SCALAR_SLOTS),
+                size: ring.bytes(),
                 usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             });
@@ -158,9 +156,7 @@ impl GpuOptimizer {
             tensor_groups,
             scalars,
             scalars_group,
-            slot_stride,
-            cursor: 0,
-            staging: vec![0; (slot_stride * u64::from(SCALAR_SLOTS)) as usize],
+            ring,
         })
     }
 
@@ -209,32 +205,14 @@ impl GpuOptimizer {
     /// Writes the scalars of steps `self.step + 1 ..= self.step + k` into the next ring
     /// slots and records their dispatches in one compute pass.
     fn encode(&mut self, encoder: &mut wgpu::CommandEncoder, k: u32) {
-        let stride = self.slot_stride as usize;
-        let first = self.cursor;
-        for j in 0..k {
-            let block = self.optimizer.scalars(self.step + 1 + u64::from(j));
-            let at = ((first + j) % SCALAR_SLOTS) as usize * stride;
-            self.staging[at..at + SCALAR_BYTES as usize].copy_from_slice(bytemuck::bytes_of(&block));
-        }
-        // One queue write for the contiguous run of slots, two where it wraps the ring.
-        let end = first + k;
-        let write = |from: u32, to: u32| {
-            let (a, b) = (from as usize * stride, to as usize * stride);
-            self.ctx.queue().write_buffer(&self.scalars, a as u64, &self.staging[a..b]);
-        };
-        write(first, end.min(SCALAR_SLOTS));
-        if end > SCALAR_SLOTS {
-            write(0, end - SCALAR_SLOTS);
-        }
-        self.cursor = end % SCALAR_SLOTS;
-
+        let (optimizer, step) = (&self.optimizer, self.step);
+        let first = self.ring.write(&self.ctx, &self.scalars, k, |j| optimizer.scalars(step + 1 + u64::from(j)));
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some("wgpu-optim step"),
             timestamp_writes: None,
         });
         for j in 0..k {
-            let offset = ((first + j) % SCALAR_SLOTS) * self.slot_stride as u32;
-            pass.set_bind_group(0, &self.scalars_group, &[offset]);
+            pass.set_bind_group(0, &self.scalars_group, &[self.ring.offset(first, j)]);
             for (plan, group) in self.plans.iter().zip(&self.tensor_groups) {
                 pass.set_bind_group(1, group, &[]);
                 plan.record(&mut pass, &self.pipelines);

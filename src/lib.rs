@@ -45,6 +45,7 @@ pub mod cpu;
 mod engine;
 pub mod error;
 pub mod gpu;
+pub mod gpu_adafactor;
 pub mod gpu_optimizer;
 pub mod optim;
 pub mod tensor;
@@ -52,6 +53,10 @@ pub mod tensor;
 pub use cpu::{CpuOptimizer, Threads};
 pub use error::{Error, Result};
 pub use gpu::{AdapterRequest, GpuContext, Tuning};
+pub use gpu_adafactor::GpuAdafactor;
 pub use gpu_optimizer::{GpuOptimizer, SCALAR_SLOTS};
-pub use optim::{AdaBelief, Adadelta, Adagrad, Adam, AdamW, Adamax, Lion, NAdam, Optimizer, RAdam, RmsProp, Sgd};
+pub use optim::{
+    AdaBelief, Adadelta, Adafactor, Adagrad, Adam, AdamW, Adamax, CpuAdafactor, Factoring, Lion, NAdam, Optimizer,
+    RAdam, RmsProp, Sgd,
+};
 pub use tensor::{GpuTensor, HostData, Segment};

@@ -51,12 +51,20 @@ pub const TENSOR_USAGES: wgpu::BufferUsages =
 impl GpuTensor {
     /// A tensor of `len` zeros in buffers of this crate's own.
     pub fn zeros(ctx: &GpuContext, len: usize) -> Result<Self> {
+        Self::zeros_with(ctx, len, ctx.tuning().segment_len())
+    }
+
+    /// Zeros in sub-ranges of `seg_len` elements (at most the tuning's). Sub-ranges whose
+    /// byte size is not a multiple of the storage offset alignment get a buffer each.
+    pub(crate) fn zeros_with(ctx: &GpuContext, len: usize, seg_len: usize) -> Result<Self> {
         if len == 0 {
             return Err(Error::Empty { what: "tensor" });
         }
         let tuning = ctx.tuning();
-        let seg_len = tuning.segment_len();
-        let per_buffer = (tuning.buffer_bytes / tuning.segment_bytes) as usize;
+        let align = u64::from(ctx.limits().min_storage_buffer_offset_alignment);
+        let seg_bytes = seg_len as u64 * 4;
+        let per_buffer =
+            if seg_bytes.is_multiple_of(align) { (tuning.buffer_bytes / seg_bytes).max(1) as usize } else { 1 };
         let lens = segment_lens(len, seg_len);
         let mut segments = Vec::with_capacity(lens.len());
         ctx.scoped("allocating a tensor", || {

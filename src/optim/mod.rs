@@ -6,6 +6,7 @@
 
 mod adabelief;
 mod adadelta;
+pub(crate) mod adafactor;
 mod adagrad;
 mod adam;
 mod adamax;
@@ -17,6 +18,7 @@ mod sgd;
 
 pub use adabelief::AdaBelief;
 pub use adadelta::Adadelta;
+pub use adafactor::{Adafactor, CpuAdafactor, Factoring};
 pub use adagrad::Adagrad;
 pub use adam::{Adam, AdamW};
 pub use adamax::Adamax;
