@@ -157,6 +157,9 @@ impl Optimizer for AdaBelief {
     fn name(&self) -> &'static str {
         "AdaBelief"
     }
+    fn reference(&self) -> &'static str {
+        "adabelief-pytorch 0.2.1 AdaBelief"
+    }
     fn validate(&self) -> Result<()> {
         let n = self.name();
         check_lr(n, self.lr)?;

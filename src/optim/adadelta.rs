@@ -88,6 +88,9 @@ impl Optimizer for Adadelta {
     fn name(&self) -> &'static str {
         "Adadelta"
     }
+    fn reference(&self) -> &'static str {
+        "torch.optim.Adadelta"
+    }
     fn validate(&self) -> Result<()> {
         let n = self.name();
         check_lr(n, self.lr)?;

@@ -86,6 +86,9 @@ impl Optimizer for Adagrad {
     fn name(&self) -> &'static str {
         "Adagrad"
     }
+    fn reference(&self) -> &'static str {
+        "torch.optim.Adagrad"
+    }
     fn validate(&self) -> Result<()> {
         let n = self.name();
         check_lr(n, self.lr)?;

@@ -187,6 +187,9 @@ impl Optimizer for Adam {
     fn name(&self) -> &'static str {
         "Adam"
     }
+    fn reference(&self) -> &'static str {
+        if self.decoupled_weight_decay { "torch.optim.Adam(decoupled_weight_decay=True)" } else { "torch.optim.Adam" }
+    }
     fn validate(&self) -> Result<()> {
         self.check(self.name())
     }
@@ -232,6 +235,9 @@ impl Optimizer for Adam {
 impl Optimizer for AdamW {
     fn name(&self) -> &'static str {
         "AdamW"
+    }
+    fn reference(&self) -> &'static str {
+        "torch.optim.AdamW"
     }
     fn validate(&self) -> Result<()> {
         Adam::from(self).check(self.name())

@@ -84,6 +84,9 @@ impl Optimizer for Adamax {
     fn name(&self) -> &'static str {
         "Adamax"
     }
+    fn reference(&self) -> &'static str {
+        "torch.optim.Adamax"
+    }
     fn validate(&self) -> Result<()> {
         let n = self.name();
         check_lr(n, self.lr)?;

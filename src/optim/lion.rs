@@ -97,6 +97,9 @@ impl Optimizer for Lion {
     fn name(&self) -> &'static str {
         "Lion"
     }
+    fn reference(&self) -> &'static str {
+        "lion-pytorch 0.2.5 Lion"
+    }
     fn validate(&self) -> Result<()> {
         let n = self.name();
         check(n, self.lr > 0.0, || format!("Invalid learning rate: {} (Lion needs lr > 0)", py(self.lr)))?;

@@ -80,6 +80,8 @@ pub type StateSlices<'a> = [&'a mut [f32]; MAX_STATE];
 pub trait Optimizer: std::fmt::Debug + Send + Sync {
     /// Display name (`"AdamW"`).
     fn name(&self) -> &'static str;
+    /// The implementation whose numerics this one follows (`"torch.optim.AdamW"`).
+    fn reference(&self) -> &'static str;
     /// Checks every hyper-parameter; messages follow torch.optim's.
     fn validate(&self) -> Result<()>;
     /// The learning rate.

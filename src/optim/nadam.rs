@@ -162,6 +162,9 @@ impl Optimizer for NAdam {
     fn name(&self) -> &'static str {
         "NAdam"
     }
+    fn reference(&self) -> &'static str {
+        "torch.optim.NAdam"
+    }
     fn validate(&self) -> Result<()> {
         let n = self.name();
         check_lr(n, self.lr)?;

@@ -125,6 +125,9 @@ impl Optimizer for RAdam {
     fn name(&self) -> &'static str {
         "RAdam"
     }
+    fn reference(&self) -> &'static str {
+        "torch.optim.RAdam"
+    }
     fn validate(&self) -> Result<()> {
         let n = self.name();
         check_lr(n, self.lr)?;

@@ -100,6 +100,9 @@ impl Optimizer for RmsProp {
     fn name(&self) -> &'static str {
         "RMSprop"
     }
+    fn reference(&self) -> &'static str {
+        "torch.optim.RMSprop"
+    }
     fn validate(&self) -> Result<()> {
         let n = self.name();
         check_lr(n, self.lr)?;

@@ -91,6 +91,9 @@ impl Optimizer for Sgd {
     fn name(&self) -> &'static str {
         "SGD"
     }
+    fn reference(&self) -> &'static str {
+        "torch.optim.SGD"
+    }
 
     fn validate(&self) -> Result<()> {
         let n = self.name();
