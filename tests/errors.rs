@@ -4,7 +4,8 @@ mod common;
 
 use common::*;
 use wgpu_optim::{
-    Adam, AdamW, AdapterRequest, CpuOptimizer, Error, GpuContext, GpuOptimizer, GpuTensor, Optimizer, SCALAR_SLOTS, Sgd,
+    AdaBelief, Adadelta, Adagrad, Adam, AdamW, Adamax, AdapterRequest, CpuOptimizer, Error, GpuContext, GpuOptimizer,
+    GpuTensor, Lion, NAdam, Optimizer, RAdam, RmsProp, SCALAR_SLOTS, Sgd,
 };
 
 fn message(o: impl Into<Box<dyn Optimizer>>) -> String {
@@ -51,6 +52,41 @@ fn invalid_hyper_parameters_give_torchs_messages() {
     // Boundary values torch accepts are accepted.
     CpuOptimizer::new(Adam::default().with_eps(0.0).with_betas(0.0, 0.0), &[1.0f32]).unwrap();
     CpuOptimizer::new(Sgd::new(0.0), &[1.0f32]).unwrap();
+}
+
+#[test]
+fn every_optimizer_checks_its_own_hyper_parameters() {
+    // torch.optim's messages (spec §3-§8); AdaBelief and Lion as their packages check.
+    assert_eq!(message(NAdam::default().with_momentum_decay(-1.0)), "Invalid momentum_decay value: -1.0");
+    assert_eq!(message(NAdam::default().with_betas(1.0, 0.9)), "Invalid beta parameter at index 0: 1.0");
+    assert_eq!(message(RAdam::new(-0.5)), "Invalid learning rate: -0.5");
+    assert_eq!(message(RAdam::default().with_eps(-1.0)), "Invalid epsilon value: -1.0");
+    assert_eq!(message(Adagrad::default().with_lr_decay(-0.1)), "Invalid lr_decay value: -0.1");
+    assert_eq!(
+        message(Adagrad::default().with_initial_accumulator_value(-1.0)),
+        "Invalid initial_accumulator_value value: -1.0"
+    );
+    assert_eq!(message(RmsProp::default().with_alpha(-0.1)), "Invalid alpha value: -0.1");
+    assert_eq!(message(RmsProp::default().with_momentum(-0.9)), "Invalid momentum value: -0.9");
+    assert_eq!(message(Adamax::default().with_betas(0.9, 1.5)), "Invalid beta parameter at index 1: 1.5");
+    assert_eq!(message(Adadelta::default().with_rho(1.5)), "Invalid rho value: 1.5");
+    assert_eq!(message(AdaBelief::default().with_eps(-1e-16)), "Invalid epsilon value: -1e-16");
+    assert_eq!(message(Lion::new(0.0)), "Invalid learning rate: 0.0 (Lion needs lr > 0)");
+    assert_eq!(message(Lion::default().with_betas(0.9, 1.1)), "Invalid beta parameter at index 1: 1.1");
+    // What torch accepts is accepted: rho = 1, alpha > 1, beta = 1 for Lion.
+    CpuOptimizer::new(Adadelta::default().with_rho(1.0), &[1.0f32]).unwrap();
+    CpuOptimizer::new(RmsProp::default().with_alpha(1.5), &[1.0f32]).unwrap();
+    CpuOptimizer::new(Lion::default().with_betas(1.0, 1.0), &[1.0f32]).unwrap();
+}
+
+#[test]
+fn adagrad_state_starts_at_the_initial_accumulator_value() {
+    let ctx = ctx();
+    let o = Adagrad::new(0.1).with_initial_accumulator_value(0.25);
+    let gpu = GpuOptimizer::new(&ctx, o.clone(), &[1.0f32; 1000]).unwrap();
+    let cpu = CpuOptimizer::new(o, &[1.0f32; 1000]).unwrap();
+    assert!(gpu.read_state("sum").unwrap().iter().all(|&x| x == 0.25));
+    assert!(cpu.state_tensor("sum").unwrap().iter().all(|&x| x == 0.25));
 }
 
 #[test]
