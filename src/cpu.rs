@@ -98,6 +98,15 @@ impl CpuOptimizer {
         crate::optim::set_lr_checked(&mut *self.optimizer, lr)
     }
 
+    /// Replaces the configuration between steps, keeping the state (same family, same
+    /// state tensors; see [`GpuOptimizer::reconfigure`](crate::GpuOptimizer::reconfigure)).
+    pub fn reconfigure(&mut self, optimizer: impl Into<Box<dyn Optimizer>>) -> Result<()> {
+        let next = optimizer.into();
+        crate::optim::check_takeover(&*self.optimizer, &*next)?;
+        self.optimizer = next;
+        Ok(())
+    }
+
     /// The parameters.
     pub fn params(&self) -> &Array1<f32> {
         &self.params

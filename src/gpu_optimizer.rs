@@ -78,12 +78,11 @@ impl GpuOptimizer {
             return Err(Error::LayoutMismatch { what: "grads", expected, actual: grads.segment_lens() });
         }
         let kernel = optimizer.kernel();
+        // State laid out like the parameters, sub-range for sub-range.
+        let lens = params.segment_lens();
         let state = (0..kernel.state.len())
             .map(|i| {
-                optimizer
-                    .uses_state(i)
-                    .then(|| GpuTensor::filled(ctx, params.len(), optimizer.state_init(i)))
-                    .transpose()
+                optimizer.uses_state(i).then(|| GpuTensor::filled_in(ctx, &lens, optimizer.state_init(i))).transpose()
             })
             .collect::<Result<Vec<_>>>()?;
         let pipelines = ctx.engine().pipelines(ctx, kernel, &optimizer.constants())?;
@@ -205,19 +204,45 @@ impl GpuOptimizer {
     /// Writes the scalars of steps `self.step + 1 ..= self.step + k` into the next ring
     /// slots and records their dispatches in one compute pass.
     fn encode(&mut self, encoder: &mut wgpu::CommandEncoder, k: u32) {
-        let (optimizer, step) = (&self.optimizer, self.step);
-        let first = self.ring.write(&self.ctx, &self.scalars, k, |j| optimizer.scalars(step + 1 + u64::from(j)));
+        let first = self.write_scalars(k);
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some("wgpu-optim step"),
             timestamp_writes: None,
         });
         for j in 0..k {
-            pass.set_bind_group(0, &self.scalars_group, &[self.ring.offset(first, j)]);
-            for (plan, group) in self.plans.iter().zip(&self.tensor_groups) {
-                pass.set_bind_group(1, group, &[]);
-                plan.record(&mut pass, &self.pipelines);
-            }
+            self.record_step(&mut pass, first, j);
         }
+    }
+
+    /// Queues the scalars of the next `k` steps; returns the first ring slot.
+    pub(crate) fn write_scalars(&mut self, k: u32) -> u32 {
+        let (optimizer, step) = (&self.optimizer, self.step);
+        self.ring.write(&self.ctx, &self.scalars, k, |j| optimizer.scalars(step + 1 + u64::from(j)))
+    }
+
+    /// Records the dispatches of step `j` of a write that began at ring slot `first`.
+    pub(crate) fn record_step(&self, pass: &mut wgpu::ComputePass<'_>, first: u32, j: u32) {
+        pass.set_bind_group(0, &self.scalars_group, &[self.ring.offset(first, j)]);
+        for (plan, group) in self.plans.iter().zip(&self.tensor_groups) {
+            pass.set_bind_group(1, group, &[]);
+            plan.record(pass, &self.pipelines);
+        }
+    }
+
+    /// Counts `k` recorded steps.
+    pub(crate) fn advance(&mut self, k: u32) {
+        self.step += u64::from(k);
+    }
+
+    /// Replaces the configuration between steps: any hyper-parameter or flag of the same
+    /// family that keeps the same state tensors (so not turning AMSGrad on, say). Nothing
+    /// is reallocated; a new variant is compiled once and cached.
+    pub fn reconfigure(&mut self, optimizer: impl Into<Box<dyn Optimizer>>) -> Result<()> {
+        let next = optimizer.into();
+        crate::optim::check_takeover(&*self.optimizer, &*next)?;
+        self.pipelines = self.ctx.engine().pipelines(&self.ctx, next.kernel(), &next.constants())?;
+        self.optimizer = next;
+        Ok(())
     }
 
     /// Steps taken so far (torch's `state["step"]`).

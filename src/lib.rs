@@ -47,6 +47,7 @@ pub mod error;
 pub mod gpu;
 pub mod gpu_adafactor;
 pub mod gpu_optimizer;
+pub mod groups;
 pub mod optim;
 pub mod tensor;
 
@@ -55,6 +56,7 @@ pub use error::{Error, Result};
 pub use gpu::{AdapterRequest, GpuContext, Tuning};
 pub use gpu_adafactor::GpuAdafactor;
 pub use gpu_optimizer::{GpuOptimizer, SCALAR_SLOTS};
+pub use groups::{ParamGroup, ParamGroups};
 pub use optim::{
     AdaBelief, Adadelta, Adafactor, Adagrad, Adam, AdamW, Adamax, CpuAdafactor, Factoring, Lion, NAdam, Optimizer,
     RAdam, RmsProp, Sgd,

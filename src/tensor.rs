@@ -54,42 +54,113 @@ impl GpuTensor {
         Self::zeros_with(ctx, len, ctx.tuning().segment_len())
     }
 
-    /// Zeros in sub-ranges of `seg_len` elements (at most the tuning's). Sub-ranges whose
-    /// byte size is not a multiple of the storage offset alignment get a buffer each.
+    /// Zeros in sub-ranges of `seg_len` elements (at most the tuning's).
     pub(crate) fn zeros_with(ctx: &GpuContext, len: usize, seg_len: usize) -> Result<Self> {
         if len == 0 {
             return Err(Error::Empty { what: "tensor" });
         }
-        let tuning = ctx.tuning();
-        let align = u64::from(ctx.limits().min_storage_buffer_offset_alignment);
-        let seg_bytes = seg_len as u64 * 4;
-        let per_buffer =
-            if seg_bytes.is_multiple_of(align) { (tuning.buffer_bytes / seg_bytes).max(1) as usize } else { 1 };
-        let lens = segment_lens(len, seg_len);
+        Self::zeros_in(ctx, &segment_lens(len, seg_len))
+    }
+
+    /// Zeros laid out in sub-ranges of exactly `lens` elements, so that it can be bound
+    /// beside a tensor of that layout. Consecutive sub-ranges share a physical buffer up to
+    /// [`Tuning::buffer_bytes`](crate::Tuning), each starting at an aligned offset.
+    pub(crate) fn zeros_in(ctx: &GpuContext, lens: &[usize]) -> Result<Self> {
+        let align = u64::from(ctx.limits().min_storage_buffer_offset_alignment).max(16);
+        let cap = ctx.tuning().buffer_bytes;
+        // Pack sub-ranges into buffers: (buffer size, [(offset, len)]).
+        let mut plan: Vec<(u64, Vec<(u64, usize)>)> = Vec::new();
+        for &l in lens {
+            let bytes = l as u64 * 4;
+            match plan.last_mut() {
+                Some((size, parts)) if size.next_multiple_of(align) + bytes <= cap => {
+                    let at = size.next_multiple_of(align);
+                    parts.push((at, l));
+                    *size = at + bytes;
+                }
+                _ => plan.push((bytes, vec![(0, l)])),
+            }
+        }
         let mut segments = Vec::with_capacity(lens.len());
         ctx.scoped("allocating a tensor", || {
-            for group in lens.chunks(per_buffer) {
-                let bytes: u64 = group.iter().map(|&l| l as u64 * 4).sum();
+            for (size, parts) in plan {
                 // Padded to 16 bytes so the last sub-range can also be viewed as whole vec4s.
                 let buffer = ctx.device().create_buffer(&wgpu::BufferDescriptor {
                     label: Some("wgpu-optim tensor"),
-                    size: bytes.next_multiple_of(16),
+                    size: size.next_multiple_of(16),
                     usage: TENSOR_USAGES,
                     mapped_at_creation: false,
                 });
-                let mut offset = 0;
-                for &l in group {
-                    segments.push(Segment { buffer: buffer.clone(), offset, len: l });
-                    offset += l as u64 * 4;
+                for (offset, len) in parts {
+                    segments.push(Segment { buffer: buffer.clone(), offset, len });
                 }
             }
         })?;
+        Ok(GpuTensor { len: lens.iter().sum(), segments })
+    }
+
+    /// The tensors one after another, as one tensor: no copy, the sub-ranges of each in
+    /// order. An optimizer bound to a concatenation updates every part in one step — many
+    /// separate buffers, one dispatch per sub-range, all in one compute pass.
+    pub fn concat(parts: &[&GpuTensor]) -> Result<Self> {
+        let segments: Vec<Segment> = parts.iter().flat_map(|t| t.segments.iter().cloned()).collect();
+        if segments.is_empty() {
+            return Err(Error::Empty { what: "concat" });
+        }
+        Ok(GpuTensor { len: parts.iter().map(|t| t.len).sum(), segments })
+    }
+
+    /// The elements `[offset, offset + len)` as a tensor of their own: no copy. Each piece
+    /// must start at a byte offset aligned to the device's `min_storage_buffer_offset_alignment`
+    /// (64 f32 on most devices) within its buffer, so that it can be bound.
+    ///
+    /// This is what a data-parallel rank needs for ZeRO-style sharding: an optimizer bound
+    /// to `params.slice(start, len)` and `grads.slice(start, len)` keeps state for that shard
+    /// only and updates it alone; the collective library then all-gathers the parameters.
+    pub fn slice(&self, ctx: &GpuContext, offset: usize, len: usize) -> Result<Self> {
+        const WHAT: &str = "slice";
+        let end =
+            offset.checked_add(len).filter(|&e| e <= self.len && len > 0).ok_or_else(|| Error::BadBufferRange {
+                what: WHAT,
+                message: format!("[{offset}, {offset} + {len}) is not a non-empty range of a tensor of {}", self.len),
+            })?;
+        let align = u64::from(ctx.limits().min_storage_buffer_offset_alignment);
+        let mut segments = Vec::new();
+        let mut start = 0;
+        for s in &self.segments {
+            let (lo, hi) = (offset.max(start), end.min(start + s.len));
+            if lo < hi {
+                let byte = s.offset + (lo - start) as u64 * 4;
+                if !byte.is_multiple_of(align) {
+                    return Err(Error::BadBufferRange {
+                        what: WHAT,
+                        message: format!(
+                            "element {lo} sits at byte {byte} of its buffer, not a multiple of the storage offset \
+                             alignment {align}; start slices at multiples of {} elements",
+                            align / 4
+                        ),
+                    });
+                }
+                segments.push(Segment { buffer: s.buffer.clone(), offset: byte, len: hi - lo });
+            }
+            start += s.len;
+        }
         Ok(GpuTensor { len, segments })
     }
 
     /// A tensor of `len` copies of `value`.
     pub fn filled(ctx: &GpuContext, len: usize, value: f32) -> Result<Self> {
-        let t = Self::zeros(ctx, len)?;
+        Self::zeros(ctx, len)?.fill(ctx, value)
+    }
+
+    /// Copies of `value` laid out in sub-ranges of `lens` elements.
+    pub(crate) fn filled_in(ctx: &GpuContext, lens: &[usize], value: f32) -> Result<Self> {
+        Self::zeros_in(ctx, lens)?.fill(ctx, value)
+    }
+
+    fn fill(self, ctx: &GpuContext, value: f32) -> Result<Self> {
+        let t = self;
+        let len = t.len;
         if value.to_bits() != 0 {
             // Written from one reusable block of at most 1 MiB, not a host copy of the tensor.
             let block = vec![value; len.min(1 << 18)];
@@ -168,7 +239,8 @@ impl GpuTensor {
         &self.segments
     }
 
-    pub(crate) fn segment_lens(&self) -> Vec<usize> {
+    /// Lengths of the sub-ranges, in order.
+    pub fn segment_lens(&self) -> Vec<usize> {
         self.segments.iter().map(|s| s.len).collect()
     }
 

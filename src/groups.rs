@@ -1,0 +1,127 @@
+//! Parameter groups, as torch's `param_groups`: several tensors per group, a configuration
+//! per group, every group's step recorded into one compute pass.
+
+use crate::error::{Error, Result};
+use crate::gpu::GpuContext;
+use crate::gpu_optimizer::{GpuOptimizer, SCALAR_SLOTS};
+use crate::optim::Optimizer;
+use crate::tensor::GpuTensor;
+
+/// One group: the tensors it updates (parameters and their gradients, in the same order)
+/// and its configuration.
+pub struct ParamGroup<'a> {
+    /// The configuration (and its hyper-parameters) for every tensor of the group.
+    pub optimizer: Box<dyn Optimizer>,
+    /// Parameter tensors: separate buffers, or slices of one arena buffer.
+    pub params: Vec<&'a GpuTensor>,
+    /// Their gradients, laid out like them.
+    pub grads: Vec<&'a GpuTensor>,
+}
+
+/// Optimizers over groups of tensors, stepped together: one compute pass per submit holds
+/// every group's dispatches for every step, so a step of 148 tensors costs one pass.
+///
+/// A group's tensors are bound as one logical tensor ([`GpuTensor::concat`]): tensors in
+/// separate buffers cost one dispatch per tensor (per sub-range); tensors that are one
+/// contiguous slice of an arena buffer cost one dispatch per sub-range of the slice.
+pub struct ParamGroups {
+    ctx: GpuContext,
+    groups: Vec<GpuOptimizer>,
+}
+
+impl ParamGroups {
+    /// Builds one optimizer per group, with state for every tensor.
+    pub fn new(ctx: &GpuContext, groups: Vec<ParamGroup<'_>>) -> Result<Self> {
+        if groups.is_empty() {
+            return Err(Error::Empty { what: "param groups" });
+        }
+        let groups = groups
+            .into_iter()
+            .map(|g| {
+                if g.params.len() != g.grads.len() {
+                    return Err(Error::LengthMismatch {
+                        what: "grads (tensors in the group)",
+                        expected: g.params.len(),
+                        actual: g.grads.len(),
+                    });
+                }
+                for (p, q) in g.params.iter().zip(&g.grads) {
+                    if p.segment_lens() != q.segment_lens() {
+                        return Err(Error::LayoutMismatch {
+                            what: "a gradient of the group",
+                            expected: p.segment_lens(),
+                            actual: q.segment_lens(),
+                        });
+                    }
+                }
+                GpuOptimizer::from_tensors(
+                    ctx,
+                    g.optimizer,
+                    GpuTensor::concat(&g.params)?,
+                    GpuTensor::concat(&g.grads)?,
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ParamGroups { ctx: ctx.clone(), groups })
+    }
+
+    /// Takes `steps` steps of every group on the gradients on the GPU, `SCALAR_SLOTS` steps
+    /// per submit, each submit one compute pass.
+    pub fn run(&mut self, steps: u32) -> Result<()> {
+        let mut left = steps;
+        while left > 0 {
+            let k = left.min(SCALAR_SLOTS);
+            let ctx = self.ctx.clone();
+            ctx.scoped("recording a step of the groups", || {
+                let mut encoder = ctx.device().create_command_encoder(&Default::default());
+                self.encode(&mut encoder, k);
+                ctx.queue().submit([encoder.finish()]);
+            })?;
+            left -= k;
+        }
+        Ok(())
+    }
+
+    /// Records `steps` steps of every group into the caller's encoder, in one compute pass,
+    /// after whatever the encoder already holds (the backward pass writing the gradients).
+    pub fn record(&mut self, encoder: &mut wgpu::CommandEncoder, steps: u32) -> Result<()> {
+        if steps > SCALAR_SLOTS {
+            return Err(Error::OverLimit(format!(
+                "{steps} steps recorded at once; at most {SCALAR_SLOTS} fit between two submits"
+            )));
+        }
+        let ctx = self.ctx.clone();
+        ctx.scoped("recording a step of the groups", || self.encode(encoder, steps))
+    }
+
+    fn encode(&mut self, encoder: &mut wgpu::CommandEncoder, k: u32) {
+        let firsts: Vec<u32> = self.groups.iter_mut().map(|g| g.write_scalars(k)).collect();
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("wgpu-optim groups step"),
+                timestamp_writes: None,
+            });
+            for j in 0..k {
+                for (g, &first) in self.groups.iter().zip(&firsts) {
+                    g.record_step(&mut pass, first, j);
+                }
+            }
+        }
+        self.groups.iter_mut().for_each(|g| g.advance(k));
+    }
+
+    /// The groups' optimizers, in order (their configuration, state and step count).
+    pub fn groups(&self) -> &[GpuOptimizer] {
+        &self.groups
+    }
+
+    /// Changes group `index`'s configuration between steps (see
+    /// [`GpuOptimizer::reconfigure`]): a different learning rate or weight decay per group.
+    pub fn reconfigure(&mut self, index: usize, optimizer: impl Into<Box<dyn Optimizer>>) -> Result<()> {
+        let n = self.groups.len();
+        self.groups
+            .get_mut(index)
+            .ok_or(Error::LengthMismatch { what: "group index", expected: n, actual: index })?
+            .reconfigure(optimizer)
+    }
+}

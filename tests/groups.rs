@@ -1,0 +1,246 @@
+//! Many tensors: parameter groups over separate buffers or one arena, GPT-2's 148 tensors,
+//! sharded steps, per-group reconfiguration.
+
+mod common;
+
+use common::*;
+use wgpu_optim::{AdamW, CpuOptimizer, Error, GpuContext, GpuOptimizer, GpuTensor, Optimizer, ParamGroup, ParamGroups};
+
+/// GPT-2's parameter shapes (148 tensors for 12 layers) at reduced width: the same count
+/// and the same ratios (qkv 3d, mlp 4d), d = 32, a vocabulary of 256 and a context of 64.
+fn gpt2_shapes(layers: usize, d: usize, vocab: usize, ctx: usize) -> Vec<Vec<usize>> {
+    let mut s = vec![vec![vocab, d], vec![ctx, d]];
+    for _ in 0..layers {
+        s.extend([
+            vec![d],
+            vec![d],
+            vec![d, 3 * d],
+            vec![3 * d],
+            vec![d, d],
+            vec![d],
+            vec![d],
+            vec![d],
+            vec![d, 4 * d],
+            vec![4 * d],
+            vec![4 * d, d],
+            vec![d],
+        ]);
+    }
+    s.extend([vec![d], vec![d]]);
+    s
+}
+
+/// Tensors of a model: host values, and which group (0: decay, matrices; 1: no decay).
+struct Model {
+    lens: Vec<usize>,
+    group: Vec<usize>,
+}
+
+impl Model {
+    fn gpt2() -> Self {
+        let shapes = gpt2_shapes(12, 32, 256, 64);
+        assert_eq!(shapes.len(), 148);
+        Model {
+            lens: shapes.iter().map(|s| s.iter().product()).collect(),
+            group: shapes.iter().map(|s| if s.len() >= 2 { 0 } else { 1 }).collect(),
+        }
+    }
+    /// Host values of tensor `t` (params or step-`k` grads), distinct per tensor.
+    fn values(&self, t: usize, k: usize) -> Vec<f32> {
+        (0..self.lens[t]).map(|i| if k == 0 { param(i + 97 * t) } else { grad(i + 89 * t, k) }).collect()
+    }
+}
+
+fn configs() -> [AdamW; 2] {
+    [AdamW::new(1e-2).with_weight_decay(0.1), AdamW::new(1e-2).with_weight_decay(0.0)]
+}
+
+/// Element offsets of each tensor in an arena ordered by group, each start a multiple of 64
+/// elements (256 bytes) so that it can be bound; and each group's [start, end).
+fn arena_layout(m: &Model) -> (Vec<usize>, Vec<(usize, usize)>, usize) {
+    let mut offsets = vec![0; m.lens.len()];
+    let mut spans = Vec::new();
+    let mut at = 0;
+    for g in 0..2 {
+        let start = at;
+        for t in (0..m.lens.len()).filter(|&t| m.group[t] == g) {
+            offsets[t] = at;
+            at = (at + m.lens[t]).next_multiple_of(64);
+        }
+        spans.push((start, at));
+    }
+    (offsets, spans, at)
+}
+
+#[test]
+fn gpt2_shaped_148_tensors_separate_and_arena_agree_bit_for_bit_and_match_the_cpu() {
+    // Small buffers so that the arena spans several physical buffers and sub-ranges.
+    let ctx = ctx_with(|t| {
+        t.segment_bytes = 16 << 10;
+        t.buffer_bytes = 32 << 10;
+    });
+    let m = Model::gpt2();
+    let n = m.lens.len();
+    let steps = 3;
+
+    // Separate buffers: one tensor each.
+    let sep_p: Vec<GpuTensor> = (0..n).map(|t| GpuTensor::from_slice(&ctx, &m.values(t, 0)).unwrap()).collect();
+    let sep_g: Vec<GpuTensor> = (0..n).map(|t| GpuTensor::zeros(&ctx, m.lens[t]).unwrap()).collect();
+    fn group_of<'a>(m: &Model, g: usize, ts: &'a [GpuTensor]) -> Vec<&'a GpuTensor> {
+        (0..ts.len()).filter(|&t| m.group[t] == g).map(|t| &ts[t]).collect()
+    }
+    let mut separate = ParamGroups::new(
+        &ctx,
+        (0..2)
+            .map(|g| ParamGroup {
+                optimizer: configs()[g].clone().into(),
+                params: group_of(&m, g, &sep_p),
+                grads: group_of(&m, g, &sep_g),
+            })
+            .collect(),
+    )
+    .unwrap();
+
+    // One arena, tensors at aligned offsets, each group one contiguous slice.
+    let (offsets, spans, total) = arena_layout(&m);
+    let mut host = vec![0.0f32; total];
+    for t in 0..n {
+        host[offsets[t]..offsets[t] + m.lens[t]].copy_from_slice(&m.values(t, 0));
+    }
+    let arena_p = GpuTensor::from_slice(&ctx, &host).unwrap();
+    let arena_g = GpuTensor::zeros(&ctx, total).unwrap();
+    let buffers = {
+        let mut b: Vec<&wgpu::Buffer> = Vec::new();
+        for s in arena_p.segments() {
+            if !b.contains(&&s.buffer) {
+                b.push(&s.buffer);
+            }
+        }
+        b.len()
+    };
+    assert!(buffers > 1, "the arena should span several buffers");
+    let slices: Vec<(GpuTensor, GpuTensor)> = spans
+        .iter()
+        .map(|&(a, b)| (arena_p.slice(&ctx, a, b - a).unwrap(), arena_g.slice(&ctx, a, b - a).unwrap()))
+        .collect();
+    let mut arena = ParamGroups::new(
+        &ctx,
+        (0..2)
+            .map(|g| ParamGroup {
+                optimizer: configs()[g].clone().into(),
+                params: vec![&slices[g].0],
+                grads: vec![&slices[g].1],
+            })
+            .collect(),
+    )
+    .unwrap();
+
+    // The CPU reference: one optimizer per group over its tensors back to back.
+    let cat =
+        |g: usize, k: usize| -> Vec<f32> { (0..n).filter(|&t| m.group[t] == g).flat_map(|t| m.values(t, k)).collect() };
+    let mut cpu: Vec<CpuOptimizer> =
+        (0..2).map(|g| CpuOptimizer::new(configs()[g].clone(), &cat(g, 0)).unwrap()).collect();
+
+    for k in 1..=steps {
+        let mut arena_grads = vec![0.0f32; total];
+        for t in 0..n {
+            let g = m.values(t, k);
+            sep_g[t].write(&ctx, &g).unwrap();
+            arena_grads[offsets[t]..offsets[t] + m.lens[t]].copy_from_slice(&g);
+        }
+        arena_g.write(&ctx, &arena_grads).unwrap();
+        separate.run(1).unwrap();
+        let mut encoder = ctx.device().create_command_encoder(&Default::default());
+        arena.record(&mut encoder, 1).unwrap();
+        ctx.queue().submit([encoder.finish()]);
+        for (g, c) in cpu.iter_mut().enumerate() {
+            c.step(&cat(g, k)).unwrap();
+        }
+    }
+
+    let arena_now = arena_p.read(&ctx).unwrap();
+    let mut at = [0usize; 2];
+    for t in 0..n {
+        let sep = sep_p[t].read(&ctx).unwrap();
+        assert_eq!(sep, arena_now[offsets[t]..offsets[t] + m.lens[t]], "tensor {t}: separate vs arena");
+        let g = m.group[t];
+        let want = &cpu[g].params().as_slice().unwrap()[at[g]..at[g] + m.lens[t]];
+        assert_close(&format!("tensor {t}"), &sep, want, 3e-2, steps, AdamW::default().kernel().step_error_budget);
+        at[g] += m.lens[t];
+    }
+    assert_eq!(separate.groups()[0].step_count(), steps as u64);
+}
+
+#[test]
+fn two_half_shards_equal_one_full_step() {
+    let ctx = ctx();
+    let n = 10_000;
+    let half = 79 * 64; // a shard boundary on a 256-byte boundary
+    let full_p = GpuTensor::from_slice(&ctx, &params(n)).unwrap();
+    let full_g = GpuTensor::zeros(&ctx, n).unwrap();
+    let shard_p = GpuTensor::from_slice(&ctx, &params(n)).unwrap();
+    let shard_g = GpuTensor::zeros(&ctx, n).unwrap();
+    let mut full = GpuOptimizer::from_tensors(&ctx, AdamW::new(1e-2), full_p.clone(), full_g.clone()).unwrap();
+    let mut shards: Vec<GpuOptimizer> = [(0, half), (half, n - half)]
+        .iter()
+        .map(|&(o, l)| {
+            let (p, g) = (shard_p.slice(&ctx, o, l).unwrap(), shard_g.slice(&ctx, o, l).unwrap());
+            GpuOptimizer::from_tensors(&ctx, AdamW::new(1e-2), p, g).unwrap()
+        })
+        .collect();
+    for k in 1..=4 {
+        full_g.write(&ctx, &grads(n, k)).unwrap();
+        shard_g.write(&ctx, &grads(n, k)).unwrap();
+        full.run(1).unwrap();
+        for s in &mut shards {
+            s.run(1).unwrap();
+        }
+    }
+    assert_eq!(full_p.read(&ctx).unwrap(), shard_p.read(&ctx).unwrap());
+    let m_full = full.read_state("exp_avg").unwrap().to_vec();
+    let m_shards: Vec<f32> = shards.iter().flat_map(|s| s.read_state("exp_avg").unwrap().to_vec()).collect();
+    assert_eq!(m_full, m_shards);
+    // A shard must start where it can be bound.
+    assert!(matches!(shard_p.slice(&ctx, 3, 100), Err(Error::BadBufferRange { .. })));
+    assert!(matches!(shard_p.slice(&ctx, 64, n), Err(Error::BadBufferRange { .. })));
+}
+
+#[test]
+fn groups_can_be_reconfigured_between_steps() {
+    let ctx: GpuContext = ctx();
+    let n = 3000;
+    let p = GpuTensor::from_slice(&ctx, &params(n)).unwrap();
+    let g = GpuTensor::zeros(&ctx, n).unwrap();
+    let mut groups = ParamGroups::new(
+        &ctx,
+        vec![ParamGroup { optimizer: AdamW::new(1e-2).into(), params: vec![&p], grads: vec![&g] }],
+    )
+    .unwrap();
+    let mut cpu = CpuOptimizer::new(AdamW::new(1e-2), &params(n)).unwrap();
+    let steps = 4;
+    for k in 1..=steps {
+        if k == 3 {
+            // A lower learning rate and a new weight decay from step 3 on; the moments carry on.
+            let next = AdamW::new(2e-3).with_weight_decay(0.5);
+            groups.reconfigure(0, next.clone()).unwrap();
+            cpu.reconfigure(next).unwrap();
+        }
+        g.write(&ctx, &grads(n, k)).unwrap();
+        groups.run(1).unwrap();
+        cpu.step(&grads(n, k)).unwrap();
+    }
+    assert_eq!(groups.groups()[0].step_count(), steps as u64);
+    assert_close(
+        "reconfigured",
+        p.read(&ctx).unwrap().as_slice(),
+        cpu.params().as_slice().unwrap(),
+        1e-2,
+        steps,
+        AdamW::default().kernel().step_error_budget,
+    );
+    // Turning AMSGrad on would need a state tensor the group does not have.
+    assert!(matches!(groups.reconfigure(0, AdamW::new(1e-2).with_amsgrad(true)), Err(Error::BadBufferRange { .. })));
+    assert!(matches!(groups.reconfigure(0, wgpu_optim::Sgd::new(0.1)), Err(Error::BadBufferRange { .. })));
+    assert!(groups.reconfigure(0, AdamW::new(-1.0)).is_err());
+    assert!(groups.reconfigure(1, AdamW::new(1e-2)).is_err());
+}
