@@ -1,0 +1,143 @@
+//! criterion benches of the CPU paths (reference and parallel baseline) and of the GPU
+//! engine's host-side cost of recording steps: one tensor, and GPT-2's 148 tensors as
+//! separate buffers (one dispatch per tensor) or as one arena (one dispatch per group).
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use wgpu_optim::bench::{bytes_per_param, inputs};
+use wgpu_optim::{
+    AdamW, CpuOptimizer, GpuContext, GpuOptimizer, GpuTensor, Optimizer, ParamGroup, ParamGroups, Sgd, Threads,
+};
+
+fn cpu_steps(c: &mut Criterion) {
+    let mut group = c.benchmark_group("cpu step");
+    let opts: [Box<dyn Optimizer>; 2] = [AdamW::default().into(), Sgd::new(0.1).with_momentum(0.9).into()];
+    for o in opts {
+        for log2 in [16u32, 20, 22] {
+            let n = 1usize << log2;
+            let (p, g) = inputs(n);
+            group.throughput(Throughput::Bytes(bytes_per_param(&*o) * n as u64));
+            for threads in [Threads::Sequential, Threads::Parallel] {
+                let mut cpu = CpuOptimizer::new(o.clone(), &p).unwrap().with_threads(threads);
+                let id = BenchmarkId::new(format!("{} {threads:?}", o.name()), format!("2^{log2}"));
+                group.bench_function(id, |b| b.iter(|| cpu.step(&g).unwrap()));
+            }
+        }
+    }
+    group.finish();
+}
+
+/// Host time to record and submit steps, without waiting for the GPU: the per-step
+/// overhead a training loop pays on the CPU.
+fn host_overhead(c: &mut Criterion) {
+    let Ok(ctx) = GpuContext::new() else {
+        eprintln!("no GPU adapter: skipping the host-overhead bench (install mesa-vulkan-drivers for lavapipe)");
+        return;
+    };
+    let mut group = c.benchmark_group("host overhead");
+    let (p, g) = inputs(1024);
+    for k in [1u32, 100] {
+        let mut gpu = GpuOptimizer::new(&ctx, AdamW::default(), &p).unwrap();
+        gpu.grads().write(&ctx, &g).unwrap();
+        group.throughput(Throughput::Elements(u64::from(k)));
+        // Only the host's record + submit is timed; the wait for the GPU is outside the clock.
+        group.bench_function(BenchmarkId::new("record+submit AdamW, steps per submit", k), |b| {
+            b.iter_custom(|iters| {
+                let mut host = std::time::Duration::ZERO;
+                for _ in 0..iters {
+                    let t = std::time::Instant::now();
+                    gpu.run(k).unwrap();
+                    host += t.elapsed();
+                    ctx.wait().unwrap();
+                }
+                host
+            })
+        });
+    }
+    group.finish();
+}
+
+/// GPT-2's 148 parameter shapes at width `d` (vocabulary 1024, context 128).
+fn gpt2_lens(d: usize) -> Vec<(usize, bool)> {
+    let mut s = vec![(1024 * d, true), (128 * d, true)];
+    for _ in 0..12 {
+        for (len, matrix) in [
+            (d, false),
+            (d, false),
+            (3 * d * d, true),
+            (3 * d, false),
+            (d * d, true),
+            (d, false),
+            (d, false),
+            (d, false),
+            (4 * d * d, true),
+            (4 * d, false),
+            (4 * d * d, true),
+            (d, false),
+        ] {
+            s.push((len, matrix));
+        }
+    }
+    s.extend([(d, false), (d, false)]);
+    s
+}
+
+/// Host time per step of 148 tensors in two groups (weight decay on matrices only).
+fn host_overhead_148_tensors(c: &mut Criterion) {
+    let Ok(ctx) = GpuContext::new() else {
+        eprintln!("no GPU adapter: skipping (install mesa-vulkan-drivers for lavapipe)");
+        return;
+    };
+    let shapes = gpt2_lens(64);
+    let configs = || [AdamW::new(1e-3).with_weight_decay(0.1), AdamW::new(1e-3).with_weight_decay(0.0)];
+    // Separate buffers.
+    let sep: Vec<(GpuTensor, GpuTensor, bool)> = shapes
+        .iter()
+        .map(|&(len, m)| (GpuTensor::zeros(&ctx, len).unwrap(), GpuTensor::zeros(&ctx, len).unwrap(), m))
+        .collect();
+    let group = |decay: bool| ParamGroup {
+        optimizer: configs()[usize::from(!decay)].clone().into(),
+        params: sep.iter().filter(|t| t.2 == decay).map(|t| &t.0).collect(),
+        grads: sep.iter().filter(|t| t.2 == decay).map(|t| &t.1).collect(),
+    };
+    let mut separate = ParamGroups::new(&ctx, vec![group(true), group(false)]).unwrap();
+    // One arena: each group one contiguous, aligned slice.
+    let total = |decay: bool| shapes.iter().filter(|s| s.1 == decay).map(|s| s.0.next_multiple_of(64)).sum::<usize>();
+    let (a, b) = (total(true), total(false));
+    let arena_p = GpuTensor::zeros(&ctx, a + b).unwrap();
+    let arena_g = GpuTensor::zeros(&ctx, a + b).unwrap();
+    let slices =
+        [(0, a), (a, b)].map(|(o, l)| (arena_p.slice(&ctx, o, l).unwrap(), arena_g.slice(&ctx, o, l).unwrap()));
+    let mut arena = ParamGroups::new(
+        &ctx,
+        (0..2)
+            .map(|g| ParamGroup {
+                optimizer: configs()[g].clone().into(),
+                params: vec![&slices[g].0],
+                grads: vec![&slices[g].1],
+            })
+            .collect(),
+    )
+    .unwrap();
+    let mut group = c.benchmark_group("host overhead, GPT-2 148 tensors");
+    for (label, groups) in [("separate buffers", &mut separate), ("arena", &mut arena)] {
+        for k in [1u32, 100] {
+            group.throughput(Throughput::Elements(u64::from(k)));
+            group.bench_function(BenchmarkId::new(format!("{label}, steps per submit"), k), |bench| {
+                bench.iter_custom(|iters| {
+                    let mut host = std::time::Duration::ZERO;
+                    for _ in 0..iters {
+                        let t = std::time::Instant::now();
+                        groups.run(k).unwrap();
+                        host += t.elapsed();
+                        ctx.wait().unwrap();
+                    }
+                    host
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, cpu_steps, host_overhead, host_overhead_148_tensors);
+criterion_main!(benches);
