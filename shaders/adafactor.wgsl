@@ -13,7 +13,7 @@
 //   finalize_coef              coef = -alpha / max(1, RMS(U) / d)
 //   update (per sub-range)     p = p * (1 - lr*wd) + coef * U
 
-struct Step {
+struct Scalars {
     w: f32,            // F(t ** beta2_decay), the weight of the new moment
     rho: f32,          // F(min(lr, 1 / sqrt(t)))
     eps1: f32,         // F(eps1)
@@ -57,9 +57,8 @@ const RWG: u32 = 256u;      // invocations of the reduction kernels
 const CHUNK: u32 = 1024u;   // elements per chunk of the global sums (4 per invocation)
 const BLOCK: u32 = 64u;     // rows per column block
 
-@group(0) @binding(0) var<uniform> st: Step;
-@group(0) @binding(1) var<uniform> seg: Segment;
-@group(0) @binding(2) var<uniform> lay: Layout;
+@group(0) @binding(2) var<uniform> seg: Segment;
+@group(0) @binding(3) var<uniform> lay: Layout;
 @group(1) @binding(0) var<storage, read_write> p: array<f32>;
 @group(1) @binding(1) var<storage, read_write> g: array<f32>;
 @group(1) @binding(2) var<storage, read_write> variance: array<f32>;
@@ -103,8 +102,8 @@ fn estimate(local: u32) -> f32 {
 }
 
 // U = rsqrt(max(V, eps1²)) * g, as torch's clamp_, rsqrt_ (1 / sqrt), mul_.
-fn scaled(v: f32, d: f32) -> f32 {
-    return (1.0 / sqrt(max(v, st.eps1_sq))) * d;
+fn scaled(v: f32, d: f32, eps1_sq: f32) -> f32 {
+    return (1.0 / sqrt(max(v, eps1_sq))) * d;
 }
 
 @compute @workgroup_size(RWG)
@@ -169,6 +168,7 @@ fn p_sums(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
 @compute @workgroup_size(RWG)
 fn finalize_vars(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                  @builtin(local_invocation_index) lid: u32) {
+    let st = step_scalars();
     let t = group_index(wid, nwg) * RWG + lid;
     let col_count = lay.matrices * lay.cols;
     if t < col_count {
@@ -189,6 +189,7 @@ fn finalize_vars(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
 
 @compute @workgroup_size(RWG)
 fn finalize_alpha(@builtin(local_invocation_index) lid: u32) {
+    let st = step_scalars();
     if FACTORED {
         for (var b = 0u; b < lay.matrices; b = b + 1u) {
             var acc = 0.0;
@@ -214,6 +215,7 @@ fn finalize_alpha(@builtin(local_invocation_index) lid: u32) {
 @compute @workgroup_size(RWG)
 fn u_sums(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) lid: u32) {
+    let st = step_scalars();
     let c = group_index(wid, nwg);
     if c >= seg.chunks {
         return;
@@ -226,7 +228,7 @@ fn u_sums(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
             if !FACTORED {
                 variance[e] = lerp_torch(variance[e], d * d, st.w);
             }
-            let u = scaled(estimate(e), d);
+            let u = scaled(estimate(e), d, st.eps1_sq);
             acc = acc + u * u;
         }
     }
@@ -238,6 +240,7 @@ fn u_sums(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
 
 @compute @workgroup_size(RWG)
 fn finalize_coef(@builtin(local_invocation_index) lid: u32) {
+    let st = step_scalars();
     var acc = 0.0;
     for (var c = lid; c < lay.total_chunks; c = c + RWG) {
         acc = acc + work[lay.usq_at + c];
@@ -252,6 +255,7 @@ fn finalize_coef(@builtin(local_invocation_index) lid: u32) {
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) lid: u32) {
+    let st = step_scalars();
     let e = group_index(wid, nwg) * WORKGROUP_SIZE + lid;
     if e >= seg.len {
         return;
@@ -260,6 +264,6 @@ fn update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     if WEIGHT_DECAY {
         param = param * st.decay;
     }
-    let u = scaled(estimate(e), signed(g[e]));
+    let u = scaled(estimate(e), signed(g[e]), st.eps1_sq);
     p[e] = fma(u, work[lay.out_at + 1u], param);   // add_(U, alpha=-alpha/denom)
 }

@@ -1,21 +1,31 @@
 // Prelude of every optimizer shader. The engine puts one of two width lines before it:
 //   vector kernel: `alias V = vec4<f32>; alias VU = vec4<u32>; alias VB = vec4<bool>; const TAIL = false;`
 //   tail kernel:   `alias V = f32;       alias VU = u32;       alias VB = bool;       const TAIL = true;`
-// so each optimizer's update is written once, on `V`, and runs four elements per invocation
-// over the vec4 part of a sub-range and one element per invocation over its last 0..3.
+// so each optimizer's update is written once, on `V`, and runs four elements at a time over
+// the vec4 part of a sub-range and one at a time over its last 0..3.
 
 override WORKGROUP_SIZE: u32 = 256u;
+
+// The GPU-resident step. `step_counter` counts the steps this optimizer has taken; the
+// host writes the scalars of step t (computed in f64, as torch does) into slot
+// t % SCALAR_SLOTS of `scalar_table` before the submit that records it, and every kernel of
+// a step reads the slot of step counter + 1. `advance` runs once after each step's kernels.
+// `Scalars` is each family's own struct.
+const SCALAR_SLOTS: u32 = 256u;
+@group(0) @binding(0) var<storage, read_write> scalar_table: array<Scalars>;
+@group(0) @binding(1) var<storage, read_write> step_counter: array<u32>;
+
+fn step_scalars() -> Scalars {
+    return scalar_table[(step_counter[0] + 1u) % SCALAR_SLOTS];
+}
+
+@compute @workgroup_size(1)
+fn advance() {
+    step_counter[0] = step_counter[0] + 1u;
+}
 // Variant flags most families share (each family passes the ones it has).
 override MAXIMIZE: bool = false;
 override WEIGHT_DECAY: bool = false;
-
-// Index (in units of V) of this invocation's element. Grids wider than the device's
-// per-dimension limit fold into y; the tail kernel starts after the last whole vec4.
-// `n` is arrayLength of the bound parameter array.
-fn element_index(n: u32, wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    let base = select(0u, n & ~3u, TAIL);
-    return base + (wid.y * nwg.x + wid.x) * WORKGROUP_SIZE + lid;
-}
 
 // g = maximize ? -grad : grad
 fn signed(grad: V) -> V {

@@ -13,20 +13,14 @@ struct Scalars {
 override CENTERED: bool = false;
 override MOMENTUM: bool = false;
 
-@group(0) @binding(0) var<uniform> s: Scalars;
 @group(1) @binding(0) var<storage, read_write> p: array<V>;
 @group(1) @binding(1) var<storage, read_write> g: array<V>;
 @group(1) @binding(2) var<storage, read_write> square_avg: array<V>;
 @group(1) @binding(3) var<storage, read_write> momentum_buffer: array<V>;
 @group(1) @binding(4) var<storage, read_write> grad_avg: array<V>;
 
-@compute @workgroup_size(WORKGROUP_SIZE)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
-    let i = element_index(arrayLength(&p), wid, nwg, lid);
-    if i >= arrayLength(&p) {
-        return;
-    }
+// Element i (in units of V) of one step; `main` (shaders/elementwise.wgsl) calls it.
+fn update(i: u32, s: Scalars) {
     let param = p[i];
     let d = direction(g[i], param, s.weight_decay);
     let sq = fma(s.one_minus_alpha * d, d, square_avg[i] * s.alpha);

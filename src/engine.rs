@@ -10,19 +10,22 @@ use crate::gpu_optimizer::SCALAR_SLOTS;
 use crate::optim::{Kernel, MAX_STATE, ScalarBlock};
 
 const PRELUDE: &str = include_str!("../shaders/common.wgsl");
+const ELEMENTWISE: &str = include_str!("../shaders/elementwise.wgsl");
 const VEC4: &str = "alias V = vec4<f32>; alias VU = vec4<u32>; alias VB = vec4<bool>; const TAIL = false;\n";
 const TAIL: &str = "alias V = f32; alias VU = u32; alias VB = bool; const TAIL = true;\n";
 
-/// Size in bytes of one per-step scalar block ([`crate::optim::ScalarBlock`]).
-pub(crate) const SCALAR_BYTES: u64 = 64;
+/// Bytes of the window of a uniform struct (Adafactor's sub-range and layout tables).
+pub(crate) const UNIFORM_BYTES: u64 = 64;
 
-/// The two compiled widths of one variant.
+/// The two compiled widths of one variant, and its step-counter advance.
 #[derive(Clone, Debug)]
 pub(crate) struct Pipelines {
     /// Four elements per invocation over the whole vec4s of a sub-range.
     pub vec4: wgpu::ComputePipeline,
     /// One element per invocation over the last `len % 4` elements.
     pub tail: wgpu::ComputePipeline,
+    /// One invocation: the GPU step counter + 1, after a step's dispatches.
+    pub advance: wgpu::ComputePipeline,
 }
 
 #[derive(Hash, PartialEq, Eq)]
@@ -31,18 +34,20 @@ struct VariantKey {
     entry: &'static str,
     tail: bool,
     workgroup_size: u32,
+    items: u32,
     /// Override constants as (name, f64 bits), in the kernel's order.
     constants: Vec<(&'static str, u64)>,
 }
 
 /// Compiled state shared by every optimizer of one context.
 pub(crate) struct Engine {
-    /// Group 0: the per-step scalar block, selected by a dynamic offset.
-    pub scalars_layout: wgpu::BindGroupLayout,
+    /// Group 0: the step table and the GPU step counter.
+    pub step_layout: wgpu::BindGroupLayout,
     /// Group 1 for a family with `n` state tensors: p, g, then the states.
     tensor_layouts: Vec<wgpu::BindGroupLayout>,
     pipeline_layouts: Vec<wgpu::PipelineLayout>,
-    /// Adafactor's groups: step scalars, sub-range and layout uniforms; its six buffers.
+    /// Adafactor's groups: step table and counter, sub-range and layout uniforms; its six
+    /// buffers.
     pub adafactor_layouts: [wgpu::BindGroupLayout; 2],
     adafactor_pipeline_layout: wgpu::PipelineLayout,
     pipelines: Mutex<HashMap<VariantKey, wgpu::ComputePipeline>>,
@@ -71,7 +76,7 @@ fn uniform(binding: u32, dynamic: bool) -> wgpu::BindGroupLayoutEntry {
         ty: wgpu::BindingType::Buffer {
             ty: wgpu::BufferBindingType::Uniform,
             has_dynamic_offset: dynamic,
-            min_binding_size: wgpu::BufferSize::new(SCALAR_BYTES),
+            min_binding_size: wgpu::BufferSize::new(UNIFORM_BYTES),
         },
         count: None,
     }
@@ -90,18 +95,18 @@ impl Engine {
                 immediate_size: 0,
             })
         };
-        let scalars_layout = group("wgpu-optim scalars", &[uniform(0, true)]);
+        let step_layout = group("wgpu-optim step", &[storage(0), storage(1)]);
         let tensor_layouts: Vec<_> = (0..=MAX_STATE)
             .map(|n| group("wgpu-optim tensors", &(0..2 + n as u32).map(storage).collect::<Vec<_>>()))
             .collect();
-        let pipeline_layouts = tensor_layouts.iter().map(|t| pipeline_layout(&[&scalars_layout, t])).collect();
+        let pipeline_layouts = tensor_layouts.iter().map(|t| pipeline_layout(&[&step_layout, t])).collect();
         let adafactor_layouts = [
-            group("wgpu-optim adafactor uniforms", &[uniform(0, true), uniform(1, true), uniform(2, false)]),
+            group("wgpu-optim adafactor uniforms", &[storage(0), storage(1), uniform(2, true), uniform(3, false)]),
             group("wgpu-optim adafactor tensors", &(0..6).map(storage).collect::<Vec<_>>()),
         ];
         let adafactor_pipeline_layout = pipeline_layout(&[&adafactor_layouts[0], &adafactor_layouts[1]]);
         Engine {
-            scalars_layout,
+            step_layout,
             tensor_layouts,
             pipeline_layouts,
             adafactor_layouts,
@@ -122,9 +127,13 @@ impl Engine {
         constants: &[(&'static str, f64)],
     ) -> Result<Pipelines> {
         let layout = &self.pipeline_layouts[kernel.state.len()];
+        let mut constants = constants.to_vec();
+        constants.push(("ITEMS", f64::from(ctx.tuning().items_per_invocation)));
+        let c = &constants;
         Ok(Pipelines {
-            vec4: self.pipeline(ctx, kernel.family, kernel.source, layout, false, "main", constants)?,
-            tail: self.pipeline(ctx, kernel.family, kernel.source, layout, true, "main", constants)?,
+            vec4: self.pipeline(ctx, kernel.family, kernel.source, layout, false, "main", c)?,
+            tail: self.pipeline(ctx, kernel.family, kernel.source, layout, true, "main", c)?,
+            advance: self.pipeline(ctx, kernel.family, kernel.source, layout, false, "advance", c)?,
         })
     }
 
@@ -158,6 +167,7 @@ impl Engine {
             entry,
             tail,
             workgroup_size,
+            items: ctx.tuning().items_per_invocation,
             constants: constants.iter().map(|&(n, v)| (n, v.to_bits())).collect(),
         };
         let mut cache = self.pipelines.lock().map_err(|_| Error::Wgpu {
@@ -169,7 +179,9 @@ impl Engine {
         }
         let mut all: Vec<(&str, f64)> = constants.to_vec();
         all.push(("WORKGROUP_SIZE", f64::from(workgroup_size)));
-        let source = format!("{}{PRELUDE}\n{source}", if tail { TAIL } else { VEC4 });
+        // Element-wise families get the shared entry point; Adafactor has its own.
+        let driver = if family == "adafactor" { "" } else { ELEMENTWISE };
+        let source = format!("{}{PRELUDE}\n{source}\n{driver}", if tail { TAIL } else { VEC4 });
         let pipeline = ctx.scoped("compiling a pipeline", || {
             let module = ctx.device().create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(family),
@@ -192,57 +204,68 @@ impl Engine {
     }
 }
 
-/// The ring of per-step scalar slots at the start of a uniform buffer: `k` steps write `k`
-/// consecutive slots (wrapping) with at most two queue writes, and each step's dispatches
-/// select their slot by dynamic offset. No allocation per step.
-pub(crate) struct ScalarRing {
-    pub stride: u64,
-    cursor: u32,
+/// The GPU-resident step of one optimizer: a counter of the steps it has taken, on the GPU,
+/// and a table of per-step scalars indexed by it. The host writes the scalars of the steps
+/// it records (f64 arithmetic, as torch) into slot `step % SCALAR_SLOTS` ahead of the submit;
+/// the kernels of each step read slot `counter + 1`, and an `advance` dispatch after them
+/// increments the counter. Recording creates nothing and reads nothing back.
+pub(crate) struct StepTable {
+    pub table: wgpu::Buffer,
+    pub counter: wgpu::Buffer,
+    scalar_size: usize,
     staging: Vec<u8>,
 }
 
-impl ScalarRing {
-    pub fn new(ctx: &GpuContext) -> Self {
-        let stride = u64::from(ctx.limits().min_uniform_buffer_offset_alignment).max(SCALAR_BYTES);
-        ScalarRing { stride, cursor: 0, staging: vec![0; (stride * u64::from(SCALAR_SLOTS)) as usize] }
+impl StepTable {
+    pub fn new(ctx: &GpuContext, scalar_size: usize) -> Result<Self> {
+        let stride = scalar_size.max(4);
+        let (table, counter) = ctx.scoped("creating the step table", || {
+            let make = |label, size: u64| {
+                ctx.device().create_buffer(&wgpu::BufferDescriptor {
+                    label: Some(label),
+                    size: size.next_multiple_of(16),
+                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+                    mapped_at_creation: false,
+                })
+            };
+            (make("wgpu-optim step table", stride as u64 * u64::from(SCALAR_SLOTS)), make("wgpu-optim step counter", 4))
+        })?;
+        Ok(StepTable { table, counter, scalar_size: stride, staging: vec![0; stride * SCALAR_SLOTS as usize] })
     }
 
-    /// Bytes the ring occupies.
-    pub fn bytes(&self) -> u64 {
-        self.stride * u64::from(SCALAR_SLOTS)
-    }
-
-    /// Writes `block(j)` for `j in 0..k` into the next slots of `buffer` and returns the
-    /// dynamic offset of each step's slot through `offset(first, j)`.
-    pub fn write(
-        &mut self,
-        ctx: &GpuContext,
-        buffer: &wgpu::Buffer,
-        k: u32,
-        block: impl Fn(u32) -> ScalarBlock,
-    ) -> u32 {
-        let stride = self.stride as usize;
-        let first = self.cursor;
+    /// Queues the scalars `block(j)` of steps `first + j`, `j in 0..k`, into their slots:
+    /// one queue write per contiguous run of slots (two where the run wraps).
+    pub fn write(&mut self, ctx: &GpuContext, first: u64, k: u32, block: impl Fn(u32) -> ScalarBlock) {
+        let size = self.scalar_size;
+        let slot = |j: u32| ((first + u64::from(j)) % u64::from(SCALAR_SLOTS)) as usize;
         for j in 0..k {
-            let at = ((first + j) % SCALAR_SLOTS) as usize * stride;
-            self.staging[at..at + SCALAR_BYTES as usize].copy_from_slice(bytemuck::bytes_of(&block(j)));
+            let at = slot(j) * size;
+            let block = block(j);
+            self.staging[at..at + size].copy_from_slice(&bytemuck::bytes_of(&block)[..size]);
         }
-        let end = first + k;
-        let write = |from: u32, to: u32| {
-            let (a, b) = (from as usize * stride, to as usize * stride);
-            ctx.queue().write_buffer(buffer, a as u64, &self.staging[a..b]);
+        let start = slot(0);
+        let end = start + k as usize;
+        let write = |from: usize, to: usize| {
+            ctx.queue().write_buffer(&self.table, (from * size) as u64, &self.staging[from * size..to * size]);
         };
-        write(first, end.min(SCALAR_SLOTS));
-        if end > SCALAR_SLOTS {
-            write(0, end - SCALAR_SLOTS);
+        write(start, end.min(SCALAR_SLOTS as usize));
+        if end > SCALAR_SLOTS as usize {
+            write(0, end - SCALAR_SLOTS as usize);
         }
-        self.cursor = end % SCALAR_SLOTS;
-        first
     }
 
-    /// Dynamic offset of step `j` of a write that began at slot `first`.
-    pub fn offset(&self, first: u32, j: u32) -> u32 {
-        ((first + j) % SCALAR_SLOTS) * self.stride as u32
+    /// The GPU's step counter (waits for the GPU).
+    pub fn read_counter(&self, ctx: &GpuContext) -> Result<u64> {
+        let v = crate::tensor::GpuTensor::from_buffer(ctx, &self.counter, 0, 1)?.read(ctx)?;
+        Ok(u64::from(v.first().map_or(0, |x| x.to_bits())))
+    }
+
+    /// Bind-group entries 0 and 1: the table and the counter.
+    pub fn entries(&self) -> [wgpu::BindGroupEntry<'_>; 2] {
+        [
+            wgpu::BindGroupEntry { binding: 0, resource: self.table.as_entire_binding() },
+            wgpu::BindGroupEntry { binding: 1, resource: self.counter.as_entire_binding() },
+        ]
     }
 }
 
@@ -269,8 +292,9 @@ pub(crate) struct SegmentPlan {
 }
 
 impl SegmentPlan {
-    pub fn new(len: usize, workgroup_size: u32, max_dim: u32) -> Result<Self> {
-        let wg = u64::from(workgroup_size);
+    /// `per_group`: elements (vec4s, or tail elements) one workgroup covers.
+    pub fn new(len: usize, per_group: u32, max_dim: u32) -> Result<Self> {
+        let wg = u64::from(per_group);
         let vec4s = (len / 4) as u64;
         let vec4 = if vec4s > 0 { Some(grid(vec4s.div_ceil(wg), max_dim)?) } else { None };
         let tail = ((len % 4) as u64).div_ceil(wg) as u32;

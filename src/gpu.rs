@@ -13,6 +13,9 @@ use crate::error::{Error, Result};
 pub struct Tuning {
     /// Invocations per workgroup (a WGSL `override`). Default 256.
     pub workgroup_size: u32,
+    /// Elements (vec4s) each invocation of an element-wise kernel updates, a workgroup
+    /// apart (a WGSL `override`): amortises the read of the step's scalars. Default 4.
+    pub items_per_invocation: u32,
     /// Largest number of workgroups in one grid dimension; larger dispatches fold into y.
     /// Default: the device's `max_compute_workgroups_per_dimension` (65535 on every backend).
     pub max_workgroups_per_dimension: u32,
@@ -37,6 +40,7 @@ impl Tuning {
         let buffer_bytes = DEFAULT_BUFFER_BYTES.min(limits.max_buffer_size) / align * align;
         Tuning {
             workgroup_size: 256.min(limits.max_compute_invocations_per_workgroup),
+            items_per_invocation: 4,
             max_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
             segment_bytes: buffer_bytes.min(max_binding) / align * align,
             buffer_bytes,
@@ -56,6 +60,9 @@ impl Tuning {
                 self.workgroup_size,
                 limits.max_compute_invocations_per_workgroup.min(limits.max_compute_workgroup_size_x)
             ));
+        }
+        if !(1..=64).contains(&self.items_per_invocation) {
+            return bad(format!("items_per_invocation {} must be in 1..=64", self.items_per_invocation));
         }
         if self.max_workgroups_per_dimension == 0
             || self.max_workgroups_per_dimension > limits.max_compute_workgroups_per_dimension

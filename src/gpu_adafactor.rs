@@ -3,7 +3,7 @@
 
 use ndarray::Array1;
 
-use crate::engine::{SCALAR_BYTES, ScalarRing, grid};
+use crate::engine::{StepTable, UNIFORM_BYTES, grid};
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 use crate::gpu_optimizer::SCALAR_SLOTS;
@@ -18,7 +18,7 @@ const BLOCK: usize = 64;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Step {
+struct Scalars {
     w: f32,
     rho: f32,
     eps1: f32,
@@ -68,6 +68,7 @@ struct Pipelines {
     u_sums: wgpu::ComputePipeline,
     finalize_coef: wgpu::ComputePipeline,
     update: wgpu::ComputePipeline,
+    advance: wgpu::ComputePipeline,
 }
 
 /// Adafactor whose parameters, gradients and factored state live on the GPU.
@@ -87,10 +88,11 @@ pub struct GpuAdafactor {
     _work: wgpu::Buffer,
     segments: Vec<SegmentInfo>,
     pipelines: Pipelines,
-    uniforms: wgpu::Buffer,
+    _uniforms: wgpu::Buffer,
     uniform_group: wgpu::BindGroup,
     tensor_groups: Vec<wgpu::BindGroup>,
-    ring: ScalarRing,
+    segment_stride: u32,
+    steps: StepTable,
     step: u64,
 }
 
@@ -226,11 +228,12 @@ impl GpuAdafactor {
             u_sums: compile("u_sums")?,
             finalize_coef: compile("finalize_coef")?,
             update: compile("update")?,
+            advance: compile("advance")?,
         };
 
-        let ring = ScalarRing::new(ctx);
-        let stride = ring.stride;
-        let segments_at = ring.bytes();
+        let steps = StepTable::new(ctx, size_of::<Scalars>())?;
+        let stride = u64::from(ctx.limits().min_uniform_buffer_offset_alignment).max(UNIFORM_BYTES);
+        let segments_at = 0;
         let layout_at = segments_at + stride * segments.len() as u64;
         let variance = if factored { None } else { Some(GpuTensor::zeros_with(ctx, numel, seg_len)?) };
         let (row_var, col_var, work, uniforms, placeholder) = ctx.scoped("creating Adafactor's buffers", || {
@@ -257,16 +260,17 @@ impl GpuAdafactor {
                 wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                     buffer: &uniforms,
                     offset,
-                    size: wgpu::BufferSize::new(SCALAR_BYTES),
+                    size: wgpu::BufferSize::new(UNIFORM_BYTES),
                 })
             };
             let uniform_group = ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
                 label: Some("adafactor uniforms"),
                 layout: &engine.adafactor_layouts[0],
                 entries: &[
-                    wgpu::BindGroupEntry { binding: 0, resource: window(0) },
-                    wgpu::BindGroupEntry { binding: 1, resource: window(segments_at) },
-                    wgpu::BindGroupEntry { binding: 2, resource: window(layout_at) },
+                    wgpu::BindGroupEntry { binding: 0, resource: steps.table.as_entire_binding() },
+                    wgpu::BindGroupEntry { binding: 1, resource: steps.counter.as_entire_binding() },
+                    wgpu::BindGroupEntry { binding: 2, resource: window(segments_at) },
+                    wgpu::BindGroupEntry { binding: 3, resource: window(layout_at) },
                 ],
             });
             let tensor_groups: Vec<_> = (0..params.segments().len())
@@ -314,10 +318,11 @@ impl GpuAdafactor {
             _work: work,
             segments,
             pipelines,
-            uniforms,
+            _uniforms: uniforms,
             uniform_group,
             tensor_groups,
-            ring,
+            steps,
+            segment_stride: stride as u32,
             step: 0,
         })
     }
@@ -326,7 +331,7 @@ impl GpuAdafactor {
         let c = &self.config;
         let (w, rho) = c.schedule(step);
         let eps1 = c.eps1();
-        crate::optim::pack(&Step {
+        crate::optim::pack(&Scalars {
             w: w as f32,
             rho: rho as f32,
             eps1: eps1 as f32,
@@ -377,11 +382,11 @@ impl GpuAdafactor {
     fn encode(&mut self, encoder: &mut wgpu::CommandEncoder, k: u32) {
         let step = self.step;
         let blocks: Vec<_> = (0..k).map(|j| self.step_scalars(step + 1 + u64::from(j))).collect();
-        let first = self.ring.write(&self.ctx, &self.uniforms, k, |j| blocks[j as usize]);
+        self.steps.write(&self.ctx, step + 1, k, |j| blocks[j as usize]);
         let Factoring { matrices, rows: m, cols: n, factored } = self.shape;
         let max_dim = self.ctx.tuning().max_workgroups_per_dimension;
         let wg = self.ctx.tuning().workgroup_size;
-        let stride = self.ring.stride as u32;
+        let stride = self.segment_stride;
         // Element counts are below 2^32 (checked in `new`), so every grid fits max_dim².
         let fold = |groups: u64| grid(groups.max(1), max_dim).unwrap_or((max_dim, max_dim));
         let p = &self.pipelines;
@@ -389,27 +394,26 @@ impl GpuAdafactor {
             label: Some("wgpu-optim adafactor step"),
             timestamp_writes: None,
         });
-        for j in 0..k {
-            let step_offset = self.ring.offset(first, j);
-            // One dispatch per sub-range, with its own window of the segment table.
-            let per_segment = |pass: &mut wgpu::ComputePass<'_>,
-                               pipeline: &wgpu::ComputePipeline,
-                               size: &dyn Fn(&SegmentInfo) -> (u32, u32)| {
-                pass.set_pipeline(pipeline);
-                for (i, s) in self.segments.iter().enumerate() {
-                    pass.set_bind_group(0, &self.uniform_group, &[step_offset, stride * i as u32]);
-                    pass.set_bind_group(1, &self.tensor_groups[i], &[]);
-                    let (x, y) = size(s);
-                    pass.dispatch_workgroups(x, y, 1);
-                }
-            };
-            // One dispatch over the whole tensor's sums (any sub-range's bind group will do).
-            let once = |pass: &mut wgpu::ComputePass<'_>, pipeline: &wgpu::ComputePipeline, (x, y): (u32, u32)| {
-                pass.set_pipeline(pipeline);
-                pass.set_bind_group(0, &self.uniform_group, &[step_offset, 0]);
-                pass.set_bind_group(1, &self.tensor_groups[0], &[]);
+        // One dispatch per sub-range, with its own window of the segment table.
+        let per_segment = |pass: &mut wgpu::ComputePass<'_>,
+                           pipeline: &wgpu::ComputePipeline,
+                           size: &dyn Fn(&SegmentInfo) -> (u32, u32)| {
+            pass.set_pipeline(pipeline);
+            for (i, s) in self.segments.iter().enumerate() {
+                pass.set_bind_group(0, &self.uniform_group, &[stride * i as u32]);
+                pass.set_bind_group(1, &self.tensor_groups[i], &[]);
+                let (x, y) = size(s);
                 pass.dispatch_workgroups(x, y, 1);
-            };
+            }
+        };
+        // One dispatch over the whole tensor's sums (any sub-range's bind group will do).
+        let once = |pass: &mut wgpu::ComputePass<'_>, pipeline: &wgpu::ComputePipeline, (x, y): (u32, u32)| {
+            pass.set_pipeline(pipeline);
+            pass.set_bind_group(0, &self.uniform_group, &[0]);
+            pass.set_bind_group(1, &self.tensor_groups[0], &[]);
+            pass.dispatch_workgroups(x, y, 1);
+        };
+        for _ in 0..k {
             if factored {
                 per_segment(&mut pass, &p.row_sums, &|s| fold(u64::from(s.rows)));
                 let blocks = m.div_ceil(BLOCK) as u32;
@@ -423,7 +427,13 @@ impl GpuAdafactor {
             per_segment(&mut pass, &p.u_sums, &|s| fold(u64::from(s.chunks)));
             once(&mut pass, &p.finalize_coef, (1, 1));
             per_segment(&mut pass, &p.update, &|s| fold(u64::from(s.len.div_ceil(wg))));
+            once(&mut pass, &p.advance, (1, 1));
         }
+    }
+
+    /// The step counter on the GPU (waits for the GPU).
+    pub fn read_gpu_step(&self) -> Result<u64> {
+        self.steps.read_counter(&self.ctx)
     }
 
     /// Steps taken so far.

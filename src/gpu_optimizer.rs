@@ -2,7 +2,7 @@
 
 use ndarray::Array1;
 
-use crate::engine::{Pipelines, SCALAR_BYTES, ScalarRing, SegmentPlan};
+use crate::engine::{Pipelines, SegmentPlan, StepTable};
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 use crate::optim::{MAX_STATE, Optimizer, StateSlot};
@@ -30,9 +30,8 @@ pub struct GpuOptimizer {
     pipelines: Pipelines,
     plans: Vec<SegmentPlan>,
     tensor_groups: Vec<wgpu::BindGroup>,
-    scalars: wgpu::Buffer,
-    scalars_group: wgpu::BindGroup,
-    ring: ScalarRing,
+    steps: StepTable,
+    step_group: wgpu::BindGroup,
 }
 
 impl std::fmt::Debug for GpuOptimizer {
@@ -90,10 +89,10 @@ impl GpuOptimizer {
         let plans = params
             .segments()
             .iter()
-            .map(|s| SegmentPlan::new(s.len, t.workgroup_size, t.max_workgroups_per_dimension))
+            .map(|s| SegmentPlan::new(s.len, t.workgroup_size * t.items_per_invocation, t.max_workgroups_per_dimension))
             .collect::<Result<Vec<_>>>()?;
-        let ring = ScalarRing::new(ctx);
-        let (tensor_groups, scalars, scalars_group) = ctx.scoped("binding tensors", || {
+        let steps = StepTable::new(ctx, kernel.scalar_size)?;
+        let (tensor_groups, step_group) = ctx.scoped("binding tensors", || {
             // Unused state slots (v_max without AMSGrad, ...) are bound to a small placeholder.
             let placeholder = ctx.device().create_buffer(&wgpu::BufferDescriptor {
                 label: Some("wgpu-optim unused state"),
@@ -123,25 +122,12 @@ impl GpuOptimizer {
                     })
                 })
                 .collect();
-            let scalars = ctx.device().create_buffer(&wgpu::BufferDescriptor {
-                label: Some("wgpu-optim step scalars"),
-                size: ring.bytes(),
-                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
+            let step_group = ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("wgpu-optim step"),
+                layout: &ctx.engine().step_layout,
+                entries: &steps.entries(),
             });
-            let scalars_group = ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some("wgpu-optim step scalars"),
-                layout: &ctx.engine().scalars_layout,
-                entries: &[wgpu::BindGroupEntry {
-                    binding: 0,
-                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                        buffer: &scalars,
-                        offset: 0,
-                        size: wgpu::BufferSize::new(SCALAR_BYTES),
-                    }),
-                }],
-            });
-            (tensor_groups, scalars, scalars_group)
+            (tensor_groups, step_group)
         })?;
         Ok(GpuOptimizer {
             ctx: ctx.clone(),
@@ -153,9 +139,8 @@ impl GpuOptimizer {
             pipelines,
             plans,
             tensor_groups,
-            scalars,
-            scalars_group,
-            ring,
+            steps,
+            step_group,
         })
     }
 
@@ -204,29 +189,37 @@ impl GpuOptimizer {
     /// Writes the scalars of steps `self.step + 1 ..= self.step + k` into the next ring
     /// slots and records their dispatches in one compute pass.
     fn encode(&mut self, encoder: &mut wgpu::CommandEncoder, k: u32) {
-        let first = self.write_scalars(k);
+        self.write_scalars(k);
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some("wgpu-optim step"),
             timestamp_writes: None,
         });
-        for j in 0..k {
-            self.record_step(&mut pass, first, j);
+        for _ in 0..k {
+            self.record_step(&mut pass);
         }
     }
 
-    /// Queues the scalars of the next `k` steps; returns the first ring slot.
-    pub(crate) fn write_scalars(&mut self, k: u32) -> u32 {
+    /// Queues the scalars of the next `k` steps into the step table.
+    pub(crate) fn write_scalars(&mut self, k: u32) {
         let (optimizer, step) = (&self.optimizer, self.step);
-        self.ring.write(&self.ctx, &self.scalars, k, |j| optimizer.scalars(step + 1 + u64::from(j)))
+        self.steps.write(&self.ctx, step + 1, k, |j| optimizer.scalars(step + 1 + u64::from(j)));
     }
 
-    /// Records the dispatches of step `j` of a write that began at ring slot `first`.
-    pub(crate) fn record_step(&self, pass: &mut wgpu::ComputePass<'_>, first: u32, j: u32) {
-        pass.set_bind_group(0, &self.scalars_group, &[self.ring.offset(first, j)]);
+    /// Records one step: every sub-range's dispatches, reading the scalars of the GPU's
+    /// step counter + 1, then the counter's advance.
+    pub(crate) fn record_step(&self, pass: &mut wgpu::ComputePass<'_>) {
+        pass.set_bind_group(0, &self.step_group, &[]);
         for (plan, group) in self.plans.iter().zip(&self.tensor_groups) {
             pass.set_bind_group(1, group, &[]);
             plan.record(pass, &self.pipelines);
         }
+        pass.set_pipeline(&self.pipelines.advance);
+        pass.dispatch_workgroups(1, 1, 1);
+    }
+
+    /// The step counter on the GPU (waits for the GPU): the steps the kernels have taken.
+    pub fn read_gpu_step(&self) -> Result<u64> {
+        self.steps.read_counter(&self.ctx)
     }
 
     /// Counts `k` recorded steps.

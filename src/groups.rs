@@ -95,15 +95,15 @@ impl ParamGroups {
     }
 
     fn encode(&mut self, encoder: &mut wgpu::CommandEncoder, k: u32) {
-        let firsts: Vec<u32> = self.groups.iter_mut().map(|g| g.write_scalars(k)).collect();
+        self.groups.iter_mut().for_each(|g| g.write_scalars(k));
         {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("wgpu-optim groups step"),
                 timestamp_writes: None,
             });
-            for j in 0..k {
-                for (g, &first) in self.groups.iter().zip(&firsts) {
-                    g.record_step(&mut pass, first, j);
+            for _ in 0..k {
+                for g in &self.groups {
+                    g.record_step(&mut pass);
                 }
             }
         }

@@ -69,7 +69,10 @@ fn grids_wider_than_65535_workgroups_fold_into_y() {
     // One invocation per workgroup: 65536 vec4s need 65536 workgroups, one more than a
     // grid dimension holds, plus a tail of 3 — the same code path as 2^26 elements at the
     // default workgroup size, on a fraction of the data.
-    let ctx = ctx_with(|t| t.workgroup_size = 1);
+    let ctx = ctx_with(|t| {
+        t.workgroup_size = 1;
+        t.items_per_invocation = 1;
+    });
     assert!(ctx.tuning().max_workgroups_per_dimension <= 65535);
     let n = 4 * 65536 + 3;
     for (label, opt) in variants() {
@@ -78,8 +81,9 @@ fn grids_wider_than_65535_workgroups_fold_into_y() {
 }
 
 #[test]
-fn default_tuning_covers_a_tensor_needing_more_than_65535_workgroups() {
-    let ctx = ctx();
+fn default_workgroup_size_covers_a_tensor_needing_more_than_65535_workgroups() {
+    // One vec4 per invocation, so that 2^26 elements need 65536 workgroups of 256.
+    let ctx = ctx_with(|t| t.items_per_invocation = 1);
     let wg = ctx.tuning().workgroup_size as usize;
     let n = 4 * wg * 65536 + 5;
     parity(&ctx, "adamw", &wgpu_optim::AdamW::new(1e-2), n, 2);

@@ -1,6 +1,6 @@
-//! Steps stay on the GPU: K steps recorded into one encoder equal K separate steps, and
-//! recording more steps creates no more wgpu objects (no per-step buffers, bind groups or
-//! pipelines) — the counts come from wgpu's own internal counters.
+//! Steps stay on the GPU: the step counter lives there, K steps recorded into one encoder
+//! equal K separate steps, and recording more steps creates no more wgpu objects (no
+//! per-step buffers, bind groups or pipelines) — the counts come from wgpu's own counters.
 
 mod common;
 
@@ -25,6 +25,10 @@ fn k_steps_in_one_encoder_equal_k_step_calls_for_every_variant() {
         ctx.queue().submit([encoder.finish()]);
         assert_eq!(calls.read_params().unwrap(), recorded.read_params().unwrap(), "{label}");
         assert_eq!(recorded.step_count(), 12);
+        // The counter the kernels index their scalars by lives on the GPU and advanced with
+        // each recorded step.
+        assert_eq!(recorded.read_gpu_step().unwrap(), 12, "{label}");
+        assert_eq!(calls.read_gpu_step().unwrap(), 12, "{label}");
     }
 }
 
@@ -71,4 +75,24 @@ fn more_steps_create_no_more_wgpu_objects() {
     }
     assert_eq!(count(&ctx), after_one, "(buffers, bind groups, pipelines, shader modules) grew with the step count");
     assert_eq!(before, after_one);
+}
+
+#[test]
+fn adafactor_counts_its_steps_on_the_gpu() {
+    let ctx = ctx();
+    let shape = [3, 17, 9];
+    let n = 3 * 17 * 9;
+    let mut calls = wgpu_optim::GpuAdafactor::new(&ctx, wgpu_optim::Adafactor::new(1e-2), &params(n), &shape).unwrap();
+    let mut recorded =
+        wgpu_optim::GpuAdafactor::new(&ctx, wgpu_optim::Adafactor::new(1e-2), &params(n), &shape).unwrap();
+    calls.grads().write(&ctx, &grads(n, 1)).unwrap();
+    recorded.grads().write(&ctx, &grads(n, 1)).unwrap();
+    for _ in 0..9 {
+        calls.run(1).unwrap();
+    }
+    let mut encoder = ctx.device().create_command_encoder(&Default::default());
+    recorded.record(&mut encoder, 9).unwrap();
+    ctx.queue().submit([encoder.finish()]);
+    assert_eq!(calls.read_params().unwrap(), recorded.read_params().unwrap());
+    assert_eq!(recorded.read_gpu_step().unwrap(), 9);
 }

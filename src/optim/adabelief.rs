@@ -90,6 +90,7 @@ static KERNEL: Kernel = Kernel {
     ],
     // decay or L2 (2), m mul + fma (3), g - m (1), s three mul, two add (5), sqrt (5),
     // div (3), + eps (1), mul (1), div (3), add (1).
+    scalar_size: size_of::<Scalars>(),
     step_error_budget: 25.0,
 };
 

@@ -58,6 +58,7 @@ static KERNEL: Kernel = Kernel {
         StateSlot { role: "acc_delta", torch_name: "acc_delta" },
     ],
     // L2 fma (2), sq (4), add + sqrt twice (12), div (3), mul (1), acc (4), fma (2).
+    scalar_size: size_of::<Scalars>(),
     step_error_budget: 28.0,
 };
 

@@ -138,6 +138,7 @@ static KERNEL: Kernel = Kernel {
     ],
     // L2 fma or decay mul (2), lerp sub + fma (1 + 2), v: three mul and an add (4),
     // sqrt (5), `/ bc2` (3), `+ eps` (1), `step_size * m` (1), `/ denom` (3), `p +` (1).
+    scalar_size: size_of::<Scalars>(),
     step_error_budget: 23.0,
 };
 

@@ -53,6 +53,7 @@ static KERNEL: Kernel = Kernel {
     source: include_str!("../../shaders/adamax.wgsl"),
     state: &[StateSlot { role: "m", torch_name: "exp_avg" }, StateSlot { role: "u", torch_name: "exp_inf" }],
     // L2 fma (2), lerp (3), mul (1), + eps (1), mul (1), div (3), add (1).
+    scalar_size: size_of::<Scalars>(),
     step_error_budget: 12.0,
 };
 

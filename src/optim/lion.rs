@@ -51,6 +51,7 @@ static KERNEL: Kernel = Kernel {
     state: &[StateSlot { role: "m", torch_name: "exp_avg" }],
     // decay mul (1), interpolation mul + fma (3), exact sign, final fma (2), momentum (3). The
     // sign can differ only where the interpolation rounds across zero.
+    scalar_size: size_of::<Scalars>(),
     step_error_budget: 9.0,
 };
 

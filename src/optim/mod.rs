@@ -52,6 +52,8 @@ pub struct Kernel {
     pub source: &'static str,
     /// State tensors, in binding order after `p` and `g`.
     pub state: &'static [StateSlot],
+    /// Bytes of the family's per-step scalar struct (the stride of the GPU's step table).
+    pub scalar_size: usize,
     /// Largest GPU-vs-CPU difference one step may make, in units of f32 epsilon times the
     /// operand scale (|value| + its per-step change): the sum over the ops of the update of
     /// WGSL's stated precision (`+ - *` 0.5 ulp, `/` 2.5, `sqrt` 4.5 as `1/inverseSqrt`, an

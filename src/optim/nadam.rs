@@ -119,6 +119,7 @@ static KERNEL: Kernel = Kernel {
     source: include_str!("../../shaders/nadam.wgsl"),
     state: &[StateSlot { role: "m", torch_name: "exp_avg" }, StateSlot { role: "v", torch_name: "exp_avg_sq" }],
     // L2 fma (2), lerp (3), v (4), div (3), sqrt (5), + eps (1), two addcdiv of mul, div, add (10).
+    scalar_size: size_of::<Scalars>(),
     step_error_budget: 28.0,
 };
 

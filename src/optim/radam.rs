@@ -72,6 +72,7 @@ static KERNEL: Kernel = Kernel {
     state: &[StateSlot { role: "m", torch_name: "exp_avg" }, StateSlot { role: "v", torch_name: "exp_avg_sq" }],
     // L2 fma (2), lerp (3), v (4), m / bc1 (3), sqrt (5), + eps (1), 1 / a (3), three mul (3),
     // subtraction (1).
+    scalar_size: size_of::<Scalars>(),
     step_error_budget: 25.0,
 };
 

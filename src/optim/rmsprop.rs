@@ -68,6 +68,7 @@ static KERNEL: Kernel = Kernel {
     ],
     // L2 fma (2), sq three mul and an add (4), centered lerp (3) and mul, add (2), sqrt (5),
     // + eps (1), momentum mul, div, add (5), final fma (2).
+    scalar_size: size_of::<Scalars>(),
     step_error_budget: 24.0,
 };
 

@@ -61,6 +61,7 @@ static KERNEL: Kernel = Kernel {
     source: include_str!("../../shaders/sgd.wgsl"),
     state: &[StateSlot { role: "momentum", torch_name: "momentum_buffer" }],
     // maximize (exact), L2 fma (2), momentum mul + fma (1 + 2), nesterov fma (2), final fma (2).
+    scalar_size: size_of::<Scalars>(),
     step_error_budget: 9.0,
 };
 

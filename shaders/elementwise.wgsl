@@ -1,0 +1,21 @@
+// The entry point of every element-wise optimizer: each invocation reads the step's scalars
+// once and updates ITEMS elements (in units of V) a workgroup apart, so consecutive
+// invocations touch consecutive memory. Grids wider than the device's per-dimension limit
+// fold into y; the tail kernel starts after the last whole vec4. Each family's shader
+// defines `p` and `fn update(i: u32, s: Scalars)`.
+
+override ITEMS: u32 = 4u;
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let n = arrayLength(&p);
+    let s = step_scalars();
+    let first = select(0u, n & ~3u, TAIL) + (wid.y * nwg.x + wid.x) * WORKGROUP_SIZE * ITEMS + lid;
+    for (var k = 0u; k < ITEMS; k = k + 1u) {
+        let i = first + k * WORKGROUP_SIZE;
+        if i < n {
+            update(i, s);
+        }
+    }
+}
