@@ -16,10 +16,11 @@ pub const SCALAR_SLOTS: u32 = 256;
 /// An optimizer whose parameters, gradients and state live on the GPU.
 ///
 /// Everything a step needs is built once at construction: state buffers, the compiled
-/// variant, one bind group per sub-range, and a ring of per-step scalar slots. A step then
-/// writes one 64-byte scalar block and records one dispatch (plus one for a tail of
-/// `len % 4` elements) per sub-range; `K` steps are `K` rounds of dispatches inside one
-/// compute pass and one submit.
+/// variant, one bind group per sub-range, and the GPU-resident step (a counter on the GPU and
+/// a table of per-step scalars it indexes). A step then queues its scalars into the table and
+/// records one dispatch (plus one for a tail of `len % 4` elements) per sub-range and one
+/// that advances the counter; `K` steps are `K` rounds of dispatches inside one compute pass
+/// and one submit.
 pub struct GpuOptimizer {
     ctx: GpuContext,
     optimizer: Box<dyn Optimizer>,
@@ -186,8 +187,8 @@ impl GpuOptimizer {
         Ok(())
     }
 
-    /// Writes the scalars of steps `self.step + 1 ..= self.step + k` into the next ring
-    /// slots and records their dispatches in one compute pass.
+    /// Queues the scalars of steps `self.step + 1 ..= self.step + k` into the step table and
+    /// records their dispatches in one compute pass.
     fn encode(&mut self, encoder: &mut wgpu::CommandEncoder, k: u32) {
         self.write_scalars(k);
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
