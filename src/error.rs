@@ -63,6 +63,16 @@ pub enum Error {
         message: String,
     },
 
+    /// A buffer handed in by the user belongs to another device than the context's.
+    #[error(
+        "{what}: the buffer belongs to another wgpu device; create the GpuContext from that \
+         device (GpuContext::from_device) or the buffer on this one"
+    )]
+    ForeignDevice {
+        /// Which argument.
+        what: &'static str,
+    },
+
     /// Tensors that one step binds together are split into different sub-ranges.
     #[error(
         "{what} is split into sub-ranges of {actual:?} elements but the parameters use {expected:?}; \

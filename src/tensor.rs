@@ -215,6 +215,24 @@ impl GpuTensor {
                 ),
             });
         }
+        // wgpu validates a buffer's device when a command uses it, not when a bind group
+        // does: an (unsubmitted) state transition asks it now. A buffer of another wgpu
+        // *instance* makes wgpu 30 panic on the unknown id instead; that is caught and
+        // reported the same way.
+        let probe = || {
+            ctx.scoped("checking a buffer's device", || {
+                let mut probe = ctx.device().create_command_encoder(&Default::default());
+                probe.transition_resources(
+                    std::iter::once(wgpu::BufferTransition { buffer, state: wgpu::BufferUses::STORAGE_READ_WRITE }),
+                    std::iter::empty(),
+                );
+                drop(probe.finish());
+            })
+        };
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(probe)) {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) | Err(_) => return Err(Error::ForeignDevice { what: WHAT }),
+        }
         let seg_len = ctx.tuning().segment_len();
         let segments = segment_lens(len, seg_len)
             .into_iter()

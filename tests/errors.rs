@@ -187,6 +187,36 @@ fn wgpu_validation_errors_are_returned_not_panicked() {
 }
 
 #[test]
+fn a_buffer_of_another_device_is_refused() {
+    let storage = |ctx: &GpuContext| {
+        ctx.device().create_buffer(&wgpu::BufferDescriptor {
+            label: Some("another device's"),
+            size: 4096,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        })
+    };
+    // Two devices of one wgpu instance.
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+        backends: wgpu::Backends::PRIMARY,
+        ..wgpu::InstanceDescriptor::new_without_display_handle()
+    });
+    let open = || {
+        let adapter = pollster::block_on(instance.request_adapter(&Default::default())).expect("an adapter");
+        let (device, queue) = pollster::block_on(adapter.request_device(&Default::default())).expect("a device");
+        GpuContext::from_device(device, queue, adapter.get_info()).unwrap()
+    };
+    let (a, b) = (open(), open());
+    let foreign = storage(&b);
+    assert!(matches!(GpuTensor::from_buffer(&a, &foreign, 0, 100), Err(Error::ForeignDevice { .. })));
+    GpuTensor::from_buffer(&b, &foreign, 0, 100).unwrap();
+    // A device of another instance.
+    let other = common::ctx();
+    let foreign = storage(&other);
+    assert!(matches!(GpuTensor::from_buffer(&a, &foreign, 0, 100), Err(Error::ForeignDevice { .. })));
+}
+
+#[test]
 fn too_many_steps_for_one_record_is_an_error() {
     let ctx = ctx();
     let mut gpu = GpuOptimizer::new(&ctx, Sgd::default(), &[1.0f32; 4]).unwrap();
