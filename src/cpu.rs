@@ -5,6 +5,7 @@ use ndarray::Array1;
 
 use crate::error::{Error, Result};
 use crate::optim::{Optimizer, StateSlices, StateSlot};
+use crate::schedule::Schedule;
 use crate::tensor::HostData;
 
 /// How a [`CpuOptimizer`] runs its step.
@@ -31,6 +32,8 @@ pub struct CpuOptimizer {
     state: Vec<Array1<f32>>,
     step: u64,
     threads: Threads,
+    /// The schedule, the learning rate it scales, and the step it started after.
+    schedule: Option<(Box<dyn Schedule>, f64, u64)>,
 }
 
 impl CpuOptimizer {
@@ -53,7 +56,7 @@ impl CpuOptimizer {
                     }
                 })
                 .collect();
-        Ok(CpuOptimizer { optimizer, params, state, step: 0, threads: Threads::Sequential })
+        Ok(CpuOptimizer { optimizer, params, state, step: 0, threads: Threads::Sequential, schedule: None })
     }
 
     /// The same optimizer running with `threads`.
@@ -68,6 +71,9 @@ impl CpuOptimizer {
             return Err(Error::LengthMismatch { what: "grads", expected: self.params.len(), actual: g.len() });
         }
         let step = self.step + 1;
+        if let Some((schedule, base, origin)) = &self.schedule {
+            self.optimizer.set_lr(schedule.lr(*base, step - 1 - origin));
+        }
         let p = self.params.as_slice_mut().ok_or_else(not_contiguous)?;
         let mut slots = self.state.iter_mut();
         let mut next = || slots.next().and_then(|a| a.as_slice_mut()).unwrap_or(&mut []);
@@ -81,6 +87,12 @@ impl CpuOptimizer {
         }
         self.step = step;
         Ok(())
+    }
+
+    /// Drives the learning rate by `schedule` from the next step on (see
+    /// [`GpuOptimizer::set_schedule`](crate::GpuOptimizer::set_schedule)).
+    pub fn set_schedule(&mut self, schedule: Option<Box<dyn Schedule>>) {
+        self.schedule = schedule.map(|s| (s, self.optimizer.lr(), self.step));
     }
 
     /// Steps taken so far.

@@ -6,6 +6,7 @@ use crate::engine::{Pipelines, SegmentPlan, StepTable};
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 use crate::optim::{MAX_STATE, Optimizer, StateSlot};
+use crate::schedule::Schedule;
 use crate::tensor::{GpuTensor, HostData};
 
 /// Steps whose scalars can be in flight at once: one [`GpuOptimizer::run`] submit covers at
@@ -33,6 +34,8 @@ pub struct GpuOptimizer {
     tensor_groups: Vec<wgpu::BindGroup>,
     steps: StepTable,
     step_group: wgpu::BindGroup,
+    /// The schedule, the learning rate it scales, and the step it started after.
+    schedule: Option<(Box<dyn Schedule>, f64, u64)>,
 }
 
 impl std::fmt::Debug for GpuOptimizer {
@@ -142,6 +145,7 @@ impl GpuOptimizer {
             tensor_groups,
             steps,
             step_group,
+            schedule: None,
         })
     }
 
@@ -202,8 +206,25 @@ impl GpuOptimizer {
 
     /// Queues the scalars of the next `k` steps into the step table.
     pub(crate) fn write_scalars(&mut self, k: u32) {
-        let (optimizer, step) = (&self.optimizer, self.step);
-        self.steps.write(&self.ctx, step + 1, k, |j| optimizer.scalars(step + 1 + u64::from(j)));
+        let step = self.step;
+        let (optimizer, schedule) = (&mut self.optimizer, &self.schedule);
+        let mut blocks = [[0u32; 16]; SCALAR_SLOTS as usize];
+        for j in 0..k {
+            let t = step + 1 + u64::from(j);
+            if let Some((schedule, base, origin)) = schedule {
+                optimizer.set_lr(schedule.lr(*base, t - 1 - origin));
+            }
+            blocks[j as usize] = optimizer.scalars(t);
+        }
+        self.steps.write(&self.ctx, step + 1, k, |j| blocks[j as usize]);
+    }
+
+    /// Drives the learning rate by `schedule` from the next step on: step `k` (0-based from
+    /// now) uses `schedule.lr(base, k)`, `base` being the current learning rate (torch's
+    /// `initial_lr`). Evaluated for every recorded step, K per submit included; `None`
+    /// keeps the learning rate where the schedule left it.
+    pub fn set_schedule(&mut self, schedule: Option<Box<dyn Schedule>>) {
+        self.schedule = schedule.map(|s| (s, self.optimizer.lr(), self.step));
     }
 
     /// Records one step: every sub-range's dispatches, reading the scalars of the GPU's

@@ -115,6 +115,17 @@ impl ParamGroups {
         &self.groups
     }
 
+    /// Drives group `index`'s learning rate by a schedule from the next step on (see
+    /// [`GpuOptimizer::set_schedule`]).
+    pub fn set_schedule(&mut self, index: usize, schedule: Option<Box<dyn crate::schedule::Schedule>>) -> Result<()> {
+        let n = self.groups.len();
+        self.groups
+            .get_mut(index)
+            .ok_or(Error::LengthMismatch { what: "group index", expected: n, actual: index })?
+            .set_schedule(schedule);
+        Ok(())
+    }
+
     /// Changes group `index`'s configuration between steps (see
     /// [`GpuOptimizer::reconfigure`]): a different learning rate or weight decay per group.
     pub fn reconfigure(&mut self, index: usize, optimizer: impl Into<Box<dyn Optimizer>>) -> Result<()> {

@@ -49,6 +49,7 @@ pub mod gpu_adafactor;
 pub mod gpu_optimizer;
 pub mod groups;
 pub mod optim;
+pub mod schedule;
 pub mod tensor;
 
 pub use cpu::{CpuOptimizer, Threads};

@@ -1,0 +1,297 @@
+//! Learning-rate schedules: pure functions of the step, with torch.optim.lr_scheduler's names
+//! and defaults (and Keras' cosine decay with restarts), evaluated in closed form.
+//!
+//! A schedule gives the learning rate of optimizer step `k` (0-based: the first step uses
+//! `k = 0`), as when a torch scheduler is stepped once per iteration. An optimizer with a
+//! schedule ([`GpuOptimizer::set_schedule`](crate::GpuOptimizer::set_schedule)) evaluates it
+//! for every step it records, K steps per submit included: the learning rates go into the
+//! GPU's step table with the other per-step scalars, with no host round trip.
+
+use std::f64::consts::PI;
+
+use crate::error::{Error, Result};
+
+/// A learning-rate schedule.
+pub trait Schedule: std::fmt::Debug + Send + Sync {
+    /// The learning rate of 0-based step `k`, for the optimizer's initial learning rate `base`.
+    fn lr(&self, base: f64, k: u64) -> f64;
+    /// A boxed copy.
+    fn clone_box(&self) -> Box<dyn Schedule>;
+}
+
+impl Clone for Box<dyn Schedule> {
+    fn clone(&self) -> Self {
+        self.clone_box()
+    }
+}
+
+impl<S: Schedule + 'static> From<S> for Box<dyn Schedule> {
+    fn from(s: S) -> Self {
+        Box::new(s)
+    }
+}
+
+fn invalid(message: String) -> Error {
+    Error::InvalidHyperParameter { optimizer: "lr_scheduler", message }
+}
+
+macro_rules! schedule {
+    ($t:ident, |$s:ident, $base:ident, $k:ident| $body:expr) => {
+        impl Schedule for $t {
+            fn lr(&self, $base: f64, $k: u64) -> f64 {
+                let $s = self;
+                $body
+            }
+            fn clone_box(&self) -> Box<dyn Schedule> {
+                Box::new(self.clone())
+            }
+        }
+    };
+}
+
+/// torch `StepLR(step_size, gamma=0.1)`: `base * gamma^(k / step_size)`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepLr {
+    /// Steps between decays.
+    pub step_size: u64,
+    /// Factor per decay (default 0.1).
+    pub gamma: f64,
+}
+
+impl StepLr {
+    /// With torch's default gamma 0.1.
+    pub fn new(step_size: u64) -> Result<Self> {
+        Self::with_gamma(step_size, 0.1)
+    }
+    /// With a decay factor.
+    pub fn with_gamma(step_size: u64, gamma: f64) -> Result<Self> {
+        if step_size == 0 {
+            return Err(invalid("StepLR step_size must be a positive integer".into()));
+        }
+        Ok(StepLr { step_size, gamma })
+    }
+}
+schedule!(StepLr, |s, base, k| base * s.gamma.powf((k / s.step_size) as f64));
+
+/// torch `MultiStepLR(milestones, gamma=0.1)`: `base * gamma^(number of milestones <= k)`
+/// (a repeated milestone counts twice, as in torch).
+#[derive(Clone, Debug, PartialEq)]
+pub struct MultiStepLr {
+    /// Steps at which the learning rate is multiplied by gamma.
+    pub milestones: Vec<u64>,
+    /// Factor per milestone (default 0.1).
+    pub gamma: f64,
+}
+schedule!(MultiStepLr, |s, base, k| base * s.gamma.powi(s.milestones.iter().filter(|&&m| m <= k).count() as i32));
+
+/// torch `ExponentialLR(gamma)`: `base * gamma^k`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExponentialLr {
+    /// Factor per step.
+    pub gamma: f64,
+}
+schedule!(ExponentialLr, |s, base, k| base * s.gamma.powf(k as f64));
+
+/// torch `CosineAnnealingLR(T_max, eta_min=0)`:
+/// `eta_min + (base - eta_min) * (1 + cos(pi * k / T_max)) / 2` (no clamp: past `T_max` it
+/// rises again, as torch's).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CosineAnnealingLr {
+    /// Half period, in steps.
+    pub t_max: u64,
+    /// Minimum learning rate (default 0).
+    pub eta_min: f64,
+}
+schedule!(CosineAnnealingLr, |s, base, k| s.eta_min
+    + (base - s.eta_min) * (1.0 + (PI * k as f64 / s.t_max as f64).cos()) / 2.0);
+
+/// torch `LinearLR(start_factor=1/3, end_factor=1.0, total_iters=5)`: the factor goes
+/// linearly from `start_factor` to `end_factor` over `total_iters` steps (a linear warmup).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LinearLr {
+    /// Factor at step 0, in (0, 1].
+    pub start_factor: f64,
+    /// Factor from `total_iters` on, in [0, 1].
+    pub end_factor: f64,
+    /// Steps of the ramp.
+    pub total_iters: u64,
+}
+
+impl LinearLr {
+    /// torch's checks and messages.
+    pub fn new(start_factor: f64, end_factor: f64, total_iters: u64) -> Result<Self> {
+        if !(start_factor > 0.0 && start_factor <= 1.0) {
+            return Err(invalid(
+                "Starting multiplicative factor expected to be greater than 0 and less or equal to 1.".into(),
+            ));
+        }
+        if !(0.0..=1.0).contains(&end_factor) {
+            return Err(invalid("Ending multiplicative factor expected to be between 0 and 1.".into()));
+        }
+        Ok(LinearLr { start_factor, end_factor, total_iters })
+    }
+}
+impl Default for LinearLr {
+    fn default() -> Self {
+        LinearLr { start_factor: 1.0 / 3.0, end_factor: 1.0, total_iters: 5 }
+    }
+}
+schedule!(LinearLr, |s, base, k| {
+    let t = k.min(s.total_iters) as f64;
+    let ramp = if s.total_iters == 0 { 1.0 } else { t / s.total_iters as f64 };
+    base * (s.start_factor + (s.end_factor - s.start_factor) * ramp)
+});
+
+/// torch `CosineAnnealingWarmRestarts(T_0, T_mult=1, eta_min=0)` (SGDR): cosine from `base`
+/// to `eta_min` over `T_i` steps, then a restart with `T_i *= T_mult`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CosineAnnealingWarmRestarts {
+    /// Length of the first cycle.
+    pub t_0: u64,
+    /// Growth factor of each cycle (an integer >= 1).
+    pub t_mult: u64,
+    /// Minimum learning rate.
+    pub eta_min: f64,
+}
+
+impl CosineAnnealingWarmRestarts {
+    /// torch's checks and messages.
+    pub fn new(t_0: u64, t_mult: u64, eta_min: f64) -> Result<Self> {
+        if t_0 == 0 {
+            return Err(invalid(format!("Expected positive integer T_0, but got {t_0}")));
+        }
+        if t_mult == 0 {
+            return Err(invalid(format!("Expected integer T_mult >= 1, but got {t_mult}")));
+        }
+        Ok(CosineAnnealingWarmRestarts { t_0, t_mult, eta_min })
+    }
+
+    /// (position in the cycle, cycle length) at step `k`, by an integer loop (a float log
+    /// misplaces exact cycle boundaries).
+    fn cycle(&self, k: u64) -> (u64, u64) {
+        let (mut start, mut len) = (0u64, self.t_0);
+        while k >= start + len {
+            start += len;
+            len = len.saturating_mul(self.t_mult);
+        }
+        (k - start, len)
+    }
+}
+schedule!(CosineAnnealingWarmRestarts, |s, base, k| {
+    let (t_cur, t_i) = s.cycle(k);
+    s.eta_min + (base - s.eta_min) * (1.0 + (PI * t_cur as f64 / t_i as f64).cos()) / 2.0
+});
+
+/// Keras `CosineDecayRestarts(initial_learning_rate, first_decay_steps, t_mul=2.0,
+/// m_mul=1.0, alpha=0.0)`, evaluated in f32 as Keras does, with `base` as the initial
+/// learning rate. The `alpha` floor is not scaled by `m_mul^i`; it never clamps.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CosineDecayRestarts {
+    /// Length of the first cycle.
+    pub first_decay_steps: u64,
+    /// Cycle-length factor (default 2).
+    pub t_mul: f64,
+    /// Peak factor per restart (default 1).
+    pub m_mul: f64,
+    /// Floor as a fraction of the initial learning rate (default 0).
+    pub alpha: f64,
+}
+
+impl CosineDecayRestarts {
+    /// Keras' defaults and check.
+    pub fn new(first_decay_steps: u64) -> Result<Self> {
+        if first_decay_steps == 0 {
+            return Err(invalid("first_decay_steps must be > 0".into()));
+        }
+        Ok(CosineDecayRestarts { first_decay_steps, t_mul: 2.0, m_mul: 1.0, alpha: 0.0 })
+    }
+}
+schedule!(CosineDecayRestarts, |s, base, k| {
+    let (t_mul, m_mul, alpha) = (s.t_mul as f32, s.m_mul as f32, s.alpha as f32);
+    let f = k as f32 / s.first_decay_steps as f32;
+    let (i, f) = if t_mul == 1.0 {
+        let i = f.floor();
+        (i, f - i)
+    } else {
+        let i = ((1.0 - f * (1.0 - t_mul)).ln() / t_mul.ln()).floor();
+        (i, (f - (1.0 - t_mul.powf(i)) / (1.0 - t_mul)) / t_mul.powf(i))
+    };
+    let cosine = 0.5 * m_mul.powf(i) * (1.0 + (std::f32::consts::PI * f).cos());
+    f64::from(base as f32 * ((1.0 - alpha) * cosine + alpha))
+});
+
+/// torch `OneCycleLR(max_lr, total_steps, pct_start=0.3, anneal_strategy='cos',
+/// div_factor=25, final_div_factor=1e4, three_phase=False)`, learning rate only (as
+/// `cycle_momentum=False`): cosine from `max_lr / div_factor` up to `max_lr`, then down to
+/// `max_lr / div_factor / final_div_factor`. It ignores the optimizer's own learning rate.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OneCycleLr {
+    /// Peak learning rate.
+    pub max_lr: f64,
+    /// Steps in the cycle.
+    pub total_steps: u64,
+    /// Fraction of the steps spent increasing (default 0.3).
+    pub pct_start: f64,
+    /// Initial learning rate = max_lr / div_factor (default 25).
+    pub div_factor: f64,
+    /// Minimum learning rate = initial / final_div_factor (default 1e4).
+    pub final_div_factor: f64,
+}
+
+impl OneCycleLr {
+    /// torch's defaults.
+    pub fn new(max_lr: f64, total_steps: u64) -> Result<Self> {
+        if total_steps == 0 {
+            return Err(invalid(format!("Expected positive integer total_steps, but got {total_steps}")));
+        }
+        Ok(OneCycleLr { max_lr, total_steps, pct_start: 0.3, div_factor: 25.0, final_div_factor: 1e4 })
+    }
+}
+schedule!(OneCycleLr, |s, _base, k| {
+    let initial = s.max_lr / s.div_factor;
+    let min = initial / s.final_div_factor;
+    // torch's phases: [0, pct_start * total - 1] up, then [.., total - 1] down.
+    let up_end = s.pct_start * s.total_steps as f64 - 1.0;
+    let down_end = s.total_steps as f64 - 1.0;
+    let t = k as f64;
+    let anneal = |start: f64, end: f64, pct: f64| end + (start - end) / 2.0 * ((PI * pct).cos() + 1.0);
+    if t <= up_end {
+        anneal(initial, s.max_lr, t / up_end)
+    } else {
+        anneal(s.max_lr, min, (t - up_end) / (down_end - up_end))
+    }
+});
+
+/// torch `SequentialLR(schedulers, milestones)`: schedule `i` runs from milestone `i - 1`
+/// on, restarted at its own step 0 (warmup then cosine, say).
+#[derive(Clone, Debug)]
+pub struct SequentialLr {
+    schedules: Vec<Box<dyn Schedule>>,
+    milestones: Vec<u64>,
+}
+
+impl SequentialLr {
+    /// `milestones` has one entry fewer than `schedules`, increasing.
+    pub fn new(schedules: Vec<Box<dyn Schedule>>, milestones: Vec<u64>) -> Result<Self> {
+        if schedules.is_empty() || milestones.len() + 1 != schedules.len() {
+            return Err(invalid(format!(
+                "Sequential Schedulers expects number of schedulers provided to be one more than the number of \
+                 milestone points, but got number of schedulers {} and the number of milestones to be equal to {}",
+                schedules.len(),
+                milestones.len()
+            )));
+        }
+        Ok(SequentialLr { schedules, milestones })
+    }
+}
+
+impl Schedule for SequentialLr {
+    fn lr(&self, base: f64, k: u64) -> f64 {
+        let i = self.milestones.iter().filter(|&&m| m <= k).count();
+        let start = if i == 0 { 0 } else { self.milestones[i - 1] };
+        self.schedules[i].lr(base, k - start)
+    }
+    fn clone_box(&self) -> Box<dyn Schedule> {
+        Box::new(self.clone())
+    }
+}
