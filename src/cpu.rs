@@ -3,6 +3,7 @@
 
 use ndarray::Array1;
 
+use crate::checkpoint::Snapshot;
 use crate::error::{Error, Result};
 use crate::optim::{Optimizer, StateSlices, StateSlot};
 use crate::schedule::Schedule;
@@ -93,6 +94,35 @@ impl CpuOptimizer {
     /// [`GpuOptimizer::set_schedule`](crate::GpuOptimizer::set_schedule)).
     pub fn set_schedule(&mut self, schedule: Option<Box<dyn Schedule>>) {
         self.schedule = schedule.map(|s| (s, self.optimizer.lr(), self.step));
+    }
+
+    /// Saves the state to a safetensors checkpoint, atomically (see
+    /// [`GpuOptimizer::save`](crate::GpuOptimizer::save); the two read each other's files).
+    pub fn save(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
+        let state = self.state().map(|(slot, t)| (slot.torch_name.to_string(), t.to_vec())).collect();
+        Snapshot::of(&*self.optimizer, self.step, self.params.len(), state).save(path.as_ref())
+    }
+
+    /// Loads a checkpoint of the same optimizer and size; a bad file changes nothing.
+    pub fn load(&mut self, path: impl AsRef<std::path::Path>) -> Result<()> {
+        let path = path.as_ref();
+        let snapshot = Snapshot::load(path)?;
+        let state: Vec<Option<Vec<f32>>> = snapshot
+            .state_for(path, &*self.optimizer, self.params.len())?
+            .into_iter()
+            .map(|d| d.map(<[f32]>::to_vec))
+            .collect();
+        let mut next = self.optimizer.clone();
+        next.set_lr(snapshot.lr);
+        next.validate()?;
+        for (t, data) in self.state.iter_mut().zip(state) {
+            if let Some(data) = data {
+                *t = Array1::from(data);
+            }
+        }
+        self.step = snapshot.step;
+        self.optimizer = next;
+        Ok(())
     }
 
     /// Steps taken so far.

@@ -95,6 +95,16 @@ pub enum Error {
     #[error("invalid tuning: {0}")]
     InvalidTuning(String),
 
+    /// A checkpoint file is unreadable, corrupt, of another optimizer, shape or version.
+    /// The optimizer it was to be loaded into is unchanged.
+    #[error("checkpoint {path}: {message}")]
+    Checkpoint {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        message: String,
+    },
+
     /// wgpu reported a validation or out-of-memory error for work this crate submitted.
     #[error("wgpu error during {during}: {message}")]
     Wgpu {

@@ -2,6 +2,7 @@
 
 use ndarray::Array1;
 
+use crate::checkpoint::Snapshot;
 use crate::engine::{Pipelines, SegmentPlan, StepTable};
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
@@ -237,6 +238,44 @@ impl GpuOptimizer {
         }
         pass.set_pipeline(&self.pipelines.advance);
         pass.dispatch_workgroups(1, 1, 1);
+    }
+
+    /// Saves the state (every state tensor, the step count, the learning rate and the
+    /// configuration) to a safetensors checkpoint, atomically (waits for the GPU).
+    /// Parameters are not included, as in torch's optimizer `state_dict`.
+    pub fn save(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
+        let state = self
+            .state()
+            .map(|(slot, t)| Ok((slot.torch_name.to_string(), t.read(&self.ctx)?)))
+            .collect::<Result<Vec<_>>>()?;
+        Snapshot::of(&*self.optimizer, self.step, self.params.len(), state).save(path.as_ref())
+    }
+
+    /// Loads a checkpoint written by [`save`](Self::save) of the same optimizer and size:
+    /// state tensors, the step count (on the GPU too) and the learning rate. Everything is
+    /// checked before anything is written, so a bad file leaves the optimizer as it was.
+    pub fn load(&mut self, path: impl AsRef<std::path::Path>) -> Result<()> {
+        let path = path.as_ref();
+        let snapshot = Snapshot::load(path)?;
+        let state = snapshot.state_for(path, &*self.optimizer, self.params.len())?;
+        let mut next = self.optimizer.clone();
+        next.set_lr(snapshot.lr);
+        next.validate()?;
+        let counter = u32::try_from(snapshot.step).map_err(|_| Error::Checkpoint {
+            path: path.display().to_string(),
+            message: format!("step {} exceeds the GPU counter's range", snapshot.step),
+        })?;
+        for (t, data) in self.state.iter().zip(state) {
+            if let (Some(t), Some(data)) = (t, data) {
+                t.write(&self.ctx, data)?;
+            }
+        }
+        self.ctx.scoped("restoring the step counter", || {
+            self.ctx.queue().write_buffer(&self.steps.counter, 0, bytemuck::bytes_of(&counter));
+        })?;
+        self.step = snapshot.step;
+        self.optimizer = next;
+        Ok(())
     }
 
     /// The step counter on the GPU (waits for the GPU): the steps the kernels have taken.

@@ -41,6 +41,7 @@
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod checkpoint;
 pub mod cpu;
 mod engine;
 pub mod error;
