@@ -269,6 +269,46 @@ impl StepTable {
     }
 }
 
+/// Something that records optimizer steps: the element-wise optimizer, Adafactor, parameter
+/// groups. Their `run` and `record` are the two functions below.
+pub(crate) trait Stepper {
+    fn context(&self) -> GpuContext;
+    /// Records `k <= SCALAR_SLOTS` steps into `encoder`.
+    fn encode(&mut self, encoder: &mut wgpu::CommandEncoder, k: u32);
+    /// Counts `k` recorded steps as taken (only once they were recorded without error).
+    fn taken(&mut self, k: u32);
+}
+
+/// Takes `steps` steps, `SCALAR_SLOTS` per submit, each submit one compute pass.
+pub(crate) fn run(s: &mut impl Stepper, steps: u32) -> Result<()> {
+    let ctx = s.context();
+    let mut left = steps;
+    while left > 0 {
+        let k = left.min(SCALAR_SLOTS);
+        ctx.scoped("recording a step", || {
+            let mut encoder =
+                ctx.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wgpu-optim step") });
+            s.encode(&mut encoder, k);
+            ctx.queue().submit([encoder.finish()]);
+        })?;
+        s.taken(k);
+        left -= k;
+    }
+    Ok(())
+}
+
+/// Records `steps` steps into the caller's encoder.
+pub(crate) fn record(s: &mut impl Stepper, encoder: &mut wgpu::CommandEncoder, steps: u32) -> Result<()> {
+    if steps > SCALAR_SLOTS {
+        return Err(Error::OverLimit(format!(
+            "{steps} steps recorded at once; at most {SCALAR_SLOTS} fit between two submits"
+        )));
+    }
+    s.context().scoped("recording a step", || s.encode(encoder, steps))?;
+    s.taken(steps);
+    Ok(())
+}
+
 /// A 2-D grid of at least `groups` workgroups, at most `max_dim` wide: `(x, y)`.
 pub(crate) fn grid(groups: u64, max_dim: u32) -> Result<(u32, u32)> {
     let x = groups.min(u64::from(max_dim));

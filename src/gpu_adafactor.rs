@@ -3,10 +3,9 @@
 
 use ndarray::Array1;
 
-use crate::engine::{StepTable, UNIFORM_BYTES, grid};
+use crate::engine::{self, StepTable, UNIFORM_BYTES, grid};
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
-use crate::gpu_optimizer::SCALAR_SLOTS;
 use crate::optim::{Adafactor, Factoring, flag};
 use crate::tensor::{GpuTensor, HostData};
 
@@ -351,35 +350,15 @@ impl GpuAdafactor {
 
     /// Takes `steps` steps on the gradients already on the GPU, one compute pass per submit.
     pub fn run(&mut self, steps: u32) -> Result<()> {
-        let mut left = steps;
-        while left > 0 {
-            let k = left.min(SCALAR_SLOTS);
-            let ctx = self.ctx.clone();
-            ctx.scoped("recording an Adafactor step", || {
-                let mut encoder = ctx.device().create_command_encoder(&Default::default());
-                self.encode(&mut encoder, k);
-                ctx.queue().submit([encoder.finish()]);
-            })?;
-            self.step += u64::from(k);
-            left -= k;
-        }
-        Ok(())
+        engine::run(self, steps)
     }
 
     /// Records `steps` steps into the caller's encoder (see [`crate::GpuOptimizer::record`]).
     pub fn record(&mut self, encoder: &mut wgpu::CommandEncoder, steps: u32) -> Result<()> {
-        if steps > SCALAR_SLOTS {
-            return Err(Error::OverLimit(format!(
-                "{steps} steps recorded at once; at most {SCALAR_SLOTS} fit between two submits"
-            )));
-        }
-        let ctx = self.ctx.clone();
-        ctx.scoped("recording an Adafactor step", || self.encode(encoder, steps))?;
-        self.step += u64::from(steps);
-        Ok(())
+        engine::record(self, encoder, steps)
     }
 
-    fn encode(&mut self, encoder: &mut wgpu::CommandEncoder, k: u32) {
+    fn encode_steps(&mut self, encoder: &mut wgpu::CommandEncoder, k: u32) {
         let step = self.step;
         let blocks: Vec<_> = (0..k).map(|j| self.step_scalars(step + 1 + u64::from(j))).collect();
         self.steps.write(&self.ctx, step + 1, k, |j| blocks[j as usize]);
@@ -482,5 +461,17 @@ impl GpuAdafactor {
                 ),
             }),
         }
+    }
+}
+
+impl engine::Stepper for GpuAdafactor {
+    fn context(&self) -> GpuContext {
+        self.ctx.clone()
+    }
+    fn encode(&mut self, encoder: &mut wgpu::CommandEncoder, k: u32) {
+        self.encode_steps(encoder, k)
+    }
+    fn taken(&mut self, k: u32) {
+        self.step += u64::from(k);
     }
 }

@@ -3,7 +3,7 @@
 use ndarray::Array1;
 
 use crate::checkpoint::Snapshot;
-use crate::engine::{Pipelines, SegmentPlan, StepTable};
+use crate::engine::{self, Pipelines, SegmentPlan, StepTable};
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 use crate::optim::{MAX_STATE, Optimizer, StateSlot};
@@ -159,21 +159,7 @@ impl GpuOptimizer {
     /// Takes `steps` steps on the gradients already on the GPU, `SCALAR_SLOTS` steps per
     /// submit, each submit one compute pass. Does not wait for the GPU.
     pub fn run(&mut self, steps: u32) -> Result<()> {
-        let mut left = steps;
-        while left > 0 {
-            let k = left.min(SCALAR_SLOTS);
-            let ctx = self.ctx.clone();
-            ctx.scoped("recording a step", || {
-                let mut encoder = ctx
-                    .device()
-                    .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wgpu-optim step") });
-                self.encode(&mut encoder, k);
-                ctx.queue().submit([encoder.finish()]);
-            })?;
-            self.step += u64::from(k);
-            left -= k;
-        }
-        Ok(())
+        engine::run(self, steps)
     }
 
     /// Records `steps` steps into the caller's encoder, as dispatches of one compute pass,
@@ -181,20 +167,12 @@ impl GpuOptimizer {
     /// backward pass writing the gradients, say). The step count advances now; at most
     /// [`SCALAR_SLOTS`] steps may be recorded between two submits of the queue.
     pub fn record(&mut self, encoder: &mut wgpu::CommandEncoder, steps: u32) -> Result<()> {
-        if steps > SCALAR_SLOTS {
-            return Err(Error::OverLimit(format!(
-                "{steps} steps recorded at once; at most {SCALAR_SLOTS} fit between two submits"
-            )));
-        }
-        let ctx = self.ctx.clone();
-        ctx.scoped("recording a step", || self.encode(encoder, steps))?;
-        self.step += u64::from(steps);
-        Ok(())
+        engine::record(self, encoder, steps)
     }
 
     /// Queues the scalars of steps `self.step + 1 ..= self.step + k` into the step table and
     /// records their dispatches in one compute pass.
-    fn encode(&mut self, encoder: &mut wgpu::CommandEncoder, k: u32) {
+    fn encode_steps(&mut self, encoder: &mut wgpu::CommandEncoder, k: u32) {
         self.write_scalars(k);
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some("wgpu-optim step"),
@@ -356,3 +334,15 @@ impl GpuOptimizer {
 }
 
 const _: () = assert!(MAX_STATE + 2 <= 8, "at most 8 storage buffers per kernel");
+
+impl engine::Stepper for GpuOptimizer {
+    fn context(&self) -> GpuContext {
+        self.ctx.clone()
+    }
+    fn encode(&mut self, encoder: &mut wgpu::CommandEncoder, k: u32) {
+        self.encode_steps(encoder, k)
+    }
+    fn taken(&mut self, k: u32) {
+        self.step += u64::from(k);
+    }
+}

@@ -1,9 +1,10 @@
 //! Parameter groups, as torch's `param_groups`: several tensors per group, a configuration
 //! per group, every group's step recorded into one compute pass.
 
+use crate::engine;
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
-use crate::gpu_optimizer::{GpuOptimizer, SCALAR_SLOTS};
+use crate::gpu_optimizer::GpuOptimizer;
 use crate::optim::Optimizer;
 use crate::tensor::GpuTensor;
 
@@ -68,33 +69,16 @@ impl ParamGroups {
     /// Takes `steps` steps of every group on the gradients on the GPU, `SCALAR_SLOTS` steps
     /// per submit, each submit one compute pass.
     pub fn run(&mut self, steps: u32) -> Result<()> {
-        let mut left = steps;
-        while left > 0 {
-            let k = left.min(SCALAR_SLOTS);
-            let ctx = self.ctx.clone();
-            ctx.scoped("recording a step of the groups", || {
-                let mut encoder = ctx.device().create_command_encoder(&Default::default());
-                self.encode(&mut encoder, k);
-                ctx.queue().submit([encoder.finish()]);
-            })?;
-            left -= k;
-        }
-        Ok(())
+        engine::run(self, steps)
     }
 
     /// Records `steps` steps of every group into the caller's encoder, in one compute pass,
     /// after whatever the encoder already holds (the backward pass writing the gradients).
     pub fn record(&mut self, encoder: &mut wgpu::CommandEncoder, steps: u32) -> Result<()> {
-        if steps > SCALAR_SLOTS {
-            return Err(Error::OverLimit(format!(
-                "{steps} steps recorded at once; at most {SCALAR_SLOTS} fit between two submits"
-            )));
-        }
-        let ctx = self.ctx.clone();
-        ctx.scoped("recording a step of the groups", || self.encode(encoder, steps))
+        engine::record(self, encoder, steps)
     }
 
-    fn encode(&mut self, encoder: &mut wgpu::CommandEncoder, k: u32) {
+    fn encode_steps(&mut self, encoder: &mut wgpu::CommandEncoder, k: u32) {
         self.groups.iter_mut().for_each(|g| g.write_scalars(k));
         {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
@@ -107,7 +91,6 @@ impl ParamGroups {
                 }
             }
         }
-        self.groups.iter_mut().for_each(|g| g.advance(k));
     }
 
     /// The groups' optimizers, in order (their configuration, state and step count).
@@ -134,5 +117,17 @@ impl ParamGroups {
             .get_mut(index)
             .ok_or(Error::LengthMismatch { what: "group index", expected: n, actual: index })?
             .reconfigure(optimizer)
+    }
+}
+
+impl engine::Stepper for ParamGroups {
+    fn context(&self) -> GpuContext {
+        self.ctx.clone()
+    }
+    fn encode(&mut self, encoder: &mut wgpu::CommandEncoder, k: u32) {
+        self.encode_steps(encoder, k)
+    }
+    fn taken(&mut self, k: u32) {
+        self.groups.iter_mut().for_each(|g| g.advance(k));
     }
 }
