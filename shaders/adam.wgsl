@@ -12,7 +12,6 @@ struct Scalars {
     decay: f32,                  // F(1 - lr * weight_decay), decoupled form
 }
 
-override DECOUPLED: bool = false;
 override AMSGRAD: bool = false;
 
 @group(1) @binding(0) var<storage, read_write> p: array<V>;
@@ -23,17 +22,10 @@ override AMSGRAD: bool = false;
 
 // Element i (in units of V) of one step; `main` (shaders/elementwise.wgsl) calls it.
 fn update(i: u32, s: Scalars) {
-    var d = signed(g[i]);
-    var param = p[i];
-    if WEIGHT_DECAY {
-        if DECOUPLED {
-            param = param * s.decay;                           // p.mul_(1 - lr*wd)
-        } else {
-            d = fma(param, V(s.weight_decay), d);              // g.add(p, alpha=wd)
-        }
-    }
-    let m = lerp_torch(exp_avg[i], d, s.one_minus_beta1);
-    let v = fma(s.one_minus_beta2 * d, d, exp_avg_sq[i] * s.beta2);   // addcmul, contracted as torch
+    let mo = adam_moments(g[i], p[i], exp_avg[i], exp_avg_sq[i], s.decay, s.weight_decay, s.one_minus_beta1,
+                          s.beta2, s.one_minus_beta2);
+    let m = mo.m;
+    let v = mo.v;
     exp_avg[i] = m;
     exp_avg_sq[i] = v;
     var second = v;
@@ -42,5 +34,5 @@ fn update(i: u32, s: Scalars) {
         max_exp_avg_sq[i] = second;
     }
     let denom = sqrt(second) / s.bias_correction2_sqrt + s.eps;
-    p[i] = param + (s.neg_step_size * m) / denom;              // addcdiv_(m, denom, value=-step_size)
+    p[i] = mo.param + (s.neg_step_size * m) / denom;              // addcdiv_(m, denom, value=-step_size)
 }

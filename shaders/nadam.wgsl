@@ -13,7 +13,6 @@ struct Scalars {
     exp_avg_coef: f32,      // F(-lr * mu_{t+1} / (1 - mu_product * mu_{t+1}))
 }
 
-override DECOUPLED: bool = false;
 
 @group(1) @binding(0) var<storage, read_write> p: array<V>;
 @group(1) @binding(1) var<storage, read_write> g: array<V>;
@@ -22,20 +21,13 @@ override DECOUPLED: bool = false;
 
 // Element i (in units of V) of one step; `main` (shaders/elementwise.wgsl) calls it.
 fn update(i: u32, s: Scalars) {
-    var d = signed(g[i]);
-    var param = p[i];
-    if WEIGHT_DECAY {
-        if DECOUPLED {
-            param = param * s.decay;
-        } else {
-            d = fma(param, V(s.weight_decay), d);
-        }
-    }
-    let m = lerp_torch(exp_avg[i], d, s.one_minus_beta1);
-    let v = fma(s.one_minus_beta2 * d, d, exp_avg_sq[i] * s.beta2);   // addcmul, contracted as torch
+    let mo = adam_moments(g[i], p[i], exp_avg[i], exp_avg_sq[i], s.decay, s.weight_decay, s.one_minus_beta1,
+                          s.beta2, s.one_minus_beta2);
+    let m = mo.m;
+    let v = mo.v;
     exp_avg[i] = m;
     exp_avg_sq[i] = v;
     let denom = sqrt(v / s.bias_correction2) + s.eps;        // divide, then sqrt
-    param = param + (s.grad_coef * d) / denom;
+    let param = mo.param + (s.grad_coef * mo.d) / denom;
     p[i] = param + (s.exp_avg_coef * m) / denom;
 }

@@ -15,7 +15,6 @@ struct Scalars {
     rectified: u32,              // rho_t > 5
 }
 
-override DECOUPLED: bool = false;
 
 @group(1) @binding(0) var<storage, read_write> p: array<V>;
 @group(1) @binding(1) var<storage, read_write> g: array<V>;
@@ -24,17 +23,10 @@ override DECOUPLED: bool = false;
 
 // Element i (in units of V) of one step; `main` (shaders/elementwise.wgsl) calls it.
 fn update(i: u32, s: Scalars) {
-    var d = signed(g[i]);
-    var param = p[i];
-    if WEIGHT_DECAY {
-        if DECOUPLED {
-            param = param * s.decay;
-        } else {
-            d = fma(param, V(s.weight_decay), d);
-        }
-    }
-    let m = lerp_torch(exp_avg[i], d, s.one_minus_beta1);
-    let v = fma(s.one_minus_beta2 * d, d, exp_avg_sq[i] * s.beta2);   // addcmul, contracted as torch
+    let mo = adam_moments(g[i], p[i], exp_avg[i], exp_avg_sq[i], s.decay, s.weight_decay, s.one_minus_beta1,
+                          s.beta2, s.one_minus_beta2);
+    let m = mo.m;
+    let v = mo.v;
     exp_avg[i] = m;
     exp_avg_sq[i] = v;
     let corrected = m / s.bias_correction1;
@@ -43,5 +35,5 @@ fn update(i: u32, s: Scalars) {
         let adaptive = (V(1.0) / (sqrt(v) + s.eps)) * s.bias_correction2_sqrt;  // eps before bias correction
         u = (u * adaptive) * s.rect;
     }
-    p[i] = param - u;
+    p[i] = mo.param - u;
 }

@@ -1,8 +1,8 @@
 //! Adam and AdamW, as torch.optim.Adam / torch.optim.AdamW.
 
 use super::{
-    Kernel, Optimizer, ScalarBlock, StateSlices, StateSlot, check_betas, check_lr, check_non_negative, common_methods,
-    direction, each, flag, lerp, nan_max, pack, setters,
+    AdamMoments, Kernel, Optimizer, ScalarBlock, StateSlices, StateSlot, check_betas, check_lr, check_non_negative,
+    common_methods, each, flag, nan_max, pack, setters,
 };
 use crate::error::Result;
 
@@ -130,7 +130,7 @@ impl From<&AdamW> for Adam {
 
 static KERNEL: Kernel = Kernel {
     family: "adam",
-    source: include_str!("../../shaders/adam.wgsl"),
+    source: concat!(include_str!("../../shaders/adam_moments.wgsl"), include_str!("../../shaders/adam.wgsl")),
     state: &[
         StateSlot { role: "m", torch_name: "exp_avg" },
         StateSlot { role: "v", torch_name: "exp_avg_sq" },
@@ -175,6 +175,19 @@ impl Adam {
         }
     }
 
+    fn moments(&self, s: &Scalars) -> AdamMoments {
+        AdamMoments::new(
+            self.maximize,
+            self.decoupled_weight_decay,
+            self.weight_decay,
+            s.decay,
+            s.weight_decay,
+            s.one_minus_beta1,
+            s.beta2,
+            s.one_minus_beta2,
+        )
+    }
+
     fn check(&self, n: &'static str) -> Result<()> {
         check_lr(n, self.lr)?;
         check_non_negative(n, "epsilon", self.eps)?;
@@ -211,16 +224,12 @@ impl Optimizer for Adam {
     /// The CPU definition of one element's update (`shaders/adam.wgsl` is the GPU one).
     fn update_cpu(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_>) {
         let s = self.host_scalars(step);
-        let decay = self.decoupled_weight_decay && self.weight_decay != 0.0;
-        let l2 = if self.decoupled_weight_decay { 0.0 } else { s.weight_decay };
-        let (maximize, amsgrad) = (self.maximize, self.amsgrad);
+        let front = self.moments(&s);
+        let amsgrad = self.amsgrad;
         // `move`: the closure owns copies of the flags and scalars, so the compiler knows the
         // stores to p, m, v cannot change them and vectorises the loop.
         each(p, g, state, move |p, grad, m, v, v_max| {
-            let param = if decay { *p * s.decay } else { *p };
-            let d = direction(maximize, l2, grad, param);
-            *m = lerp(*m, d, s.one_minus_beta1);
-            *v = (s.one_minus_beta2 * d).mul_add(d, *v * s.beta2);
+            let (param, _) = front.apply(*p, grad, m, v);
             let second = if amsgrad {
                 *v_max = nan_max(*v_max, *v);
                 *v_max

@@ -228,6 +228,58 @@ pub(crate) fn lerp(a: f32, b: f32, w: f32) -> f32 {
     if w.abs() < 0.5 { w.mul_add(b - a, a) } else { (w - 1.0).mul_add(b - a, b) }
 }
 
+/// Adam's first lines, shared by Adam, NAdam and RAdam (the CPU twin of
+/// `shaders/adam_moments.wgsl`): weight decay (decoupled, on the parameter; or L2, into the
+/// gradient), the signed direction, and both moments.
+#[derive(Clone, Copy)]
+pub(crate) struct AdamMoments {
+    pub maximize: bool,
+    /// Decoupled decay applies (decoupled and weight_decay != 0).
+    pub decay_param: bool,
+    /// F(1 - lr*wd).
+    pub decay: f32,
+    /// F(wd) in the L2 form, 0 when decoupled.
+    pub l2: f32,
+    pub one_minus_beta1: f32,
+    pub beta2: f32,
+    pub one_minus_beta2: f32,
+}
+
+impl AdamMoments {
+    /// From the configuration's flags and the step's f32 scalars.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        maximize: bool,
+        decoupled: bool,
+        weight_decay: f64,
+        decay: f32,
+        weight_decay_f32: f32,
+        one_minus_beta1: f32,
+        beta2: f32,
+        one_minus_beta2: f32,
+    ) -> Self {
+        AdamMoments {
+            maximize,
+            decay_param: decoupled && weight_decay != 0.0,
+            decay,
+            l2: if decoupled { 0.0 } else { weight_decay_f32 },
+            one_minus_beta1,
+            beta2,
+            one_minus_beta2,
+        }
+    }
+
+    /// Updates `m` and `v`; returns (parameter after decoupled decay, direction).
+    #[inline(always)]
+    pub fn apply(self, p: f32, grad: f32, m: &mut f32, v: &mut f32) -> (f32, f32) {
+        let param = if self.decay_param { p * self.decay } else { p };
+        let d = direction(self.maximize, self.l2, grad, param);
+        *m = lerp(*m, d, self.one_minus_beta1);
+        *v = (self.one_minus_beta2 * d).mul_add(d, *v * self.beta2);
+        (param, d)
+    }
+}
+
 /// torch.maximum: NaN-propagating.
 #[inline(always)]
 pub(crate) fn nan_max(a: f32, b: f32) -> f32 {

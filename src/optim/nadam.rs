@@ -3,8 +3,8 @@
 use std::sync::Mutex;
 
 use super::{
-    Kernel, Optimizer, ScalarBlock, StateSlices, StateSlot, check_betas, check_lr, check_non_negative, common_methods,
-    direction, each, flag, lerp, pack, setters,
+    AdamMoments, Kernel, Optimizer, ScalarBlock, StateSlices, StateSlot, check_betas, check_lr, check_non_negative,
+    common_methods, each, flag, pack, setters,
 };
 use crate::error::Result;
 
@@ -116,7 +116,7 @@ impl NAdam {
 
 static KERNEL: Kernel = Kernel {
     family: "nadam",
-    source: include_str!("../../shaders/nadam.wgsl"),
+    source: concat!(include_str!("../../shaders/adam_moments.wgsl"), include_str!("../../shaders/nadam.wgsl")),
     state: &[StateSlot { role: "m", torch_name: "exp_avg" }, StateSlot { role: "v", torch_name: "exp_avg_sq" }],
     // L2 fma (2), lerp (3), v (4), div (3), sqrt (5), + eps (1), two addcdiv of mul, div, add (10).
     scalar_size: size_of::<Scalars>(),
@@ -190,14 +190,18 @@ impl Optimizer for NAdam {
     /// The CPU definition of one element's update (`shaders/nadam.wgsl` is the GPU one).
     fn update_cpu(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_>) {
         let s = self.host_scalars(step);
-        let decay = self.decoupled_weight_decay && self.weight_decay != 0.0;
-        let l2 = if self.decoupled_weight_decay { 0.0 } else { s.weight_decay };
-        let maximize = self.maximize;
+        let front = AdamMoments::new(
+            self.maximize,
+            self.decoupled_weight_decay,
+            self.weight_decay,
+            s.decay,
+            s.weight_decay,
+            s.one_minus_beta1,
+            s.beta2,
+            s.one_minus_beta2,
+        );
         each(p, g, state, move |p, grad, m, v, _| {
-            let param = if decay { *p * s.decay } else { *p };
-            let d = direction(maximize, l2, grad, param);
-            *m = lerp(*m, d, s.one_minus_beta1);
-            *v = (s.one_minus_beta2 * d).mul_add(d, *v * s.beta2);
+            let (param, d) = front.apply(*p, grad, m, v);
             let denom = (*v / s.bias_correction2).sqrt() + s.eps;
             let param = param + (s.grad_coef * d) / denom;
             *p = param + (s.exp_avg_coef * *m) / denom;
