@@ -26,7 +26,7 @@ override AMSGRAD: bool = false;
 // Element i (in units of V) of one step; `main` (shaders/elementwise.wgsl) calls it.
 fn update(i: u32, s: Scalars) {
     var param = p[i];
-    var d = g[i];
+    var d = grad(i);
     if WEIGHT_DECOUPLE {
         param = param * s.decay;                               // runs even with wd = 0 (× 1)
     } else if WEIGHT_DECAY {

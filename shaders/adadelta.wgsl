@@ -16,7 +16,7 @@ struct Scalars {
 // Element i (in units of V) of one step; `main` (shaders/elementwise.wgsl) calls it.
 fn update(i: u32, s: Scalars) {
     let param = p[i];
-    let d = direction(g[i], param, s.weight_decay);
+    let d = direction(grad(i), param, s.weight_decay);
     let sq = fma(s.one_minus_rho * d, d, square_avg[i] * s.rho);
     let rms_g = sqrt(sq + s.eps);
     let acc = acc_delta[i];

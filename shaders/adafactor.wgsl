@@ -49,6 +49,7 @@ struct Layout {
     usq_at: u32,
     row_mean_at: u32,
     out_at: u32,            // [alpha, coef]
+    col_at: u32,            // where col_var starts in `factors`
 }
 
 override FACTORED: bool = true;
@@ -62,9 +63,8 @@ const BLOCK: u32 = 64u;     // rows per column block
 @group(1) @binding(0) var<storage, read_write> p: array<f32>;
 @group(1) @binding(1) var<storage, read_write> g: array<f32>;
 @group(1) @binding(2) var<storage, read_write> variance: array<f32>;
-@group(1) @binding(3) var<storage, read_write> row_var: array<f32>;
-@group(1) @binding(4) var<storage, read_write> col_var: array<f32>;
-@group(1) @binding(5) var<storage, read_write> work: array<f32>;
+@group(1) @binding(3) var<storage, read_write> factors: array<f32>;   // row_var, then col_var at lay.col_at
+@group(1) @binding(4) var<storage, read_write> work: array<f32>;
 
 var<workgroup> partial: array<f32, RWG>;
 
@@ -96,7 +96,7 @@ fn estimate(local: u32) -> f32 {
         let i = (e % mn) / lay.cols;
         let j = e % lay.cols;
         // (row_var @ col_var) / clamp(mean(row_var), eps1): an outer product, one rounding.
-        return (row_var[b * lay.rows_per_matrix + i] * col_var[b * lay.cols + j]) / work[lay.row_mean_at + b];
+        return (factors[b * lay.rows_per_matrix + i] * factors[lay.col_at + b * lay.cols + j]) / work[lay.row_mean_at + b];
     }
     return variance[local];
 }
@@ -179,11 +179,11 @@ fn finalize_vars(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
             sum = sum + work[lay.colpart_at + (b * lay.blocks + k) * lay.cols + j];
         }
         let norm = sqrt(sum);   // vector_norm(g, dim=-2).square_().div_(M)
-        col_var[t] = lerp_torch(col_var[t], norm * norm / f32(lay.rows_per_matrix), st.w);
+        factors[lay.col_at + t] = lerp_torch(factors[lay.col_at + t], norm * norm / f32(lay.rows_per_matrix), st.w);
     } else if t < col_count + lay.matrices * lay.rows_per_matrix {
         let r = t - col_count;
         let norm = sqrt(work[lay.rowsq_at + r]);
-        row_var[r] = lerp_torch(row_var[r], norm * norm / f32(lay.cols), st.w);
+        factors[r] = lerp_torch(factors[r], norm * norm / f32(lay.cols), st.w);
     }
 }
 
@@ -194,7 +194,7 @@ fn finalize_alpha(@builtin(local_invocation_index) lid: u32) {
         for (var b = 0u; b < lay.matrices; b = b + 1u) {
             var acc = 0.0;
             for (var i = lid; i < lay.rows_per_matrix; i = i + RWG) {
-                acc = acc + row_var[b * lay.rows_per_matrix + i];
+                acc = acc + factors[b * lay.rows_per_matrix + i];
             }
             let total = tree_sum(lid, acc);
             if lid == 0u {

@@ -13,7 +13,7 @@ struct Scalars {
 // Element i (in units of V) of one step; `main` (shaders/elementwise.wgsl) calls it.
 fn update(i: u32, s: Scalars) {
     let param = p[i];
-    let d = direction(g[i], param, s.weight_decay);
+    let d = direction(grad(i), param, s.weight_decay);
     let sum = fma(d, d, state_sum[i]);                          // addcmul_(g, g, value=1)
     state_sum[i] = sum;
     p[i] = param + (s.neg_clr * d) / (sqrt(sum) + s.eps);

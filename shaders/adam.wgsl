@@ -22,7 +22,7 @@ override AMSGRAD: bool = false;
 
 // Element i (in units of V) of one step; `main` (shaders/elementwise.wgsl) calls it.
 fn update(i: u32, s: Scalars) {
-    let mo = adam_moments(g[i], p[i], exp_avg[i], exp_avg_sq[i], s.decay, s.weight_decay, s.one_minus_beta1,
+    let mo = adam_moments(grad(i), p[i], exp_avg[i], exp_avg_sq[i], s.decay, s.weight_decay, s.one_minus_beta1,
                           s.beta2, s.one_minus_beta2);
     let m = mo.m;
     let v = mo.v;

@@ -17,7 +17,7 @@ struct Scalars {
 // Element i (in units of V) of one step; `main` (shaders/elementwise.wgsl) calls it.
 fn update(i: u32, s: Scalars) {
     let param = p[i];
-    let d = direction(g[i], param, s.weight_decay);
+    let d = direction(grad(i), param, s.weight_decay);
     let m = lerp_torch(exp_avg[i], d, s.one_minus_beta1);
     let u = nan_max(exp_inf[i] * s.beta2, abs(d) + s.eps);
     exp_avg[i] = m;

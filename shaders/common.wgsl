@@ -19,9 +19,22 @@ fn step_scalars() -> Scalars {
     return scalar_table[(step_counter[0] + 1u) % SCALAR_SLOTS];
 }
 
+// Gradient control, written by the gradient-norm kernels ahead of each step when clipping
+// or loss scaling is on: [1 / loss scale, clip coefficient, found_inf, total norm]. A step
+// whose gradients hold a NaN or an infinity is skipped: nothing is written, and the counter
+// does not advance.
+override CONTROLLED: bool = false;
+@group(0) @binding(5) var<storage, read_write> grad_control: array<f32>;
+
+fn skipped() -> bool {
+    return CONTROLLED && grad_control[2] != 0.0;
+}
+
 @compute @workgroup_size(1)
 fn advance() {
-    step_counter[0] = step_counter[0] + 1u;
+    if !skipped() {
+        step_counter[0] = step_counter[0] + 1u;
+    }
 }
 // Variant flags most families share (each family passes the ones it has).
 override MAXIMIZE: bool = false;

@@ -6,10 +6,22 @@
 
 override ITEMS: u32 = 4u;
 
+// The gradient as the update sees it: unscaled by the loss scale, then multiplied by the clip
+// coefficient (torch's unscale_, then clip_grad_norm_: two roundings).
+fn grad(i: u32) -> V {
+    if CONTROLLED {
+        return (g[i] * grad_control[0]) * grad_control[1];
+    }
+    return g[i];
+}
+
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     let n = arrayLength(&p);
+    if skipped() {
+        return;
+    }
     let s = step_scalars();
     let first = select(0u, n & ~3u, TAIL) + (wid.y * nwg.x + wid.x) * WORKGROUP_SIZE * ITEMS + lid;
     for (var k = 0u; k < ITEMS; k = k + 1u) {

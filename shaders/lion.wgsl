@@ -16,7 +16,7 @@ struct Scalars {
 
 // Element i (in units of V) of one step; `main` (shaders/elementwise.wgsl) calls it.
 fn update(i: u32, s: Scalars) {
-    let d = g[i];
+    let d = grad(i);
     let m = exp_avg[i];
     let update = sgn(fma(d, V(s.one_minus_beta1), m * s.beta1));
     p[i] = fma(update, V(s.neg_lr), p[i] * s.decay);

@@ -22,7 +22,7 @@ override MOMENTUM: bool = false;
 // Element i (in units of V) of one step; `main` (shaders/elementwise.wgsl) calls it.
 fn update(i: u32, s: Scalars) {
     let param = p[i];
-    let d = direction(g[i], param, s.weight_decay);
+    let d = direction(grad(i), param, s.weight_decay);
     let sq = fma(s.one_minus_alpha * d, d, square_avg[i] * s.alpha);
     square_avg[i] = sq;
     var avg: V;

@@ -18,7 +18,7 @@ override NESTEROV: bool = false;
 // Element i (in units of V) of one step; `main` (shaders/elementwise.wgsl) calls it.
 fn update(i: u32, s: Scalars) {
     let param = p[i];
-    var d = direction(g[i], param, s.weight_decay);
+    var d = direction(grad(i), param, s.weight_decay);
     if MOMENTUM {
         var buf = d;                                           // first step: clone(g), no dampening
         if s.first_step == 0u {

@@ -95,14 +95,17 @@ impl Engine {
                 immediate_size: 0,
             })
         };
-        let step_layout = group("wgpu-optim step", &[storage(0), storage(1)]);
+        let step_layout = group("wgpu-optim step", &[storage(0), storage(1), storage(5)]);
         let tensor_layouts: Vec<_> = (0..=MAX_STATE)
             .map(|n| group("wgpu-optim tensors", &(0..2 + n as u32).map(storage).collect::<Vec<_>>()))
             .collect();
         let pipeline_layouts = tensor_layouts.iter().map(|t| pipeline_layout(&[&step_layout, t])).collect();
         let adafactor_layouts = [
-            group("wgpu-optim adafactor uniforms", &[storage(0), storage(1), uniform(2, true), uniform(3, false)]),
-            group("wgpu-optim adafactor tensors", &(0..6).map(storage).collect::<Vec<_>>()),
+            group(
+                "wgpu-optim adafactor uniforms",
+                &[storage(0), storage(1), uniform(2, true), uniform(3, false), storage(5)],
+            ),
+            group("wgpu-optim adafactor tensors", &(0..5).map(storage).collect::<Vec<_>>()),
         ];
         let adafactor_pipeline_layout = pipeline_layout(&[&adafactor_layouts[0], &adafactor_layouts[1]]);
         Engine {
@@ -212,6 +215,9 @@ impl Engine {
 pub(crate) struct StepTable {
     pub table: wgpu::Buffer,
     pub counter: wgpu::Buffer,
+    /// The gradient control the kernels read when `CONTROLLED`: [1/scale, coef, found_inf,
+    /// norm]; this optimizer's own neutral one unless a shared one is attached.
+    pub control: wgpu::Buffer,
     scalar_size: usize,
     staging: Vec<u8>,
 }
@@ -219,7 +225,7 @@ pub(crate) struct StepTable {
 impl StepTable {
     pub fn new(ctx: &GpuContext, scalar_size: usize) -> Result<Self> {
         let stride = scalar_size.max(4);
-        let (table, counter) = ctx.scoped("creating the step table", || {
+        let (table, counter, control) = ctx.scoped("creating the step table", || {
             let make = |label, size: u64| {
                 ctx.device().create_buffer(&wgpu::BufferDescriptor {
                     label: Some(label),
@@ -228,9 +234,11 @@ impl StepTable {
                     mapped_at_creation: false,
                 })
             };
-            (make("wgpu-optim step table", stride as u64 * u64::from(SCALAR_SLOTS)), make("wgpu-optim step counter", 4))
+            let control = make("wgpu-optim gradient control", 16);
+            ctx.queue().write_buffer(&control, 0, bytemuck::cast_slice(&[1.0f32, 1.0, 0.0, 0.0]));
+            (make("wgpu-optim step table", stride as u64 * u64::from(SCALAR_SLOTS)), make("wgpu-optim step counter", 4), control)
         })?;
-        Ok(StepTable { table, counter, scalar_size: stride, staging: vec![0; stride * SCALAR_SLOTS as usize] })
+        Ok(StepTable { table, counter, control, scalar_size: stride, staging: vec![0; stride * SCALAR_SLOTS as usize] })
     }
 
     /// Queues the scalars `block(j)` of steps `first + j`, `j in 0..k`, into their slots:
@@ -260,11 +268,12 @@ impl StepTable {
         Ok(u64::from(v.first().map_or(0, |x| x.to_bits())))
     }
 
-    /// Bind-group entries 0 and 1: the table and the counter.
-    pub fn entries(&self) -> [wgpu::BindGroupEntry<'_>; 2] {
+    /// Bind-group entries 0, 1 and 5: the table, the counter and the gradient control.
+    pub fn entries<'a>(&'a self, control: &'a wgpu::Buffer) -> [wgpu::BindGroupEntry<'a>; 3] {
         [
             wgpu::BindGroupEntry { binding: 0, resource: self.table.as_entire_binding() },
             wgpu::BindGroupEntry { binding: 1, resource: self.counter.as_entire_binding() },
+            wgpu::BindGroupEntry { binding: 5, resource: control.as_entire_binding() },
         ]
     }
 }

@@ -55,7 +55,7 @@ struct Layout {
     usq_at: u32,
     row_mean_at: u32,
     out_at: u32,
-    _pad: u32,
+    col_at: u32,
 }
 
 struct Pipelines {
@@ -185,6 +185,10 @@ impl GpuAdafactor {
 
         // The work buffer: row sums, column block sums, chunk sums of p² and U², the mean of
         // row_var per matrix, and [alpha, coef].
+        // row_var and col_var share one buffer; col_var starts at an aligned offset so that
+        // both can be viewed (and read back) as tensors.
+        let align = (ctx.limits().min_storage_buffer_offset_alignment as usize / 4).max(4);
+        let col_at = if factored { (matrices * m).next_multiple_of(align) } else { 0 };
         let (rowsq, colpart) = if factored { (matrices * m, matrices * blocks * n) } else { (0, 0) };
         let rowsq_at = 0;
         let colpart_at = rowsq_at + rowsq;
@@ -208,7 +212,7 @@ impl GpuAdafactor {
             usq_at: usq_at as u32,
             row_mean_at: row_mean_at as u32,
             out_at: out_at as u32,
-            _pad: 0,
+            col_at: col_at as u32,
         };
 
         let constants = [
@@ -235,7 +239,7 @@ impl GpuAdafactor {
         let segments_at = 0;
         let layout_at = segments_at + stride * segments.len() as u64;
         let variance = if factored { None } else { Some(GpuTensor::zeros_with(ctx, numel, seg_len)?) };
-        let (row_var, col_var, work, uniforms, placeholder) = ctx.scoped("creating Adafactor's buffers", || {
+        let (factors, work, uniforms, placeholder) = ctx.scoped("creating Adafactor's buffers", || {
             let uniforms = ctx.device().create_buffer(&wgpu::BufferDescriptor {
                 label: Some("adafactor uniforms"),
                 size: layout_at + stride,
@@ -247,8 +251,7 @@ impl GpuAdafactor {
             }
             ctx.queue().write_buffer(&uniforms, layout_at, bytemuck::bytes_of(&layout));
             (
-                storage_buffer(ctx, "adafactor row_var", matrices * m),
-                storage_buffer(ctx, "adafactor col_var", matrices * n),
+                storage_buffer(ctx, "adafactor row_var and col_var", col_at + matrices * n),
                 storage_buffer(ctx, "adafactor work", work_len),
                 uniforms,
                 storage_buffer(ctx, "adafactor unused", 0),
@@ -270,6 +273,7 @@ impl GpuAdafactor {
                     wgpu::BindGroupEntry { binding: 1, resource: steps.counter.as_entire_binding() },
                     wgpu::BindGroupEntry { binding: 2, resource: window(segments_at) },
                     wgpu::BindGroupEntry { binding: 3, resource: window(layout_at) },
+                    wgpu::BindGroupEntry { binding: 5, resource: steps.control.as_entire_binding() },
                 ],
             });
             let tensor_groups: Vec<_> = (0..params.segments().len())
@@ -281,8 +285,7 @@ impl GpuAdafactor {
                             Some(v) => v.segments()[i].binding(),
                             None => placeholder.as_entire_binding(),
                         },
-                        row_var.as_entire_binding(),
-                        col_var.as_entire_binding(),
+                        factors.as_entire_binding(),
                         work.as_entire_binding(),
                     ];
                     let entries: Vec<_> = resources
@@ -299,9 +302,11 @@ impl GpuAdafactor {
                 .collect();
             (uniform_group, tensor_groups)
         })?;
-        let whole = |b: wgpu::Buffer, len| GpuTensor::from_buffer(ctx, &b, 0, len);
         let (row_var, col_var) = if factored {
-            (Some(whole(row_var, matrices * m)?), Some(whole(col_var, matrices * n)?))
+            (
+                Some(GpuTensor::from_buffer(ctx, &factors, 0, matrices * m)?),
+                Some(GpuTensor::from_buffer(ctx, &factors, col_at as u64 * 4, matrices * n)?),
+            )
         } else {
             (None, None)
         };

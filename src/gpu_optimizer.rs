@@ -130,7 +130,7 @@ impl GpuOptimizer {
             let step_group = ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
                 label: Some("wgpu-optim step"),
                 layout: &ctx.engine().step_layout,
-                entries: &steps.entries(),
+                entries: &steps.entries(&steps.control),
             });
             (tensor_groups, step_group)
         })?;
