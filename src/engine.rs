@@ -50,6 +50,9 @@ pub(crate) struct Engine {
     /// buffers.
     pub adafactor_layouts: [wgpu::BindGroupLayout; 2],
     adafactor_pipeline_layout: wgpu::PipelineLayout,
+    /// The gradient-norm kernels' groups: control, partials and sub-range info; one gradient.
+    pub norm_layouts: [wgpu::BindGroupLayout; 2],
+    norm_pipeline_layout: wgpu::PipelineLayout,
     pipelines: Mutex<HashMap<VariantKey, wgpu::ComputePipeline>>,
 }
 
@@ -108,12 +111,19 @@ impl Engine {
             group("wgpu-optim adafactor tensors", &(0..5).map(storage).collect::<Vec<_>>()),
         ];
         let adafactor_pipeline_layout = pipeline_layout(&[&adafactor_layouts[0], &adafactor_layouts[1]]);
+        let norm_layouts = [
+            group("wgpu-optim grad norm", &[storage(0), storage(1), uniform(2, true)]),
+            group("wgpu-optim grad norm gradient", &[storage(0)]),
+        ];
+        let norm_pipeline_layout = pipeline_layout(&[&norm_layouts[0], &norm_layouts[1]]);
         Engine {
             step_layout,
             tensor_layouts,
             pipeline_layouts,
             adafactor_layouts,
             adafactor_pipeline_layout,
+            norm_layouts,
+            norm_pipeline_layout,
             pipelines: Mutex::new(HashMap::new()),
         }
     }
@@ -132,6 +142,9 @@ impl Engine {
         let layout = &self.pipeline_layouts[kernel.state.len()];
         let mut constants = constants.to_vec();
         constants.push(("ITEMS", f64::from(ctx.tuning().items_per_invocation)));
+        if !constants.iter().any(|(n, _)| *n == "CONTROLLED") {
+            constants.push(("CONTROLLED", 0.0));
+        }
         let c = &constants;
         Ok(Pipelines {
             vec4: self.pipeline(ctx, kernel.family, kernel.source, layout, false, "main", c)?,
@@ -149,6 +162,12 @@ impl Engine {
         constants: &[(&'static str, f64)],
     ) -> Result<wgpu::ComputePipeline> {
         self.pipeline(ctx, "adafactor", source, &self.adafactor_pipeline_layout, true, entry, constants)
+    }
+
+    /// One entry point of the gradient-norm shader, compiled on first use.
+    pub fn norm_pipeline(&self, ctx: &GpuContext, entry: &'static str) -> Result<wgpu::ComputePipeline> {
+        const SOURCE: &str = include_str!("../shaders/grad_norm.wgsl");
+        self.pipeline(ctx, "grad_norm", SOURCE, &self.norm_pipeline_layout, true, entry, &[])
     }
 
     /// Compiles (once per variant) `entry` of a family's shader behind the common prelude,
@@ -181,10 +200,16 @@ impl Engine {
             return Ok(p.clone());
         }
         let mut all: Vec<(&str, f64)> = constants.to_vec();
-        all.push(("WORKGROUP_SIZE", f64::from(workgroup_size)));
+        if family != "grad_norm" {
+            all.push(("WORKGROUP_SIZE", f64::from(workgroup_size)));
+        }
         // Element-wise families get the shared entry point; Adafactor has its own.
         let driver = if family == "adafactor" { "" } else { ELEMENTWISE };
-        let source = format!("{}{PRELUDE}\n{source}\n{driver}", if tail { TAIL } else { VEC4 });
+        let source = if family == "grad_norm" {
+            source.to_string() // stands alone: no prelude, no step table
+        } else {
+            format!("{}{PRELUDE}\n{source}\n{driver}", if tail { TAIL } else { VEC4 })
+        };
         let pipeline = ctx.scoped("compiling a pipeline", || {
             let module = ctx.device().create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(family),
@@ -236,7 +261,11 @@ impl StepTable {
             };
             let control = make("wgpu-optim gradient control", 16);
             ctx.queue().write_buffer(&control, 0, bytemuck::cast_slice(&[1.0f32, 1.0, 0.0, 0.0]));
-            (make("wgpu-optim step table", stride as u64 * u64::from(SCALAR_SLOTS)), make("wgpu-optim step counter", 4), control)
+            (
+                make("wgpu-optim step table", stride as u64 * u64::from(SCALAR_SLOTS)),
+                make("wgpu-optim step counter", 4),
+                control,
+            )
         })?;
         Ok(StepTable { table, counter, control, scalar_size: stride, staging: vec![0; stride * SCALAR_SLOTS as usize] })
     }

@@ -37,6 +37,8 @@ pub struct GpuOptimizer {
     step_group: wgpu::BindGroup,
     /// The schedule, the learning rate it scales, and the step it started after.
     schedule: Option<(Box<dyn Schedule>, f64, u64)>,
+    /// A shared gradient control the kernels read (clipping, loss scale, skip-on-inf).
+    control: Option<wgpu::Buffer>,
 }
 
 impl std::fmt::Debug for GpuOptimizer {
@@ -147,6 +149,7 @@ impl GpuOptimizer {
             steps,
             step_group,
             schedule: None,
+            control: None,
         })
     }
 
@@ -256,6 +259,30 @@ impl GpuOptimizer {
         Ok(())
     }
 
+    /// Override constants of the compiled variant: the configuration's, and whether the
+    /// kernels read a gradient control.
+    fn variant(&self, o: &dyn Optimizer) -> Vec<(&'static str, f64)> {
+        let mut c = o.constants();
+        c.push(("CONTROLLED", crate::optim::flag(self.control.is_some())));
+        c
+    }
+
+    /// Makes the kernels read `control` (see [`crate::clip::GradControl`]), or stop reading one.
+    pub(crate) fn attach_control(&mut self, control: Option<wgpu::Buffer>) -> Result<()> {
+        self.control = control;
+        let ctx = self.ctx.clone();
+        self.pipelines = ctx.engine().pipelines(&ctx, self.optimizer.kernel(), &self.variant(&*self.optimizer))?;
+        let buffer = self.control.as_ref().unwrap_or(&self.steps.control);
+        self.step_group = ctx.scoped("binding the gradient control", || {
+            ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("wgpu-optim step"),
+                layout: &ctx.engine().step_layout,
+                entries: &self.steps.entries(buffer),
+            })
+        })?;
+        Ok(())
+    }
+
     /// The step counter on the GPU (waits for the GPU): the steps the kernels have taken.
     pub fn read_gpu_step(&self) -> Result<u64> {
         self.steps.read_counter(&self.ctx)
@@ -272,7 +299,7 @@ impl GpuOptimizer {
     pub fn reconfigure(&mut self, optimizer: impl Into<Box<dyn Optimizer>>) -> Result<()> {
         let next = optimizer.into();
         crate::optim::check_takeover(&*self.optimizer, &*next)?;
-        self.pipelines = self.ctx.engine().pipelines(&self.ctx, next.kernel(), &next.constants())?;
+        self.pipelines = self.ctx.engine().pipelines(&self.ctx, next.kernel(), &self.variant(&*next))?;
         self.optimizer = next;
         Ok(())
     }

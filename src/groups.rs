@@ -1,6 +1,7 @@
 //! Parameter groups, as torch's `param_groups`: several tensors per group, a configuration
 //! per group, every group's step recorded into one compute pass.
 
+use crate::clip::{GradControl, NormReducer};
 use crate::engine;
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
@@ -28,6 +29,9 @@ pub struct ParamGroup<'a> {
 pub struct ParamGroups {
     ctx: GpuContext,
     groups: Vec<GpuOptimizer>,
+    /// Every group's gradients, as one tensor, for the gradient control.
+    grads: GpuTensor,
+    control: Option<(NormReducer, GradControl)>,
 }
 
 impl ParamGroups {
@@ -36,6 +40,8 @@ impl ParamGroups {
         if groups.is_empty() {
             return Err(Error::Empty { what: "param groups" });
         }
+        let all_grads: Vec<GpuTensor> = groups.iter().flat_map(|g| g.grads.iter().map(|t| (*t).clone())).collect();
+        let grads = GpuTensor::concat(&all_grads.iter().collect::<Vec<_>>())?;
         let groups = groups
             .into_iter()
             .map(|g| {
@@ -63,7 +69,7 @@ impl ParamGroups {
                 )
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(ParamGroups { ctx: ctx.clone(), groups })
+        Ok(ParamGroups { ctx: ctx.clone(), groups, grads, control: None })
     }
 
     /// Takes `steps` steps of every group on the gradients on the GPU, `SCALAR_SLOTS` steps
@@ -86,6 +92,9 @@ impl ParamGroups {
                 timestamp_writes: None,
             });
             for _ in 0..k {
+                if let Some((reducer, _)) = &self.control {
+                    reducer.record(&mut pass);
+                }
                 for g in &self.groups {
                     g.record_step(&mut pass);
                 }
@@ -96,6 +105,44 @@ impl ParamGroups {
     /// The groups' optimizers, in order (their configuration, state and step count).
     pub fn groups(&self) -> &[GpuOptimizer] {
         &self.groups
+    }
+
+    /// Turns on (or off, with `None`) fused gradient control for every group: the global
+    /// norm over all their gradients, clipping, loss-scale unscaling and skip-on-inf, computed
+    /// on the GPU ahead of each step (see [`GradControl`]). Changing the loss scale later is
+    /// another call; nothing is rebuilt then.
+    pub fn set_grad_control(&mut self, control: Option<GradControl>) -> Result<()> {
+        match (control, &self.control) {
+            (Some(c), Some((reducer, _))) => {
+                reducer.configure(&self.ctx, &self.grads, c)?;
+                if let Some(entry) = self.control.as_mut() {
+                    entry.1 = c;
+                }
+            }
+            (Some(c), None) => {
+                let reducer = NormReducer::new(&self.ctx, &self.grads, c)?;
+                for g in &mut self.groups {
+                    g.attach_control(Some(reducer.control.clone()))?;
+                }
+                self.control = Some((reducer, c));
+            }
+            (None, _) => {
+                for g in &mut self.groups {
+                    g.attach_control(None)?;
+                }
+                self.control = None;
+            }
+        }
+        Ok(())
+    }
+
+    /// The last step's gradient control as the GPU computed it — `[1 / loss scale, clip
+    /// coefficient, found_inf (1 or 0), total norm]` — or `None` without gradient control.
+    /// Copy it into your own buffer to log the norm without a readback; this reads it back.
+    pub fn read_grad_control(&self) -> Result<Option<[f32; 4]>> {
+        let Some((reducer, _)) = &self.control else { return Ok(None) };
+        let v = GpuTensor::from_buffer(&self.ctx, &reducer.control, 0, 4)?.read(&self.ctx)?;
+        Ok(Some([v[0], v[1], v[2], v[3]]))
     }
 
     /// Drives group `index`'s learning rate by a schedule from the next step on (see

@@ -42,6 +42,7 @@
 
 pub mod bench;
 pub mod checkpoint;
+pub mod clip;
 pub mod cpu;
 mod engine;
 pub mod error;
@@ -53,6 +54,7 @@ pub mod optim;
 pub mod schedule;
 pub mod tensor;
 
+pub use clip::{GradControl, NormType};
 pub use cpu::{CpuOptimizer, Threads};
 pub use error::{Error, Result};
 pub use gpu::{AdapterRequest, GpuContext, Tuning};

@@ -1,0 +1,192 @@
+//! Fused gradient control: global-norm clipping (torch.nn.utils.clip_grad_norm_), loss-scale
+//! unscaling and skip-on-inf (torch.amp.GradScaler), as one GPU reduction per step whose
+//! result the step kernels read. Gradients are never rewritten by an extra pass.
+
+use crate::engine::{UNIFORM_BYTES, grid};
+use crate::error::{Error, Result};
+use crate::gpu::GpuContext;
+use crate::tensor::GpuTensor;
+
+/// Which norm [`GradControl`] measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum NormType {
+    /// The 2-norm (torch's `norm_type=2.0`).
+    #[default]
+    Two,
+    /// The largest |g| (`norm_type=inf`).
+    Inf,
+}
+
+/// What happens to the gradients inside a step.
+///
+/// Each step, before the update, the GPU computes the total norm of all gradients of all
+/// groups (after unscaling) and whether any is NaN or ±inf. A non-finite gradient skips the
+/// whole step: parameters, every state tensor and the step counter stay bit-identical (as
+/// GradScaler does; torch's clip_grad_norm_ alone would write NaNs). Otherwise each update
+/// reads `(g / loss_scale) * min(max_norm / (norm + 1e-6), 1)`, torch's two roundings.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GradControl {
+    /// Clip the total norm to this (torch's `max_norm`); `None`: no clipping.
+    pub max_norm: Option<f32>,
+    /// The norm clipped (default the 2-norm).
+    pub norm_type: NormType,
+    /// The loss scale the gradients carry (1 without mixed precision).
+    pub loss_scale: f32,
+}
+
+impl Default for GradControl {
+    fn default() -> Self {
+        GradControl { max_norm: None, norm_type: NormType::Two, loss_scale: 1.0 }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Info {
+    first_chunk: u32,
+    len: u32,
+    total_chunks: u32,
+    norm_inf: u32,
+    clip: u32,
+    max_norm: f32,
+    inv_scale: f32,
+    _pad: u32,
+}
+
+const CHUNK: usize = 1024;
+
+/// The reduction over every gradient sub-range of a step, and the control buffer it fills.
+pub(crate) struct NormReducer {
+    pub control: wgpu::Buffer,
+    _partials: wgpu::Buffer,
+    info: wgpu::Buffer,
+    stride: u32,
+    group0: wgpu::BindGroup,
+    grad_groups: Vec<wgpu::BindGroup>,
+    chunks: Vec<u32>,
+    partial_sums: wgpu::ComputePipeline,
+    finalize: wgpu::ComputePipeline,
+    max_dim: u32,
+}
+
+impl NormReducer {
+    pub fn new(ctx: &GpuContext, grads: &GpuTensor, control: GradControl) -> Result<Self> {
+        if !(control.loss_scale.is_finite() && control.loss_scale > 0.0) {
+            return Err(Error::InvalidHyperParameter {
+                optimizer: "GradControl",
+                message: format!("loss_scale must be positive and finite, got {}", control.loss_scale),
+            });
+        }
+        if let Some(m) = control.max_norm.filter(|m| m.is_nan() || *m <= 0.0) {
+            return Err(Error::InvalidHyperParameter {
+                optimizer: "GradControl",
+                message: format!("max_norm must be positive, got {m}"),
+            });
+        }
+        let engine = ctx.engine();
+        let (partial_sums, finalize) =
+            (engine.norm_pipeline(ctx, "partial_sums")?, engine.norm_pipeline(ctx, "finalize")?);
+        let chunks: Vec<u32> = grads.segments().iter().map(|s| s.len.div_ceil(CHUNK) as u32).collect();
+        let total: u32 = chunks.iter().sum();
+        let stride = u64::from(ctx.limits().min_uniform_buffer_offset_alignment).max(UNIFORM_BYTES);
+        let storage = |label, bytes: u64| {
+            ctx.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: bytes.next_multiple_of(16),
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        };
+        let (control_buf, partials, info, group0, grad_groups) = ctx.scoped("creating the gradient control", || {
+            let control_buf = storage("wgpu-optim gradient control", 16);
+            ctx.queue().write_buffer(&control_buf, 0, bytemuck::cast_slice(&[1.0f32, 1.0, 0.0, 0.0]));
+            let partials = storage("wgpu-optim gradient norm partials", 8 * u64::from(total));
+            let info = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some("wgpu-optim gradient norm info"),
+                size: stride * chunks.len() as u64,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            let group0 = ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("wgpu-optim gradient norm"),
+                layout: &engine.norm_layouts[0],
+                entries: &[
+                    wgpu::BindGroupEntry { binding: 0, resource: control_buf.as_entire_binding() },
+                    wgpu::BindGroupEntry { binding: 1, resource: partials.as_entire_binding() },
+                    wgpu::BindGroupEntry {
+                        binding: 2,
+                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                            buffer: &info,
+                            offset: 0,
+                            size: wgpu::BufferSize::new(UNIFORM_BYTES),
+                        }),
+                    },
+                ],
+            });
+            let grad_groups = grads
+                .segments()
+                .iter()
+                .map(|s| {
+                    ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
+                        label: Some("wgpu-optim gradient norm gradient"),
+                        layout: &engine.norm_layouts[1],
+                        entries: &[wgpu::BindGroupEntry { binding: 0, resource: s.binding() }],
+                    })
+                })
+                .collect::<Vec<_>>();
+            (control_buf, partials, info, group0, grad_groups)
+        })?;
+        let reducer = NormReducer {
+            control: control_buf,
+            _partials: partials,
+            info,
+            stride: stride as u32,
+            group0,
+            grad_groups,
+            chunks,
+            partial_sums,
+            finalize,
+            max_dim: ctx.tuning().max_workgroups_per_dimension,
+        };
+        reducer.configure(ctx, grads, control)?;
+        Ok(reducer)
+    }
+
+    /// Writes the per-sub-range info for `control` (a new loss scale, say).
+    pub fn configure(&self, ctx: &GpuContext, grads: &GpuTensor, control: GradControl) -> Result<()> {
+        let total: u32 = self.chunks.iter().sum();
+        let mut first = 0;
+        ctx.scoped("configuring the gradient control", || {
+            for (i, (s, &c)) in grads.segments().iter().zip(&self.chunks).enumerate() {
+                let info = Info {
+                    first_chunk: first,
+                    len: s.len as u32,
+                    total_chunks: total,
+                    norm_inf: u32::from(control.norm_type == NormType::Inf),
+                    clip: u32::from(control.max_norm.is_some()),
+                    max_norm: control.max_norm.unwrap_or(f32::INFINITY),
+                    inv_scale: (1.0 / f64::from(control.loss_scale)) as f32,
+                    _pad: 0,
+                };
+                ctx.queue().write_buffer(&self.info, u64::from(self.stride) * i as u64, bytemuck::bytes_of(&info));
+                first += c;
+            }
+        })
+    }
+
+    /// Records the reduction: the control buffer holds this step's values afterwards.
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        pass.set_pipeline(&self.partial_sums);
+        for (i, (group, &c)) in self.grad_groups.iter().zip(&self.chunks).enumerate() {
+            pass.set_bind_group(0, &self.group0, &[self.stride * i as u32]);
+            pass.set_bind_group(1, group, &[]);
+            // A sub-range holds fewer than 2^32 elements, so its chunks fit max_dim².
+            let (x, y) = grid(u64::from(c.max(1)), self.max_dim).unwrap_or((self.max_dim, self.max_dim));
+            pass.dispatch_workgroups(x, y, 1);
+        }
+        pass.set_pipeline(&self.finalize);
+        pass.set_bind_group(0, &self.group0, &[0]);
+        pass.set_bind_group(1, &self.grad_groups[0], &[]);
+        pass.dispatch_workgroups(1, 1, 1);
+    }
+}

@@ -1,0 +1,151 @@
+//! Fused gradient control: global-norm clipping, loss-scale unscaling and skip-on-inf, on
+//! the GPU, over every tensor of every group.
+
+mod common;
+
+use common::*;
+use wgpu_optim::{
+    AdamW, CpuOptimizer, GpuContext, GpuTensor, GradControl, NormType, Optimizer, ParamGroup, ParamGroups, Sgd,
+};
+
+/// Three tensors in two groups, several sub-ranges each (small sub-ranges).
+fn setup(ctx: &GpuContext, lens: &[usize]) -> (Vec<GpuTensor>, Vec<GpuTensor>) {
+    let p = lens.iter().enumerate().map(|(t, &n)| GpuTensor::from_slice(ctx, &params(n + t)[t..]).unwrap()).collect();
+    let g = lens.iter().map(|&n| GpuTensor::zeros(ctx, n).unwrap()).collect();
+    (p, g)
+}
+
+fn small() -> GpuContext {
+    ctx_with(|t| {
+        t.segment_bytes = 4096;
+        t.buffer_bytes = 8192;
+    })
+}
+
+fn groups(ctx: &GpuContext, p: &[GpuTensor], g: &[GpuTensor]) -> ParamGroups {
+    ParamGroups::new(
+        ctx,
+        vec![
+            ParamGroup { optimizer: AdamW::new(1e-2).into(), params: vec![&p[0], &p[1]], grads: vec![&g[0], &g[1]] },
+            ParamGroup { optimizer: Sgd::new(0.1).with_momentum(0.9).into(), params: vec![&p[2]], grads: vec![&g[2]] },
+        ],
+    )
+    .unwrap()
+}
+
+#[test]
+fn clipping_matches_the_cpu_with_torchs_coefficient() {
+    let ctx = small();
+    let lens = [3000, 700, 2500];
+    let (p, g) = setup(&ctx, &lens);
+    let mut gpu = groups(&ctx, &p, &g);
+    let max_norm = 5.0f32;
+    gpu.set_grad_control(Some(GradControl { max_norm: Some(max_norm), norm_type: NormType::Two, loss_scale: 1.0 }))
+        .unwrap();
+    let mut cpu: Vec<CpuOptimizer> = vec![
+        CpuOptimizer::new(AdamW::new(1e-2), &[p[0].read(&ctx).unwrap(), p[1].read(&ctx).unwrap()].concat()).unwrap(),
+        CpuOptimizer::new(Sgd::new(0.1).with_momentum(0.9), &p[2].read(&ctx).unwrap()).unwrap(),
+    ];
+    for k in 1..=3 {
+        let host: Vec<Vec<f32>> = lens.iter().enumerate().map(|(t, &n)| grads(n + 7 * t, k)[..n].to_vec()).collect();
+        for (t, h) in host.iter().enumerate() {
+            g[t].write(&ctx, h).unwrap();
+        }
+        gpu.run(1).unwrap();
+        // torch: total = ‖all grads‖₂; coef = clamp(max_norm / (total + 1e-6), max=1); g *= coef.
+        let total = host.iter().flatten().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt();
+        let coef = ((1.0 / (total as f32 + 1e-6)) * max_norm).min(1.0);
+        assert!(coef < 1.0, "the test should clip");
+        let read = gpu.read_grad_control().unwrap().unwrap();
+        assert!((f64::from(read[3]) - total).abs() <= 1e-5 * total, "norm {} vs {total}", read[3]);
+        assert_eq!(read[2], 0.0);
+        let clipped: Vec<Vec<f32>> = host.iter().map(|h| h.iter().map(|&x| (x * 1.0) * coef).collect()).collect();
+        cpu[0].step(&[clipped[0].clone(), clipped[1].clone()].concat()).unwrap();
+        cpu[1].step(&clipped[2]).unwrap();
+    }
+    // The GPU's norm is an f32 tree sum, the CPU's f64: the coefficient agrees to a few ε,
+    // which moves each update by a few ε of its size on top of the step budget.
+    let got = [p[0].read(&ctx).unwrap(), p[1].read(&ctx).unwrap()].concat();
+    let budget = AdamW::default().kernel().step_error_budget + 8.0;
+    assert_close("adamw group", &got, cpu[0].params().as_slice().unwrap(), 3e-2, 3, budget);
+    let budget = Sgd::default().kernel().step_error_budget + 8.0;
+    assert_close("sgd group", &p[2].read(&ctx).unwrap(), cpu[1].params().as_slice().unwrap(), 0.5, 3, budget);
+}
+
+#[test]
+fn a_nan_in_the_last_sub_range_of_the_last_tensor_skips_the_step_bit_identically() {
+    let ctx = small();
+    let lens = [3000, 700, 2500];
+    let (p, g) = setup(&ctx, &lens);
+    let mut gpu = groups(&ctx, &p, &g);
+    gpu.set_grad_control(Some(GradControl { max_norm: Some(1.0), ..Default::default() })).unwrap();
+    for (t, &n) in lens.iter().enumerate() {
+        g[t].write(&ctx, &grads(n, 1)).unwrap();
+    }
+    gpu.run(2).unwrap();
+    let snapshot = |gpu: &ParamGroups| {
+        let mut all: Vec<Vec<f32>> = p.iter().map(|t| t.read(&ctx).unwrap()).collect();
+        for o in gpu.groups() {
+            for (slot, _) in o.state() {
+                all.push(o.read_state(slot.torch_name).unwrap().to_vec());
+            }
+        }
+        let steps: Vec<u64> = gpu.groups().iter().map(|o| o.read_gpu_step().unwrap()).collect();
+        (all.iter().map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>()).collect::<Vec<_>>(), steps)
+    };
+    let before = snapshot(&gpu);
+    assert_eq!(before.1, vec![2, 2]);
+    // The last tensor spans several 1024-element sub-ranges; plant a NaN in its last one.
+    let last = g[2].segments().len();
+    assert!(last > 1);
+    let mut bad = grads(lens[2], 2);
+    let at = lens[2] - g[2].segments()[last - 1].len / 2;
+    bad[at] = f32::NAN;
+    g[2].write(&ctx, &bad).unwrap();
+    for t in 0..2 {
+        g[t].write(&ctx, &grads(lens[t], 2)).unwrap();
+    }
+    gpu.run(1).unwrap();
+    assert_eq!(snapshot(&gpu), before, "a skipped step must change nothing");
+    assert_eq!(gpu.read_grad_control().unwrap().unwrap()[2], 1.0, "found_inf");
+    // An infinity in the first tensor skips too; finite gradients then step again.
+    let mut inf = grads(lens[0], 3);
+    inf[0] = f32::NEG_INFINITY;
+    g[0].write(&ctx, &inf).unwrap();
+    gpu.run(1).unwrap();
+    assert_eq!(snapshot(&gpu), before);
+    for (t, &n) in lens.iter().enumerate() {
+        g[t].write(&ctx, &grads(n, 3)).unwrap();
+    }
+    gpu.run(1).unwrap();
+    assert_eq!(snapshot(&gpu).1, vec![3, 3]);
+}
+
+#[test]
+fn unscaling_a_power_of_two_loss_scale_is_exact() {
+    // Gradients carrying a loss scale of 1024, unscaled inside the step, give the same bits
+    // as unscaled gradients without any control.
+    let ctx = small();
+    let lens = [1500, 300, 900];
+    let (p1, g1) = setup(&ctx, &lens);
+    let (p2, g2) = setup(&ctx, &lens);
+    let mut plain = groups(&ctx, &p1, &g1);
+    let mut scaled = groups(&ctx, &p2, &g2);
+    scaled.set_grad_control(Some(GradControl { loss_scale: 1024.0, ..Default::default() })).unwrap();
+    for k in 1..=3 {
+        for (t, &n) in lens.iter().enumerate() {
+            let h = grads(n, k);
+            g1[t].write(&ctx, &h).unwrap();
+            g2[t].write(&ctx, &h.iter().map(|x| x * 1024.0).collect::<Vec<_>>()).unwrap();
+        }
+        plain.run(1).unwrap();
+        scaled.run(1).unwrap();
+    }
+    for t in 0..3 {
+        assert_eq!(p1[t].read(&ctx).unwrap(), p2[t].read(&ctx).unwrap());
+    }
+    // Turning the control off again restores the plain kernels.
+    scaled.set_grad_control(None).unwrap();
+    assert!(scaled.read_grad_control().unwrap().is_none());
+    assert!(scaled.set_grad_control(Some(GradControl { loss_scale: 0.0, ..Default::default() })).is_err());
+}
