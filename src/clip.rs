@@ -30,13 +30,65 @@ pub struct GradControl {
     pub max_norm: Option<f32>,
     /// The norm clipped (default the 2-norm).
     pub norm_type: NormType,
-    /// The loss scale the gradients carry (1 without mixed precision).
+    /// The loss scale the gradients carry (1 without mixed precision); with `scaler`, the
+    /// initial scale (torch's `init_scale`, 2^16).
     pub loss_scale: f32,
+    /// Adjust the loss scale on the GPU after every step, as torch.amp.GradScaler.update.
+    pub scaler: Option<ScalerGrowth>,
+}
+
+/// torch.amp.GradScaler's scale update: after a step with a non-finite gradient the scale
+/// is multiplied by `backoff_factor`; after `growth_interval` finite steps in a row, by
+/// `growth_factor` (unless that overflows).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ScalerGrowth {
+    /// Default 2.0 (must be > 1).
+    pub growth_factor: f32,
+    /// Default 0.5 (must be < 1).
+    pub backoff_factor: f32,
+    /// Default 2000.
+    pub growth_interval: u32,
+}
+
+impl Default for ScalerGrowth {
+    fn default() -> Self {
+        ScalerGrowth { growth_factor: 2.0, backoff_factor: 0.5, growth_interval: 2000 }
+    }
+}
+
+impl GradControl {
+    /// Checks the loss scale, the clipping norm and the scaler's factors.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.loss_scale.is_finite() && self.loss_scale > 0.0) {
+            return Err(Error::InvalidHyperParameter {
+                optimizer: "GradControl",
+                message: format!("loss_scale must be positive and finite, got {}", self.loss_scale),
+            });
+        }
+        if let Some(s) =
+            self.scaler.filter(|s| !(s.growth_factor > 1.0 && s.backoff_factor < 1.0 && s.backoff_factor > 0.0))
+        {
+            return Err(Error::InvalidHyperParameter {
+                optimizer: "GradScaler",
+                message: format!(
+                    "The growth factor must be > 1.0 and the backoff factor in (0, 1); got {} and {}",
+                    s.growth_factor, s.backoff_factor
+                ),
+            });
+        }
+        if let Some(m) = self.max_norm.filter(|m| m.is_nan() || *m <= 0.0) {
+            return Err(Error::InvalidHyperParameter {
+                optimizer: "GradControl",
+                message: format!("max_norm must be positive, got {m}"),
+            });
+        }
+        Ok(())
+    }
 }
 
 impl Default for GradControl {
     fn default() -> Self {
-        GradControl { max_norm: None, norm_type: NormType::Two, loss_scale: 1.0 }
+        GradControl { max_norm: None, norm_type: NormType::Two, loss_scale: 1.0, scaler: None }
     }
 }
 
@@ -50,7 +102,10 @@ struct Info {
     clip: u32,
     max_norm: f32,
     inv_scale: f32,
-    _pad: u32,
+    dynamic: u32,
+    growth_factor: f32,
+    backoff_factor: f32,
+    growth_interval: u32,
 }
 
 const CHUNK: usize = 1024;
@@ -58,6 +113,8 @@ const CHUNK: usize = 1024;
 /// The reduction over every gradient sub-range of a step, and the control buffer it fills.
 pub(crate) struct NormReducer {
     pub control: wgpu::Buffer,
+    /// [loss scale, growth tracker] on the GPU.
+    pub scaler: wgpu::Buffer,
     _partials: wgpu::Buffer,
     info: wgpu::Buffer,
     stride: u32,
@@ -66,26 +123,17 @@ pub(crate) struct NormReducer {
     chunks: Vec<u32>,
     partial_sums: wgpu::ComputePipeline,
     finalize: wgpu::ComputePipeline,
+    update_scale: wgpu::ComputePipeline,
     max_dim: u32,
 }
 
 impl NormReducer {
     pub fn new(ctx: &GpuContext, grads: &GpuTensor, control: GradControl) -> Result<Self> {
-        if !(control.loss_scale.is_finite() && control.loss_scale > 0.0) {
-            return Err(Error::InvalidHyperParameter {
-                optimizer: "GradControl",
-                message: format!("loss_scale must be positive and finite, got {}", control.loss_scale),
-            });
-        }
-        if let Some(m) = control.max_norm.filter(|m| m.is_nan() || *m <= 0.0) {
-            return Err(Error::InvalidHyperParameter {
-                optimizer: "GradControl",
-                message: format!("max_norm must be positive, got {m}"),
-            });
-        }
+        control.validate()?;
         let engine = ctx.engine();
         let (partial_sums, finalize) =
             (engine.norm_pipeline(ctx, "partial_sums")?, engine.norm_pipeline(ctx, "finalize")?);
+        let update_scale = engine.norm_pipeline(ctx, "update_scale")?;
         let chunks: Vec<u32> = grads.segments().iter().map(|s| s.len.div_ceil(CHUNK) as u32).collect();
         let total: u32 = chunks.iter().sum();
         let stride = u64::from(ctx.limits().min_uniform_buffer_offset_alignment).max(UNIFORM_BYTES);
@@ -97,47 +145,52 @@ impl NormReducer {
                 mapped_at_creation: false,
             })
         };
-        let (control_buf, partials, info, group0, grad_groups) = ctx.scoped("creating the gradient control", || {
-            let control_buf = storage("wgpu-optim gradient control", 16);
-            ctx.queue().write_buffer(&control_buf, 0, bytemuck::cast_slice(&[1.0f32, 1.0, 0.0, 0.0]));
-            let partials = storage("wgpu-optim gradient norm partials", 8 * u64::from(total));
-            let info = ctx.device().create_buffer(&wgpu::BufferDescriptor {
-                label: Some("wgpu-optim gradient norm info"),
-                size: stride * chunks.len() as u64,
-                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            });
-            let group0 = ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some("wgpu-optim gradient norm"),
-                layout: &engine.norm_layouts[0],
-                entries: &[
-                    wgpu::BindGroupEntry { binding: 0, resource: control_buf.as_entire_binding() },
-                    wgpu::BindGroupEntry { binding: 1, resource: partials.as_entire_binding() },
-                    wgpu::BindGroupEntry {
-                        binding: 2,
-                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                            buffer: &info,
-                            offset: 0,
-                            size: wgpu::BufferSize::new(UNIFORM_BYTES),
-                        }),
-                    },
-                ],
-            });
-            let grad_groups = grads
-                .segments()
-                .iter()
-                .map(|s| {
-                    ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
-                        label: Some("wgpu-optim gradient norm gradient"),
-                        layout: &engine.norm_layouts[1],
-                        entries: &[wgpu::BindGroupEntry { binding: 0, resource: s.binding() }],
+        let (control_buf, scaler, partials, info, group0, grad_groups) =
+            ctx.scoped("creating the gradient control", || {
+                let control_buf = storage("wgpu-optim gradient control", 16);
+                ctx.queue().write_buffer(&control_buf, 0, bytemuck::cast_slice(&[1.0f32, 1.0, 0.0, 0.0]));
+                let partials = storage("wgpu-optim gradient norm partials", 8 * u64::from(total));
+                let scaler = storage("wgpu-optim loss scale", 16);
+                let info = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("wgpu-optim gradient norm info"),
+                    size: stride * chunks.len() as u64,
+                    usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                });
+                let group0 = ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some("wgpu-optim gradient norm"),
+                    layout: &engine.norm_layouts[0],
+                    entries: &[
+                        wgpu::BindGroupEntry { binding: 0, resource: control_buf.as_entire_binding() },
+                        wgpu::BindGroupEntry { binding: 1, resource: partials.as_entire_binding() },
+                        wgpu::BindGroupEntry {
+                            binding: 2,
+                            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                                buffer: &info,
+                                offset: 0,
+                                size: wgpu::BufferSize::new(UNIFORM_BYTES),
+                            }),
+                        },
+                        wgpu::BindGroupEntry { binding: 3, resource: scaler.as_entire_binding() },
+                    ],
+                });
+                let grad_groups = grads
+                    .segments()
+                    .iter()
+                    .map(|s| {
+                        ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
+                            label: Some("wgpu-optim gradient norm gradient"),
+                            layout: &engine.norm_layouts[1],
+                            entries: &[wgpu::BindGroupEntry { binding: 0, resource: s.binding() }],
+                        })
                     })
-                })
-                .collect::<Vec<_>>();
-            (control_buf, partials, info, group0, grad_groups)
-        })?;
+                    .collect::<Vec<_>>();
+                (control_buf, scaler, partials, info, group0, grad_groups)
+            })?;
         let reducer = NormReducer {
             control: control_buf,
+            scaler,
+            update_scale,
             _partials: partials,
             info,
             stride: stride as u32,
@@ -156,7 +209,10 @@ impl NormReducer {
     pub fn configure(&self, ctx: &GpuContext, grads: &GpuTensor, control: GradControl) -> Result<()> {
         let total: u32 = self.chunks.iter().sum();
         let mut first = 0;
+        let growth = control.scaler.unwrap_or_default();
         ctx.scoped("configuring the gradient control", || {
+            // The scale starts (again) at `loss_scale`, its growth tracker at 0.
+            ctx.queue().write_buffer(&self.scaler, 0, bytemuck::cast_slice(&[control.loss_scale, 0.0, 0.0, 0.0]));
             for (i, (s, &c)) in grads.segments().iter().zip(&self.chunks).enumerate() {
                 let info = Info {
                     first_chunk: first,
@@ -166,7 +222,10 @@ impl NormReducer {
                     clip: u32::from(control.max_norm.is_some()),
                     max_norm: control.max_norm.unwrap_or(f32::INFINITY),
                     inv_scale: (1.0 / f64::from(control.loss_scale)) as f32,
-                    _pad: 0,
+                    dynamic: u32::from(control.scaler.is_some()),
+                    growth_factor: growth.growth_factor,
+                    backoff_factor: growth.backoff_factor,
+                    growth_interval: growth.growth_interval,
                 };
                 ctx.queue().write_buffer(&self.info, u64::from(self.stride) * i as u64, bytemuck::bytes_of(&info));
                 first += c;
@@ -185,6 +244,14 @@ impl NormReducer {
             pass.dispatch_workgroups(x, y, 1);
         }
         pass.set_pipeline(&self.finalize);
+        pass.set_bind_group(0, &self.group0, &[0]);
+        pass.set_bind_group(1, &self.grad_groups[0], &[]);
+        pass.dispatch_workgroups(1, 1, 1);
+    }
+
+    /// Records GradScaler's scale update, after the step's kernels.
+    pub fn record_after(&self, pass: &mut wgpu::ComputePass<'_>) {
+        pass.set_pipeline(&self.update_scale);
         pass.set_bind_group(0, &self.group0, &[0]);
         pass.set_bind_group(1, &self.grad_groups[0], &[]);
         pass.dispatch_workgroups(1, 1, 1);

@@ -112,7 +112,7 @@ impl Engine {
         ];
         let adafactor_pipeline_layout = pipeline_layout(&[&adafactor_layouts[0], &adafactor_layouts[1]]);
         let norm_layouts = [
-            group("wgpu-optim grad norm", &[storage(0), storage(1), uniform(2, true)]),
+            group("wgpu-optim grad norm", &[storage(0), storage(1), uniform(2, true), storage(3)]),
             group("wgpu-optim grad norm gradient", &[storage(0)]),
         ];
         let norm_pipeline_layout = pipeline_layout(&[&norm_layouts[0], &norm_layouts[1]]);

@@ -98,6 +98,9 @@ impl ParamGroups {
                 for g in &self.groups {
                     g.record_step(&mut pass);
                 }
+                if let Some((reducer, _)) = &self.control {
+                    reducer.record_after(&mut pass);
+                }
             }
         }
     }
@@ -112,6 +115,9 @@ impl ParamGroups {
     /// on the GPU ahead of each step (see [`GradControl`]). Changing the loss scale later is
     /// another call; nothing is rebuilt then.
     pub fn set_grad_control(&mut self, control: Option<GradControl>) -> Result<()> {
+        if let Some(c) = &control {
+            c.validate()?;
+        }
         match (control, &self.control) {
             (Some(c), Some((reducer, _))) => {
                 reducer.configure(&self.ctx, &self.grads, c)?;
@@ -143,6 +149,20 @@ impl ParamGroups {
         let Some((reducer, _)) = &self.control else { return Ok(None) };
         let v = GpuTensor::from_buffer(&self.ctx, &reducer.control, 0, 4)?.read(&self.ctx)?;
         Ok(Some([v[0], v[1], v[2], v[3]]))
+    }
+
+    /// The loss scale and its growth tracker as the GPU holds them (reads them back), or
+    /// `None` without gradient control. A loss kernel can read
+    /// [`loss_scale_buffer`](Self::loss_scale_buffer) instead.
+    pub fn read_loss_scale(&self) -> Result<Option<(f32, u32)>> {
+        let Some((reducer, _)) = &self.control else { return Ok(None) };
+        let v = GpuTensor::from_buffer(&self.ctx, &reducer.scaler, 0, 2)?.read(&self.ctx)?;
+        Ok(Some((v[0], v[1] as u32)))
+    }
+
+    /// The GPU buffer holding `[loss scale, growth tracker]` (f32), for a loss kernel to read.
+    pub fn loss_scale_buffer(&self) -> Option<&wgpu::Buffer> {
+        self.control.as_ref().map(|(r, _)| &r.scaler)
     }
 
     /// Drives group `index`'s learning rate by a schedule from the next step on (see

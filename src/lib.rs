@@ -54,7 +54,7 @@ pub mod optim;
 pub mod schedule;
 pub mod tensor;
 
-pub use clip::{GradControl, NormType};
+pub use clip::{GradControl, NormType, ScalerGrowth};
 pub use cpu::{CpuOptimizer, Threads};
 pub use error::{Error, Result};
 pub use gpu::{AdapterRequest, GpuContext, Tuning};

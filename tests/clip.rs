@@ -5,7 +5,8 @@ mod common;
 
 use common::*;
 use wgpu_optim::{
-    AdamW, CpuOptimizer, GpuContext, GpuTensor, GradControl, NormType, Optimizer, ParamGroup, ParamGroups, Sgd,
+    AdamW, CpuOptimizer, GpuContext, GpuTensor, GradControl, NormType, Optimizer, ParamGroup, ParamGroups,
+    ScalerGrowth, Sgd,
 };
 
 /// Three tensors in two groups, several sub-ranges each (small sub-ranges).
@@ -40,8 +41,13 @@ fn clipping_matches_the_cpu_with_torchs_coefficient() {
     let (p, g) = setup(&ctx, &lens);
     let mut gpu = groups(&ctx, &p, &g);
     let max_norm = 5.0f32;
-    gpu.set_grad_control(Some(GradControl { max_norm: Some(max_norm), norm_type: NormType::Two, loss_scale: 1.0 }))
-        .unwrap();
+    gpu.set_grad_control(Some(GradControl {
+        max_norm: Some(max_norm),
+        norm_type: NormType::Two,
+        loss_scale: 1.0,
+        scaler: None,
+    }))
+    .unwrap();
     let mut cpu: Vec<CpuOptimizer> = vec![
         CpuOptimizer::new(AdamW::new(1e-2), &[p[0].read(&ctx).unwrap(), p[1].read(&ctx).unwrap()].concat()).unwrap(),
         CpuOptimizer::new(Sgd::new(0.1).with_momentum(0.9), &p[2].read(&ctx).unwrap()).unwrap(),
@@ -148,4 +154,50 @@ fn unscaling_a_power_of_two_loss_scale_is_exact() {
     scaled.set_grad_control(None).unwrap();
     assert!(scaled.read_grad_control().unwrap().is_none());
     assert!(scaled.set_grad_control(Some(GradControl { loss_scale: 0.0, ..Default::default() })).is_err());
+}
+
+#[test]
+fn the_loss_scale_backs_off_on_inf_and_grows_after_its_interval_on_the_gpu() {
+    // GradScaler(init_scale=1024, growth_factor=2, backoff_factor=0.5, growth_interval=3):
+    // three finite steps double the scale; an infinity halves it and skips the step. The
+    // gradients each step carry the scale of that step, and unscaled inside the step they
+    // give the same bits as plain gradients (every scale here is a power of two).
+    let ctx = small();
+    let lens = [1500, 300, 900];
+    let (p1, g1) = setup(&ctx, &lens);
+    let (p2, g2) = setup(&ctx, &lens);
+    let mut plain = groups(&ctx, &p1, &g1);
+    let mut scaled = groups(&ctx, &p2, &g2);
+    let growth = ScalerGrowth { growth_factor: 2.0, backoff_factor: 0.5, growth_interval: 3 };
+    scaled
+        .set_grad_control(Some(GradControl { loss_scale: 1024.0, scaler: Some(growth), ..Default::default() }))
+        .unwrap();
+    let mut scale = 1024.0f32;
+    let expected = [(1024.0, 1), (1024.0, 2), (2048.0, 0), (2048.0, 1)];
+    for (k, &(want_scale, want_tracker)) in expected.iter().enumerate() {
+        for (t, &n) in lens.iter().enumerate() {
+            let h = grads(n, k + 1);
+            g1[t].write(&ctx, &h).unwrap();
+            g2[t].write(&ctx, &h.iter().map(|x| x * scale).collect::<Vec<_>>()).unwrap();
+        }
+        plain.run(1).unwrap();
+        scaled.run(1).unwrap();
+        assert_eq!(scaled.read_loss_scale().unwrap(), Some((want_scale, want_tracker)), "after step {}", k + 1);
+        scale = want_scale;
+    }
+    for t in 0..3 {
+        assert_eq!(p1[t].read(&ctx).unwrap(), p2[t].read(&ctx).unwrap());
+    }
+    // An overflowing gradient: the step is skipped and the scale backs off.
+    let before: Vec<Vec<f32>> = p2.iter().map(|t| t.read(&ctx).unwrap()).collect();
+    let mut inf = grads(lens[1], 9);
+    inf[5] = f32::INFINITY;
+    g2[1].write(&ctx, &inf).unwrap();
+    scaled.run(1).unwrap();
+    assert_eq!(scaled.read_loss_scale().unwrap(), Some((1024.0, 0)));
+    assert_eq!(p2.iter().map(|t| t.read(&ctx).unwrap()).collect::<Vec<_>>(), before);
+    assert_eq!(scaled.groups()[0].read_gpu_step().unwrap(), 4);
+    assert!(scaled.loss_scale_buffer().is_some());
+    let bad = ScalerGrowth { growth_factor: 0.5, ..ScalerGrowth::default() };
+    assert!(scaled.set_grad_control(Some(GradControl { scaler: Some(bad), ..Default::default() })).is_err());
 }
