@@ -77,7 +77,10 @@ impl Snapshot {
             })
             .collect::<Result<Vec<_>>>()?;
         let bytes = safetensors::serialize(views, Some(metadata)).map_err(|e| bad(path, e.to_string()))?;
-        let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+        // A temporary name no other save (another thread's, another process's) can share.
+        static SAVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = SAVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = path.with_extension(format!("tmp-{}-{n}", std::process::id()));
         let write = || -> std::io::Result<()> {
             use std::io::Write;
             let mut f = std::fs::File::create(&tmp)?;

@@ -92,7 +92,7 @@ fn bad_checkpoints_are_refused_and_change_nothing() {
     refuse("empty", b"");
 
     // Another optimizer's checkpoint, another size, another version.
-    let other = scratch("sgd");
+    let other = scratch("another optimizer");
     let mut sgd = CpuOptimizer::new(Sgd::new(0.1).with_momentum(0.9), &params(n)).unwrap();
     sgd.step(&grads(n, 1)).unwrap();
     sgd.save(&other).unwrap();
