@@ -331,8 +331,8 @@ impl GpuAdafactor {
         })
     }
 
-    fn step_scalars(&self, step: u64) -> crate::optim::ScalarBlock {
-        let c = &self.config;
+    /// The scalars of step `step` for a tensor of `numel` elements.
+    fn step_scalars(c: &Adafactor, numel: usize, step: u64) -> crate::optim::ScalarBlock {
         let (w, rho) = c.schedule(step);
         let eps1 = c.eps1();
         crate::optim::pack(&Scalars {
@@ -343,7 +343,7 @@ impl GpuAdafactor {
             eps2: c.eps.1 as f32,
             decay: (1.0 - c.lr * c.weight_decay) as f32,
             d: c.d as f32,
-            sqrt_numel: (self.shape.numel() as f64).powf(0.5) as f32,
+            sqrt_numel: (numel as f64).powf(0.5) as f32,
         })
     }
 
@@ -365,8 +365,8 @@ impl GpuAdafactor {
 
     fn encode_steps(&mut self, encoder: &mut wgpu::CommandEncoder, k: u32) {
         let step = self.step;
-        let blocks: Vec<_> = (0..k).map(|j| self.step_scalars(step + 1 + u64::from(j))).collect();
-        self.steps.write(&self.ctx, step + 1, k, |j| blocks[j as usize]);
+        let (config, numel) = (&self.config, self.shape.numel());
+        self.steps.write(&self.ctx, step + 1, k, |j| Self::step_scalars(config, numel, step + 1 + u64::from(j)));
         let Factoring { matrices, rows: m, cols: n, factored } = self.shape;
         let max_dim = self.ctx.tuning().max_workgroups_per_dimension;
         let wg = self.ctx.tuning().workgroup_size;

@@ -157,6 +157,5 @@ pub fn assert_close(label: &str, gpu: &[f32], cpu: &[f32], change: f32, steps: u
 }
 
 /// Largest absolute element-wise difference between two arrays.
-pub fn max_change(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
-}
+#[allow(unused_imports)] // not every test binary uses it
+pub use wgpu_optim::bench::max_change;
