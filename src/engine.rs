@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 use crate::gpu_optimizer::SCALAR_SLOTS;
 use crate::optim::{Kernel, MAX_STATE, ScalarBlock};
+use crate::tensor::GpuTensor;
 
 const PRELUDE: &str = include_str!("../shaders/common.wgsl");
 const ELEMENTWISE: &str = include_str!("../shaders/elementwise.wgsl");
@@ -53,6 +54,9 @@ pub(crate) struct Engine {
     /// The gradient-norm kernels' groups: control, partials and sub-range info; one gradient.
     pub norm_layouts: [wgpu::BindGroupLayout; 2],
     norm_pipeline_layout: wgpu::PipelineLayout,
+    /// The health check's layouts: counts and slot info; one tensor and its values before.
+    pub monitor_layouts: [wgpu::BindGroupLayout; 2],
+    monitor_pipeline_layout: wgpu::PipelineLayout,
     pipelines: Mutex<HashMap<VariantKey, wgpu::ComputePipeline>>,
 }
 
@@ -116,6 +120,11 @@ impl Engine {
             group("wgpu-optim grad norm gradient", &[storage(0)]),
         ];
         let norm_pipeline_layout = pipeline_layout(&[&norm_layouts[0], &norm_layouts[1]]);
+        let monitor_layouts = [
+            group("wgpu-optim health", &[storage(0), uniform(1, true)]),
+            group("wgpu-optim health tensor", &[storage(0), storage(1)]),
+        ];
+        let monitor_pipeline_layout = pipeline_layout(&[&monitor_layouts[0], &monitor_layouts[1]]);
         Engine {
             step_layout,
             tensor_layouts,
@@ -124,6 +133,8 @@ impl Engine {
             adafactor_pipeline_layout,
             norm_layouts,
             norm_pipeline_layout,
+            monitor_layouts,
+            monitor_pipeline_layout,
             pipelines: Mutex::new(HashMap::new()),
         }
     }
@@ -170,6 +181,12 @@ impl Engine {
         self.pipeline(ctx, "grad_norm", SOURCE, &self.norm_pipeline_layout, true, entry, &[])
     }
 
+    /// The health check's kernel, compiled on first use.
+    pub fn monitor_pipeline(&self, ctx: &GpuContext) -> Result<wgpu::ComputePipeline> {
+        const SOURCE: &str = include_str!("../shaders/monitor.wgsl");
+        self.pipeline(ctx, "monitor", SOURCE, &self.monitor_pipeline_layout, true, "main", &[])
+    }
+
     /// Compiles (once per variant) `entry` of a family's shader behind the common prelude,
     /// at vec4 width or at scalar (`tail`) width.
     #[allow(clippy::too_many_arguments)]
@@ -200,12 +217,13 @@ impl Engine {
             return Ok(p.clone());
         }
         let mut all: Vec<(&str, f64)> = constants.to_vec();
-        if family != "grad_norm" {
+        let standalone = matches!(family, "grad_norm" | "monitor");
+        if !standalone {
             all.push(("WORKGROUP_SIZE", f64::from(workgroup_size)));
         }
         // Element-wise families get the shared entry point; Adafactor has its own.
         let driver = if family == "adafactor" { "" } else { ELEMENTWISE };
-        let source = if family == "grad_norm" {
+        let source = if standalone {
             source.to_string() // stands alone: no prelude, no step table
         } else {
             format!("{}{PRELUDE}\n{source}\n{driver}", if tail { TAIL } else { VEC4 })
@@ -315,6 +333,36 @@ pub(crate) trait Stepper {
     fn encode(&mut self, encoder: &mut wgpu::CommandEncoder, k: u32);
     /// Counts `k` recorded steps as taken (only once they were recorded without error).
     fn taken(&mut self, k: u32);
+}
+
+/// Records `k` steps as one compute pass; where update tracking gives (params, before)
+/// pairs, the last step gets a second pass, behind copies of those parameters.
+pub(crate) fn encode_passes(
+    encoder: &mut wgpu::CommandEncoder,
+    k: u32,
+    tracked: &[Option<(&GpuTensor, &GpuTensor)>],
+    record_step: impl Fn(&mut wgpu::ComputePass<'_>),
+) {
+    let copies: Vec<_> = tracked.iter().flatten().collect();
+    let split = if copies.is_empty() { k } else { k - 1 };
+    let pass = |encoder: &mut wgpu::CommandEncoder, steps: u32| {
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("wgpu-optim step"),
+            timestamp_writes: None,
+        });
+        for _ in 0..steps {
+            record_step(&mut pass);
+        }
+    };
+    if split > 0 {
+        pass(encoder, split);
+    }
+    if split < k {
+        for (params, before) in copies {
+            crate::monitor::record_copy(encoder, params, before);
+        }
+        pass(encoder, 1);
+    }
 }
 
 /// Takes `steps` steps, `SCALAR_SLOTS` per submit, each submit one compute pass.

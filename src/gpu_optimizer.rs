@@ -6,6 +6,7 @@ use crate::checkpoint::Snapshot;
 use crate::engine::{self, Pipelines, SegmentPlan, StepTable};
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
+use crate::monitor::{Checked, HealthCheck, TensorHealth};
 use crate::optim::{MAX_STATE, Optimizer, StateSlot};
 use crate::schedule::Schedule;
 use crate::tensor::{GpuTensor, HostData};
@@ -39,6 +40,10 @@ pub struct GpuOptimizer {
     schedule: Option<(Box<dyn Schedule>, f64, u64)>,
     /// A shared gradient control the kernels read (clipping, loss scale, skip-on-inf).
     control: Option<wgpu::Buffer>,
+    /// With update tracking: the parameters as they were before the last recorded step.
+    before: Option<GpuTensor>,
+    /// The health check over the parameters and state, built on first use.
+    health: Option<HealthCheck>,
 }
 
 impl std::fmt::Debug for GpuOptimizer {
@@ -150,6 +155,8 @@ impl GpuOptimizer {
             step_group,
             schedule: None,
             control: None,
+            before: None,
+            health: None,
         })
     }
 
@@ -177,13 +184,7 @@ impl GpuOptimizer {
     /// records their dispatches in one compute pass.
     fn encode_steps(&mut self, encoder: &mut wgpu::CommandEncoder, k: u32) {
         self.write_scalars(k);
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some("wgpu-optim step"),
-            timestamp_writes: None,
-        });
-        for _ in 0..k {
-            self.record_step(&mut pass);
-        }
+        engine::encode_passes(encoder, k, &[self.tracked()], |pass| self.record_step(pass));
     }
 
     /// Queues the scalars of the next `k` steps into the step table.
@@ -281,6 +282,42 @@ impl GpuOptimizer {
             })
         })?;
         Ok(())
+    }
+
+    /// Turns update tracking on or off. With it on, every submit (or `record`) copies the
+    /// parameters before its last step, so [`health`](Self::health) can report that step's
+    /// largest update; it costs a copy of the parameters (4 bytes per parameter of memory and
+    /// a read and a write per tracked step). The parameters' buffers must allow COPY_SRC.
+    pub fn track_updates(&mut self, on: bool) -> Result<()> {
+        self.before = if on { Some(crate::monitor::tracking_copy(&self.ctx, &self.params)?) } else { None };
+        self.health = None;
+        Ok(())
+    }
+
+    /// The parameters as they were before the last recorded step, with update tracking on.
+    pub(crate) fn tracked(&self) -> Option<(&GpuTensor, &GpuTensor)> {
+        self.before.as_ref().map(|b| (&self.params, b))
+    }
+
+    /// The tensors a health check covers, under `group`.
+    pub(crate) fn checked(&self, group: usize) -> Vec<Checked<'_>> {
+        let mut all = vec![(group, "params", &self.params, self.before.as_ref())];
+        all.extend(self.state().map(|(slot, t)| (group, slot.torch_name, t, None)));
+        all
+    }
+
+    /// Checks the parameters and every state tensor on the GPU, after all submitted work:
+    /// NaN and infinity counts, the largest finite magnitude, and with
+    /// [`track_updates`](Self::track_updates) the last step's largest update (waits for the
+    /// GPU to read 16 bytes per sub-range back).
+    pub fn health(&mut self) -> Result<Vec<TensorHealth>> {
+        let check = match self.health.take() {
+            Some(h) => h,
+            None => HealthCheck::new(&self.ctx, &self.checked(0))?,
+        };
+        let found = check.run(&self.ctx);
+        self.health = Some(check);
+        found
     }
 
     /// The step counter on the GPU (waits for the GPU): the steps the kernels have taken.

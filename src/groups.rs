@@ -6,6 +6,7 @@ use crate::engine;
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 use crate::gpu_optimizer::GpuOptimizer;
+use crate::monitor::{HealthCheck, TensorHealth};
 use crate::optim::Optimizer;
 use crate::tensor::GpuTensor;
 
@@ -32,6 +33,7 @@ pub struct ParamGroups {
     /// Every group's gradients, as one tensor, for the gradient control.
     grads: GpuTensor,
     control: Option<(NormReducer, GradControl)>,
+    health: Option<HealthCheck>,
 }
 
 impl ParamGroups {
@@ -69,7 +71,7 @@ impl ParamGroups {
                 )
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(ParamGroups { ctx: ctx.clone(), groups, grads, control: None })
+        Ok(ParamGroups { ctx: ctx.clone(), groups, grads, control: None, health: None })
     }
 
     /// Takes `steps` steps of every group on the gradients on the GPU, `SCALAR_SLOTS` steps
@@ -86,23 +88,40 @@ impl ParamGroups {
 
     fn encode_steps(&mut self, encoder: &mut wgpu::CommandEncoder, k: u32) {
         self.groups.iter_mut().for_each(|g| g.write_scalars(k));
-        {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("wgpu-optim groups step"),
-                timestamp_writes: None,
-            });
-            for _ in 0..k {
-                if let Some((reducer, _)) = &self.control {
-                    reducer.record(&mut pass);
-                }
-                for g in &self.groups {
-                    g.record_step(&mut pass);
-                }
-                if let Some((reducer, _)) = &self.control {
-                    reducer.record_after(&mut pass);
-                }
+        let tracked: Vec<_> = self.groups.iter().map(GpuOptimizer::tracked).collect();
+        engine::encode_passes(encoder, k, &tracked, |pass| {
+            if let Some((reducer, _)) = &self.control {
+                reducer.record(pass);
             }
-        }
+            for g in &self.groups {
+                g.record_step(pass);
+            }
+            if let Some((reducer, _)) = &self.control {
+                reducer.record_after(pass);
+            }
+        });
+    }
+
+    /// Turns update tracking on or off for every group (see
+    /// [`GpuOptimizer::track_updates`]).
+    pub fn track_updates(&mut self, on: bool) -> Result<()> {
+        self.health = None;
+        self.groups.iter_mut().try_for_each(|g| g.track_updates(on))
+    }
+
+    /// Checks every group's parameters and state tensors on the GPU in one pass (see
+    /// [`GpuOptimizer::health`]); entries carry their group's index.
+    pub fn health(&mut self) -> Result<Vec<TensorHealth>> {
+        let check = match self.health.take() {
+            Some(h) => h,
+            None => {
+                let checked: Vec<_> = self.groups.iter().enumerate().flat_map(|(i, g)| g.checked(i)).collect();
+                HealthCheck::new(&self.ctx, &checked)?
+            }
+        };
+        let found = check.run(&self.ctx);
+        self.health = Some(check);
+        found
     }
 
     /// The groups' optimizers, in order (their configuration, state and step count).

@@ -50,6 +50,7 @@ pub mod gpu;
 pub mod gpu_adafactor;
 pub mod gpu_optimizer;
 pub mod groups;
+pub mod monitor;
 pub mod optim;
 pub mod schedule;
 pub mod tensor;
@@ -61,6 +62,7 @@ pub use gpu::{AdapterRequest, GpuContext, Tuning};
 pub use gpu_adafactor::GpuAdafactor;
 pub use gpu_optimizer::{GpuOptimizer, SCALAR_SLOTS};
 pub use groups::{ParamGroup, ParamGroups};
+pub use monitor::TensorHealth;
 pub use optim::{
     AdaBelief, Adadelta, Adafactor, Adagrad, Adam, AdamW, Adamax, CpuAdafactor, Factoring, Lion, NAdam, Optimizer,
     RAdam, RmsProp, Sgd,
