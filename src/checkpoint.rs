@@ -1,24 +1,38 @@
-//! Optimizer checkpoints as safetensors files: every state tensor under torch's name
-//! (`state.0.exp_avg`, …) and a JSON-valued metadata header (format, version, optimizer,
-//! step, learning rate, configuration), so PyTorch users can read them. Saves are atomic:
-//! written to a temporary file beside the target, flushed, then renamed over it.
+//! Optimizer checkpoints as safetensors files, laid out as torch's optimizer `state_dict`:
+//! one tensor per parameter tensor and state (`state.0.exp_avg`, `state.1.exp_avg`, …,
+//! numbered across groups as torch numbers parameters) and a JSON metadata header with the
+//! format, the version, the parameter groups (optimizer, configuration, learning rate, step,
+//! parameter indices and lengths, schedule position) and GradScaler's state, so PyTorch
+//! users can read them. Saves are atomic: written to a temporary file beside the target,
+//! flushed, then renamed over it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
-use crate::optim::Optimizer;
+use crate::optim::{Adafactor, Factoring, Optimizer};
+use crate::schedule::Schedule;
 
 /// The `format` metadata value of this crate's checkpoints.
 pub const FORMAT: &str = "wgpu-optim";
 /// The checkpoint layout version this crate writes and reads.
 pub const VERSION: u32 = 1;
 
-/// What a checkpoint holds for one optimizer over one (flat) parameter tensor.
+/// What a checkpoint holds: every parameter group, and the loss scaler's state.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Snapshot {
+    /// The groups, in order.
+    pub groups: Vec<GroupSnapshot>,
+    /// torch.amp.GradScaler's state, when the gradient control has a dynamic loss scale.
+    pub scaler: Option<ScalerState>,
+}
+
+/// One parameter group's optimizer state.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GroupSnapshot {
     /// Optimizer name (`"AdamW"`).
     pub optimizer: String,
     /// Shader family, which fixes the state layout (`"adam"`).
@@ -27,126 +41,132 @@ pub struct Snapshot {
     pub step: u64,
     /// Learning rate at the time of saving.
     pub lr: f64,
-    /// The configuration, as its `Debug` text (for people; not parsed back).
+    /// The configuration with every hyper-parameter, as its `Debug` text.
     pub config: String,
-    /// Parameters covered.
-    pub len: usize,
-    /// State tensors by torch name, in the optimizer's order.
+    /// Where the learning-rate schedule stands, when one drives the group.
+    pub schedule: Option<SchedulePosition>,
+    /// Length of each parameter tensor of the group.
+    pub lens: Vec<usize>,
+    /// State by torch name, in the optimizer's order, over the group's tensors end to end.
     pub state: Vec<(String, Vec<f32>)>,
 }
 
-fn bad(path: &Path, message: impl Into<String>) -> Error {
+/// A schedule's position: which schedule (its `Debug` text), the learning rate it scales
+/// (torch's `initial_lr`) and the step it started after.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SchedulePosition {
+    /// The schedule, as its `Debug` text.
+    pub schedule: String,
+    /// The learning rate the schedule scales.
+    pub base_lr: f64,
+    /// The step count when the schedule was set.
+    pub start_step: u64,
+}
+
+/// torch.amp.GradScaler's state.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ScalerState {
+    /// The current loss scale.
+    pub scale: f32,
+    /// Finite steps since the scale last changed.
+    pub growth_tracker: u32,
+    /// The configured growth (checked on load: it is configuration, not state).
+    pub growth: crate::clip::ScalerGrowth,
+}
+
+/// A schedule as an optimizer holds it: the schedule, its base learning rate and start step.
+pub(crate) type ScheduleSlot = Option<(Box<dyn Schedule>, f64, u64)>;
+
+/// What a checked group snapshot restores into an optimizer.
+pub(crate) struct Restore<'a> {
+    /// State data per slot of the optimizer's kernel (`None` for unused slots).
+    pub state: Vec<Option<&'a [f32]>>,
+    /// The configuration with the saved learning rate.
+    pub optimizer: Box<dyn Optimizer>,
+    pub step: u64,
+    /// The schedule's saved base learning rate and start step.
+    pub schedule: Option<(f64, u64)>,
+}
+
+pub(crate) fn bad(path: &Path, message: impl Into<String>) -> Error {
     Error::Checkpoint { path: path.display().to_string(), message: message.into() }
 }
 
-impl Snapshot {
-    pub(crate) fn of(o: &dyn Optimizer, step: u64, len: usize, state: Vec<(String, Vec<f32>)>) -> Self {
-        Snapshot {
+impl GroupSnapshot {
+    pub(crate) fn of(
+        o: &dyn Optimizer,
+        step: u64,
+        lens: Vec<usize>,
+        state: Vec<(String, Vec<f32>)>,
+        schedule: &ScheduleSlot,
+    ) -> Self {
+        GroupSnapshot {
             optimizer: o.name().into(),
             family: o.kernel().family.into(),
             step,
             lr: o.lr(),
             config: format!("{o:?}"),
-            len,
+            schedule: schedule.as_ref().map(|(s, base, start)| SchedulePosition {
+                schedule: format!("{s:?}"),
+                base_lr: *base,
+                start_step: *start,
+            }),
+            lens,
             state,
         }
     }
 
-    /// Writes the snapshot to `path`, atomically.
-    pub fn save(&self, path: &Path) -> Result<()> {
-        let metadata: HashMap<String, String> = [
-            ("format", FORMAT.to_string()),
-            ("version", VERSION.to_string()),
-            ("optimizer", self.optimizer.clone()),
-            ("family", self.family.clone()),
-            ("step", self.step.to_string()),
-            ("lr", format!("{:e}", self.lr)),
-            ("config", self.config.clone()),
-            ("len", self.len.to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
-        let views = self
-            .state
-            .iter()
-            .map(|(name, data)| {
-                let view = TensorView::new(Dtype::F32, vec![data.len()], bytemuck::cast_slice(data))
-                    .map_err(|e| bad(path, e.to_string()))?;
-                Ok((format!("state.0.{name}"), view))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let bytes = safetensors::serialize(views, Some(metadata)).map_err(|e| bad(path, e.to_string()))?;
-        // A temporary name no other save (another thread's, another process's) can share.
-        static SAVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = SAVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let tmp = path.with_extension(format!("tmp-{}-{n}", std::process::id()));
-        let write = || -> std::io::Result<()> {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, path)
-        };
-        write().map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            bad(path, format!("could not write: {e}"))
-        })
-    }
-
-    /// Reads and checks a snapshot: the file must be a complete safetensors file of this
-    /// format and version, with every tensor f32 and one-dimensional.
-    pub fn load(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| bad(path, format!("could not read: {e}")))?;
-        let file = SafeTensors::deserialize(&bytes).map_err(|e| bad(path, format!("not a safetensors file: {e}")))?;
-        let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(path, e.to_string()))?;
-        let meta = header.metadata().clone().unwrap_or_default();
-        let get = |key: &str| meta.get(key).ok_or_else(|| bad(path, format!("metadata lacks `{key}`")));
-        if get("format")? != FORMAT {
-            return Err(bad(path, format!("format is {:?}, not {FORMAT:?}", get("format")?)));
-        }
-        let version = get("version")?;
-        if version != &VERSION.to_string() {
-            return Err(bad(path, format!("version {version} is not the version {VERSION} this build reads")));
-        }
-        let number = |key: &str| -> Result<u64> {
-            get(key)?.parse().map_err(|_| bad(path, format!("metadata `{key}` is not a number")))
-        };
-        let len = number("len")? as usize;
-        let mut state = Vec::new();
-        let mut names: Vec<&str> = file.names();
-        names.sort();
-        for name in names {
-            let view = file.tensor(name).map_err(|e| bad(path, e.to_string()))?;
-            if view.dtype() != Dtype::F32 || view.shape() != [len] {
-                return Err(bad(path, format!("{name} is {:?} {:?}, not F32 [{len}]", view.dtype(), view.shape())));
-            }
-            let short = name.strip_prefix("state.0.").ok_or_else(|| bad(path, format!("unexpected tensor {name}")))?;
-            let data: Vec<f32> =
-                view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-            state.push((short.to_string(), data));
-        }
-        Ok(Snapshot {
-            optimizer: get("optimizer")?.clone(),
-            family: get("family")?.clone(),
-            step: number("step")?,
-            lr: get("lr")?.parse().map_err(|_| bad(path, "metadata `lr` is not a number"))?,
-            config: get("config")?.clone(),
-            len,
-            state,
-        })
-    }
-
-    /// Checks that this snapshot fits `o` over `len` parameters and returns its state in
-    /// the optimizer's slot order (torch names).
-    pub(crate) fn state_for(&self, path: &Path, o: &dyn Optimizer, len: usize) -> Result<Vec<Option<&[f32]>>> {
+    /// Checks that this group fits `o` over tensors of `lens` with `schedule`, and returns
+    /// what to restore. Nothing is changed.
+    pub(crate) fn restore(
+        &self,
+        path: &Path,
+        o: &dyn Optimizer,
+        lens: &[usize],
+        schedule: &ScheduleSlot,
+    ) -> Result<Restore<'_>> {
         if self.optimizer != o.name() || self.family != o.kernel().family {
             return Err(bad(path, format!("a checkpoint of {} cannot be loaded into {}", self.optimizer, o.name())));
         }
-        if self.len != len {
-            return Err(bad(path, format!("the checkpoint covers {} parameters, the optimizer {len}", self.len)));
+        if self.lens != lens {
+            return Err(bad(
+                path,
+                format!("the checkpoint's tensors have lengths {:?}, the optimizer's {lens:?}", self.lens),
+            ));
         }
-        o.kernel()
+        let mut next = o.clone_box();
+        next.set_lr(self.lr);
+        next.validate()?;
+        if format!("{next:?}") != self.config {
+            return Err(bad(
+                path,
+                format!(
+                    "the checkpoint was saved with {}, this optimizer is {next:?}: build it with the saved \
+                     hyper-parameters (`reconfigure` after loading changes them)",
+                    self.config
+                ),
+            ));
+        }
+        let schedule = match (&self.schedule, schedule) {
+            (None, None) => None,
+            (Some(saved), Some((current, _, _))) if saved.schedule == format!("{current:?}") => {
+                Some((saved.base_lr, saved.start_step))
+            }
+            (Some(saved), Some((current, _, _))) => {
+                return Err(bad(path, format!("saved with schedule {}, not {current:?}", saved.schedule)));
+            }
+            (Some(saved), None) => {
+                return Err(bad(
+                    path,
+                    format!("saved with schedule {}: set the same schedule before loading", saved.schedule),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(bad(path, "saved without a schedule: load first, then set the schedule"));
+            }
+        };
+        let state = o
+            .kernel()
             .state
             .iter()
             .enumerate()
@@ -162,6 +182,275 @@ impl Snapshot {
                     )),
                 }
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Restore { state, optimizer: next, step: self.step, schedule })
     }
+}
+
+impl GroupSnapshot {
+    /// Adafactor over one tensor.
+    pub(crate) fn of_adafactor(c: &Adafactor, step: u64, numel: usize, state: Vec<(String, Vec<f32>)>) -> Self {
+        GroupSnapshot {
+            optimizer: "Adafactor".into(),
+            family: "adafactor".into(),
+            step,
+            lr: c.lr,
+            config: format!("{c:?}"),
+            schedule: None,
+            lens: vec![numel],
+            state,
+        }
+    }
+
+    /// Checks that this group fits Adafactor `c` over a tensor factored as `shape` and returns
+    /// its state by name (`row_var`, `col_var` or `variance`) and its step. Nothing is changed.
+    pub(crate) fn restore_adafactor(
+        &self,
+        path: &Path,
+        c: &Adafactor,
+        shape: Factoring,
+    ) -> Result<Vec<(&str, &[f32])>> {
+        if self.family != "adafactor" {
+            return Err(bad(path, format!("a checkpoint of {} cannot be loaded into Adafactor", self.optimizer)));
+        }
+        if self.config != format!("{c:?}") {
+            return Err(bad(path, format!("the checkpoint was saved with {}, this optimizer is {c:?}", self.config)));
+        }
+        let expected: Vec<(&str, usize)> = if shape.factored {
+            vec![("col_var", shape.matrices * shape.cols), ("row_var", shape.matrices * shape.rows)]
+        } else {
+            vec![("variance", shape.numel())]
+        };
+        let found: Vec<(&str, usize)> = self.state.iter().map(|(n, d)| (n.as_str(), d.len())).collect();
+        if self.lens != [shape.numel()] || found != expected {
+            return Err(bad(
+                path,
+                format!(
+                    "the checkpoint holds {found:?} for {:?} parameters; this tensor needs {expected:?}",
+                    self.lens
+                ),
+            ));
+        }
+        Ok(self.state.iter().map(|(n, d)| (n.as_str(), d.as_slice())).collect())
+    }
+}
+
+impl Snapshot {
+    /// Writes the snapshot to `path`, atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let mut first = 0;
+        let mut groups = Vec::new();
+        let mut tensors: Vec<(String, &[f32])> = Vec::new();
+        for g in &self.groups {
+            let indices: Vec<usize> = (first..first + g.lens.len()).collect();
+            for (name, data) in &g.state {
+                if let [index] = indices[..] {
+                    // One tensor: its state whole (Adafactor's factored state is smaller).
+                    tensors.push((format!("state.{index}.{name}"), data));
+                    continue;
+                }
+                if data.len() != g.lens.iter().sum::<usize>() {
+                    return Err(bad(path, format!("{name} does not cover the group's tensors {:?}", g.lens)));
+                }
+                let mut at = 0;
+                for (&len, &index) in g.lens.iter().zip(&indices) {
+                    tensors.push((format!("state.{index}.{name}"), &data[at..at + len]));
+                    at += len;
+                }
+            }
+            groups.push(json!({
+                "optimizer": g.optimizer,
+                "family": g.family,
+                "step": g.step,
+                "lr": g.lr,
+                "config": g.config,
+                "params": indices,
+                "lens": g.lens,
+                "schedule": g.schedule.as_ref().map(|s| json!({
+                    "schedule": s.schedule, "base_lr": s.base_lr, "start_step": s.start_step,
+                })),
+            }));
+            first += g.lens.len();
+        }
+        let mut metadata: HashMap<String, String> = HashMap::from([
+            ("format".into(), FORMAT.into()),
+            ("version".into(), VERSION.to_string()),
+            ("param_groups".into(), Value::Array(groups).to_string()),
+        ]);
+        if let Some(s) = &self.scaler {
+            let scaler = json!({
+                "scale": s.scale,
+                "_growth_tracker": s.growth_tracker,
+                "growth_factor": s.growth.growth_factor,
+                "backoff_factor": s.growth.backoff_factor,
+                "growth_interval": s.growth.growth_interval,
+            });
+            metadata.insert("scaler".into(), scaler.to_string());
+        }
+        let views = tensors
+            .iter()
+            .map(|(name, data)| {
+                let view = TensorView::new(Dtype::F32, vec![data.len()], bytemuck::cast_slice(data))
+                    .map_err(|e| bad(path, e.to_string()))?;
+                Ok((name.clone(), view))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let bytes = safetensors::serialize(views, Some(metadata)).map_err(|e| bad(path, e.to_string()))?;
+        write_atomically(path, &bytes)
+    }
+
+    /// Reads and checks a snapshot: a complete safetensors file of this format and version,
+    /// every tensor f32 of its parameter's length, every parameter with the same states.
+    pub fn load(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| bad(path, format!("could not read: {e}")))?;
+        let file = SafeTensors::deserialize(&bytes).map_err(|e| bad(path, format!("not a safetensors file: {e}")))?;
+        let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(path, e.to_string()))?;
+        let meta = header.metadata().clone().unwrap_or_default();
+        let get = |key: &str| meta.get(key).ok_or_else(|| bad(path, format!("metadata lacks `{key}`")));
+        if get("format")? != FORMAT {
+            return Err(bad(path, format!("format is {:?}, not {FORMAT:?}", get("format")?)));
+        }
+        let version = get("version")?;
+        if version != &VERSION.to_string() {
+            return Err(bad(path, format!("version {version} is not the version {VERSION} this build reads")));
+        }
+        let parse = |key: &str| -> Result<Value> {
+            serde_json::from_str(get(key)?).map_err(|e| bad(path, format!("metadata `{key}` is not JSON: {e}")))
+        };
+        let groups = parse("param_groups")?;
+        let groups = groups.as_array().ok_or_else(|| bad(path, "metadata `param_groups` is not a list"))?;
+
+        // Every tensor, by parameter index and state name.
+        let mut by_param: BTreeMap<usize, BTreeMap<String, Vec<f32>>> = BTreeMap::new();
+        for name in file.names() {
+            let unexpected = || bad(path, format!("unexpected tensor {name}"));
+            let rest = name.strip_prefix("state.").ok_or_else(unexpected)?;
+            let (index, state) = rest.split_once('.').ok_or_else(unexpected)?;
+            let index: usize = index.parse().map_err(|_| unexpected())?;
+            let view = file.tensor(name).map_err(|e| bad(path, e.to_string()))?;
+            if view.dtype() != Dtype::F32 || view.shape().len() != 1 {
+                return Err(bad(
+                    path,
+                    format!("{name} is {:?} {:?}, not a flat F32 tensor", view.dtype(), view.shape()),
+                ));
+            }
+            let data = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+            by_param.entry(index).or_default().insert(state.to_string(), data);
+        }
+
+        let mut snapshot = Snapshot { groups: Vec::new(), scaler: None };
+        let mut next_index = 0;
+        for g in groups {
+            let field = |key: &str| g.get(key).ok_or_else(|| bad(path, format!("a param group lacks `{key}`")));
+            let text = |key: &str| -> Result<String> {
+                field(key)?.as_str().map(str::to_string).ok_or_else(|| bad(path, format!("`{key}` is not text")))
+            };
+            let number = |v: &Value, key: &str| v.as_u64().ok_or_else(|| bad(path, format!("`{key}` is not a count")));
+            let list = |key: &str| -> Result<Vec<usize>> {
+                let v = field(key)?.as_array().ok_or_else(|| bad(path, format!("`{key}` is not a list")))?;
+                v.iter().map(|x| number(x, key).map(|n| n as usize)).collect()
+            };
+            let (indices, lens) = (list("params")?, list("lens")?);
+            let family = text("family")?;
+            let expected: Vec<usize> = (next_index..next_index + lens.len()).collect();
+            if indices != expected || lens.is_empty() {
+                return Err(bad(path, format!("param group indices {indices:?} do not follow {next_index} in order")));
+            }
+            next_index += lens.len();
+            let schedule = match field("schedule")? {
+                Value::Null => None,
+                s => Some(SchedulePosition {
+                    schedule: s["schedule"].as_str().ok_or_else(|| bad(path, "the schedule is not named"))?.into(),
+                    base_lr: s["base_lr"].as_f64().ok_or_else(|| bad(path, "`base_lr` is not a number"))?,
+                    start_step: number(&s["start_step"], "start_step")?,
+                }),
+            };
+            // Each state of the group, end to end over its tensors; every tensor has the same.
+            let names: Vec<String> = by_param.get(&indices[0]).map(|m| m.keys().cloned().collect()).unwrap_or_default();
+            let mut state: Vec<(String, Vec<f32>)> = names.iter().map(|n| (n.clone(), Vec::new())).collect();
+            for (&index, &len) in indices.iter().zip(&lens) {
+                let tensors = by_param.remove(&index).unwrap_or_default();
+                if tensors.keys().ne(names.iter()) {
+                    return Err(bad(path, format!("parameter {index} has states {:?}, not {names:?}", tensors.keys())));
+                }
+                for ((name, data), (_, all)) in tensors.into_iter().zip(&mut state) {
+                    // Element-wise state is laid out like its parameter; Adafactor's factored
+                    // state is smaller and checked against its factoring on restore.
+                    if data.len() != len && family != "adafactor" {
+                        return Err(bad(path, format!("state.{index}.{name} has {} values, not {len}", data.len())));
+                    }
+                    all.extend(data);
+                }
+            }
+            snapshot.groups.push(GroupSnapshot {
+                optimizer: text("optimizer")?,
+                family,
+                step: number(field("step")?, "step")?,
+                lr: field("lr")?.as_f64().ok_or_else(|| bad(path, "`lr` is not a number"))?,
+                config: text("config")?,
+                schedule,
+                lens,
+                state,
+            });
+        }
+        if let Some((index, _)) = by_param.first_key_value() {
+            return Err(bad(path, format!("state.{index} belongs to no param group")));
+        }
+        if meta.contains_key("scaler") {
+            let s = parse("scaler")?;
+            let float = |key: &str| {
+                s[key].as_f64().map(|x| x as f32).ok_or_else(|| bad(path, format!("scaler `{key}` is not a number")))
+            };
+            let count = |key: &str| {
+                s[key]
+                    .as_u64()
+                    .and_then(|x| u32::try_from(x).ok())
+                    .ok_or_else(|| bad(path, format!("scaler `{key}` is not a count")))
+            };
+            snapshot.scaler = Some(ScalerState {
+                scale: float("scale")?,
+                growth_tracker: count("_growth_tracker")?,
+                growth: crate::clip::ScalerGrowth {
+                    growth_factor: float("growth_factor")?,
+                    backoff_factor: float("backoff_factor")?,
+                    growth_interval: count("growth_interval")?,
+                },
+            });
+        }
+        Ok(snapshot)
+    }
+
+    /// The one group of a lone optimizer's checkpoint.
+    pub(crate) fn single(&self, path: &Path) -> Result<&GroupSnapshot> {
+        match (&self.groups[..], &self.scaler) {
+            ([g], None) => Ok(g),
+            _ => Err(bad(
+                path,
+                format!(
+                    "the checkpoint holds {} param groups{}: load it into ParamGroups",
+                    self.groups.len(),
+                    if self.scaler.is_some() { " and a loss scaler" } else { "" }
+                ),
+            )),
+        }
+    }
+}
+
+/// Writes `bytes` to a temporary name no other save (another thread's, another process's)
+/// can share, flushes it, and renames it over `path`.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    static SAVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = SAVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp-{}-{n}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        bad(path, format!("could not write: {e}"))
+    })
 }

@@ -3,7 +3,7 @@
 
 use ndarray::Array1;
 
-use crate::checkpoint::Snapshot;
+use crate::checkpoint::{GroupSnapshot, Snapshot};
 use crate::error::{Error, Result};
 use crate::optim::{Optimizer, StateSlices, StateSlot};
 use crate::schedule::Schedule;
@@ -100,28 +100,26 @@ impl CpuOptimizer {
     /// [`GpuOptimizer::save`](crate::GpuOptimizer::save); the two read each other's files).
     pub fn save(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
         let state = self.state().map(|(slot, t)| (slot.torch_name.to_string(), t.to_vec())).collect();
-        Snapshot::of(&*self.optimizer, self.step, self.params.len(), state).save(path.as_ref())
+        let group = GroupSnapshot::of(&*self.optimizer, self.step, vec![self.params.len()], state, &self.schedule);
+        Snapshot { groups: vec![group], scaler: None }.save(path.as_ref())
     }
 
-    /// Loads a checkpoint of the same optimizer and size; a bad file changes nothing.
+    /// Loads a checkpoint of the same configuration and size (see
+    /// [`GpuOptimizer::load`](crate::GpuOptimizer::load)); a bad file changes nothing.
     pub fn load(&mut self, path: impl AsRef<std::path::Path>) -> Result<()> {
         let path = path.as_ref();
         let snapshot = Snapshot::load(path)?;
-        let state: Vec<Option<Vec<f32>>> = snapshot
-            .state_for(path, &*self.optimizer, self.params.len())?
-            .into_iter()
-            .map(|d| d.map(<[f32]>::to_vec))
-            .collect();
-        let mut next = self.optimizer.clone();
-        next.set_lr(snapshot.lr);
-        next.validate()?;
-        for (t, data) in self.state.iter_mut().zip(state) {
+        let restore = snapshot.single(path)?.restore(path, &*self.optimizer, &[self.params.len()], &self.schedule)?;
+        for (t, data) in self.state.iter_mut().zip(restore.state) {
             if let Some(data) = data {
-                *t = Array1::from(data);
+                *t = Array1::from(data.to_vec());
             }
         }
-        self.step = snapshot.step;
-        self.optimizer = next;
+        self.step = restore.step;
+        self.optimizer = restore.optimizer;
+        if let (Some((_, base, start)), Some((b, s))) = (&mut self.schedule, restore.schedule) {
+            (*base, *start) = (b, s);
+        }
         Ok(())
     }
 

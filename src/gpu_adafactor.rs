@@ -3,6 +3,7 @@
 
 use ndarray::Array1;
 
+use crate::checkpoint::{GroupSnapshot, Snapshot};
 use crate::engine::{self, StepTable, UNIFORM_BYTES, grid};
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
@@ -413,6 +414,42 @@ impl GpuAdafactor {
             per_segment(&mut pass, &p.update, &|s| fold(u64::from(s.len.div_ceil(wg))));
             once(&mut pass, &p.advance, (1, 1));
         }
+    }
+
+    /// The state tensors this tensor keeps, by torch name.
+    fn state(&self) -> impl Iterator<Item = (&'static str, &GpuTensor)> {
+        [("col_var", &self.col_var), ("row_var", &self.row_var), ("variance", &self.variance)]
+            .into_iter()
+            .filter_map(|(n, t)| Some((n, t.as_ref()?)))
+    }
+
+    /// Saves the state (`row_var` and `col_var`, or `variance`), the step count and the
+    /// configuration to a safetensors checkpoint, atomically (see
+    /// [`GpuOptimizer::save`](crate::GpuOptimizer::save)); [`CpuAdafactor`](crate::CpuAdafactor)
+    /// reads the same files.
+    pub fn save(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
+        let state = self.state().map(|(n, t)| Ok((n.to_string(), t.read(&self.ctx)?))).collect::<Result<Vec<_>>>()?;
+        let group = GroupSnapshot::of_adafactor(&self.config, self.step, self.shape.numel(), state);
+        Snapshot { groups: vec![group], scaler: None }.save(path.as_ref())
+    }
+
+    /// Loads a checkpoint of the same configuration and shape; a bad file changes nothing.
+    pub fn load(&mut self, path: impl AsRef<std::path::Path>) -> Result<()> {
+        let path = path.as_ref();
+        let snapshot = Snapshot::load(path)?;
+        let group = snapshot.single(path)?;
+        let state = group.restore_adafactor(path, &self.config, self.shape)?;
+        let counter = u32::try_from(group.step).map_err(|_| {
+            crate::checkpoint::bad(path, format!("step {} exceeds the GPU counter's range", group.step))
+        })?;
+        for ((_, t), (_, data)) in self.state().zip(state) {
+            t.write(&self.ctx, data)?;
+        }
+        self.ctx.scoped("restoring the step counter", || {
+            self.ctx.queue().write_buffer(&self.steps.counter, 0, bytemuck::bytes_of(&counter));
+        })?;
+        self.step = group.step;
+        Ok(())
     }
 
     /// The step counter on the GPU (waits for the GPU).

@@ -2,7 +2,7 @@
 
 use ndarray::Array1;
 
-use crate::checkpoint::Snapshot;
+use crate::checkpoint::{GroupSnapshot, Restore, Snapshot};
 use crate::engine::{self, Pipelines, SegmentPlan, StepTable};
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
@@ -222,41 +222,67 @@ impl GpuOptimizer {
         pass.dispatch_workgroups(1, 1, 1);
     }
 
-    /// Saves the state (every state tensor, the step count, the learning rate and the
-    /// configuration) to a safetensors checkpoint, atomically (waits for the GPU).
-    /// Parameters are not included, as in torch's optimizer `state_dict`.
+    /// Saves the state (every state tensor, the step count, the learning rate, the
+    /// configuration and the schedule's position) to a safetensors checkpoint, atomically
+    /// (waits for the GPU). Parameters are not included, as in torch's optimizer `state_dict`.
     pub fn save(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
+        let snapshot = Snapshot { groups: vec![self.snapshot(vec![self.params.len()])?], scaler: None };
+        snapshot.save(path.as_ref())
+    }
+
+    /// Loads a checkpoint written by [`save`](Self::save) for the same configuration and
+    /// size: state tensors, the step count (on the GPU too), the learning rate and the
+    /// schedule's position (set the same schedule before loading). Everything is checked
+    /// before anything is written, so a bad file leaves the optimizer as it was.
+    pub fn load(&mut self, path: impl AsRef<std::path::Path>) -> Result<()> {
+        let path = path.as_ref();
+        let snapshot = Snapshot::load(path)?;
+        let restore = self.check_restore(path, snapshot.single(path)?, &[self.params.len()])?;
+        self.restore(restore)
+    }
+
+    /// This optimizer's state as one checkpoint group over tensors of `lens`.
+    pub(crate) fn snapshot(&self, lens: Vec<usize>) -> Result<GroupSnapshot> {
         let state = self
             .state()
             .map(|(slot, t)| Ok((slot.torch_name.to_string(), t.read(&self.ctx)?)))
             .collect::<Result<Vec<_>>>()?;
-        Snapshot::of(&*self.optimizer, self.step, self.params.len(), state).save(path.as_ref())
+        // The steps the GPU took: a step skipped for a non-finite gradient is no step, as
+        // torch's `state["step"]` under GradScaler.
+        let taken = self.read_gpu_step()?;
+        Ok(GroupSnapshot::of(&*self.optimizer, taken, lens, state, &self.schedule))
     }
 
-    /// Loads a checkpoint written by [`save`](Self::save) of the same optimizer and size:
-    /// state tensors, the step count (on the GPU too) and the learning rate. Everything is
-    /// checked before anything is written, so a bad file leaves the optimizer as it was.
-    pub fn load(&mut self, path: impl AsRef<std::path::Path>) -> Result<()> {
-        let path = path.as_ref();
-        let snapshot = Snapshot::load(path)?;
-        let state = snapshot.state_for(path, &*self.optimizer, self.params.len())?;
-        let mut next = self.optimizer.clone();
-        next.set_lr(snapshot.lr);
-        next.validate()?;
-        let counter = u32::try_from(snapshot.step).map_err(|_| Error::Checkpoint {
-            path: path.display().to_string(),
-            message: format!("step {} exceeds the GPU counter's range", snapshot.step),
-        })?;
-        for (t, data) in self.state.iter().zip(state) {
+    /// Checks that `group` fits this optimizer over tensors of `lens`; changes nothing.
+    pub(crate) fn check_restore<'a>(
+        &self,
+        path: &std::path::Path,
+        group: &'a GroupSnapshot,
+        lens: &[usize],
+    ) -> Result<Restore<'a>> {
+        let restore = group.restore(path, &*self.optimizer, lens, &self.schedule)?;
+        if u32::try_from(restore.step).is_err() {
+            return Err(crate::checkpoint::bad(path, format!("step {} exceeds the GPU counter's range", restore.step)));
+        }
+        Ok(restore)
+    }
+
+    /// Writes a checked checkpoint group into the state, the step counters and the schedule.
+    pub(crate) fn restore(&mut self, restore: Restore<'_>) -> Result<()> {
+        for (t, data) in self.state.iter().zip(restore.state) {
             if let (Some(t), Some(data)) = (t, data) {
                 t.write(&self.ctx, data)?;
             }
         }
+        let counter = restore.step as u32; // checked in check_restore
         self.ctx.scoped("restoring the step counter", || {
             self.ctx.queue().write_buffer(&self.steps.counter, 0, bytemuck::bytes_of(&counter));
         })?;
-        self.step = snapshot.step;
-        self.optimizer = next;
+        self.step = restore.step;
+        self.optimizer = restore.optimizer;
+        if let (Some((_, base, start)), Some((b, s))) = (&mut self.schedule, restore.schedule) {
+            (*base, *start) = (b, s);
+        }
         Ok(())
     }
 
@@ -323,6 +349,18 @@ impl GpuOptimizer {
     /// The step counter on the GPU (waits for the GPU): the steps the kernels have taken.
     pub fn read_gpu_step(&self) -> Result<u64> {
         self.steps.read_counter(&self.ctx)
+    }
+
+    /// Sets the host's step count to the GPU's (waits for the GPU) and returns it.
+    ///
+    /// They differ only when gradient control skipped steps: the host counts recorded steps,
+    /// the GPU taken ones. The per-step table holds the scalars of [`SCALAR_SLOTS`] steps
+    /// ahead of the host's count, so with skip-on-inf call this (or
+    /// [`ParamGroups::sync`](crate::ParamGroups::sync)) before 200 steps have been skipped;
+    /// it changes no result, the learning-rate schedule included.
+    pub fn sync(&mut self) -> Result<u64> {
+        self.step = self.read_gpu_step()?;
+        Ok(self.step)
     }
 
     /// Counts `k` recorded steps.

@@ -1,6 +1,7 @@
 //! Parameter groups, as torch's `param_groups`: several tensors per group, a configuration
 //! per group, every group's step recorded into one compute pass.
 
+use crate::checkpoint::{ScalerState, Snapshot};
 use crate::clip::{GradControl, NormReducer};
 use crate::engine;
 use crate::error::{Error, Result};
@@ -34,6 +35,8 @@ pub struct ParamGroups {
     grads: GpuTensor,
     control: Option<(NormReducer, GradControl)>,
     health: Option<HealthCheck>,
+    /// Each group's tensor lengths, for checkpoints (one tensor per parameter, as torch).
+    lens: Vec<Vec<usize>>,
 }
 
 impl ParamGroups {
@@ -44,6 +47,7 @@ impl ParamGroups {
         }
         let all_grads: Vec<GpuTensor> = groups.iter().flat_map(|g| g.grads.iter().map(|t| (*t).clone())).collect();
         let grads = GpuTensor::concat(&all_grads.iter().collect::<Vec<_>>())?;
+        let lens = groups.iter().map(|g| g.params.iter().map(|t| t.len()).collect()).collect();
         let groups = groups
             .into_iter()
             .map(|g| {
@@ -71,7 +75,7 @@ impl ParamGroups {
                 )
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(ParamGroups { ctx: ctx.clone(), groups, grads, control: None, health: None })
+        Ok(ParamGroups { ctx: ctx.clone(), groups, grads, control: None, health: None, lens })
     }
 
     /// Takes `steps` steps of every group on the gradients on the GPU, `SCALAR_SLOTS` steps
@@ -182,6 +186,78 @@ impl ParamGroups {
     /// The GPU buffer holding `[loss scale, growth tracker]` (f32), for a loss kernel to read.
     pub fn loss_scale_buffer(&self) -> Option<&wgpu::Buffer> {
         self.control.as_ref().map(|(r, _)| &r.scaler)
+    }
+
+    /// Sets every group's host step count to the GPU's (see [`GpuOptimizer::sync`]): with
+    /// skip-on-inf, call it before 200 steps have been skipped. Returns the steps taken.
+    pub fn sync(&mut self) -> Result<u64> {
+        let mut taken = 0;
+        for g in &mut self.groups {
+            taken = g.sync()?;
+        }
+        Ok(taken)
+    }
+
+    /// Saves every group (state per parameter tensor under torch's numbering, step,
+    /// configuration, learning rate, schedule position) and the loss scaler's state to one
+    /// safetensors checkpoint, atomically (waits for the GPU).
+    pub fn save(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
+        let groups =
+            self.groups.iter().zip(&self.lens).map(|(g, lens)| g.snapshot(lens.clone())).collect::<Result<_>>()?;
+        let scaler = match (&self.control, self.read_loss_scale()?) {
+            (Some((_, GradControl { scaler: Some(growth), .. })), Some((scale, growth_tracker))) => {
+                Some(ScalerState { scale, growth_tracker, growth: *growth })
+            }
+            _ => None,
+        };
+        Snapshot { groups, scaler }.save(path.as_ref())
+    }
+
+    /// Loads a checkpoint written by [`save`](Self::save) for the same groups (optimizers,
+    /// hyper-parameters, tensor lengths), schedules (set them before loading) and loss
+    /// scaler (configure it before loading). Every group is checked before anything is
+    /// written, so a bad file leaves every group as it was.
+    pub fn load(&mut self, path: impl AsRef<std::path::Path>) -> Result<()> {
+        let path = path.as_ref();
+        let snapshot = Snapshot::load(path)?;
+        if snapshot.groups.len() != self.groups.len() {
+            let message =
+                format!("the checkpoint holds {} param groups, not {}", snapshot.groups.len(), self.groups.len());
+            return Err(crate::checkpoint::bad(path, message));
+        }
+        let restores = self
+            .groups
+            .iter()
+            .zip(&snapshot.groups)
+            .zip(&self.lens)
+            .map(|((g, saved), lens)| g.check_restore(path, saved, lens))
+            .collect::<Result<Vec<_>>>()?;
+        let configured = self.control.as_ref().and_then(|(_, c)| c.scaler);
+        let scaler = match (snapshot.scaler, configured) {
+            (None, None) => None,
+            (Some(s), Some(growth)) if s.growth == growth => Some(s),
+            (Some(s), Some(growth)) => {
+                let message = format!("saved with scaler growth {:?}, configured {growth:?}", s.growth);
+                return Err(crate::checkpoint::bad(path, message));
+            }
+            (Some(_), None) => {
+                let message = "saved with a dynamic loss scale: set_grad_control with a scaler before loading";
+                return Err(crate::checkpoint::bad(path, message));
+            }
+            (None, Some(_)) => {
+                return Err(crate::checkpoint::bad(path, "saved without a dynamic loss scale, which is configured"));
+            }
+        };
+        for (g, restore) in self.groups.iter_mut().zip(restores) {
+            g.restore(restore)?;
+        }
+        if let (Some(s), Some((reducer, _))) = (scaler, &self.control) {
+            let words = [s.scale, s.growth_tracker as f32, 0.0, 0.0]; // the tracker is kept as a float
+            self.ctx.scoped("restoring the loss scale", || {
+                self.ctx.queue().write_buffer(&reducer.scaler, 0, bytemuck::cast_slice(&words));
+            })?;
+        }
+        Ok(())
     }
 
     /// Drives group `index`'s learning rate by a schedule from the next step on (see

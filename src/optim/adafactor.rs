@@ -8,6 +8,7 @@ use ndarray::Array1;
 use rayon::prelude::*;
 
 use super::{check, lerp, py, setters};
+use crate::checkpoint::{GroupSnapshot, Snapshot};
 use crate::cpu::Threads;
 use crate::error::{Error, Result};
 use crate::tensor::HostData;
@@ -298,5 +299,41 @@ impl CpuAdafactor {
     /// How the tensor is factored.
     pub fn factoring(&self) -> Factoring {
         self.shape
+    }
+
+    /// The state tensors this tensor keeps, by torch name, in checkpoint order.
+    fn state(&self) -> Vec<(&'static str, &Array1<f32>)> {
+        if self.shape.factored {
+            vec![("col_var", &self.col_var), ("row_var", &self.row_var)]
+        } else {
+            vec![("variance", &self.variance)]
+        }
+    }
+
+    /// Saves the state to a safetensors checkpoint, atomically (see
+    /// [`GpuAdafactor::save`](crate::GpuAdafactor::save); the two read each other's files).
+    pub fn save(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
+        let state = self.state().into_iter().map(|(n, t)| (n.to_string(), t.to_vec())).collect();
+        let group = GroupSnapshot::of_adafactor(&self.config, self.step, self.shape.numel(), state);
+        Snapshot { groups: vec![group], scaler: None }.save(path.as_ref())
+    }
+
+    /// Loads a checkpoint of the same configuration and shape; a bad file changes nothing.
+    pub fn load(&mut self, path: impl AsRef<std::path::Path>) -> Result<()> {
+        let path = path.as_ref();
+        let snapshot = Snapshot::load(path)?;
+        let group = snapshot.single(path)?;
+        let state: Vec<Array1<f32>> = group
+            .restore_adafactor(path, &self.config, self.shape)?
+            .into_iter()
+            .map(|(_, d)| Array1::from(d.to_vec()))
+            .collect();
+        match (self.shape.factored, state.as_slice()) {
+            (true, [col, row]) => (self.col_var, self.row_var) = (col.clone(), row.clone()),
+            (false, [variance]) => self.variance = variance.clone(),
+            _ => return Err(crate::checkpoint::bad(path, "state does not match the factoring")),
+        }
+        self.step = group.step;
+        Ok(())
     }
 }

@@ -22,7 +22,7 @@ use crate::error::Result;
 /// ```
 /// State: `exp_avg`, `exp_avg_sq` per element and the scalar `mu_product`. Dozat (2016).
 /// optax's `nadam` has a constant beta1 and no running product.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct NAdam {
     /// Learning rate (default 2e-3).
     pub lr: f64,
@@ -39,6 +39,22 @@ pub struct NAdam {
     /// Maximize the objective (default false).
     pub maximize: bool,
     mu_product: MuProduct,
+}
+
+/// The configuration alone: the `mu_product` cache is no part of it (checkpoints compare
+/// configurations by this text).
+impl std::fmt::Debug for NAdam {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NAdam")
+            .field("lr", &self.lr)
+            .field("betas", &self.betas)
+            .field("eps", &self.eps)
+            .field("weight_decay", &self.weight_decay)
+            .field("momentum_decay", &self.momentum_decay)
+            .field("decoupled_weight_decay", &self.decoupled_weight_decay)
+            .field("maximize", &self.maximize)
+            .finish()
+    }
 }
 
 impl Default for NAdam {
@@ -81,7 +97,7 @@ setters!(NAdam {
 /// torch's `mu_product`, a float32 tensor multiplied by `mu_t` in place every step. It is a
 /// function of the step alone; the last `(step, product)` is cached so that consecutive steps
 /// cost one multiplication, not `t`.
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct MuProduct(Mutex<Option<(u64, f32)>>);
 
 impl Clone for MuProduct {
