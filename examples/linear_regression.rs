@@ -80,6 +80,10 @@ fn backward(@builtin(local_invocation_index) lid: u32) {
 pub struct Trained {
     /// Loss after each read-back, with its step.
     pub losses: Vec<(u32, f32)>,
+    /// The health check's `max |Δp| / max |p|` of the last step before each read-back.
+    pub updates: Vec<(u32, f32)>,
+    /// No NaN or infinity in the weights or Adam's state at any read-back.
+    pub finite: bool,
     /// Learned weights and bias.
     pub params: Vec<f32>,
     /// The weights and bias the data was made with.
@@ -88,7 +92,14 @@ pub struct Trained {
 
 /// Trains `steps` Adam steps, `per_submit` per command buffer, on a generated problem of
 /// `n` samples and `d` features. Deterministic.
-pub fn train(ctx: &GpuContext, n: u32, d: u32, steps: u32, per_submit: u32) -> Result<Trained, wgpu_optim::Error> {
+pub fn train(
+    ctx: &GpuContext,
+    n: u32,
+    d: u32,
+    steps: u32,
+    per_submit: u32,
+    checkpoint: Option<&std::path::Path>,
+) -> Result<Trained, wgpu_optim::Error> {
     let (nu, du) = (n as usize, d as usize);
     // Data: x uniform in [-1, 1), y = x·w* + b* + small noise, from a fixed hash.
     let unit = |i: usize, salt: u64| {
@@ -185,8 +196,12 @@ pub fn train(ctx: &GpuContext, n: u32, d: u32, steps: u32, per_submit: u32) -> R
     let grads = GpuTensor::from_buffer(ctx, &grad_buf, 0, du + 1)?;
     params.write(ctx, &vec![0.0; du + 1])?;
     let mut adam = GpuOptimizer::from_tensors(ctx, Adam::new(0.05), params.clone(), grads)?;
+    // Keep the parameters of before each submit's last step, for the health check's update size.
+    adam.track_updates(true)?;
 
     let mut losses = Vec::new();
+    let mut updates = Vec::new();
+    let mut finite = true;
     let mut done = 0;
     while done < steps {
         let k = per_submit.min(steps - done);
@@ -208,19 +223,28 @@ pub fn train(ctx: &GpuContext, n: u32, d: u32, steps: u32, per_submit: u32) -> R
             // The loss of the forward pass of the last step of this submit.
             let loss = GpuTensor::from_buffer(ctx, &loss_buf, 0, 1)?.read(ctx)?;
             losses.push((done, loss[0]));
+            // NaN/inf counts of the weights, exp_avg and exp_avg_sq, and the last update.
+            let health = adam.health()?;
+            finite &= health.iter().all(|t| t.is_finite());
+            updates.push((done, health[0].update_ratio().unwrap_or(0.0)));
         }
     }
-    Ok(Trained { losses, params: params.read(ctx)?, truth })
+    if let Some(path) = checkpoint {
+        adam.save(path)?;
+    }
+    Ok(Trained { losses, updates, finite, params: params.read(ctx)?, truth })
 }
 
 #[allow(dead_code)]
 fn main() -> Result<(), wgpu_optim::Error> {
     let ctx = GpuContext::new()?;
     println!("adapter: {}", ctx.adapter_info().name);
-    let t = train(&ctx, 4096, 16, 400, 10)?;
-    for (step, loss) in &t.losses {
-        println!("step {step:4}  loss {loss:.6}");
+    let checkpoint = std::env::temp_dir().join("linear_regression_adam.safetensors");
+    let t = train(&ctx, 4096, 16, 400, 10, Some(&checkpoint))?;
+    for ((step, loss), (_, update)) in t.losses.iter().zip(&t.updates) {
+        println!("step {step:4}  loss {loss:.6}  update/param {update:.2e}");
     }
+    println!("optimizer state saved to {}", checkpoint.display());
     let err = t.params.iter().zip(&t.truth).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
     println!("largest |learned - true| weight: {err:.4}");
     Ok(())
