@@ -174,6 +174,14 @@ impl ParamGroups {
         Ok(Some([v[0], v[1], v[2], v[3]]))
     }
 
+    /// The GPU buffer holding the last step's `[1 / loss scale, clip coefficient, found_inf,
+    /// total norm]` (f32, 16 bytes; the norm at byte 12), or `None` without gradient control.
+    /// Copy it into a log buffer of your own inside the same encoder as the step
+    /// (`copy_buffer_to_buffer`), and read the log when convenient: no readback per step.
+    pub fn grad_control_buffer(&self) -> Option<&wgpu::Buffer> {
+        self.control.as_ref().map(|(r, _)| &r.control)
+    }
+
     /// The loss scale and its growth tracker as the GPU holds them (reads them back), or
     /// `None` without gradient control. A loss kernel can read
     /// [`loss_scale_buffer`](Self::loss_scale_buffer) instead.

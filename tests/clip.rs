@@ -201,3 +201,41 @@ fn the_loss_scale_backs_off_on_inf_and_grows_after_its_interval_on_the_gpu() {
     let bad = ScalerGrowth { growth_factor: 0.5, ..ScalerGrowth::default() };
     assert!(scaled.set_grad_control(Some(GradControl { scaler: Some(bad), ..Default::default() })).is_err());
 }
+
+#[test]
+fn the_norm_can_be_logged_on_the_gpu_without_a_readback_per_step() {
+    let ctx = small();
+    let lens = [3000, 700, 2500];
+    let (p, g) = setup(&ctx, &lens);
+    let mut gpu = groups(&ctx, &p, &g);
+    gpu.set_grad_control(Some(GradControl { max_norm: Some(1.0), ..Default::default() })).unwrap();
+    let log = GpuTensor::zeros(&ctx, 3).unwrap();
+    let log_at = &log.segments()[0];
+    let mut norms = Vec::new();
+    let mut sources = Vec::new();
+    let mut encoder = ctx.device().create_command_encoder(&Default::default());
+    for k in 0..3 {
+        // In one encoder: step k's gradients copied in (as a backward pass would write them),
+        // the step, then its norm copied into slot k of the log.
+        let host: Vec<Vec<f32>> =
+            lens.iter().map(|&n| grads(n, k + 1).iter().map(|x| x * (k + 1) as f32).collect()).collect();
+        norms.push(host.iter().flatten().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt());
+        for (t, h) in host.iter().enumerate() {
+            let source = GpuTensor::from_slice(&ctx, h).unwrap();
+            for (from, to) in source.segments().iter().zip(g[t].segments()) {
+                encoder.copy_buffer_to_buffer(&from.buffer, from.offset, &to.buffer, to.offset, 4 * from.len as u64);
+            }
+            sources.push(source);
+        }
+        gpu.record(&mut encoder, 1).unwrap();
+        let control = gpu.grad_control_buffer().unwrap();
+        encoder.copy_buffer_to_buffer(control, 12, &log_at.buffer, log_at.offset + 4 * k as u64, 4);
+    }
+    ctx.queue().submit([encoder.finish()]);
+    let logged = log.read(&ctx).unwrap();
+    for (n, want) in logged.iter().zip(&norms) {
+        assert!((f64::from(*n) - want).abs() <= 1e-5 * want, "{logged:?} vs {norms:?}");
+    }
+    assert!(norms[0] < norms[1] && norms[1] < norms[2]);
+    assert_eq!(logged[2], gpu.read_grad_control().unwrap().unwrap()[3]);
+}
