@@ -6,17 +6,25 @@
 
 override WORKGROUP_SIZE: u32 = 256u;
 
-// The GPU-resident step. `step_counter` counts the steps this optimizer has taken; the
+// The GPU-resident step. `step_counter[0]` counts the steps this optimizer has taken; the
 // host writes the scalars of step t (computed in f64, as torch does) into slot
-// t % SCALAR_SLOTS of `scalar_table` before the submit that records it, and every kernel of
-// a step reads the slot of step counter + 1. `advance` runs once after each step's kernels.
-// `Scalars` is each family's own struct.
+// t % SCALAR_SLOTS of `scalar_table`, and t itself into `step_counter[2 + slot]`, before the
+// submit that records it; every kernel of a step reads the slot of step counter + 1.
+// `advance` runs once after each step's kernels. `Scalars` is each family's own struct.
 const SCALAR_SLOTS: u32 = 256u;
 @group(0) @binding(0) var<storage, read_write> scalar_table: array<Scalars>;
 @group(0) @binding(1) var<storage, read_write> step_counter: array<u32>;
 
 fn step_scalars() -> Scalars {
     return scalar_table[(step_counter[0] + 1u) % SCALAR_SLOTS];
+}
+
+// Skipped steps leave the host's count ahead of the GPU's; once it is SCALAR_SLOTS ahead the
+// slot of the next step holds a later step's scalars. Such a step is not taken (as if
+// skipped) and `step_counter[1]` records it until the host syncs its count.
+fn scalars_stale() -> bool {
+    let t = step_counter[0] + 1u;
+    return step_counter[2u + t % SCALAR_SLOTS] != t;
 }
 
 // Gradient control, written by the gradient-norm kernels ahead of each step when clipping
@@ -27,13 +35,15 @@ override CONTROLLED: bool = false;
 @group(0) @binding(5) var<storage, read_write> grad_control: array<f32>;
 
 fn skipped() -> bool {
-    return CONTROLLED && grad_control[2] != 0.0;
+    return CONTROLLED && (grad_control[2] != 0.0 || scalars_stale());
 }
 
 @compute @workgroup_size(1)
 fn advance() {
     if !skipped() {
         step_counter[0] = step_counter[0] + 1u;
+    } else if scalars_stale() {
+        step_counter[1] = 1u;
     }
 }
 // Variant flags most families share (each family passes the ones it has).

@@ -252,9 +252,14 @@ impl Engine {
 
 /// The GPU-resident step of one optimizer: a counter of the steps it has taken, on the GPU,
 /// and a table of per-step scalars indexed by it. The host writes the scalars of the steps
-/// it records (f64 arithmetic, as torch) into slot `step % SCALAR_SLOTS` ahead of the submit;
-/// the kernels of each step read slot `counter + 1`, and an `advance` dispatch after them
-/// increments the counter. Recording creates nothing and reads nothing back.
+/// it records (f64 arithmetic, as torch) into slot `step % SCALAR_SLOTS` ahead of the submit,
+/// with the step's number as the slot's tag; the kernels of each step read slot
+/// `counter + 1`, and an `advance` dispatch after them increments the counter. Recording
+/// creates nothing and reads nothing back.
+///
+/// The counter buffer holds `[steps taken, stale flag, tag of slot 0, tag of slot 1, …]`: with
+/// skip-on-inf a step whose slot is tagged with another step is not taken and sets the flag
+/// (see `scalars_stale` in shaders/common.wgsl).
 pub(crate) struct StepTable {
     pub table: wgpu::Buffer,
     pub counter: wgpu::Buffer,
@@ -263,7 +268,12 @@ pub(crate) struct StepTable {
     pub control: wgpu::Buffer,
     scalar_size: usize,
     staging: Vec<u8>,
+    /// The step each slot holds, as last written.
+    tags: Vec<u32>,
 }
+
+/// Words of the counter buffer before the slot tags: steps taken, stale flag.
+const COUNTER_WORDS: u64 = 2;
 
 impl StepTable {
     pub fn new(ctx: &GpuContext, scalar_size: usize) -> Result<Self> {
@@ -281,11 +291,18 @@ impl StepTable {
             ctx.queue().write_buffer(&control, 0, bytemuck::cast_slice(&[1.0f32, 1.0, 0.0, 0.0]));
             (
                 make("wgpu-optim step table", stride as u64 * u64::from(SCALAR_SLOTS)),
-                make("wgpu-optim step counter", 4),
+                make("wgpu-optim step counter", 4 * (COUNTER_WORDS + u64::from(SCALAR_SLOTS))),
                 control,
             )
         })?;
-        Ok(StepTable { table, counter, control, scalar_size: stride, staging: vec![0; stride * SCALAR_SLOTS as usize] })
+        Ok(StepTable {
+            table,
+            counter,
+            control,
+            scalar_size: stride,
+            staging: vec![0; stride * SCALAR_SLOTS as usize],
+            tags: vec![0; SCALAR_SLOTS as usize],
+        })
     }
 
     /// Queues the scalars `block(j)` of steps `first + j`, `j in 0..k`, into their slots:
@@ -298,10 +315,16 @@ impl StepTable {
             let block = block(j);
             self.staging[at..at + size].copy_from_slice(&bytemuck::bytes_of(&block)[..size]);
         }
+        for j in 0..k {
+            // The counter is u32 on the GPU and wraps with it.
+            self.tags[slot(j)] = (first + u64::from(j)) as u32;
+        }
         let start = slot(0);
         let end = start + k as usize;
         let write = |from: usize, to: usize| {
             ctx.queue().write_buffer(&self.table, (from * size) as u64, &self.staging[from * size..to * size]);
+            let tags = bytemuck::cast_slice(&self.tags[from..to]);
+            ctx.queue().write_buffer(&self.counter, 4 * (COUNTER_WORDS + from as u64), tags);
         };
         write(start, end.min(SCALAR_SLOTS as usize));
         if end > SCALAR_SLOTS as usize {
@@ -311,8 +334,20 @@ impl StepTable {
 
     /// The GPU's step counter (waits for the GPU).
     pub fn read_counter(&self, ctx: &GpuContext) -> Result<u64> {
-        let v = crate::tensor::GpuTensor::from_buffer(ctx, &self.counter, 0, 1)?.read(ctx)?;
-        Ok(u64::from(v.first().map_or(0, |x| x.to_bits())))
+        Ok(self.read_counter_and_stale(ctx)?.0)
+    }
+
+    /// The GPU's step counter, and whether a step found its slot stale (waits for the GPU).
+    pub fn read_counter_and_stale(&self, ctx: &GpuContext) -> Result<(u64, bool)> {
+        let v = crate::tensor::GpuTensor::from_buffer(ctx, &self.counter, 0, 2)?.read(ctx)?;
+        Ok((u64::from(v[0].to_bits()), v[1].to_bits() != 0))
+    }
+
+    /// Sets the GPU's step counter and clears the stale flag (queued).
+    pub fn set_counter(&self, ctx: &GpuContext, steps: u32) -> Result<()> {
+        ctx.scoped("setting the step counter", || {
+            ctx.queue().write_buffer(&self.counter, 0, bytemuck::cast_slice(&[steps, 0]));
+        })
     }
 
     /// Bind-group entries 0, 1 and 5: the table, the counter and the gradient control.

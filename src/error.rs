@@ -95,6 +95,17 @@ pub enum Error {
     #[error("invalid tuning: {0}")]
     InvalidTuning(String),
 
+    /// Steps recorded with skip-on-inf found their per-step scalars overwritten, because more
+    /// steps were skipped since the last sync than the step table holds, and were not taken.
+    #[error(
+        "steps were not taken: more than 256 were skipped since the host last synced its step count \
+         (the GPU has taken {taken}); call sync() more often. Later steps run normally."
+    )]
+    StaleSteps {
+        /// Steps the GPU has taken.
+        taken: u64,
+    },
+
     /// A checkpoint file is unreadable, corrupt, of another optimizer, shape or version.
     /// The optimizer it was to be loaded into is unchanged.
     #[error("checkpoint {path}: {message}")]

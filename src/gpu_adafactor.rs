@@ -445,9 +445,7 @@ impl GpuAdafactor {
         for ((_, t), (_, data)) in self.state().zip(state) {
             t.write(&self.ctx, data)?;
         }
-        self.ctx.scoped("restoring the step counter", || {
-            self.ctx.queue().write_buffer(&self.steps.counter, 0, bytemuck::bytes_of(&counter));
-        })?;
+        self.steps.set_counter(&self.ctx, counter)?;
         self.step = group.step;
         Ok(())
     }

@@ -275,9 +275,7 @@ impl GpuOptimizer {
             }
         }
         let counter = restore.step as u32; // checked in check_restore
-        self.ctx.scoped("restoring the step counter", || {
-            self.ctx.queue().write_buffer(&self.steps.counter, 0, bytemuck::bytes_of(&counter));
-        })?;
+        self.steps.set_counter(&self.ctx, counter)?;
         self.step = restore.step;
         self.optimizer = restore.optimizer;
         if let (Some((_, base, start)), Some((b, s))) = (&mut self.schedule, restore.schedule) {
@@ -354,13 +352,21 @@ impl GpuOptimizer {
     /// Sets the host's step count to the GPU's (waits for the GPU) and returns it.
     ///
     /// They differ only when gradient control skipped steps: the host counts recorded steps,
-    /// the GPU taken ones. The per-step table holds the scalars of [`SCALAR_SLOTS`] steps
-    /// ahead of the host's count, so with skip-on-inf call this (or
-    /// [`ParamGroups::sync`](crate::ParamGroups::sync)) before 200 steps have been skipped;
-    /// it changes no result, the learning-rate schedule included.
+    /// the GPU taken ones. The step table holds the scalars of the [`SCALAR_SLOTS`] steps up
+    /// to the host's count, so after that many skips since the last sync a step would find
+    /// its scalars overwritten: it is then not taken, and this reports
+    /// [`Error::StaleSteps`] once, after which steps run again. Syncing changes no result,
+    /// the learning-rate schedule included. [`ParamGroups::run`](crate::ParamGroups::run)
+    /// syncs by itself; call it when you record steps into your own encoders with
+    /// skip-on-inf, every few hundred steps.
     pub fn sync(&mut self) -> Result<u64> {
-        self.step = self.read_gpu_step()?;
-        Ok(self.step)
+        let (taken, stale) = self.steps.read_counter_and_stale(&self.ctx)?;
+        self.step = taken;
+        if stale {
+            self.steps.set_counter(&self.ctx, taken as u32)?;
+            return Err(Error::StaleSteps { taken });
+        }
+        Ok(taken)
     }
 
     /// Counts `k` recorded steps.

@@ -6,7 +6,7 @@ use crate::clip::{GradControl, NormReducer};
 use crate::engine;
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
-use crate::gpu_optimizer::GpuOptimizer;
+use crate::gpu_optimizer::{GpuOptimizer, SCALAR_SLOTS};
 use crate::monitor::{HealthCheck, TensorHealth};
 use crate::optim::Optimizer;
 use crate::tensor::GpuTensor;
@@ -37,6 +37,8 @@ pub struct ParamGroups {
     health: Option<HealthCheck>,
     /// Each group's tensor lengths, for checkpoints (one tensor per parameter, as torch).
     lens: Vec<Vec<usize>>,
+    /// Steps recorded since the host's step count was last synced with the GPU's.
+    unsynced: u32,
 }
 
 impl ParamGroups {
@@ -75,13 +77,27 @@ impl ParamGroups {
                 )
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(ParamGroups { ctx: ctx.clone(), groups, grads, control: None, health: None, lens })
+        Ok(ParamGroups { ctx: ctx.clone(), groups, grads, control: None, health: None, lens, unsynced: 0 })
     }
 
     /// Takes `steps` steps of every group on the gradients on the GPU, `SCALAR_SLOTS` steps
     /// per submit, each submit one compute pass.
     pub fn run(&mut self, steps: u32) -> Result<()> {
-        engine::run(self, steps)
+        if self.control.is_none() {
+            return engine::run(self, steps);
+        }
+        // Skip-on-inf leaves the host's step count ahead of the GPU's by the skipped steps;
+        // syncing every half table keeps every step's scalars in the table.
+        let mut left = steps;
+        while left > 0 {
+            let k = left.min(SCALAR_SLOTS / 2);
+            engine::run(self, k)?;
+            left -= k;
+            if self.unsynced >= SCALAR_SLOTS / 2 {
+                self.sync()?;
+            }
+        }
+        Ok(())
     }
 
     /// Records `steps` steps of every group into the caller's encoder, in one compute pass,
@@ -196,14 +212,19 @@ impl ParamGroups {
         self.control.as_ref().map(|(r, _)| &r.scaler)
     }
 
-    /// Sets every group's host step count to the GPU's (see [`GpuOptimizer::sync`]): with
-    /// skip-on-inf, call it before 200 steps have been skipped. Returns the steps taken.
+    /// Sets every group's host step count to the GPU's (see [`GpuOptimizer::sync`]). `run`
+    /// does this by itself every `SCALAR_SLOTS / 2` steps under gradient control; call it as
+    /// often when you `record` steps with skip-on-inf. Returns the steps taken.
     pub fn sync(&mut self) -> Result<u64> {
-        let mut taken = 0;
+        self.unsynced = 0;
+        let mut result = Ok(0);
         for g in &mut self.groups {
-            taken = g.sync()?;
+            let synced = g.sync();
+            if result.is_ok() {
+                result = synced;
+            }
         }
-        Ok(taken)
+        result
     }
 
     /// Saves every group (state per parameter tensor under torch's numbering, step,
@@ -298,6 +319,7 @@ impl engine::Stepper for ParamGroups {
         self.encode_steps(encoder, k)
     }
     fn taken(&mut self, k: u32) {
+        self.unsynced = self.unsynced.saturating_add(k);
         self.groups.iter_mut().for_each(|g| g.advance(k));
     }
 }

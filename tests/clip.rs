@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use wgpu_optim::{
-    AdamW, CpuOptimizer, GpuContext, GpuTensor, GradControl, NormType, Optimizer, ParamGroup, ParamGroups,
+    AdamW, CpuOptimizer, Error, GpuContext, GpuTensor, GradControl, NormType, Optimizer, ParamGroup, ParamGroups,
     ScalerGrowth, Sgd,
 };
 
@@ -238,4 +238,63 @@ fn the_norm_can_be_logged_on_the_gpu_without_a_readback_per_step() {
     }
     assert!(norms[0] < norms[1] && norms[1] < norms[2]);
     assert_eq!(logged[2], gpu.read_grad_control().unwrap().unwrap()[3]);
+}
+
+#[test]
+fn hundreds_of_skipped_steps_cost_nothing_and_lose_no_step() {
+    let ctx = small();
+    let lens = [3000, 700, 2500];
+    let (p, g) = setup(&ctx, &lens);
+    let (fresh_p, fresh_g) = setup(&ctx, &lens);
+    let mut skipping = groups(&ctx, &p, &g);
+    let mut fresh = groups(&ctx, &fresh_p, &fresh_g);
+    for groups in [&mut skipping, &mut fresh] {
+        groups.set_grad_control(Some(GradControl { max_norm: Some(2.0), ..Default::default() })).unwrap();
+    }
+    let write = |g: &[GpuTensor], k: usize, nan: bool| {
+        for (t, &n) in lens.iter().enumerate() {
+            let mut host = grads(n, k);
+            if nan && t == 2 {
+                host[n - 1] = f32::NAN;
+            }
+            g[t].write(&ctx, &host).unwrap();
+        }
+    };
+    // 300 steps of NaN gradients through `run`, which syncs by itself.
+    write(&g, 1, true);
+    skipping.run(300).unwrap();
+    assert_eq!(skipping.groups()[0].read_gpu_step().unwrap(), 0);
+    // 300 more recorded into our own encoders without a sync: the first finite step finds its
+    // scalars overwritten and is not taken; sync reports it once, then steps run again.
+    for _ in 0..3 {
+        let mut encoder = ctx.device().create_command_encoder(&Default::default());
+        skipping.record(&mut encoder, 100).unwrap();
+        ctx.queue().submit([encoder.finish()]);
+    }
+    write(&g, 1, false);
+    let mut encoder = ctx.device().create_command_encoder(&Default::default());
+    skipping.record(&mut encoder, 1).unwrap();
+    ctx.queue().submit([encoder.finish()]);
+    assert_eq!(skipping.groups()[0].read_gpu_step().unwrap(), 0, "stale: not taken");
+    assert!(matches!(skipping.sync(), Err(Error::StaleSteps { taken: 0 })));
+    assert_eq!(skipping.sync().unwrap(), 0);
+    // `run` syncs by itself, and reports a stale step the same way.
+    write(&g, 1, true);
+    for _ in 0..3 {
+        let mut encoder = ctx.device().create_command_encoder(&Default::default());
+        skipping.record(&mut encoder, 100).unwrap();
+        ctx.queue().submit([encoder.finish()]);
+    }
+    write(&g, 1, false);
+    assert!(matches!(skipping.run(1), Err(Error::StaleSteps { taken: 0 })));
+    for k in 1..=3 {
+        write(&g, k, false);
+        write(&fresh_g, k, false);
+        skipping.run(1).unwrap();
+        fresh.run(1).unwrap();
+    }
+    for (a, b) in p.iter().zip(&fresh_p) {
+        assert_eq!(a.read(&ctx).unwrap(), b.read(&ctx).unwrap(), "as if the skipped steps never were");
+    }
+    assert_eq!(skipping.groups()[0].read_gpu_step().unwrap(), 3);
 }
