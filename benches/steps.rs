@@ -3,7 +3,7 @@
 //! separate buffers (one dispatch per tensor) or as one arena (one dispatch per group).
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use wgpu_optim::bench::{bytes_per_param, inputs};
+use wgpu_optim::bench::{bytes_per_param, gpt2_shapes, inputs};
 use wgpu_optim::{
     AdamW, CpuOptimizer, GpuContext, GpuOptimizer, GpuTensor, Optimizer, ParamGroup, ParamGroups, Sgd, Threads,
 };
@@ -56,29 +56,10 @@ fn host_overhead(c: &mut Criterion) {
     group.finish();
 }
 
-/// GPT-2's 148 parameter shapes at width `d` (vocabulary 1024, context 128).
+/// GPT-2's 148 parameter tensors at width `d` (vocabulary 1024, context 128): their lengths,
+/// and whether each is a matrix (weight decay applies).
 fn gpt2_lens(d: usize) -> Vec<(usize, bool)> {
-    let mut s = vec![(1024 * d, true), (128 * d, true)];
-    for _ in 0..12 {
-        for (len, matrix) in [
-            (d, false),
-            (d, false),
-            (3 * d * d, true),
-            (3 * d, false),
-            (d * d, true),
-            (d, false),
-            (d, false),
-            (d, false),
-            (4 * d * d, true),
-            (4 * d, false),
-            (4 * d * d, true),
-            (d, false),
-        ] {
-            s.push((len, matrix));
-        }
-    }
-    s.extend([(d, false), (d, false)]);
-    s
+    gpt2_shapes(12, d, 1024, 128).iter().map(|s| (s.iter().product(), s.len() == 2)).collect()
 }
 
 /// Host time per step of 148 tensors in two groups (weight decay on matrices only).

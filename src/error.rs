@@ -106,6 +106,11 @@ pub enum Error {
         taken: u64,
     },
 
+    /// The GPU's result disagrees with the CPU reference beyond the error budget (the
+    /// benchmark's guard: no speed is reported for a wrong result).
+    #[error("the GPU result is wrong: {0}")]
+    ResultMismatch(String),
+
     /// A checkpoint file is unreadable, corrupt, of another optimizer, shape or version.
     /// The optimizer it was to be loaded into is unchanged.
     #[error("checkpoint {path}: {message}")]

@@ -4,31 +4,8 @@
 mod common;
 
 use common::*;
+use wgpu_optim::bench::gpt2_shapes;
 use wgpu_optim::{AdamW, CpuOptimizer, Error, GpuContext, GpuOptimizer, GpuTensor, Optimizer, ParamGroup, ParamGroups};
-
-/// GPT-2's parameter shapes (148 tensors for 12 layers) at reduced width: the same count
-/// and the same ratios (qkv 3d, mlp 4d), d = 32, a vocabulary of 256 and a context of 64.
-fn gpt2_shapes(layers: usize, d: usize, vocab: usize, ctx: usize) -> Vec<Vec<usize>> {
-    let mut s = vec![vec![vocab, d], vec![ctx, d]];
-    for _ in 0..layers {
-        s.extend([
-            vec![d],
-            vec![d],
-            vec![d, 3 * d],
-            vec![3 * d],
-            vec![d, d],
-            vec![d],
-            vec![d],
-            vec![d],
-            vec![d, 4 * d],
-            vec![4 * d],
-            vec![4 * d, d],
-            vec![d],
-        ]);
-    }
-    s.extend([vec![d], vec![d]]);
-    s
-}
 
 /// Tensors of a model: host values, and which group (0: decay, matrices; 1: no decay).
 struct Model {

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use wgpu_optim::bench::{self, Measurement, Side};
+use wgpu_optim::bench::{self, GpuClock, Measurement, Side, Storage, TensorSet, Workload};
 use wgpu_optim::{GpuContext, Optimizer, Threads, optim};
 
 #[derive(Parser)]
@@ -23,15 +23,22 @@ enum Command {
     /// Time one optimizer step on the GPU, the CPU reference and the CPU parallel baseline,
     /// as GB/s and as a fraction of each side's measured copy bandwidth.
     Bench {
-        /// Optimizers to run (sgd, adam, adamw), with torch's defaults.
+        /// Optimizers to run (sgd, adam, adamw, …), with torch's defaults.
         #[arg(long, value_delimiter = ',', default_value = "adamw")]
         optimizer: Vec<String>,
-        /// Every optimizer.
+        /// Every element-wise optimizer.
         #[arg(long)]
         all: bool,
-        /// Sizes as powers of two (parameters per step).
-        #[arg(long, value_delimiter = ',', default_values_t = [16u32, 18, 20, 22, 24])]
+        /// Tensor sets: `one` (a tensor of each size of the sweep), `gpt2` (GPT-2 124M's 148
+        /// tensors), `gpt2-xl` (1.56B, 580 tensors), `gpt2-mini` (148 small tensors).
+        #[arg(long, value_delimiter = ',', default_value = "one")]
+        set: Vec<String>,
+        /// Sizes of `one`, as powers of two (parameters per step).
+        #[arg(long, value_delimiter = ',', default_values_t = [16u32, 18, 20, 22, 24, 26])]
         log2_sizes: Vec<u32>,
+        /// Skip workloads whose GPU state (parameters, gradients, optimizer state) exceeds this.
+        #[arg(long, default_value_t = 16.0)]
+        max_gib: f64,
         /// GPU steps per submit (all in one compute pass).
         #[arg(long, default_value_t = 20)]
         steps_per_submit: u32,
@@ -47,6 +54,16 @@ enum Command {
         /// Print the table as markdown (for README.md).
         #[arg(long)]
         markdown: bool,
+    },
+    /// Measure AdamW on the GPU at each workgroup size and elements per invocation, to choose
+    /// the `Tuning` for an adapter.
+    Tune {
+        /// Parameters, as a power of two.
+        #[arg(long, default_value_t = 24)]
+        log2_size: u32,
+        /// GPU steps per submit.
+        #[arg(long, default_value_t = 20)]
+        steps_per_submit: u32,
     },
     /// Check every optimizer on the GPU against the CPU reference and print the worst error.
     Check {
@@ -149,70 +166,122 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             );
             Ok(())
         }
-        Command::Bench { optimizer, all, log2_sizes, steps_per_submit, threads, no_sequential, json, markdown } => {
+        Command::Bench {
+            optimizer,
+            all,
+            set,
+            log2_sizes,
+            max_gib,
+            steps_per_submit,
+            threads,
+            no_sequential,
+            json,
+            markdown,
+        } => {
+            let mut sets = Vec::new();
+            for name in &set {
+                if name == "one" {
+                    sets.extend(log2_sizes.iter().map(|&k| TensorSet::one(1usize << k)));
+                } else {
+                    sets.push(TensorSet::model(name).ok_or_else(|| {
+                        format!("unknown tensor set {name:?}; known: one, {}", bench::MODEL_SETS.join(", "))
+                    })?);
+                }
+            }
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads.unwrap_or(0)).build()?;
-            pool.install(|| {
-                bench_command(
-                    &optimizers(&optimizer, all)?,
-                    &log2_sizes,
-                    steps_per_submit,
-                    !no_sequential,
-                    json,
-                    markdown,
-                )
-            })
+            let plan =
+                BenchPlan { steps_per_submit, sequential: !no_sequential, max_bytes: (max_gib * 1073741824.0) as u64 };
+            let rows = pool.install(|| bench_command(&optimizers(&optimizer, all)?, &sets, &plan))?;
+            if markdown {
+                print!("{}", bench::markdown(&rows));
+            }
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_string_pretty(&bench::json(&rows))?)?;
+                println!("wrote {}", path.display());
+            }
+            Ok(())
         }
+        Command::Tune { log2_size, steps_per_submit } => tune(1usize << log2_size, steps_per_submit),
     }
 }
 
-fn bench_command(
-    opts: &[Box<dyn Optimizer>],
-    log2_sizes: &[u32],
+struct BenchPlan {
     steps_per_submit: u32,
     sequential: bool,
-    json: Option<PathBuf>,
-    markdown: bool,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    max_bytes: u64,
+}
+
+type AnyResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+fn bench_command(opts: &[Box<dyn Optimizer>], sets: &[TensorSet], plan: &BenchPlan) -> AnyResult<Vec<Measurement>> {
     let ctx = GpuContext::new()?;
+    let clock = GpuClock::new(&ctx)?;
     println!("adapter: {}", describe(&ctx));
     println!("CPU: {} threads for the parallel baseline", rayon::current_num_threads());
+    println!("GPU time: {}, {} steps per submit", clock.clock().label(), plan.steps_per_submit);
     println!(
         "roof: the step's own memory traffic with no arithmetic, at the same size \
-         (GPU: a buffer copy; CPU: p += g and s += g for each state, in place)"
+         (GPU: a buffer copy, at most 4 GiB; CPU: p += g and s += g for each state, in place)"
     );
-    let sides = if sequential { 3 } else { 2 };
-    let bar = ProgressBar::new((opts.len() * log2_sizes.len() * sides) as u64)
-        .with_style(ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")?);
+    println!("every GPU result is checked against the CPU reference before its speed is reported");
+    // Per workload: the roofs, each GPU storage, each CPU side.
+    let cpu_sides = if plan.sequential { 2 } else { 1 };
+    let units: usize =
+        sets.iter().map(|s| 1 + if s.lens.len() > 1 { 2 } else { 1 } + cpu_sides).sum::<usize>() * opts.len();
+    let bar = ProgressBar::new(units as u64).with_style(ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")?);
     let mut rows = Vec::new();
     for o in opts {
-        let bytes = bench::bytes_per_param(&**o);
-        for &log2 in log2_sizes {
-            let n = 1usize << log2;
-            let (p, g) = bench::inputs(n);
-            bar.set_message(format!("{} 2^{log2}: checking", o.name()));
-            bench::check_gpu(&ctx, &**o, &p, &g)?;
-            bar.set_message(format!("{} 2^{log2}: roofs", o.name()));
-            let gpu_roof = bench::gpu_copy_roof(&ctx, bytes * n as u64)?;
-            let cpu_roof = bench::cpu_roof(&**o, n)?;
-            let mut push = |side, secs, roof| {
-                rows.push(Measurement {
-                    optimizer: o.name().to_string(),
-                    params: n,
-                    side,
-                    seconds_per_step: secs,
-                    bytes_per_step: bytes * n as u64,
-                    roof_bytes_per_second: roof,
-                });
-                bar.inc(1);
-            };
-            bar.set_message(format!("{} 2^{log2}: GPU", o.name()));
-            push(Side::Gpu, bench::time_gpu(&ctx, &**o, &p, &g, steps_per_submit)?, gpu_roof);
-            if sequential {
-                bar.set_message(format!("{} 2^{log2}: CPU sequential", o.name()));
-                push(Side::CpuSequential, bench::time_cpu(&**o, &p, &g, Threads::Sequential)?, cpu_roof);
+        for set in sets {
+            let w = Workload::new(o.clone_box(), set.clone());
+            if w.gpu_bytes() > plan.max_bytes {
+                bar.println(format!(
+                    "{} {}: skipped, {:.1} GiB of GPU state exceeds --max-gib",
+                    o.name(),
+                    set.name,
+                    w.gpu_bytes() as f64 / 1073741824.0
+                ));
+                continue;
             }
-            bar.set_message(format!("{} 2^{log2}: CPU parallel", o.name()));
-            push(Side::CpuParallel, bench::time_cpu(&**o, &p, &g, Threads::Parallel)?, cpu_roof);
+            let label = |what: &str| format!("{} {}: {what}", o.name(), set.name);
+            let storages: &[(Storage, Side)] = if set.lens.len() > 1 {
+                &[(Storage::Arena, Side::Gpu), (Storage::Buffers, Side::GpuBuffers)]
+            } else {
+                &[(Storage::Arena, Side::Gpu)]
+            };
+            let measured = |side, seconds, roof| Measurement {
+                optimizer: o.name().to_string(),
+                workload: set.name.clone(),
+                tensors: set.lens.len(),
+                params: set.total(),
+                side,
+                seconds_per_step: seconds,
+                bytes_per_step: w.bytes_per_step(),
+                roof_bytes_per_second: roof,
+            };
+            bar.set_message(label("roofs"));
+            let gpu_roof = bench::gpu_copy_roof(&ctx, w.bytes_per_step())?;
+            let cpu_roof = bench::cpu_roof(&**o, set.total())?;
+            bar.inc(1);
+            for &(storage, side) in storages {
+                bar.set_message(label(&format!("{} check", side.label())));
+                let mut gpu = w.gpu(&ctx, storage)?;
+                w.check(&ctx, &mut gpu, 2)?;
+                bar.set_message(label(side.label()));
+                let seconds = gpu.time(&ctx, &clock, plan.steps_per_submit)?;
+                rows.push(measured(side, seconds, gpu_roof));
+                bar.inc(1);
+            }
+            let cpu_sides: &[(Threads, Side)] = if plan.sequential {
+                &[(Threads::Sequential, Side::CpuSequential), (Threads::Parallel, Side::CpuParallel)]
+            } else {
+                &[(Threads::Parallel, Side::CpuParallel)]
+            };
+            for &(threads, side) in cpu_sides {
+                bar.set_message(label(side.label()));
+                let seconds = w.time_cpu(threads)?;
+                rows.push(measured(side, seconds, cpu_roof));
+                bar.inc(1);
+            }
         }
     }
     bar.finish_and_clear();
@@ -220,31 +289,56 @@ fn bench_command(
         "bytes moved per parameter: {}",
         opts.iter().map(|o| format!("{} {} B", o.name(), bench::bytes_per_param(&**o))).collect::<Vec<_>>().join(", ")
     );
-    if markdown {
-        print!("{}", bench::markdown(&rows));
-    } else {
+    println!(
+        "{:<8} {:>9} {:>11} {:<22} {:>10} {:>9} {:>8} {:>10} {:>10}",
+        "opt", "tensors", "params", "side", "ms/step", "Gparam/s", "GB/s", "roof GB/s", "% of roof"
+    );
+    for m in &rows {
         println!(
-            "{:<8} {:>6} {:<15} {:>10} {:>9} {:>8} {:>10} {:>10}",
-            "opt", "params", "side", "ms/step", "Gparam/s", "GB/s", "roof GB/s", "% of roof"
+            "{:<8} {:>9} {:>11} {:<22} {:>10.3} {:>9.3} {:>8.1} {:>10.1} {:>9.0}%",
+            m.optimizer,
+            m.workload,
+            m.params,
+            m.side.label(),
+            m.seconds_per_step * 1e3,
+            m.params_per_second() / 1e9,
+            m.gb_per_second(),
+            m.roof_bytes_per_second / 1e9,
+            100.0 * m.roof_fraction()
         );
-        for m in &rows {
-            println!(
-                "{:<8} {:>6} {:<15} {:>10.3} {:>9.3} {:>8.1} {:>10.1} {:>9.0}%",
-                m.optimizer,
-                format!("2^{}", m.params.ilog2()),
-                m.side.label(),
-                m.seconds_per_step * 1e3,
-                m.params_per_second() / 1e9,
-                m.gb_per_second(),
-                m.roof_bytes_per_second / 1e9,
-                100.0 * m.roof_fraction()
-            );
+    }
+    Ok(rows)
+}
+
+/// AdamW at every workgroup size and elements per invocation the adapter allows.
+fn tune(n: usize, steps_per_submit: u32) -> AnyResult<()> {
+    let base = GpuContext::new()?;
+    println!("adapter: {}", describe(&base));
+    let w = Workload::new(wgpu_optim::AdamW::default().into(), TensorSet::one(n));
+    let roof = bench::gpu_copy_roof(&base, w.bytes_per_step())?;
+    println!("AdamW, {} params, roof {:.1} GB/s; default tuning {:?}", n, roof / 1e9, base.tuning());
+    println!("{:>14} {:>12} {:>10} {:>8} {:>10}", "workgroup size", "items/invoc.", "ms/step", "GB/s", "% of roof");
+    let max_wg = base.limits().max_compute_invocations_per_workgroup.min(base.limits().max_compute_workgroup_size_x);
+    let mut best = (0.0, 0, 0);
+    for wg in [64u32, 128, 256, 512, 1024].into_iter().filter(|&w| w <= max_wg) {
+        for items in [1u32, 2, 4, 8] {
+            let ctx = base.with_tuning(wgpu_optim::Tuning {
+                workgroup_size: wg,
+                items_per_invocation: items,
+                ..*base.tuning()
+            })?;
+            let clock = GpuClock::new(&ctx)?;
+            let mut gpu = w.gpu(&ctx, Storage::Arena)?;
+            w.check(&ctx, &mut gpu, 1)?;
+            let seconds = gpu.time(&ctx, &clock, steps_per_submit)?;
+            let gbs = w.bytes_per_step() as f64 / seconds;
+            println!("{wg:>14} {items:>12} {:>10.3} {:>8.1} {:>9.0}%", seconds * 1e3, gbs / 1e9, 100.0 * gbs / roof);
+            if gbs > best.0 {
+                best = (gbs, wg, items);
+            }
         }
     }
-    if let Some(path) = json {
-        std::fs::write(&path, serde_json::to_string_pretty(&bench::json(&rows))?)?;
-        println!("wrote {}", path.display());
-    }
+    println!("best: workgroup size {}, {} items per invocation ({:.1} GB/s)", best.1, best.2, best.0 / 1e9);
     Ok(())
 }
 

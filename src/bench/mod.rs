@@ -1,0 +1,141 @@
+//! Honest throughput measurement: the same optimizer step on the GPU and on the CPU
+//! (sequential reference and parallel baseline), each reported as GB/s against that side's
+//! own memory roof measured in the same run, and only after the GPU result has been checked
+//! against the CPU.
+
+mod check;
+mod roof;
+mod run;
+mod sets;
+
+pub use check::{Agreement, agreement, max_change, worst_error};
+pub use roof::{cpu_roof, gpu_copy_roof};
+pub use run::{Clock, GpuClock, GpuWorkload, Storage, Workload};
+pub use sets::{MODEL_SETS, TensorSet, gpt2_shapes};
+
+use crate::optim::Optimizer;
+
+/// Bytes one step moves per parameter: p is read and written, g read, every state tensor
+/// in use read and written; f32 throughout (AdamW: 7 × 4 = 28).
+pub fn bytes_per_param(o: &dyn Optimizer) -> u64 {
+    let states = (0..o.kernel().state.len()).filter(|&i| o.uses_state(i)).count() as u64;
+    4 * (3 + 2 * states)
+}
+
+/// Which implementation a measurement is of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// The WGSL kernels on the adapter, the tensors slices of one arena.
+    Gpu,
+    /// The WGSL kernels on the adapter, each tensor its own buffer.
+    GpuBuffers,
+    /// The CPU reference, one thread.
+    CpuSequential,
+    /// The CPU baseline on all threads of the rayon pool.
+    CpuParallel,
+}
+
+impl Side {
+    /// Table label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Side::Gpu => "GPU",
+            Side::GpuBuffers => "GPU, buffer per tensor",
+            Side::CpuSequential => "CPU sequential",
+            Side::CpuParallel => "CPU parallel",
+        }
+    }
+}
+
+/// One measured configuration.
+#[derive(Clone, Debug)]
+pub struct Measurement {
+    /// Optimizer name.
+    pub optimizer: String,
+    /// The tensors (`2^20`, `gpt2`).
+    pub workload: String,
+    /// Number of tensors.
+    pub tensors: usize,
+    /// Parameters per step.
+    pub params: usize,
+    /// Implementation.
+    pub side: Side,
+    /// Best (lowest) time per step over the repetitions.
+    pub seconds_per_step: f64,
+    /// Bytes moved per step.
+    pub bytes_per_step: u64,
+    /// This side's roof for this traffic, bytes/s (read + write).
+    pub roof_bytes_per_second: f64,
+}
+
+impl Measurement {
+    /// Achieved bandwidth, GB/s (10^9 bytes).
+    pub fn gb_per_second(&self) -> f64 {
+        self.bytes_per_step as f64 / self.seconds_per_step / 1e9
+    }
+    /// Fraction of this side's roof.
+    pub fn roof_fraction(&self) -> f64 {
+        self.bytes_per_step as f64 / self.seconds_per_step / self.roof_bytes_per_second
+    }
+    /// Parameters updated per second.
+    pub fn params_per_second(&self) -> f64 {
+        self.params as f64 / self.seconds_per_step
+    }
+}
+
+/// Deterministic, varied inputs for benchmarking: parameters in [-2, 2), gradients in [-1, 1).
+pub fn inputs(n: usize) -> (Vec<f32>, Vec<f32>) {
+    let hash = |i: usize, salt: u64| {
+        let mut x = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ salt;
+        x ^= x >> 31;
+        x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        x ^= x >> 29;
+        (x >> 40) as f32 / (1u64 << 24) as f32 // [0, 1)
+    };
+    ((0..n).map(|i| 4.0 * hash(i, 1) - 2.0).collect(), (0..n).map(|i| 2.0 * hash(i, 2) - 1.0).collect())
+}
+
+/// A markdown table of measurements.
+pub fn markdown(rows: &[Measurement]) -> String {
+    let mut s = String::from(
+        "| optimizer | tensors | params | side | ms/step | Gparam/s | GB/s | roof GB/s | % of roof |\n\
+         |---|---|---:|---|---:|---:|---:|---:|---:|\n",
+    );
+    for m in rows {
+        s += &format!(
+            "| {} | {} | {} | {} | {:.3} | {:.3} | {:.1} | {:.1} | {:.0} % |\n",
+            m.optimizer,
+            m.workload,
+            m.params,
+            m.side.label(),
+            m.seconds_per_step * 1e3,
+            m.params_per_second() / 1e9,
+            m.gb_per_second(),
+            m.roof_bytes_per_second / 1e9,
+            100.0 * m.roof_fraction()
+        );
+    }
+    s
+}
+
+/// Measurements as JSON (an array of objects).
+pub fn json(rows: &[Measurement]) -> serde_json::Value {
+    serde_json::Value::Array(
+        rows.iter()
+            .map(|m| {
+                serde_json::json!({
+                    "optimizer": m.optimizer,
+                    "workload": m.workload,
+                    "tensors": m.tensors,
+                    "params": m.params,
+                    "side": m.side.label(),
+                    "seconds_per_step": m.seconds_per_step,
+                    "bytes_per_step": m.bytes_per_step,
+                    "gb_per_second": m.gb_per_second(),
+                    "roof_gb_per_second": m.roof_bytes_per_second / 1e9,
+                    "roof_fraction": m.roof_fraction(),
+                })
+            })
+            .collect(),
+    )
+}

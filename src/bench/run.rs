@@ -1,0 +1,315 @@
+//! Running a workload — one optimizer over a tensor set — on the GPU and on the CPU from the
+//! same inputs, checking the GPU against the CPU, and timing each side.
+
+use std::time::Duration;
+
+use rayon::prelude::*;
+
+use crate::cpu::{CpuOptimizer, Threads};
+use crate::error::{Error, Result};
+use crate::gpu::GpuContext;
+use crate::gpu_optimizer::SCALAR_SLOTS;
+use crate::groups::{ParamGroup, ParamGroups};
+use crate::optim::Optimizer;
+use crate::tensor::GpuTensor;
+
+use super::check::{max_change, worst_error};
+use super::roof::{best_of, timed};
+use super::{TensorSet, bytes_per_param, inputs};
+
+/// How GPU time is measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Clock {
+    /// Timestamp queries written by the GPU before and after the work.
+    Timestamps,
+    /// Host time from submit to completion (adapters without timestamp queries).
+    WallClock,
+}
+
+impl Clock {
+    /// For tables.
+    pub fn label(self) -> &'static str {
+        match self {
+            Clock::Timestamps => "GPU timestamp queries",
+            Clock::WallClock => "wall clock from submit to completion",
+        }
+    }
+}
+
+/// Times GPU work with timestamp queries where the device has them, else by wall clock.
+pub struct GpuClock {
+    queries: Option<(wgpu::QuerySet, wgpu::Buffer, wgpu::Buffer)>,
+    nanoseconds_per_tick: f64,
+}
+
+impl GpuClock {
+    /// Timestamps when the device was created with `TIMESTAMP_QUERY`.
+    pub fn new(ctx: &GpuContext) -> Result<Self> {
+        let queries = if ctx.device().features().contains(wgpu::Features::TIMESTAMP_QUERY) {
+            Some(ctx.scoped("creating timestamp queries", || {
+                let set = ctx.device().create_query_set(&wgpu::QuerySetDescriptor {
+                    label: Some("wgpu-optim bench"),
+                    ty: wgpu::QueryType::Timestamp,
+                    count: 2,
+                });
+                let buffer = |usage| {
+                    ctx.device().create_buffer(&wgpu::BufferDescriptor {
+                        label: Some("wgpu-optim timestamps"),
+                        size: 16,
+                        usage,
+                        mapped_at_creation: false,
+                    })
+                };
+                let resolve = buffer(wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC);
+                let read = buffer(wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST);
+                (set, resolve, read)
+            })?)
+        } else {
+            None
+        };
+        Ok(GpuClock { queries, nanoseconds_per_tick: f64::from(ctx.queue().get_timestamp_period()) })
+    }
+
+    /// Which clock this is.
+    pub fn clock(&self) -> Clock {
+        if self.queries.is_some() { Clock::Timestamps } else { Clock::WallClock }
+    }
+
+    /// Seconds the GPU spends on what `record` puts into one encoder (submitted and waited for).
+    pub fn time(&self, ctx: &GpuContext, record: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<()>) -> Result<f64> {
+        let mut encoder = ctx.device().create_command_encoder(&Default::default());
+        let Some((set, resolve, read)) = &self.queries else {
+            record(&mut encoder)?;
+            return timed(|| {
+                ctx.scoped("submitting timed work", || ctx.queue().submit([encoder.finish()]))?;
+                ctx.wait()
+            });
+        };
+        // Empty passes that only write the timestamps: the end one is written once all
+        // earlier work of the submit has finished.
+        let mark = |encoder: &mut wgpu::CommandEncoder, index: u32| {
+            let writes = wgpu::ComputePassTimestampWrites {
+                query_set: set,
+                beginning_of_pass_write_index: (index == 0).then_some(0),
+                end_of_pass_write_index: (index == 1).then_some(1),
+            };
+            encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("wgpu-optim timestamp"),
+                timestamp_writes: Some(writes),
+            });
+        };
+        mark(&mut encoder, 0);
+        record(&mut encoder)?;
+        mark(&mut encoder, 1);
+        encoder.resolve_query_set(set, 0..2, resolve, 0);
+        encoder.copy_buffer_to_buffer(resolve, 0, read, 0, 16);
+        ctx.scoped("submitting timed work", || ctx.queue().submit([encoder.finish()]))?;
+        let (tx, rx) = futures_intrusive::channel::shared::oneshot_channel();
+        read.map_async(wgpu::MapMode::Read, .., move |r| {
+            tx.send(r).ok();
+        });
+        ctx.wait()?;
+        match pollster::block_on(rx.receive()) {
+            Some(Ok(())) => {}
+            Some(Err(e)) => return Err(Error::Readback(e.to_string())),
+            None => return Err(Error::Readback("the map callback was dropped".into())),
+        }
+        let ticks: [u64; 2] = {
+            let view = read.get_mapped_range(..).map_err(|e| Error::Readback(e.to_string()))?;
+            bytemuck::pod_read_unaligned(&view[..16])
+        };
+        read.unmap();
+        Ok(ticks[1].saturating_sub(ticks[0]) as f64 * self.nanoseconds_per_tick * 1e-9)
+    }
+}
+
+/// Where a set's tensors live on the GPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Storage {
+    /// Slices of one arena, stepped as one tensor: one dispatch per 512 MiB buffer per step.
+    Arena,
+    /// A buffer per tensor: one dispatch per tensor per step.
+    Buffers,
+}
+
+/// One optimizer over a tensor set, with deterministic inputs shared by both sides.
+pub struct Workload {
+    /// The tensors.
+    pub set: TensorSet,
+    /// The optimizer and its configuration.
+    pub optimizer: Box<dyn Optimizer>,
+    params: Vec<Vec<f32>>,
+    grads: Vec<Vec<f32>>,
+}
+
+/// A workload on the GPU: its tensors and the parameter groups (one group) that step them.
+pub struct GpuWorkload {
+    groups: ParamGroups,
+    /// Each tensor's parameters (views of the arena, or buffers of their own).
+    params: Vec<GpuTensor>,
+    /// Where each tensor starts in the optimizer's state.
+    starts: Vec<usize>,
+}
+
+impl Workload {
+    /// Inputs for every tensor of `set` (parameters in [-2, 2), gradients in [-1, 1)).
+    pub fn new(optimizer: Box<dyn Optimizer>, set: TensorSet) -> Self {
+        let (p, g) = inputs(set.total());
+        let split = |all: Vec<f32>| {
+            let mut at = 0;
+            set.lens
+                .iter()
+                .map(|&n| {
+                    at += n;
+                    all[at - n..at].to_vec()
+                })
+                .collect()
+        };
+        let (params, grads) = (split(p), split(g));
+        Workload { set, optimizer, params, grads }
+    }
+
+    /// Bytes one step moves.
+    pub fn bytes_per_step(&self) -> u64 {
+        bytes_per_param(&*self.optimizer) * self.set.total() as u64
+    }
+
+    /// GPU memory the workload takes: parameters, gradients and state.
+    pub fn gpu_bytes(&self) -> u64 {
+        let states = (0..self.optimizer.kernel().state.len()).filter(|&i| self.optimizer.uses_state(i)).count();
+        4 * (2 + states as u64) * self.set.total() as u64
+    }
+
+    /// The workload on the GPU, in `storage`, gradients resident.
+    pub fn gpu(&self, ctx: &GpuContext, storage: Storage) -> Result<GpuWorkload> {
+        let lens = &self.set.lens;
+        // Where each tensor starts in the optimizer's state: in an arena each tensor starts at
+        // a multiple of 64 elements (the storage offset alignment) and the optimizer updates
+        // the whole arena, padding included.
+        let pad = |n: usize| if storage == Storage::Arena { n.next_multiple_of(64) } else { n };
+        let starts: Vec<usize> = lens.iter().scan(0, |at, &n| Some(std::mem::replace(at, *at + pad(n)))).collect();
+        let (params, stepped) = match storage {
+            Storage::Buffers => {
+                let params = self.params.iter().map(|p| GpuTensor::from_slice(ctx, p)).collect::<Result<Vec<_>>>()?;
+                let grads = self.grads.iter().map(|g| GpuTensor::from_slice(ctx, g)).collect::<Result<Vec<_>>>()?;
+                (params.clone(), (params, grads))
+            }
+            Storage::Arena => {
+                let total = lens.iter().map(|&n| pad(n)).sum();
+                let arena = |host: &[Vec<f32>]| -> Result<(GpuTensor, Vec<GpuTensor>)> {
+                    let whole = GpuTensor::zeros(ctx, total)?;
+                    let views = host
+                        .iter()
+                        .zip(&starts)
+                        .map(|(h, &start)| {
+                            let view = whole.slice(ctx, start, h.len())?;
+                            view.write(ctx, h)?;
+                            Ok(view)
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    Ok((whole, views))
+                };
+                let ((p, views), (g, _)) = (arena(&self.params)?, arena(&self.grads)?);
+                (views, (vec![p], vec![g]))
+            }
+        };
+        let groups = ParamGroups::new(
+            ctx,
+            vec![ParamGroup {
+                optimizer: self.optimizer.clone_box(),
+                params: stepped.0.iter().collect(),
+                grads: stepped.1.iter().collect(),
+            }],
+        )?;
+        Ok(GpuWorkload { groups, params, starts })
+    }
+
+    /// The workload on the CPU, one optimizer per tensor.
+    pub fn cpu(&self, threads: Threads) -> Result<Vec<CpuOptimizer>> {
+        self.params
+            .iter()
+            .map(|p| Ok(CpuOptimizer::new(self.optimizer.clone_box(), p)?.with_threads(threads)))
+            .collect()
+    }
+
+    /// Best seconds per step on the CPU over every tensor: one thread, or the rayon pool
+    /// across tensors and within each (work stealing balances a large embedding against
+    /// many small tensors).
+    pub fn time_cpu(&self, threads: Threads) -> Result<f64> {
+        let mut cpu = self.cpu(threads)?;
+        let mut run = || {
+            timed(|| match threads {
+                Threads::Sequential => cpu.iter_mut().zip(&self.grads).try_for_each(|(c, g)| c.step(g)),
+                Threads::Parallel => cpu.par_iter_mut().zip(&self.grads).try_for_each(|(c, g)| c.step(g)),
+            })
+        };
+        run()?;
+        best_of(3, Duration::from_millis(500), 1, run)
+    }
+
+    /// Checks the GPU against the CPU: `steps` steps on each side from the same inputs, every
+    /// parameter and state element within the optimizer's per-step error budget times the
+    /// steps (in ε·(|x| + largest change)). Returns the worst error, or
+    /// [`Error::ResultMismatch`]: no speed is reported for a wrong result.
+    pub fn check(&self, ctx: &GpuContext, gpu: &mut GpuWorkload, steps: u32) -> Result<f64> {
+        let mut cpu = self.cpu(Threads::Parallel)?;
+        let before: Vec<Vec<Vec<f32>>> = cpu.iter().map(snapshot).collect();
+        gpu.groups.run(steps)?;
+        for _ in 0..steps {
+            for (c, g) in cpu.iter_mut().zip(&self.grads) {
+                c.step(g)?;
+            }
+        }
+        let budget = f64::from(self.optimizer.kernel().step_error_budget) * f64::from(steps);
+        let gpu_state: Vec<(&str, Vec<f32>)> = gpu.groups.groups()[0]
+            .state()
+            .map(|(slot, t)| Ok((slot.torch_name, t.read(ctx)?)))
+            .collect::<Result<_>>()?;
+        let mut worst = 0.0f64;
+        for (t, (c, old)) in cpu.iter().zip(&before).enumerate() {
+            let want = snapshot(c);
+            let (at, n) = (gpu.starts[t], self.set.lens[t]);
+            let mut got = vec![gpu.params[t].read(ctx)?];
+            got.extend(gpu_state.iter().map(|(_, s)| s[at..at + n].to_vec()));
+            for (j, ((g, w), o)) in got.iter().zip(&want).zip(old).enumerate() {
+                // Scale: |x| plus its whole change over the steps, which bounds each step's.
+                let (i, err) = worst_error(g, w, max_change(o, w));
+                worst = worst.max(err);
+                if err.is_nan() || err > budget {
+                    let what = if j == 0 { "params" } else { gpu_state[j - 1].0 };
+                    return Err(Error::ResultMismatch(format!(
+                        "{} on {}: tensor {t} {what}[{i}] is {:e} on the GPU and {:e} on the CPU after {steps} \
+                         steps ({err:.1} ε·scale, budget {budget}); no speed is reported for a wrong result",
+                        self.optimizer.name(),
+                        self.set.name,
+                        g[i],
+                        w[i]
+                    )));
+                }
+            }
+        }
+        Ok(worst)
+    }
+}
+
+/// Parameters and every state tensor of a CPU optimizer.
+fn snapshot(c: &CpuOptimizer) -> Vec<Vec<f32>> {
+    std::iter::once(c.params().to_vec()).chain(c.state().map(|(_, t)| t.to_vec())).collect()
+}
+
+impl GpuWorkload {
+    /// Each tensor's parameters on the GPU.
+    pub fn params(&self) -> &[GpuTensor] {
+        &self.params
+    }
+
+    /// Best seconds per step, `steps_per_submit` steps recorded into one encoder per
+    /// measurement (all in one compute pass).
+    pub fn time(&mut self, ctx: &GpuContext, clock: &GpuClock, steps_per_submit: u32) -> Result<f64> {
+        let k = steps_per_submit.clamp(1, SCALAR_SLOTS / 2);
+        let groups = &mut self.groups;
+        let mut run = || clock.time(ctx, |encoder| groups.record(encoder, k));
+        run()?; // warm-up: first-use costs (pipelines, memory residency)
+        best_of(3, Duration::from_millis(500), k, run)
+    }
+}
