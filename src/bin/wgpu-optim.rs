@@ -55,8 +55,8 @@ enum Command {
         #[arg(long)]
         markdown: bool,
     },
-    /// Measure AdamW on the GPU at each workgroup size and elements per invocation, to choose
-    /// the `Tuning` for an adapter.
+    /// Measure AdamW on the GPU at each workgroup size, elements per invocation and physical
+    /// buffer size, to choose the `Tuning` for an adapter.
     Tune {
         /// Parameters, as a power of two.
         #[arg(long, default_value_t = 24)]
@@ -339,6 +339,24 @@ fn tune(n: usize, steps_per_submit: u32) -> AnyResult<()> {
         }
     }
     println!("best: workgroup size {}, {} items per invocation ({:.1} GB/s)", best.1, best.2, best.0 / 1e9);
+
+    // Physical buffer size (and the binding sub-range with it): drivers differ in how fast
+    // they run large buffers. Only sizes below the tensor's own change its layout.
+    println!("\n{:>12} {:>10} {:>8} {:>10}", "buffer MiB", "ms/step", "GB/s", "% of roof");
+    let max = base.limits().max_buffer_size.min(u64::from(base.limits().max_storage_buffer_binding_size));
+    for mib in [64u64, 128, 256, 512, 1024, 2048].into_iter().filter(|&m| m << 20 <= max) {
+        let bytes = mib << 20;
+        let tuning = wgpu_optim::Tuning { segment_bytes: bytes, buffer_bytes: bytes, ..*base.tuning() };
+        let ctx = base.with_tuning(tuning)?;
+        let mut gpu = w.gpu(&ctx, Storage::Arena)?;
+        w.check(&ctx, &mut gpu, 1)?;
+        let seconds = gpu.time(&ctx, &GpuClock::new(&ctx)?, steps_per_submit)?;
+        let gbs = w.bytes_per_step() as f64 / seconds;
+        println!("{mib:>12} {:>10.3} {:>8.1} {:>9.0}%", seconds * 1e3, gbs / 1e9, 100.0 * gbs / roof);
+        if bytes >= 4 * n as u64 {
+            break; // one buffer holds the whole tensor from here on
+        }
+    }
     Ok(())
 }
 
