@@ -111,6 +111,10 @@ pub enum Error {
     #[error("the GPU result is wrong: {0}")]
     ResultMismatch(String),
 
+    /// The demo could not draw or write its pictures and tables.
+    #[error("demo: {0}")]
+    Demo(String),
+
     /// A checkpoint file is unreadable, corrupt, of another optimizer, shape or version.
     /// The optimizer it was to be loaded into is unchanged.
     #[error("checkpoint {path}: {message}")]

@@ -44,6 +44,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod clip;
 pub mod cpu;
+pub mod demo;
 mod engine;
 pub mod error;
 pub mod gpu;

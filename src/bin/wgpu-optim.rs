@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use wgpu_optim::bench::{self, GpuClock, Measurement, Side, Storage, TensorSet, Workload};
-use wgpu_optim::{GpuContext, Optimizer, Threads, optim};
+use wgpu_optim::{GpuContext, Optimizer, Threads, demo, optim};
 
 #[derive(Parser)]
 #[command(
@@ -73,6 +73,31 @@ enum Command {
         /// Steps per optimizer.
         #[arg(long, default_value_t = 10)]
         steps: u32,
+    },
+    /// Every optimizer on the classic test functions (many starts as one GPU batch) and on
+    /// small models trained on the GPU: pictures (PNG) and a convergence table (markdown, JSON).
+    Demo {
+        /// Folder for the pictures and tables.
+        #[arg(long, default_value = "docs/demo")]
+        out: PathBuf,
+        /// Random starts per learning rate on each test function (a multiple of 32).
+        #[arg(long, default_value_t = 1024)]
+        starts: usize,
+        /// Steps on the test functions.
+        #[arg(long, default_value_t = 2000)]
+        steps: u32,
+        /// Steps of model training.
+        #[arg(long, default_value_t = 500)]
+        model_steps: u32,
+        /// Seed of the starts, the data and the initial weights.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Train the models with a linear warmup (10 % of the steps) then cosine decay.
+        #[arg(long)]
+        warmup_cosine: bool,
+        /// Clip the models' global gradient norm to this.
+        #[arg(long)]
+        clip: Option<f32>,
     },
     /// Show the adapter and the tuning in force.
     Info,
@@ -202,6 +227,36 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             Ok(())
         }
         Command::Tune { log2_size, steps_per_submit } => tune(1usize << log2_size, steps_per_submit),
+        Command::Demo { out, starts, steps, model_steps, seed, warmup_cosine, clip } => {
+            let config =
+                demo::DemoConfig { starts, steps, model_steps, seed, warmup_cosine, clip, ..Default::default() };
+            let ctx = GpuContext::new()?;
+            println!("adapter: {}", describe(&ctx));
+            println!(
+                "{} optimizers (torch's defaults, SGD also with momentum 0.9); learning rates swept over {:?}, \
+                 each problem keeping the best",
+                demo::optimizers().len(),
+                config.learning_rates
+            );
+            println!(
+                "test functions: {starts} starts per learning rate (the classic one first) × {steps} steps; \
+                 models: {model_steps} full-batch steps{}{}",
+                if warmup_cosine { ", warmup + cosine" } else { "" },
+                clip.map_or(String::new(), |c| format!(", gradient norm clipped to {c}"))
+            );
+            println!(
+                "Adafactor runs on the models only: its relative step and update clipping are RMS statistics of the whole tensor, which would couple a batch of independent 2-D problems"
+            );
+            let bar = ProgressBar::new_spinner();
+            let report = demo::run_all(&ctx, &config, &|what| bar.set_message(format!("running {what}")))?;
+            bar.finish_and_clear();
+            let files = report.write(&out, &config)?;
+            print!("{}", std::fs::read_to_string(out.join("convergence.md"))?);
+            for f in files {
+                println!("wrote {}", f.display());
+            }
+            Ok(())
+        }
     }
 }
 
