@@ -269,11 +269,7 @@ pub fn function_rows(
 
 /// Every optimizer, and Adafactor, on `model`: a learning-rate sweep, keeping the lowest
 /// final loss.
-pub fn model_rows(
-    ctx: &GpuContext,
-    model: &Model,
-    config: &DemoConfig,
-) -> Result<(Vec<ModelRow>, Vec<(String, ModelRun)>)> {
+pub fn model_rows(ctx: &GpuContext, model: &Model, config: &DemoConfig) -> Result<(Vec<ModelRow>, Labelled<ModelRun>)> {
     let training = Training { steps: config.model_steps, warmup_cosine: config.warmup_cosine, clip: config.clip };
     let threshold = model_threshold(model);
     let mut entries: Vec<(String, Option<Box<dyn Optimizer>>)> =
