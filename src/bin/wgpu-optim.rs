@@ -398,7 +398,7 @@ fn tune(n: usize, steps_per_submit: u32) -> AnyResult<()> {
     // Physical buffer size (and the binding sub-range with it): drivers differ in how fast
     // they run large buffers. Only sizes below the tensor's own change its layout.
     println!("\n{:>12} {:>10} {:>8} {:>10}", "buffer MiB", "ms/step", "GB/s", "% of roof");
-    let max = base.limits().max_buffer_size.min(u64::from(base.limits().max_storage_buffer_binding_size));
+    let max = base.limits().max_buffer_size.min(base.limits().max_storage_buffer_binding_size);
     for mib in [64u64, 128, 256, 512, 1024, 2048].into_iter().filter(|&m| m << 20 <= max) {
         let bytes = mib << 20;
         let tuning = wgpu_optim::Tuning { segment_bytes: bytes, buffer_bytes: bytes, ..*base.tuning() };
