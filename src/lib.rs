@@ -1,9 +1,10 @@
 //! # wgpu-optim
 //!
-//! Fused neural-network optimizer steps (SGD, Adam, AdamW) as WGSL compute shaders through
-//! wgpu, so they run on any GPU wgpu reaches (Vulkan, Metal, DX12, WebGPU) — with a CPU
-//! implementation of every optimizer that is both the reference the GPU is tested against
-//! and the baseline it is benchmarked against.
+//! Fused neural-network optimizer steps (SGD, Adam, AdamW, NAdam, RAdam, Adagrad, RMSprop,
+//! Adamax, Adadelta, AdaBelief, Lion, Adafactor) as WGSL compute shaders through wgpu, so they
+//! run on any GPU wgpu reaches (Vulkan, Metal, DX12, WebGPU) — with a CPU implementation of
+//! every optimizer that is both the reference the GPU is tested against and the baseline it
+//! is benchmarked against.
 //!
 //! Numerics follow `torch.optim`'s single-tensor code: the same update order, the same
 //! host-side f64 scalars rounded once to f32, fused multiply-adds where torch's vectorised

@@ -37,6 +37,14 @@ pub const MODEL_FIGURE: (u32, u32) = (1200, 540);
 const REGION_COLUMNS: usize = 4;
 const REGION_PANEL: u32 = 300;
 
+/// Width of the legend column beside the loss curves.
+const LEGEND_WIDTH: u32 = 200;
+
+/// Legend entries: each optimizer's label with its learning rate, in its colour.
+fn labels<'a>(runs: impl Iterator<Item = (&'a String, f64)>) -> Vec<(String, RGBColor)> {
+    runs.enumerate().map(|(i, (label, lr))| (format!("{label} (lr {lr:e})"), color(i))).collect()
+}
+
 /// Size of the decision-region picture for `panels` optimizers.
 pub fn regions_size(panels: usize) -> (u32, u32) {
     (REGION_PANEL * REGION_COLUMNS as u32, REGION_PANEL * panels.div_ceil(REGION_COLUMNS).max(1) as u32)
@@ -67,13 +75,36 @@ fn canvas(path: &Path, size: (u32, u32)) -> Result<DrawingArea<BitMapBackend<'_>
     Ok(root)
 }
 
-/// Level band shade for a function value: light at the minimum, darker uphill (log scale).
-fn band(f: &TestFunction, x: f64, y: f64) -> RGBColor {
-    let gap = (f.value(x, y) - f.f_min).max(0.0);
-    let level = ((gap + 1e-3).log10() + 3.0).clamp(0.0, 9.0); // 12 bands over 1e-3 … 1e6
-    let t = (level * 12.0 / 9.0).floor() / 12.0;
-    let lerp = |a: f64, b: f64| (a + (b - a) * t) as u8;
-    RGBColor(lerp(250.0, 120.0), lerp(250.0, 150.0), lerp(235.0, 200.0))
+/// Level bands of a function over its domain: `cells × cells` shades, light at the minimum
+/// and darker uphill, twelve bands spread over the log of f − f* across the picture.
+fn bands(f: &TestFunction, cells: u32) -> Vec<RGBColor> {
+    let [[x0, x1], [y0, y1]] = f.domain;
+    let (dx, dy) = ((x1 - x0) / f64::from(cells), (y1 - y0) / f64::from(cells));
+    let levels: Vec<f64> = (0..cells * cells)
+        .map(|c| {
+            let (x, y) = (x0 + (f64::from(c % cells) + 0.5) * dx, y0 + (f64::from(c / cells) + 0.5) * dy);
+            ((f.value(x, y) - f.f_min).max(0.0) + 1e-3).log10()
+        })
+        .collect();
+    let (lo, hi) = levels.iter().fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+    levels
+        .iter()
+        .map(|&v| {
+            let t = ((v - lo) / (hi - lo).max(1e-9) * 12.0).floor().min(11.0) / 11.0;
+            let lerp = |a: f64, b: f64| (a + (b - a) * t) as u8;
+            RGBColor(lerp(250.0, 120.0), lerp(250.0, 150.0), lerp(235.0, 200.0))
+        })
+        .collect()
+}
+
+/// A legend column: a line of each optimizer's colour and its label.
+fn legend(area: &DrawingArea<BitMapBackend<'_>, Shift>, entries: &[(String, RGBColor)]) -> Result<()> {
+    for (i, (label, c)) in entries.iter().enumerate() {
+        let y = 60 + 22 * i as i32;
+        area.draw(&PathElement::new(vec![(4, y), (26, y)], c.stroke_width(3))).map_err(fail)?;
+        area.draw(&Text::new(label.clone(), (32, y - 8), ("sans-serif", 14))).map_err(fail)?;
+    }
+    Ok(())
 }
 
 /// A path up to where it leaves the picture or stops being finite.
@@ -111,7 +142,8 @@ fn log_points(values: impl Iterator<Item = f64>, floor: f64) -> Vec<(u32, f64)> 
 /// (minima marked), and f − f* against the step on a log scale.
 pub fn function_figure(path: &Path, f: &TestFunction, runs: &[(String, FunctionRun)]) -> Result<()> {
     let root = canvas(path, FUNCTION_FIGURE)?;
-    let (left, right) = root.split_horizontally(FUNCTION_FIGURE.1 + 20);
+    let (left, rest) = root.split_horizontally(FUNCTION_FIGURE.1 - 10);
+    let (right, key) = rest.split_horizontally(FUNCTION_FIGURE.0 - FUNCTION_FIGURE.1 + 10 - LEGEND_WIDTH);
     let [[x0, x1], [y0, y1]] = f.domain;
     let mut chart = ChartBuilder::on(&left)
         .caption(format!("{}: paths from ({}, {})", f.name, f.start[0], f.start[1]), ("sans-serif", 21))
@@ -130,11 +162,11 @@ pub fn function_figure(path: &Path, f: &TestFunction, runs: &[(String, FunctionR
         .map_err(fail)?;
     let cells = 120;
     let (dx, dy) = ((x1 - x0) / f64::from(cells), (y1 - y0) / f64::from(cells));
+    let shades = bands(f, cells);
     chart
         .draw_series((0..cells * cells).map(|c| {
-            let (i, j) = (f64::from(c % cells), f64::from(c / cells));
-            let (x, y) = (x0 + i * dx, y0 + j * dy);
-            Rectangle::new([(x, y), (x + dx, y + dy)], band(f, x + dx / 2.0, y + dy / 2.0).filled())
+            let (x, y) = (x0 + f64::from(c % cells) * dx, y0 + f64::from(c / cells) * dy);
+            Rectangle::new([(x, y), (x + dx, y + dy)], shades[c as usize].filled())
         }))
         .map_err(fail)?;
     for (i, (_, run)) in runs.iter().enumerate() {
@@ -164,27 +196,19 @@ pub fn function_figure(path: &Path, f: &TestFunction, runs: &[(String, FunctionR
         .y_label_formatter(&|v| format!("{v:.0e}"))
         .draw()
         .map_err(fail)?;
-    for (i, (label, run)) in runs.iter().enumerate() {
+    for (i, (_, run)) in runs.iter().enumerate() {
         let points = log_points(gaps(run).into_iter(), lo);
-        loss.draw_series(segments(&points, color(i).stroke_width(2)))
-            .map_err(fail)?
-            .label(format!("{label} (lr {:e})", run.lr))
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], color(i).stroke_width(3)));
+        loss.draw_series(segments(&points, color(i).stroke_width(2))).map_err(fail)?;
     }
-    loss.configure_series_labels()
-        .position(SeriesLabelPosition::LowerLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 14))
-        .draw()
-        .map_err(fail)?;
+    legend(&key, &labels(runs.iter().map(|(l, r)| (l, r.lr))))?;
     root.present().map_err(fail)
 }
 
 /// Loss against step (log scale) for every optimizer on each model, side by side.
 pub fn model_losses(path: &Path, models: &[(&Model, Vec<(String, ModelRun)>)]) -> Result<()> {
     let root = canvas(path, MODEL_FIGURE)?;
-    let panels = root.split_evenly((1, models.len().max(1)));
+    let (charts, key) = root.split_horizontally(MODEL_FIGURE.0 - LEGEND_WIDTH);
+    let panels = charts.split_evenly((1, models.len().max(1)));
     for ((model, runs), area) in models.iter().zip(&panels) {
         let steps = runs.first().map_or(1, |(_, r)| r.history.len() as u32);
         let (lo, hi) = log_range(runs.iter().flat_map(|(_, r)| r.history.iter().map(|h| f64::from(h[0]))), 1e-9);
@@ -203,22 +227,14 @@ pub fn model_losses(path: &Path, models: &[(&Model, Vec<(String, ModelRun)>)]) -
             .y_label_formatter(&|v| format!("{v:.0e}"))
             .draw()
             .map_err(fail)?;
-        for (i, (label, run)) in runs.iter().enumerate() {
+        for (i, (_, run)) in runs.iter().enumerate() {
             let points = log_points(run.history.iter().map(|h| f64::from(h[0])), lo);
-            chart
-                .draw_series(segments(&points, color(i).stroke_width(2)))
-                .map_err(fail)?
-                .label(format!("{label} (lr {:e})", run.lr))
-                .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], color(i).stroke_width(3)));
+            chart.draw_series(segments(&points, color(i).stroke_width(2))).map_err(fail)?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 13))
-            .draw()
-            .map_err(fail)?;
+    }
+    // Every model ran the same optimizers in the same order; each kept its own learning rate.
+    if let Some((_, runs)) = models.first() {
+        legend(&key, &runs.iter().enumerate().map(|(i, (l, _))| (l.clone(), color(i))).collect::<Vec<_>>())?;
     }
     root.present().map_err(fail)
 }
