@@ -450,6 +450,15 @@ impl GpuAdafactor {
         Ok(())
     }
 
+    /// Checks the parameters and every state tensor on the GPU: NaN and infinity counts and
+    /// the largest finite magnitude (see [`GpuOptimizer::health`](crate::GpuOptimizer::health);
+    /// Adafactor does not track updates). Waits for the GPU.
+    pub fn health(&self) -> Result<Vec<crate::monitor::TensorHealth>> {
+        let mut checked = vec![(0, "params", &self.params, None)];
+        checked.extend(self.state().map(|(name, t)| (0, name, t, None)));
+        crate::monitor::HealthCheck::new(&self.ctx, &checked)?.run(&self.ctx)
+    }
+
     /// The step counter on the GPU (waits for the GPU).
     pub fn read_gpu_step(&self) -> Result<u64> {
         self.steps.read_counter(&self.ctx)

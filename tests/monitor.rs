@@ -164,3 +164,26 @@ fn tracking_needs_parameters_that_can_be_copied() {
     let h = gpu.health().unwrap();
     assert_eq!((h[0].nan, h[0].inf, h[0].max_abs), (0, 0, 0.0));
 }
+
+#[test]
+fn adafactor_reports_its_factored_state() {
+    let ctx = small();
+    // Three 8×100 matrices: each within one 4 KiB sub-range, the tensor over several.
+    let shape = [3usize, 8, 100];
+    let n = 2400;
+    let mut gpu = wgpu_optim::GpuAdafactor::new(&ctx, wgpu_optim::Adafactor::default(), &params(n), &shape).unwrap();
+    gpu.step(&grads(n, 1)).unwrap();
+    let h = gpu.health().unwrap();
+    assert_eq!(
+        h.iter().map(|t| (t.name, t.len)).collect::<Vec<_>>(),
+        [("params", n), ("col_var", 300), ("row_var", 24)]
+    );
+    for t in &h {
+        let host = if t.name == "params" { gpu.read_params() } else { gpu.read_state(t.name) }.unwrap().to_vec();
+        assert_eq!((t.nan, t.inf, t.max_abs), expected(&host), "{}", t.name);
+    }
+    let mut p = gpu.read_params().unwrap().to_vec();
+    p[2399] = f32::NAN;
+    gpu.params().write(&ctx, &p).unwrap();
+    assert_eq!(gpu.health().unwrap()[0].nan, 1);
+}
