@@ -1,0 +1,202 @@
+//! `wgpu-optim bench` and `wgpu-optim tune`: GPU and CPU throughput against each side's roof,
+//! every GPU result checked before its speed is reported.
+
+use std::path::PathBuf;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use wgpu_optim::bench::{self, GpuClock, Measurement, Side, Storage, TensorSet, Workload};
+use wgpu_optim::{GpuContext, Optimizer, Threads};
+
+use crate::{AnyResult, describe};
+
+/// Runs the benchmark of `opts` over the tensor sets named in `set` and prints (and writes)
+/// the table.
+pub fn bench(
+    opts: &[Box<dyn Optimizer>],
+    set: &[String],
+    log2_sizes: &[u32],
+    threads: Option<usize>,
+    plan: &BenchPlan,
+    json: Option<PathBuf>,
+    markdown: bool,
+) -> AnyResult<()> {
+    let mut sets = Vec::new();
+    for name in set {
+        if name == "one" {
+            sets.extend(log2_sizes.iter().map(|&k| TensorSet::one(1usize << k)));
+        } else {
+            sets.push(
+                TensorSet::model(name).ok_or_else(|| {
+                    format!("unknown tensor set {name:?}; known: one, {}", bench::MODEL_SETS.join(", "))
+                })?,
+            );
+        }
+    }
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads.unwrap_or(0)).build()?;
+    let rows = pool.install(|| bench_command(opts, &sets, plan))?;
+    if markdown {
+        print!("{}", bench::markdown(&rows));
+    }
+    if let Some(path) = json {
+        std::fs::write(&path, serde_json::to_string_pretty(&bench::json(&rows))?)?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// How the benchmark runs.
+pub struct BenchPlan {
+    /// GPU steps per submit.
+    pub steps_per_submit: u32,
+    /// Time the CPU sequential reference too.
+    pub sequential: bool,
+    /// Skip workloads whose GPU state is larger.
+    pub max_bytes: u64,
+}
+
+fn bench_command(opts: &[Box<dyn Optimizer>], sets: &[TensorSet], plan: &BenchPlan) -> AnyResult<Vec<Measurement>> {
+    let ctx = GpuContext::new()?;
+    let clock = GpuClock::new(&ctx)?;
+    println!("adapter: {}", describe(&ctx));
+    println!("CPU: {} threads for the parallel baseline", rayon::current_num_threads());
+    println!("GPU time: {}, {} steps per submit", clock.clock().label(), plan.steps_per_submit);
+    println!(
+        "roof: the step's own memory traffic with no arithmetic, at the same size \
+         (GPU: a buffer copy, at most 4 GiB; CPU: p += g and s += g for each state, in place)"
+    );
+    println!("every GPU result is checked against the CPU reference before its speed is reported");
+    // Per workload: the roofs, each GPU storage, each CPU side.
+    let cpu_sides = if plan.sequential { 2 } else { 1 };
+    let units: usize =
+        sets.iter().map(|s| 1 + if s.lens.len() > 1 { 2 } else { 1 } + cpu_sides).sum::<usize>() * opts.len();
+    let bar = ProgressBar::new(units as u64).with_style(ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")?);
+    let mut rows = Vec::new();
+    for o in opts {
+        for set in sets {
+            let w = Workload::new(o.clone_box(), set.clone());
+            if w.gpu_bytes() > plan.max_bytes {
+                bar.println(format!(
+                    "{} {}: skipped, {:.1} GiB of GPU state exceeds --max-gib",
+                    o.name(),
+                    set.name,
+                    w.gpu_bytes() as f64 / 1073741824.0
+                ));
+                continue;
+            }
+            let label = |what: &str| format!("{} {}: {what}", o.name(), set.name);
+            let storages: &[(Storage, Side)] = if set.lens.len() > 1 {
+                &[(Storage::Arena, Side::Gpu), (Storage::Buffers, Side::GpuBuffers)]
+            } else {
+                &[(Storage::Arena, Side::Gpu)]
+            };
+            let measured = |side, seconds, roof| Measurement {
+                optimizer: o.name().to_string(),
+                workload: set.name.clone(),
+                tensors: set.lens.len(),
+                params: set.total(),
+                side,
+                seconds_per_step: seconds,
+                bytes_per_step: w.bytes_per_step(),
+                roof_bytes_per_second: roof,
+            };
+            bar.set_message(label("roofs"));
+            let gpu_roof = bench::gpu_copy_roof(&ctx, w.bytes_per_step())?;
+            let cpu_roof = bench::cpu_roof(&**o, set.total())?;
+            bar.inc(1);
+            for &(storage, side) in storages {
+                bar.set_message(label(&format!("{} check", side.label())));
+                let mut gpu = w.gpu(&ctx, storage)?;
+                w.check(&ctx, &mut gpu, 2)?;
+                bar.set_message(label(side.label()));
+                let seconds = gpu.time(&ctx, &clock, plan.steps_per_submit)?;
+                rows.push(measured(side, seconds, gpu_roof));
+                bar.inc(1);
+            }
+            let cpu_sides: &[(Threads, Side)] = if plan.sequential {
+                &[(Threads::Sequential, Side::CpuSequential), (Threads::Parallel, Side::CpuParallel)]
+            } else {
+                &[(Threads::Parallel, Side::CpuParallel)]
+            };
+            for &(threads, side) in cpu_sides {
+                bar.set_message(label(side.label()));
+                let seconds = w.time_cpu(threads)?;
+                rows.push(measured(side, seconds, cpu_roof));
+                bar.inc(1);
+            }
+        }
+    }
+    bar.finish_and_clear();
+    println!(
+        "bytes moved per parameter: {}",
+        opts.iter().map(|o| format!("{} {} B", o.name(), bench::bytes_per_param(&**o))).collect::<Vec<_>>().join(", ")
+    );
+    println!(
+        "{:<8} {:>9} {:>11} {:<22} {:>10} {:>9} {:>8} {:>10} {:>10}",
+        "opt", "tensors", "params", "side", "ms/step", "Gparam/s", "GB/s", "roof GB/s", "% of roof"
+    );
+    for m in &rows {
+        println!(
+            "{:<8} {:>9} {:>11} {:<22} {:>10.3} {:>9.3} {:>8.1} {:>10.1} {:>9.0}%",
+            m.optimizer,
+            m.workload,
+            m.params,
+            m.side.label(),
+            m.seconds_per_step * 1e3,
+            m.params_per_second() / 1e9,
+            m.gb_per_second(),
+            m.roof_bytes_per_second / 1e9,
+            100.0 * m.roof_fraction()
+        );
+    }
+    Ok(rows)
+}
+
+/// AdamW at every workgroup size and elements per invocation the adapter allows.
+pub fn tune(n: usize, steps_per_submit: u32) -> AnyResult<()> {
+    let base = GpuContext::new()?;
+    println!("adapter: {}", describe(&base));
+    let w = Workload::new(wgpu_optim::AdamW::default().into(), TensorSet::one(n));
+    let roof = bench::gpu_copy_roof(&base, w.bytes_per_step())?;
+    println!("AdamW, {} params, roof {:.1} GB/s; default tuning {:?}", n, roof / 1e9, base.tuning());
+    println!("{:>14} {:>12} {:>10} {:>8} {:>10}", "workgroup size", "items/invoc.", "ms/step", "GB/s", "% of roof");
+    let max_wg = base.limits().max_compute_invocations_per_workgroup.min(base.limits().max_compute_workgroup_size_x);
+    let mut best = (0.0, 0, 0);
+    for wg in [64u32, 128, 256, 512, 1024].into_iter().filter(|&w| w <= max_wg) {
+        for items in [1u32, 2, 4, 8] {
+            let ctx = base.with_tuning(wgpu_optim::Tuning {
+                workgroup_size: wg,
+                items_per_invocation: items,
+                ..*base.tuning()
+            })?;
+            let clock = GpuClock::new(&ctx)?;
+            let mut gpu = w.gpu(&ctx, Storage::Arena)?;
+            w.check(&ctx, &mut gpu, 1)?;
+            let seconds = gpu.time(&ctx, &clock, steps_per_submit)?;
+            let gbs = w.bytes_per_step() as f64 / seconds;
+            println!("{wg:>14} {items:>12} {:>10.3} {:>8.1} {:>9.0}%", seconds * 1e3, gbs / 1e9, 100.0 * gbs / roof);
+            if gbs > best.0 {
+                best = (gbs, wg, items);
+            }
+        }
+    }
+    println!("best: workgroup size {}, {} items per invocation ({:.1} GB/s)", best.1, best.2, best.0 / 1e9);
+
+    // Physical buffer size (and the binding sub-range with it): drivers differ in how fast
+    // they run large buffers. Only sizes below the tensor's own change its layout.
+    println!("\n{:>12} {:>10} {:>8} {:>10}", "buffer MiB", "ms/step", "GB/s", "% of roof");
+    let max = base.limits().max_buffer_size.min(base.limits().max_storage_buffer_binding_size);
+    for mib in [64u64, 128, 256, 512, 1024, 2048].into_iter().filter(|&m| m << 20 <= max) {
+        let bytes = mib << 20;
+        let tuning = wgpu_optim::Tuning { segment_bytes: bytes, buffer_bytes: bytes, ..*base.tuning() };
+        let ctx = base.with_tuning(tuning)?;
+        let mut gpu = w.gpu(&ctx, Storage::Arena)?;
+        w.check(&ctx, &mut gpu, 1)?;
+        let seconds = gpu.time(&ctx, &GpuClock::new(&ctx)?, steps_per_submit)?;
+        let gbs = w.bytes_per_step() as f64 / seconds;
+        println!("{mib:>12} {:>10.3} {:>8.1} {:>9.0}%", seconds * 1e3, gbs / 1e9, 100.0 * gbs / roof);
+        if bytes >= 4 * n as u64 {
+            break; // one buffer holds the whole tensor from here on
+        }
+    }
+    Ok(())
+}

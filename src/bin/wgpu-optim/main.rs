@@ -1,0 +1,189 @@
+//! The `wgpu-optim` command: benchmark GPU against CPU, check GPU against CPU, show the adapter.
+
+mod bench;
+mod check;
+mod demo;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use wgpu_optim::{GpuContext, Optimizer, optim};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Fused optimizer steps on any GPU through wgpu, checked against and benchmarked with the CPU"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Time one optimizer step on the GPU, the CPU reference and the CPU parallel baseline,
+    /// as GB/s and as a fraction of each side's measured copy bandwidth.
+    Bench {
+        /// Optimizers to run (sgd, adam, adamw, …), with torch's defaults.
+        #[arg(long, value_delimiter = ',', default_value = "adamw")]
+        optimizer: Vec<String>,
+        /// Every element-wise optimizer.
+        #[arg(long)]
+        all: bool,
+        /// Tensor sets: `one` (a tensor of each size of the sweep), `gpt2` (GPT-2 124M's 148
+        /// tensors), `gpt2-xl` (1.56B, 580 tensors), `gpt2-mini` (148 small tensors).
+        #[arg(long, value_delimiter = ',', default_value = "one")]
+        set: Vec<String>,
+        /// Sizes of `one`, as powers of two (parameters per step).
+        #[arg(long, value_delimiter = ',', default_values_t = [16u32, 18, 20, 22, 24, 26])]
+        log2_sizes: Vec<u32>,
+        /// Skip workloads whose GPU state (parameters, gradients, optimizer state) exceeds this.
+        #[arg(long, default_value_t = 16.0)]
+        max_gib: f64,
+        /// GPU steps per submit (all in one compute pass).
+        #[arg(long, default_value_t = 20)]
+        steps_per_submit: u32,
+        /// Threads for the CPU parallel baseline (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Skip the CPU sequential reference (slow at large sizes; the check still uses the CPU).
+        #[arg(long)]
+        no_sequential: bool,
+        /// Write the measurements as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Print the table as markdown (for README.md).
+        #[arg(long)]
+        markdown: bool,
+    },
+    /// Measure AdamW on the GPU at each workgroup size, elements per invocation and physical
+    /// buffer size, to choose the `Tuning` for an adapter.
+    Tune {
+        /// Parameters, as a power of two.
+        #[arg(long, default_value_t = 24)]
+        log2_size: u32,
+        /// GPU steps per submit.
+        #[arg(long, default_value_t = 20)]
+        steps_per_submit: u32,
+    },
+    /// Check every optimizer on the GPU against the CPU reference and print the worst error.
+    Check {
+        /// Parameters per tensor.
+        #[arg(long, default_value_t = 100_003)]
+        len: usize,
+        /// Steps per optimizer.
+        #[arg(long, default_value_t = 10)]
+        steps: u32,
+    },
+    /// Every optimizer on the classic test functions (many starts as one GPU batch) and on
+    /// small models trained on the GPU: pictures (PNG) and a convergence table (markdown, JSON).
+    Demo {
+        /// Folder for the pictures and tables.
+        #[arg(long, default_value = "docs/demo")]
+        out: PathBuf,
+        /// Random starts per learning rate on each test function (a multiple of 32).
+        #[arg(long, default_value_t = 1024)]
+        starts: usize,
+        /// Steps on the test functions.
+        #[arg(long, default_value_t = 2000)]
+        steps: u32,
+        /// Steps of model training.
+        #[arg(long, default_value_t = 500)]
+        model_steps: u32,
+        /// Seed of the starts, the data and the initial weights.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Train the models with a linear warmup (10 % of the steps) then cosine decay.
+        #[arg(long)]
+        warmup_cosine: bool,
+        /// Clip the models' global gradient norm to this.
+        #[arg(long)]
+        clip: Option<f32>,
+    },
+    /// Show the adapter and the tuning in force.
+    Info,
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub(crate) fn optimizers(names: &[String], all: bool) -> AnyResult<Vec<Box<dyn Optimizer>>> {
+    if all {
+        return Ok(optim::ALL.iter().map(|(_, make)| make()).collect());
+    }
+    names
+        .iter()
+        .map(|n| {
+            optim::by_name(n).ok_or_else(|| {
+                let known: Vec<_> = optim::ALL.iter().map(|(n, _)| *n).collect();
+                format!("unknown optimizer {n:?}; known: {}", known.join(", ")).into()
+            })
+        })
+        .collect()
+}
+
+pub(crate) fn describe(ctx: &GpuContext) -> String {
+    let i = ctx.adapter_info();
+    format!("{} ({:?}, {:?}, driver {} {})", i.name, i.backend, i.device_type, i.driver, i.driver_info)
+}
+
+fn run(cli: Cli) -> AnyResult<()> {
+    match cli.command {
+        Command::Info => {
+            let ctx = GpuContext::new()?;
+            println!("adapter: {}", describe(&ctx));
+            let l = ctx.limits();
+            println!(
+                "limits: max_buffer_size {}, max_storage_buffer_binding_size {}, max workgroups/dim {}",
+                l.max_buffer_size, l.max_storage_buffer_binding_size, l.max_compute_workgroups_per_dimension
+            );
+            println!("tuning: {:?}", ctx.tuning());
+            Ok(())
+        }
+        Command::Check { len, steps } => check::check(len, steps),
+        Command::Bench {
+            optimizer,
+            all,
+            set,
+            log2_sizes,
+            max_gib,
+            steps_per_submit,
+            threads,
+            no_sequential,
+            json,
+            markdown,
+        } => {
+            let opts = optimizers(&optimizer, all)?;
+            let plan = bench::BenchPlan {
+                steps_per_submit,
+                sequential: !no_sequential,
+                max_bytes: (max_gib * 1073741824.0) as u64,
+            };
+            bench::bench(&opts, &set, &log2_sizes, threads, &plan, json, markdown)
+        }
+        Command::Tune { log2_size, steps_per_submit } => bench::tune(1usize << log2_size, steps_per_submit),
+        Command::Demo { out, starts, steps, model_steps, seed, warmup_cosine, clip } => {
+            let config = wgpu_optim::demo::DemoConfig {
+                starts,
+                steps,
+                model_steps,
+                seed,
+                warmup_cosine,
+                clip,
+                ..Default::default()
+            };
+            demo::demo(&config, &out)
+        }
+    }
+}
+
+/// Any error the command reports.
+pub(crate) type AnyResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
