@@ -125,7 +125,16 @@ pub enum Error {
         message: String,
     },
 
-    /// wgpu reported a validation or out-of-memory error for work this crate submitted.
+    /// The device ran out of memory (allocating tensors, state or scratch buffers).
+    #[error("out of GPU memory during {during}: {message}; use fewer or smaller tensors, or free other buffers")]
+    OutOfMemory {
+        /// What the crate was doing.
+        during: &'static str,
+        /// wgpu's own message.
+        message: String,
+    },
+
+    /// wgpu reported a validation error for work this crate submitted.
     #[error("wgpu error during {during}: {message}")]
     Wgpu {
         /// What the crate was doing.

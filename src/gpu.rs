@@ -243,9 +243,10 @@ impl GpuContext {
         let out = f();
         let v = pollster::block_on(validation.pop());
         let o = pollster::block_on(oom.pop());
-        match v.or(o) {
-            None => Ok(out),
-            Some(e) => Err(Error::Wgpu { during, message: e.to_string() }),
+        match (v, o) {
+            (None, None) => Ok(out),
+            (Some(e), _) => Err(Error::Wgpu { during, message: e.to_string() }),
+            (None, Some(e)) => Err(Error::OutOfMemory { during, message: e.to_string() }),
         }
     }
 

@@ -33,12 +33,13 @@ pub fn bench(
         }
     }
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads.unwrap_or(0)).build()?;
-    let rows = pool.install(|| bench_command(opts, &sets, plan))?;
+    let (rows, machine) = pool.install(|| bench_command(opts, &sets, plan))?;
     if markdown {
         print!("{}", bench::markdown(&rows));
     }
     if let Some(path) = json {
-        std::fs::write(&path, serde_json::to_string_pretty(&bench::json(&rows))?)?;
+        let report = serde_json::json!({ "machine": machine, "measurements": bench::json(&rows) });
+        std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
         println!("wrote {}", path.display());
     }
     Ok(())
@@ -54,7 +55,12 @@ pub struct BenchPlan {
     pub max_bytes: u64,
 }
 
-fn bench_command(opts: &[Box<dyn Optimizer>], sets: &[TensorSet], plan: &BenchPlan) -> AnyResult<Vec<Measurement>> {
+/// Measures every optimizer on every set; returns the rows and what they were measured on.
+fn bench_command(
+    opts: &[Box<dyn Optimizer>],
+    sets: &[TensorSet],
+    plan: &BenchPlan,
+) -> AnyResult<(Vec<Measurement>, serde_json::Value)> {
     let ctx = GpuContext::new()?;
     let clock = GpuClock::new(&ctx)?;
     println!("adapter: {}", describe(&ctx));
@@ -65,63 +71,35 @@ fn bench_command(opts: &[Box<dyn Optimizer>], sets: &[TensorSet], plan: &BenchPl
          (GPU: a buffer copy, at most 4 GiB; CPU: p += g and s += g for each state, in place)"
     );
     println!("every GPU result is checked against the CPU reference before its speed is reported");
-    // Per workload: the roofs, each GPU storage, each CPU side.
-    let cpu_sides = if plan.sequential { 2 } else { 1 };
-    let units: usize =
-        sets.iter().map(|s| 1 + if s.lens.len() > 1 { 2 } else { 1 } + cpu_sides).sum::<usize>() * opts.len();
-    let bar = ProgressBar::new(units as u64).with_style(ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")?);
+    let units: u64 = sets.iter().map(|s| units_per(s, plan)).sum::<u64>() * opts.len() as u64;
+    let bar = ProgressBar::new(units).with_style(ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")?);
+    let machine = serde_json::json!({
+        "adapter": describe(&ctx),
+        "gpu_clock": clock.clock().label(),
+        "steps_per_submit": plan.steps_per_submit,
+        "cpu_threads": rayon::current_num_threads(),
+    });
     let mut rows = Vec::new();
     for o in opts {
         for set in sets {
             let w = Workload::new(o.clone_box(), set.clone());
             if w.gpu_bytes() > plan.max_bytes {
-                bar.println(format!(
-                    "{} {}: skipped, {:.1} GiB of GPU state exceeds --max-gib",
-                    o.name(),
-                    set.name,
-                    w.gpu_bytes() as f64 / 1073741824.0
-                ));
+                let gib = w.gpu_bytes() as f64 / 1073741824.0;
+                bar.suspend(|| {
+                    println!("{} {}: skipped, {gib:.1} GiB of GPU state exceeds --max-gib", o.name(), set.name)
+                });
+                bar.inc(units_per(set, plan));
                 continue;
             }
-            let label = |what: &str| format!("{} {}: {what}", o.name(), set.name);
-            let storages: &[(Storage, Side)] = if set.lens.len() > 1 {
-                &[(Storage::Arena, Side::Gpu), (Storage::Buffers, Side::GpuBuffers)]
-            } else {
-                &[(Storage::Arena, Side::Gpu)]
-            };
-            let measured = |side, seconds, roof| Measurement {
-                optimizer: o.name().to_string(),
-                workload: set.name.clone(),
-                tensors: set.lens.len(),
-                params: set.total(),
-                side,
-                seconds_per_step: seconds,
-                bytes_per_step: w.bytes_per_step(),
-                roof_bytes_per_second: roof,
-            };
-            bar.set_message(label("roofs"));
-            let gpu_roof = bench::gpu_copy_roof(&ctx, w.bytes_per_step())?;
-            let cpu_roof = bench::cpu_roof(&**o, set.total())?;
-            bar.inc(1);
-            for &(storage, side) in storages {
-                bar.set_message(label(&format!("{} check", side.label())));
-                let mut gpu = w.gpu(&ctx, storage)?;
-                w.check(&ctx, &mut gpu, 2)?;
-                bar.set_message(label(side.label()));
-                let seconds = gpu.time(&ctx, &clock, plan.steps_per_submit)?;
-                rows.push(measured(side, seconds, gpu_roof));
-                bar.inc(1);
-            }
-            let cpu_sides: &[(Threads, Side)] = if plan.sequential {
-                &[(Threads::Sequential, Side::CpuSequential), (Threads::Parallel, Side::CpuParallel)]
-            } else {
-                &[(Threads::Parallel, Side::CpuParallel)]
-            };
-            for &(threads, side) in cpu_sides {
-                bar.set_message(label(side.label()));
-                let seconds = w.time_cpu(threads)?;
-                rows.push(measured(side, seconds, cpu_roof));
-                bar.inc(1);
+            match measure(&ctx, &clock, &w, plan, &bar) {
+                Ok(measured) => rows.extend(measured),
+                // A workload the device cannot hold is skipped; any other error, a wrong
+                // result above all, ends the run.
+                Err(e @ wgpu_optim::Error::OutOfMemory { .. }) => {
+                    bar.suspend(|| println!("{} {}: skipped, {e}", o.name(), set.name));
+                    bar.inc(units_per(set, plan));
+                }
+                Err(e) => return Err(e.into()),
             }
         }
     }
@@ -148,7 +126,7 @@ fn bench_command(opts: &[Box<dyn Optimizer>], sets: &[TensorSet], plan: &BenchPl
             100.0 * m.roof_fraction()
         );
     }
-    Ok(rows)
+    Ok((rows, machine))
 }
 
 /// AdamW at every workgroup size and elements per invocation the adapter allows.
@@ -199,4 +177,61 @@ pub fn tune(n: usize, steps_per_submit: u32) -> AnyResult<()> {
         }
     }
     Ok(())
+}
+
+/// Work units of the progress bar per workload: the roofs, each GPU storage, each CPU side.
+fn units_per(set: &TensorSet, plan: &BenchPlan) -> u64 {
+    1 + if set.lens.len() > 1 { 2 } else { 1 } + if plan.sequential { 2 } else { 1 }
+}
+
+/// Measures one workload: both roofs, the GPU (checked first) in each storage, the CPU sides.
+fn measure(
+    ctx: &GpuContext,
+    clock: &GpuClock,
+    w: &Workload,
+    plan: &BenchPlan,
+    bar: &ProgressBar,
+) -> wgpu_optim::Result<Vec<Measurement>> {
+    let mut rows = Vec::new();
+    let label = |what: &str| format!("{} {}: {what}", w.optimizer.name(), w.set.name);
+    let storages: &[(Storage, Side)] = if w.set.lens.len() > 1 {
+        &[(Storage::Arena, Side::Gpu), (Storage::Buffers, Side::GpuBuffers)]
+    } else {
+        &[(Storage::Arena, Side::Gpu)]
+    };
+    let measured = |side, seconds, roof| Measurement {
+        optimizer: w.optimizer.name().to_string(),
+        workload: w.set.name.clone(),
+        tensors: w.set.lens.len(),
+        params: w.set.total(),
+        side,
+        seconds_per_step: seconds,
+        bytes_per_step: w.bytes_per_step(),
+        roof_bytes_per_second: roof,
+    };
+    bar.set_message(label("roofs"));
+    let gpu_roof = bench::gpu_copy_roof(ctx, w.bytes_per_step())?;
+    let cpu_roof = bench::cpu_roof(&*w.optimizer, w.set.total())?;
+    bar.inc(1);
+    for &(storage, side) in storages {
+        bar.set_message(label(&format!("{} check", side.label())));
+        let mut gpu = w.gpu(ctx, storage)?;
+        w.check(ctx, &mut gpu, 2)?;
+        bar.set_message(label(side.label()));
+        let seconds = gpu.time(ctx, clock, plan.steps_per_submit)?;
+        rows.push(measured(side, seconds, gpu_roof));
+        bar.inc(1);
+    }
+    let cpu_sides: &[(Threads, Side)] = if plan.sequential {
+        &[(Threads::Sequential, Side::CpuSequential), (Threads::Parallel, Side::CpuParallel)]
+    } else {
+        &[(Threads::Parallel, Side::CpuParallel)]
+    };
+    for &(threads, side) in cpu_sides {
+        bar.set_message(label(side.label()));
+        let seconds = w.time_cpu(threads)?;
+        rows.push(measured(side, seconds, cpu_roof));
+        bar.inc(1);
+    }
+    Ok(rows)
 }
