@@ -148,6 +148,25 @@ impl GpuTensor {
         Ok(GpuTensor { len, segments })
     }
 
+    /// Zeroed storage for a model's tensors of `lens` elements: the whole arena, and a view
+    /// of each tensor, each starting at a multiple of the storage offset alignment (a gap of
+    /// fewer than 64 zeros after each tensor on most devices). Bind an optimizer to the whole
+    /// arena — one dispatch per sub-range per step, whatever the tensor count — and give
+    /// your kernels the views. Where the gradients are zero the gaps stay zero under every
+    /// optimizer of this crate, so they cost a little memory traffic and change nothing.
+    pub fn arena(ctx: &GpuContext, lens: &[usize]) -> Result<(Self, Vec<Self>)> {
+        let align = (ctx.limits().min_storage_buffer_offset_alignment / 4).max(1) as usize;
+        let mut starts = Vec::with_capacity(lens.len());
+        let mut total = 0usize;
+        for &n in lens {
+            starts.push(total);
+            total += n.next_multiple_of(align);
+        }
+        let whole = Self::zeros(ctx, total)?;
+        let views = lens.iter().zip(&starts).map(|(&n, &start)| whole.slice(ctx, start, n)).collect::<Result<_>>()?;
+        Ok((whole, views))
+    }
+
     /// A tensor of `len` copies of `value`.
     pub fn filled(ctx: &GpuContext, len: usize, value: f32) -> Result<Self> {
         Self::zeros(ctx, len)?.fill(ctx, value)

@@ -221,3 +221,45 @@ fn groups_can_be_reconfigured_between_steps() {
     assert!(groups.reconfigure(0, AdamW::new(-1.0)).is_err());
     assert!(groups.reconfigure(1, AdamW::new(1e-2)).is_err());
 }
+
+#[test]
+fn an_arena_holds_a_models_tensors_aligned_and_one_optimizer_steps_them_all() {
+    // Small sub-ranges: the arena spans several buffers.
+    let ctx = ctx_with(|t| {
+        t.segment_bytes = 4096;
+        t.buffer_bytes = 8192;
+    });
+    let lens = [5usize, 130, 64, 1, 2000, 77];
+    let (p, views) = GpuTensor::arena(&ctx, &lens).unwrap();
+    let (g, grad_views) = GpuTensor::arena(&ctx, &lens).unwrap();
+    let align = u64::from(ctx.limits().min_storage_buffer_offset_alignment);
+    assert_eq!(views.iter().map(GpuTensor::len).collect::<Vec<_>>(), lens);
+    assert!(views.iter().flat_map(|v| v.segments()).all(|s| s.offset % align == 0));
+    let host_p: Vec<Vec<f32>> = lens.iter().enumerate().map(|(t, &n)| params(n + 3 * t)[3 * t..].to_vec()).collect();
+    let host_g: Vec<Vec<f32>> = lens.iter().map(|&n| grads(n, 1)).collect();
+    for (t, (v, gv)) in views.iter().zip(&grad_views).enumerate() {
+        v.write(&ctx, &host_p[t]).unwrap();
+        gv.write(&ctx, &host_g[t]).unwrap();
+    }
+    let config = AdamW::new(1e-2).with_weight_decay(0.1);
+    let mut gpu = GpuOptimizer::from_tensors(&ctx, config.clone(), p.clone(), g).unwrap();
+    gpu.run(3).unwrap();
+    for (t, v) in views.iter().enumerate() {
+        let mut cpu = CpuOptimizer::new(config.clone(), &host_p[t]).unwrap();
+        for _ in 0..3 {
+            cpu.step(&host_g[t]).unwrap();
+        }
+        let budget = AdamW::default().kernel().step_error_budget;
+        assert_close("arena view", &v.read(&ctx).unwrap(), cpu.params().as_slice().unwrap(), 1e-1, 3, budget);
+    }
+    // Everything outside the views is a gap, still zero.
+    let whole = p.read(&ctx).unwrap();
+    let mut inside = vec![false; whole.len()];
+    let mut start = 0;
+    for &n in &lens {
+        inside[start..start + n].iter_mut().for_each(|x| *x = true);
+        start += n.next_multiple_of((align / 4) as usize);
+    }
+    assert!(whole.iter().zip(&inside).all(|(x, &i)| i || *x == 0.0));
+    assert!(inside.iter().any(|&i| !i), "the test should have gaps");
+}

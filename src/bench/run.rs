@@ -183,10 +183,11 @@ impl Workload {
     /// The workload on the GPU, in `storage`, gradients resident.
     pub fn gpu(&self, ctx: &GpuContext, storage: Storage) -> Result<GpuWorkload> {
         let lens = &self.set.lens;
-        // Where each tensor starts in the optimizer's state: in an arena each tensor starts at
-        // a multiple of 64 elements (the storage offset alignment) and the optimizer updates
-        // the whole arena, padding included.
-        let pad = |n: usize| if storage == Storage::Arena { n.next_multiple_of(64) } else { n };
+        // Where each tensor starts in the optimizer's state: in an arena (GpuTensor::arena)
+        // each tensor starts at a multiple of the storage offset alignment and the optimizer
+        // updates the whole arena, gaps included.
+        let align = (ctx.limits().min_storage_buffer_offset_alignment / 4).max(1) as usize;
+        let pad = |n: usize| if storage == Storage::Arena { n.next_multiple_of(align) } else { n };
         let starts: Vec<usize> = lens.iter().scan(0, |at, &n| Some(std::mem::replace(at, *at + pad(n)))).collect();
         let (params, stepped) = match storage {
             Storage::Buffers => {
@@ -195,21 +196,12 @@ impl Workload {
                 (params.clone(), (params, grads))
             }
             Storage::Arena => {
-                let total = lens.iter().map(|&n| pad(n)).sum();
-                let arena = |host: &[Vec<f32>]| -> Result<(GpuTensor, Vec<GpuTensor>)> {
-                    let whole = GpuTensor::zeros(ctx, total)?;
-                    let views = host
-                        .iter()
-                        .zip(&starts)
-                        .map(|(h, &start)| {
-                            let view = whole.slice(ctx, start, h.len())?;
-                            view.write(ctx, h)?;
-                            Ok(view)
-                        })
-                        .collect::<Result<Vec<_>>>()?;
-                    Ok((whole, views))
-                };
-                let ((p, views), (g, _)) = (arena(&self.params)?, arena(&self.grads)?);
+                let (p, views) = GpuTensor::arena(ctx, lens)?;
+                let (g, grad_views) = GpuTensor::arena(ctx, lens)?;
+                for ((v, gv), (hp, hg)) in views.iter().zip(&grad_views).zip(self.params.iter().zip(&self.grads)) {
+                    v.write(ctx, hp)?;
+                    gv.write(ctx, hg)?;
+                }
                 (views, (vec![p], vec![g]))
             }
         };
