@@ -298,3 +298,29 @@ fn hundreds_of_skipped_steps_cost_nothing_and_lose_no_step() {
     }
     assert_eq!(skipping.groups()[0].read_gpu_step().unwrap(), 3);
 }
+
+#[test]
+fn the_norm_and_the_clipped_step_are_the_same_bits_run_to_run() {
+    let lens = [3000, 700, 2500];
+    let run = || {
+        // A context and buffers of its own each time.
+        let ctx = small();
+        let (p, g) = setup(&ctx, &lens);
+        let mut gpu = groups(&ctx, &p, &g);
+        gpu.set_grad_control(Some(GradControl { max_norm: Some(0.5), ..Default::default() })).unwrap();
+        let mut norms = Vec::new();
+        for k in 1..=3 {
+            for (t, &n) in lens.iter().enumerate() {
+                g[t].write(&ctx, &grads(n + t, k)[..n]).unwrap();
+            }
+            gpu.run(1).unwrap();
+            norms.push(gpu.read_grad_control().unwrap().unwrap()[3].to_bits());
+        }
+        let params: Vec<Vec<u32>> =
+            p.iter().map(|t| t.read(&ctx).unwrap().iter().map(|x| x.to_bits()).collect()).collect();
+        (norms, params)
+    };
+    let first = run();
+    assert_eq!(first, run());
+    assert!(first.0.iter().all(|&n| f32::from_bits(n) > 0.5), "the test should clip");
+}
