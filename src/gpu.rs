@@ -124,6 +124,9 @@ pub struct GpuContext {
 }
 
 struct Inner {
+    /// Shared by every context of one device (`with_tuning` keeps it): the device's identity,
+    /// which wgpu's own ids cannot give across instances.
+    device_token: Arc<()>,
     device: wgpu::Device,
     queue: wgpu::Queue,
     info: wgpu::AdapterInfo,
@@ -188,10 +191,11 @@ impl GpuContext {
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Result<Self> {
         let limits = device.limits();
         let tuning = Tuning::for_limits(&limits);
-        Self::build(device, queue, info, limits, tuning)
+        Self::build(Arc::new(()), device, queue, info, limits, tuning)
     }
 
     fn build(
+        device_token: Arc<()>,
         device: wgpu::Device,
         queue: wgpu::Queue,
         info: wgpu::AdapterInfo,
@@ -200,14 +204,20 @@ impl GpuContext {
     ) -> Result<Self> {
         tuning.validate(&limits)?;
         let engine = Engine::new(&device);
-        Ok(GpuContext { inner: Arc::new(Inner { device, queue, info, limits, tuning, engine }) })
+        Ok(GpuContext { inner: Arc::new(Inner { device_token, device, queue, info, limits, tuning, engine }) })
     }
 
     /// The same device with other tuning (validated against its limits). Tensors and
     /// optimizers made through one context must not be mixed with another's sub-range size.
     pub fn with_tuning(&self, tuning: Tuning) -> Result<Self> {
         let i = &self.inner;
-        Self::build(i.device.clone(), i.queue.clone(), i.info.clone(), i.limits.clone(), tuning)
+        Self::build(i.device_token.clone(), i.device.clone(), i.queue.clone(), i.info.clone(), i.limits.clone(), tuning)
+    }
+
+    /// Whether `other` runs on the same device (this context, or one made from it by
+    /// [`with_tuning`](Self::with_tuning)).
+    pub fn same_device(&self, other: &GpuContext) -> bool {
+        Arc::ptr_eq(&self.inner.device_token, &other.inner.device_token)
     }
 
     /// The wgpu device.

@@ -385,6 +385,11 @@ impl GpuOptimizer {
         Ok(())
     }
 
+    /// The context the optimizer runs in.
+    pub fn context(&self) -> &GpuContext {
+        &self.ctx
+    }
+
     /// Steps taken so far (torch's `state["step"]`).
     pub fn step_count(&self) -> u64 {
         self.step

@@ -80,6 +80,21 @@ impl ParamGroups {
         Ok(ParamGroups { ctx: ctx.clone(), groups, grads, control: None, health: None, lens, unsynced: 0 })
     }
 
+    /// Parameter groups of optimizers that already exist, one group each, their state and
+    /// step counts kept: how a lone [`GpuOptimizer`] gets gradient control (clipping, loss
+    /// scaling, skip-on-inf), group checkpoints with the scaler, and one pass for several
+    /// optimizers. All must run on one context's device (or contexts made from it by
+    /// `with_tuning`).
+    pub fn from_optimizers(optimizers: Vec<GpuOptimizer>) -> Result<Self> {
+        let ctx = optimizers.first().ok_or(Error::Empty { what: "param groups" })?.context().clone();
+        if !optimizers.iter().all(|o| o.context().same_device(&ctx)) {
+            return Err(Error::ForeignDevice { what: "optimizers of different GpuContexts (devices)" });
+        }
+        let grads = GpuTensor::concat(&optimizers.iter().map(GpuOptimizer::grads).collect::<Vec<_>>())?;
+        let lens = optimizers.iter().map(|o| vec![o.params().len()]).collect();
+        Ok(ParamGroups { ctx, groups: optimizers, grads, control: None, health: None, lens, unsynced: 0 })
+    }
+
     /// Takes `steps` steps of every group on the gradients on the GPU, `SCALAR_SLOTS` steps
     /// per submit, each submit one compute pass.
     pub fn run(&mut self, steps: u32) -> Result<()> {

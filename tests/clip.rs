@@ -5,8 +5,8 @@ mod common;
 
 use common::*;
 use wgpu_optim::{
-    AdamW, CpuOptimizer, Error, GpuContext, GpuTensor, GradControl, NormType, Optimizer, ParamGroup, ParamGroups,
-    ScalerGrowth, Sgd,
+    AdamW, CpuOptimizer, Error, GpuContext, GpuOptimizer, GpuTensor, GradControl, NormType, Optimizer, ParamGroup,
+    ParamGroups, ScalerGrowth, Sgd,
 };
 
 /// Three tensors in two groups, several sub-ranges each (small sub-ranges).
@@ -323,4 +323,42 @@ fn the_norm_and_the_clipped_step_are_the_same_bits_run_to_run() {
     let first = run();
     assert_eq!(first, run());
     assert!(first.0.iter().all(|&n| f32::from_bits(n) > 0.5), "the test should clip");
+}
+
+#[test]
+fn a_lone_optimizer_gets_gradient_control_through_one_group() {
+    // An optimizer that has already stepped, wrapped as one group with clipping, continues
+    // exactly as groups built with clipping from the start (same state, same steps).
+    let ctx = small();
+    let n = 3000;
+    let start = params(n);
+    let config = AdamW::new(1e-2);
+    let control = GradControl { max_norm: Some(0.5), ..Default::default() };
+    let mut lone = GpuOptimizer::new(&ctx, config.clone(), &start).unwrap();
+    let (p, g) = (GpuTensor::from_slice(&ctx, &start).unwrap(), GpuTensor::zeros(&ctx, n).unwrap());
+    let mut built =
+        ParamGroups::new(&ctx, vec![ParamGroup { optimizer: config.into(), params: vec![&p], grads: vec![&g] }])
+            .unwrap();
+    for k in 1..=2 {
+        lone.step(&grads(n, k)).unwrap();
+        g.write(&ctx, &grads(n, k)).unwrap();
+        built.run(1).unwrap();
+    }
+    let mut wrapped = ParamGroups::from_optimizers(vec![lone]).unwrap();
+    wrapped.set_grad_control(Some(control)).unwrap();
+    built.set_grad_control(Some(control)).unwrap();
+    for k in 3..=5 {
+        wrapped.groups()[0].grads().write(&ctx, &grads(n, k)).unwrap();
+        g.write(&ctx, &grads(n, k)).unwrap();
+        wrapped.run(1).unwrap();
+        built.run(1).unwrap();
+    }
+    assert_eq!(wrapped.read_grad_control().unwrap(), built.read_grad_control().unwrap());
+    assert!(wrapped.read_grad_control().unwrap().unwrap()[1] < 1.0, "the test should clip");
+    assert_eq!(wrapped.groups()[0].read_params().unwrap(), built.groups()[0].read_params().unwrap());
+    assert_eq!(wrapped.groups()[0].read_gpu_step().unwrap(), 5);
+    // Optimizers of two devices cannot share a pass.
+    let other = GpuOptimizer::new(&small(), AdamW::default(), &params(64)).unwrap();
+    let here = GpuOptimizer::new(&ctx, AdamW::default(), &params(64)).unwrap();
+    assert!(matches!(ParamGroups::from_optimizers(vec![here, other]), Err(Error::ForeignDevice { .. })));
 }
