@@ -332,8 +332,14 @@ fn read_segment(ctx: &GpuContext, s: &Segment, out: &mut Vec<f32>) -> Result<()>
         ctx.queue().submit([encoder.finish()]);
         staging
     })?;
+    read_mapped(ctx, &staging, |bytes| out.extend_from_slice(bytemuck::cast_slice(bytes)))
+}
+
+/// Maps a `MAP_READ` buffer once everything submitted has run, hands its bytes to `f`, and
+/// unmaps it.
+pub(crate) fn read_mapped<T>(ctx: &GpuContext, buffer: &wgpu::Buffer, f: impl FnOnce(&[u8]) -> T) -> Result<T> {
     let (tx, rx) = futures_intrusive::channel::shared::oneshot_channel();
-    staging.map_async(wgpu::MapMode::Read, .., move |r| {
+    buffer.map_async(wgpu::MapMode::Read, .., move |r| {
         tx.send(r).ok();
     });
     ctx.wait()?;
@@ -342,12 +348,12 @@ fn read_segment(ctx: &GpuContext, s: &Segment, out: &mut Vec<f32>) -> Result<()>
         Some(Err(e)) => return Err(Error::Readback(e.to_string())),
         None => return Err(Error::Readback("the map callback was dropped".into())),
     }
-    {
-        let view = staging.get_mapped_range(..).map_err(|e| Error::Readback(e.to_string()))?;
-        out.extend_from_slice(bytemuck::cast_slice(&view));
-    }
-    staging.unmap();
-    Ok(())
+    let out = {
+        let view = buffer.get_mapped_range(..).map_err(|e| Error::Readback(e.to_string()))?;
+        f(&view)
+    };
+    buffer.unmap();
+    Ok(out)
 }
 
 /// Host data an optimizer accepts: slices, vectors and contiguous ndarrays.

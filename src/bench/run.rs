@@ -104,21 +104,8 @@ impl GpuClock {
         encoder.resolve_query_set(set, 0..2, resolve, 0);
         encoder.copy_buffer_to_buffer(resolve, 0, read, 0, 16);
         ctx.scoped("submitting timed work", || ctx.queue().submit([encoder.finish()]))?;
-        let (tx, rx) = futures_intrusive::channel::shared::oneshot_channel();
-        read.map_async(wgpu::MapMode::Read, .., move |r| {
-            tx.send(r).ok();
-        });
-        ctx.wait()?;
-        match pollster::block_on(rx.receive()) {
-            Some(Ok(())) => {}
-            Some(Err(e)) => return Err(Error::Readback(e.to_string())),
-            None => return Err(Error::Readback("the map callback was dropped".into())),
-        }
-        let ticks: [u64; 2] = {
-            let view = read.get_mapped_range(..).map_err(|e| Error::Readback(e.to_string()))?;
-            bytemuck::pod_read_unaligned(&view[..16])
-        };
-        read.unmap();
+        let ticks: [u64; 2] =
+            crate::tensor::read_mapped(ctx, read, |bytes| bytemuck::pod_read_unaligned(&bytes[..16]))?;
         Ok(ticks[1].saturating_sub(ticks[0]) as f64 * self.nanoseconds_per_tick * 1e-9)
     }
 }
