@@ -2,7 +2,7 @@
 //! unscaling and skip-on-inf (torch.amp.GradScaler), as one GPU reduction per step whose
 //! result the step kernels read. Gradients are never rewritten by an extra pass.
 
-use crate::engine::{UNIFORM_BYTES, grid};
+use crate::engine::{UNIFORM_BYTES, grid, uniform_window};
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 use crate::tensor::GpuTensor;
@@ -163,14 +163,7 @@ impl NormReducer {
                     entries: &[
                         wgpu::BindGroupEntry { binding: 0, resource: control_buf.as_entire_binding() },
                         wgpu::BindGroupEntry { binding: 1, resource: partials.as_entire_binding() },
-                        wgpu::BindGroupEntry {
-                            binding: 2,
-                            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                                buffer: &info,
-                                offset: 0,
-                                size: wgpu::BufferSize::new(UNIFORM_BYTES),
-                            }),
-                        },
+                        wgpu::BindGroupEntry { binding: 2, resource: uniform_window(&info, 0) },
                         wgpu::BindGroupEntry { binding: 3, resource: scaler.as_entire_binding() },
                     ],
                 });

@@ -18,6 +18,12 @@ const TAIL: &str = "alias V = f32; alias VU = u32; alias VB = bool; const TAIL =
 /// Bytes of the window of a uniform struct (Adafactor's sub-range and layout tables).
 pub(crate) const UNIFORM_BYTES: u64 = 64;
 
+/// One uniform struct's window of `buffer` from byte `offset`: bound once, then moved over a
+/// table of structs by dynamic offsets (or fixed at `offset`).
+pub(crate) fn uniform_window(buffer: &wgpu::Buffer, offset: u64) -> wgpu::BindingResource<'_> {
+    wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer, offset, size: wgpu::BufferSize::new(UNIFORM_BYTES) })
+}
+
 /// The two compiled widths of one variant, and its step-counter advance.
 #[derive(Clone, Debug)]
 pub(crate) struct Pipelines {

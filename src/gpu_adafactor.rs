@@ -4,7 +4,7 @@
 use ndarray::Array1;
 
 use crate::checkpoint::{GroupSnapshot, Snapshot};
-use crate::engine::{self, StepTable, UNIFORM_BYTES, grid};
+use crate::engine::{self, StepTable, UNIFORM_BYTES, grid, uniform_window};
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 use crate::optim::{Adafactor, Factoring, flag};
@@ -259,21 +259,14 @@ impl GpuAdafactor {
             )
         })?;
         let (uniform_group, tensor_groups) = ctx.scoped("binding Adafactor's tensors", || {
-            let window = |offset| {
-                wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                    buffer: &uniforms,
-                    offset,
-                    size: wgpu::BufferSize::new(UNIFORM_BYTES),
-                })
-            };
             let uniform_group = ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
                 label: Some("adafactor uniforms"),
                 layout: &engine.adafactor_layouts[0],
                 entries: &[
                     wgpu::BindGroupEntry { binding: 0, resource: steps.table.as_entire_binding() },
                     wgpu::BindGroupEntry { binding: 1, resource: steps.counter.as_entire_binding() },
-                    wgpu::BindGroupEntry { binding: 2, resource: window(segments_at) },
-                    wgpu::BindGroupEntry { binding: 3, resource: window(layout_at) },
+                    wgpu::BindGroupEntry { binding: 2, resource: uniform_window(&uniforms, segments_at) },
+                    wgpu::BindGroupEntry { binding: 3, resource: uniform_window(&uniforms, layout_at) },
                     wgpu::BindGroupEntry { binding: 5, resource: steps.control.as_entire_binding() },
                 ],
             });

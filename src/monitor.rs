@@ -2,7 +2,7 @@
 //! largest finite magnitude, and the largest change of a parameter in the last step, so a run
 //! that starts to diverge is seen before its loss turns NaN ("monitor m and v for NaN").
 
-use crate::engine::{UNIFORM_BYTES, grid};
+use crate::engine::{UNIFORM_BYTES, grid, uniform_window};
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 use crate::tensor::GpuTensor;
@@ -117,14 +117,7 @@ impl HealthCheck {
                 layout: &engine.monitor_layouts[0],
                 entries: &[
                     wgpu::BindGroupEntry { binding: 0, resource: out.as_entire_binding() },
-                    wgpu::BindGroupEntry {
-                        binding: 1,
-                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                            buffer: &info,
-                            offset: 0,
-                            size: wgpu::BufferSize::new(UNIFORM_BYTES),
-                        }),
-                    },
+                    wgpu::BindGroupEntry { binding: 1, resource: uniform_window(&info, 0) },
                 ],
             });
             let groups: Vec<_> = tensors
