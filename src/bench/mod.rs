@@ -95,25 +95,32 @@ pub fn inputs(n: usize) -> (Vec<f32>, Vec<f32>) {
     ((0..n).map(|i| 4.0 * hash(i, 1) - 2.0).collect(), (0..n).map(|i| 2.0 * hash(i, 2) - 1.0).collect())
 }
 
+/// The columns of a measurement table (terminal and markdown alike).
+pub const COLUMNS: [&str; 9] =
+    ["optimizer", "tensors", "params", "side", "ms/step", "Gparam/s", "GB/s", "roof GB/s", "% of roof"];
+
+impl Measurement {
+    /// This measurement's row of the table, under [`COLUMNS`].
+    pub fn cells(&self) -> [String; 9] {
+        [
+            self.optimizer.clone(),
+            self.workload.clone(),
+            self.params.to_string(),
+            self.side.label().to_string(),
+            format!("{:.3}", self.seconds_per_step * 1e3),
+            format!("{:.3}", self.params_per_second() / 1e9),
+            format!("{:.1}", self.gb_per_second()),
+            format!("{:.1}", self.roof_bytes_per_second / 1e9),
+            format!("{:.0} %", 100.0 * self.roof_fraction()),
+        ]
+    }
+}
+
 /// A markdown table of measurements.
 pub fn markdown(rows: &[Measurement]) -> String {
-    let mut s = String::from(
-        "| optimizer | tensors | params | side | ms/step | Gparam/s | GB/s | roof GB/s | % of roof |\n\
-         |---|---|---:|---|---:|---:|---:|---:|---:|\n",
-    );
+    let mut s = format!("| {} |\n|---|---|---:|---|---:|---:|---:|---:|---:|\n", COLUMNS.join(" | "));
     for m in rows {
-        s += &format!(
-            "| {} | {} | {} | {} | {:.3} | {:.3} | {:.1} | {:.1} | {:.0} % |\n",
-            m.optimizer,
-            m.workload,
-            m.params,
-            m.side.label(),
-            m.seconds_per_step * 1e3,
-            m.params_per_second() / 1e9,
-            m.gb_per_second(),
-            m.roof_bytes_per_second / 1e9,
-            100.0 * m.roof_fraction()
-        );
+        s += &format!("| {} |\n", m.cells().join(" | "));
     }
     s
 }

@@ -108,23 +108,20 @@ fn bench_command(
         "bytes moved per parameter: {}",
         opts.iter().map(|o| format!("{} {} B", o.name(), bench::bytes_per_param(&**o))).collect::<Vec<_>>().join(", ")
     );
-    println!(
-        "{:<8} {:>9} {:>11} {:<22} {:>10} {:>9} {:>8} {:>10} {:>10}",
-        "opt", "tensors", "params", "side", "ms/step", "Gparam/s", "GB/s", "roof GB/s", "% of roof"
-    );
+    // Text columns left-aligned, numbers right-aligned.
+    let line = |cells: &[String]| {
+        let widths = [9, 9, 11, 22, 10, 9, 8, 10, 10];
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .enumerate()
+            .map(|(i, (c, w))| if i == 0 || i == 3 { format!("{c:<w$}") } else { format!("{c:>w$}") })
+            .collect();
+        println!("{}", padded.join(" "));
+    };
+    line(&bench::COLUMNS.map(String::from));
     for m in &rows {
-        println!(
-            "{:<8} {:>9} {:>11} {:<22} {:>10.3} {:>9.3} {:>8.1} {:>10.1} {:>9.0}%",
-            m.optimizer,
-            m.workload,
-            m.params,
-            m.side.label(),
-            m.seconds_per_step * 1e3,
-            m.params_per_second() / 1e9,
-            m.gb_per_second(),
-            m.roof_bytes_per_second / 1e9,
-            100.0 * m.roof_fraction()
-        );
+        line(&m.cells());
     }
     Ok((rows, machine))
 }
