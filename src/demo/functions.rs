@@ -9,7 +9,7 @@ use crate::groups::{ParamGroup, ParamGroups};
 use crate::optim::Optimizer;
 use crate::tensor::GpuTensor;
 
-use super::{Kernels, storage_buffer, uniform_buffer, unit};
+use super::{Kernels, drive, storage_buffer, uniform_buffer, unit};
 
 /// A test function: its formula (in the shader and [`TestFunction::value`]), where to look,
 /// its minima and the classic start.
@@ -232,22 +232,7 @@ pub fn run(
         pass.set_pipeline(gradient);
         pass.dispatch_workgroups((n as u32).div_ceil(64), 1, 1);
     };
-    let start = std::time::Instant::now();
-    let mut k = 0;
-    while k <= batch.steps {
-        let mut encoder = ctx.device().create_command_encoder(&Default::default());
-        let end = (k + 100).min(batch.steps + 1);
-        for j in k..end {
-            evaluate(&mut encoder, j);
-            if j < batch.steps {
-                groups.record(&mut encoder, 1)?;
-            }
-        }
-        ctx.scoped("running the demo", || ctx.queue().submit([encoder.finish()]))?;
-        k = end;
-    }
-    ctx.wait()?;
-    let seconds = start.elapsed().as_secs_f64();
+    let seconds = drive(ctx, batch.steps, evaluate, |encoder| groups.record(encoder, 1))?;
 
     let read = |b: &wgpu::Buffer, len: usize| -> Result<Vec<f32>> { GpuTensor::from_buffer(ctx, b, 0, len)?.read(ctx) };
     let path = read(&path, path_len)?;

@@ -145,6 +145,33 @@ pub(crate) fn uniform_buffer(ctx: &GpuContext, label: &str, bytes: &[u8]) -> Res
     })
 }
 
+/// Runs `steps` steps of a demo on the GPU, 100 per submit: before each step and after the
+/// last, `evaluate` records the forward/gradient work; after each evaluation but the last,
+/// `step` records the optimizer's step. Returns the wall time, the GPU waited for.
+pub(crate) fn drive(
+    ctx: &GpuContext,
+    steps: u32,
+    mut evaluate: impl FnMut(&mut wgpu::CommandEncoder, u32),
+    mut step: impl FnMut(&mut wgpu::CommandEncoder) -> Result<()>,
+) -> Result<f64> {
+    let start = std::time::Instant::now();
+    let mut k = 0;
+    while k <= steps {
+        let mut encoder = ctx.device().create_command_encoder(&Default::default());
+        let end = (k + 100).min(steps + 1);
+        for j in k..end {
+            evaluate(&mut encoder, j);
+            if j < steps {
+                step(&mut encoder)?;
+            }
+        }
+        ctx.scoped("running a demo", || ctx.queue().submit([encoder.finish()]))?;
+        k = end;
+    }
+    ctx.wait()?;
+    Ok(start.elapsed().as_secs_f64())
+}
+
 /// The block of a sweep to keep: the lowest median of `score` over its starts (NaN and ±inf
 /// count as worst), ties broken by the earlier (smaller) learning rate.
 pub fn best_block<T>(blocks: &[T], score: impl Fn(&T) -> Vec<f64>) -> usize {

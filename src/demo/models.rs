@@ -12,7 +12,7 @@ use crate::optim::{Adafactor, Optimizer};
 use crate::schedule::{CosineAnnealingLr, LinearLr, SequentialLr};
 use crate::tensor::GpuTensor;
 
-use super::{Kernels, normal, storage_buffer, uniform_buffer, unit};
+use super::{Kernels, drive, normal, storage_buffer, uniform_buffer, unit};
 
 /// Hidden units and classes of the MLP (the shader's constants).
 pub const HIDDEN: usize = 32;
@@ -218,25 +218,15 @@ pub fn train(
             pass.dispatch_workgroups(groups, 1, 1);
         }
     };
-    let start = std::time::Instant::now();
-    let mut k = 0;
-    while k <= training.steps {
-        let mut encoder = ctx.device().create_command_encoder(&Default::default());
-        let end = (k + 100).min(training.steps + 1);
-        for j in k..end {
-            backward(&mut encoder);
-            if j < training.steps {
-                match &mut stepper {
-                    Stepper::Groups(g) => g.record(&mut encoder, 1)?,
-                    Stepper::Adafactor(a) => a.record(&mut encoder, 1)?,
-                }
-            }
-        }
-        ctx.scoped("training a demo model", || ctx.queue().submit([encoder.finish()]))?;
-        k = end;
-    }
-    ctx.wait()?;
-    let seconds = start.elapsed().as_secs_f64();
+    let seconds = drive(
+        ctx,
+        training.steps,
+        |encoder, _| backward(encoder),
+        |encoder| match &mut stepper {
+            Stepper::Groups(g) => g.record(encoder, 1),
+            Stepper::Adafactor(a) => a.record(encoder, 1),
+        },
+    )?;
     let h = GpuTensor::from_buffer(ctx, &history, 0, 2 * (training.steps as usize + 1))?.read(ctx)?;
     Ok(ModelRun { lr, history: h.chunks_exact(2).map(|c| [c[0], c[1]]).collect(), params: params.read(ctx)?, seconds })
 }
