@@ -323,15 +323,12 @@ impl CpuAdafactor {
         let path = path.as_ref();
         let snapshot = Snapshot::load(path)?;
         let group = snapshot.single(path)?;
-        let state: Vec<Array1<f32>> = group
-            .restore_adafactor(path, &self.config, self.shape)?
-            .into_iter()
-            .map(|(_, d)| Array1::from(d.to_vec()))
-            .collect();
-        match (self.shape.factored, state.as_slice()) {
-            (true, [col, row]) => (self.col_var, self.row_var) = (col.clone(), row.clone()),
-            (false, [variance]) => self.variance = variance.clone(),
-            _ => return Err(crate::checkpoint::bad(path, "state does not match the factoring")),
+        // Checked against the factoring: the saved tensors are ours, in checkpoint order.
+        let state = group.restore_adafactor(path, &self.config, self.shape)?;
+        let ours =
+            if self.shape.factored { vec![&mut self.col_var, &mut self.row_var] } else { vec![&mut self.variance] };
+        for (t, (_, data)) in ours.into_iter().zip(state) {
+            *t = Array1::from(data.to_vec());
         }
         self.step = group.step;
         Ok(())
