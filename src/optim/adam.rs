@@ -1,8 +1,8 @@
 //! Adam and AdamW, as torch.optim.Adam / torch.optim.AdamW.
 
 use super::{
-    AdamMoments, Kernel, Optimizer, ScalarBlock, StateSlices, StateSlot, check_betas, check_lr, check_non_negative,
-    common_methods, each, flag, nan_max, pack, setters,
+    AdamMoments, Kernel, Optimizer, ScalarBlock, StateSlices, StateSlot, check_adam_like, common_methods, each, flag,
+    nan_max, pack, setters,
 };
 use crate::error::Result;
 
@@ -187,13 +187,6 @@ impl Adam {
             s.one_minus_beta2,
         )
     }
-
-    fn check(&self, n: &'static str) -> Result<()> {
-        check_lr(n, self.lr)?;
-        check_non_negative(n, "epsilon", self.eps)?;
-        check_betas(n, self.betas)?;
-        check_non_negative(n, "weight_decay", self.weight_decay)
-    }
 }
 
 impl Optimizer for Adam {
@@ -205,7 +198,7 @@ impl Optimizer for Adam {
         if self.decoupled_weight_decay { "torch.optim.Adam(decoupled_weight_decay=True)" } else { "torch.optim.Adam" }
     }
     fn validate(&self) -> Result<()> {
-        self.check(self.name())
+        check_adam_like(self.name(), self.lr, self.eps, self.betas, self.weight_decay)
     }
     fn uses_state(&self, slot: usize) -> bool {
         slot < 2 || (slot == 2 && self.amsgrad)
@@ -250,7 +243,7 @@ impl Optimizer for AdamW {
         "torch.optim.AdamW"
     }
     fn validate(&self) -> Result<()> {
-        Adam::from(self).check(self.name())
+        check_adam_like(self.name(), self.lr, self.eps, self.betas, self.weight_decay)
     }
     fn lr(&self) -> f64 {
         self.lr

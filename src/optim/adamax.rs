@@ -1,8 +1,8 @@
 //! Adamax, as torch.optim.Adamax.
 
 use super::{
-    Kernel, Optimizer, ScalarBlock, StateSlices, StateSlot, check_betas, check_lr, check_non_negative, common_methods,
-    direction, each, flag, lerp, nan_max, pack, setters,
+    Kernel, Optimizer, ScalarBlock, StateSlices, StateSlot, check_adam_like, common_methods, direction, each, flag,
+    lerp, nan_max, pack, setters,
 };
 use crate::error::Result;
 
@@ -89,11 +89,7 @@ impl Optimizer for Adamax {
         "torch.optim.Adamax"
     }
     fn validate(&self) -> Result<()> {
-        let n = self.name();
-        check_lr(n, self.lr)?;
-        check_non_negative(n, "epsilon", self.eps)?;
-        check_betas(n, self.betas)?;
-        check_non_negative(n, "weight_decay", self.weight_decay)
+        check_adam_like(self.name(), self.lr, self.eps, self.betas, self.weight_decay)
     }
     fn uses_state(&self, slot: usize) -> bool {
         slot < 2

@@ -214,6 +214,21 @@ pub(crate) fn check_betas(optimizer: &'static str, (b1, b2): (f64, f64)) -> Resu
     check(optimizer, (0.0..1.0).contains(&b2), || format!("Invalid beta parameter at index 1: {}", py(b2)))
 }
 
+/// The checks every Adam-like optimizer's constructor makes, in torch's order: learning rate,
+/// epsilon, betas, weight decay.
+pub(crate) fn check_adam_like(
+    optimizer: &'static str,
+    lr: f64,
+    eps: f64,
+    betas: (f64, f64),
+    weight_decay: f64,
+) -> Result<()> {
+    check_lr(optimizer, lr)?;
+    check_non_negative(optimizer, "epsilon", eps)?;
+    check_betas(optimizer, betas)?;
+    check_non_negative(optimizer, "weight_decay", weight_decay)
+}
+
 /// torch's first lines of every update: `g = -grad if maximize else grad`, then the L2 term
 /// `g.add(p, alpha=weight_decay)` (a fused multiply-add in torch's vectorised CPU kernel).
 #[inline(always)]

@@ -3,7 +3,7 @@
 use std::sync::Mutex;
 
 use super::{
-    AdamMoments, Kernel, Optimizer, ScalarBlock, StateSlices, StateSlot, check_betas, check_lr, check_non_negative,
+    AdamMoments, Kernel, Optimizer, ScalarBlock, StateSlices, StateSlot, check_adam_like, check_non_negative,
     common_methods, each, flag, pack, setters,
 };
 use crate::error::Result;
@@ -184,10 +184,7 @@ impl Optimizer for NAdam {
     }
     fn validate(&self) -> Result<()> {
         let n = self.name();
-        check_lr(n, self.lr)?;
-        check_non_negative(n, "epsilon", self.eps)?;
-        check_betas(n, self.betas)?;
-        check_non_negative(n, "weight_decay", self.weight_decay)?;
+        check_adam_like(n, self.lr, self.eps, self.betas, self.weight_decay)?;
         check_non_negative(n, "momentum_decay", self.momentum_decay)
     }
     fn uses_state(&self, slot: usize) -> bool {
