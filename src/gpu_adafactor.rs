@@ -94,6 +94,8 @@ pub struct GpuAdafactor {
     segment_stride: u32,
     steps: StepTable,
     step: u64,
+    /// The health check, built on first use.
+    health: std::sync::OnceLock<crate::monitor::HealthCheck>,
 }
 
 impl std::fmt::Debug for GpuAdafactor {
@@ -322,6 +324,7 @@ impl GpuAdafactor {
             steps,
             segment_stride: stride as u32,
             step: 0,
+            health: std::sync::OnceLock::new(),
         })
     }
 
@@ -447,9 +450,17 @@ impl GpuAdafactor {
     /// the largest finite magnitude (see [`GpuOptimizer::health`](crate::GpuOptimizer::health);
     /// Adafactor does not track updates). Waits for the GPU.
     pub fn health(&self) -> Result<Vec<crate::monitor::TensorHealth>> {
-        let mut checked = vec![(0, "params", &self.params, None)];
-        checked.extend(self.state().map(|(name, t)| (0, name, t, None)));
-        crate::monitor::HealthCheck::new(&self.ctx, &checked)?.run(&self.ctx)
+        // Built on first use: bind groups over the parameters and the state, kept.
+        let check = match self.health.get() {
+            Some(check) => check,
+            None => {
+                let mut checked = vec![(0, "params", &self.params, None)];
+                checked.extend(self.state().map(|(name, t)| (0, name, t, None)));
+                let built = crate::monitor::HealthCheck::new(&self.ctx, &checked)?;
+                self.health.get_or_init(|| built)
+            }
+        };
+        check.run(&self.ctx)
     }
 
     /// The step counter on the GPU (waits for the GPU).

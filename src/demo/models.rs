@@ -124,6 +124,7 @@ pub struct ModelRun {
 }
 
 /// What steps the parameters: parameter groups (element-wise optimizers) or Adafactor.
+#[allow(clippy::large_enum_variant, reason = "one per training run, never moved in a loop")]
 enum Stepper {
     Groups(ParamGroups),
     Adafactor(GpuAdafactor),
