@@ -150,21 +150,24 @@ impl GpuTensor {
 
     /// Zeroed storage for a model's tensors of `lens` elements: the whole arena, and a view
     /// of each tensor, each starting at a multiple of the storage offset alignment (a gap of
-    /// fewer than 64 zeros after each tensor on most devices). Bind an optimizer to the whole
+    /// fewer than 64 zeros between tensors on most devices). Bind an optimizer to the whole
     /// arena — one dispatch per sub-range per step, whatever the tensor count — and give
     /// your kernels the views. Where the gradients are zero the gaps stay zero under every
     /// optimizer of this crate, so they cost a little memory traffic and change nothing.
     pub fn arena(ctx: &GpuContext, lens: &[usize]) -> Result<(Self, Vec<Self>)> {
-        let align = (ctx.limits().min_storage_buffer_offset_alignment / 4).max(1) as usize;
-        let mut starts = Vec::with_capacity(lens.len());
-        let mut total = 0usize;
-        for &n in lens {
-            starts.push(total);
-            total += n.next_multiple_of(align);
-        }
+        let starts = Self::arena_starts(ctx, lens);
+        let total = starts.last().zip(lens.last()).map_or(0, |(s, n)| s + n);
         let whole = Self::zeros(ctx, total)?;
         let views = lens.iter().zip(&starts).map(|(&n, &start)| whole.slice(ctx, start, n)).collect::<Result<_>>()?;
         Ok((whole, views))
+    }
+
+    /// Where each tensor of [`arena`](Self::arena) starts in it — and so where its state
+    /// starts in an optimizer bound to the whole arena: each start a multiple of the storage
+    /// offset alignment.
+    pub fn arena_starts(ctx: &GpuContext, lens: &[usize]) -> Vec<usize> {
+        let align = (ctx.limits().min_storage_buffer_offset_alignment / 4).max(1) as usize;
+        lens.iter().scan(0, |at, &n| Some(std::mem::replace(at, *at + n.next_multiple_of(align)))).collect()
     }
 
     /// A tensor of `len` copies of `value`.

@@ -170,12 +170,12 @@ impl Workload {
     /// The workload on the GPU, in `storage`, gradients resident.
     pub fn gpu(&self, ctx: &GpuContext, storage: Storage) -> Result<GpuWorkload> {
         let lens = &self.set.lens;
-        // Where each tensor starts in the optimizer's state: in an arena (GpuTensor::arena)
-        // each tensor starts at a multiple of the storage offset alignment and the optimizer
-        // updates the whole arena, gaps included.
-        let align = (ctx.limits().min_storage_buffer_offset_alignment / 4).max(1) as usize;
-        let pad = |n: usize| if storage == Storage::Arena { n.next_multiple_of(align) } else { n };
-        let starts: Vec<usize> = lens.iter().scan(0, |at, &n| Some(std::mem::replace(at, *at + pad(n)))).collect();
+        // Where each tensor starts in the optimizer's state: end to end over separate
+        // buffers; at its place in the arena, which the optimizer updates whole.
+        let starts: Vec<usize> = match storage {
+            Storage::Buffers => lens.iter().scan(0, |at, &n| Some(std::mem::replace(at, *at + n))).collect(),
+            Storage::Arena => GpuTensor::arena_starts(ctx, lens),
+        };
         let (params, stepped) = match storage {
             Storage::Buffers => {
                 let params = self.params.iter().map(|p| GpuTensor::from_slice(ctx, p)).collect::<Result<Vec<_>>>()?;
