@@ -88,6 +88,13 @@ pub(crate) struct Restore<'a> {
     pub schedule: Option<(f64, u64)>,
 }
 
+/// Puts a schedule back where it stood: its base learning rate and start step as saved.
+pub(crate) fn resume_schedule(slot: &mut ScheduleSlot, saved: Option<(f64, u64)>) {
+    if let (Some((_, base, start)), Some((b, s))) = (slot, saved) {
+        (*base, *start) = (b, s);
+    }
+}
+
 pub(crate) fn bad(path: &Path, message: impl Into<String>) -> Error {
     Error::Checkpoint { path: path.display().to_string(), message: message.into() }
 }

@@ -117,9 +117,7 @@ impl CpuOptimizer {
         }
         self.step = restore.step;
         self.optimizer = restore.optimizer;
-        if let (Some((_, base, start)), Some((b, s))) = (&mut self.schedule, restore.schedule) {
-            (*base, *start) = (b, s);
-        }
+        crate::checkpoint::resume_schedule(&mut self.schedule, restore.schedule);
         Ok(())
     }
 

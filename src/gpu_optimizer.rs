@@ -278,9 +278,7 @@ impl GpuOptimizer {
         self.steps.set_counter(&self.ctx, counter)?;
         self.step = restore.step;
         self.optimizer = restore.optimizer;
-        if let (Some((_, base, start)), Some((b, s))) = (&mut self.schedule, restore.schedule) {
-            (*base, *start) = (b, s);
-        }
+        crate::checkpoint::resume_schedule(&mut self.schedule, restore.schedule);
         Ok(())
     }
 
