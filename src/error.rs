@@ -2,6 +2,7 @@
 
 /// Every failure a user of this crate can cause, each with a message that says what to do.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// No GPU adapter matched the request (or none exists on this machine).
     #[error(
@@ -105,15 +106,6 @@ pub enum Error {
         /// Steps the GPU has taken.
         taken: u64,
     },
-
-    /// The GPU's result disagrees with the CPU reference beyond the error budget (the
-    /// benchmark's guard: no speed is reported for a wrong result).
-    #[error("the GPU result is wrong: {0}")]
-    ResultMismatch(String),
-
-    /// The demo could not draw or write its pictures and tables.
-    #[error("demo: {0}")]
-    Demo(String),
 
     /// A checkpoint file is unreadable, corrupt, of another optimizer, shape or version.
     /// The optimizer it was to be loaded into is unchanged.

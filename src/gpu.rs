@@ -246,7 +246,7 @@ impl GpuContext {
 
     /// Runs `f` inside validation and out-of-memory error scopes and turns anything wgpu
     /// reports into [`Error::Wgpu`], so no wgpu error reaches its default panic handler.
-    pub(crate) fn scoped<T>(&self, during: &'static str, f: impl FnOnce() -> T) -> Result<T> {
+    pub fn scoped<T>(&self, during: &'static str, f: impl FnOnce() -> T) -> Result<T> {
         let device = &self.inner.device;
         let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);

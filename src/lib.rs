@@ -41,11 +41,9 @@
 
 #![warn(missing_docs)]
 
-pub mod bench;
 pub mod checkpoint;
 pub mod clip;
 pub mod cpu;
-pub mod demo;
 mod engine;
 pub mod error;
 pub mod gpu;

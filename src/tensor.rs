@@ -23,7 +23,8 @@ impl Segment {
         self.len as u64 * 4
     }
 
-    pub(crate) fn binding(&self) -> wgpu::BindingResource<'_> {
+    /// This sub-range as a binding, for a bind group of the caller's own kernels.
+    pub fn binding(&self) -> wgpu::BindingResource<'_> {
         wgpu::BindingResource::Buffer(wgpu::BufferBinding {
             buffer: &self.buffer,
             offset: self.offset,
@@ -339,8 +340,9 @@ fn read_segment(ctx: &GpuContext, s: &Segment, out: &mut Vec<f32>) -> Result<()>
 }
 
 /// Maps a `MAP_READ` buffer once everything submitted has run, hands its bytes to `f`, and
-/// unmaps it.
-pub(crate) fn read_mapped<T>(ctx: &GpuContext, buffer: &wgpu::Buffer, f: impl FnOnce(&[u8]) -> T) -> Result<T> {
+/// unmaps it: how a caller reads back a buffer of its own (timestamps, logs) through the
+/// same error handling as the crate's reads.
+pub fn read_mapped<T>(ctx: &GpuContext, buffer: &wgpu::Buffer, f: impl FnOnce(&[u8]) -> T) -> Result<T> {
     let (tx, rx) = futures_intrusive::channel::shared::oneshot_channel();
     buffer.map_async(wgpu::MapMode::Read, .., move |r| {
         tx.send(r).ok();

@@ -246,25 +246,3 @@ fn no_matching_adapter_says_how_to_install_one() {
     assert!(matches!(err, Error::NoAdapter { .. }));
     assert!(err.to_string().contains("mesa-vulkan-drivers"), "{err}");
 }
-
-#[test]
-fn the_benchmark_refuses_to_time_a_wrong_result() {
-    use wgpu_optim::bench::{Storage, TensorSet, Workload};
-    let ctx = ctx();
-    let w = Workload::new(AdamW::default().into(), TensorSet::model("gpt2-mini").unwrap());
-    for storage in [Storage::Arena, Storage::Buffers] {
-        let mut good = w.gpu(&ctx, storage).unwrap();
-        let worst = w.check(&ctx, &mut good, 2).unwrap();
-        assert!(worst <= 2.0 * f64::from(AdamW::default().kernel().step_error_budget));
-        // One element of one tensor off by a few hundred ulp: refused, naming it.
-        let mut bad = w.gpu(&ctx, storage).unwrap();
-        let tensor = &bad.params()[77];
-        let mut p = tensor.read(&ctx).unwrap();
-        p[5] *= 1.0 + 300.0 * f32::EPSILON;
-        tensor.write(&ctx, &p).unwrap();
-        match w.check(&ctx, &mut bad, 2) {
-            Err(Error::ResultMismatch(message)) => assert!(message.contains("tensor 77 params[5]"), "{message}"),
-            other => panic!("{storage:?}: expected a refusal, got {other:?}"),
-        }
-    }
-}

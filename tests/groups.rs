@@ -4,7 +4,6 @@
 mod common;
 
 use common::*;
-use wgpu_optim::bench::gpt2_shapes;
 use wgpu_optim::{AdamW, CpuOptimizer, Error, GpuContext, GpuOptimizer, GpuTensor, Optimizer, ParamGroup, ParamGroups};
 
 /// Tensors of a model: host values, and which group (0: decay, matrices; 1: no decay).
@@ -14,13 +13,21 @@ struct Model {
 }
 
 impl Model {
+    /// GPT-2's 148 tensors at width 32 (vocabulary 256, context 64): token and position
+    /// embeddings, 12 layers of (ln_1 w, b; qkv w, b; proj w, b; ln_2 w, b; fc w, b; proj w,
+    /// b), ln_f (w, b). Matrices go to group 0, vectors to group 1.
     fn gpt2() -> Self {
-        let shapes = gpt2_shapes(12, 32, 256, 64);
-        assert_eq!(shapes.len(), 148);
-        Model {
-            lens: shapes.iter().map(|s| s.iter().product()).collect(),
-            group: shapes.iter().map(|s| if s.len() >= 2 { 0 } else { 1 }).collect(),
-        }
+        let d = 32;
+        let layer = [(d, 1), (d, 1), (d * 3 * d, 0), (3 * d, 1), (d * d, 0), (d, 1)];
+        let mlp = [(d, 1), (d, 1), (d * 4 * d, 0), (4 * d, 1), (4 * d * d, 0), (d, 1)];
+        let per_layer = layer.into_iter().chain(mlp);
+        let tensors: Vec<(usize, usize)> = [(256 * d, 0), (64 * d, 0)]
+            .into_iter()
+            .chain((0..12).flat_map(|_| per_layer.clone()))
+            .chain([(d, 1), (d, 1)])
+            .collect();
+        assert_eq!(tensors.len(), 148);
+        Model { lens: tensors.iter().map(|t| t.0).collect(), group: tensors.iter().map(|t| t.1).collect() }
     }
     /// Host values of tensor `t` (params or step-`k` grads), distinct per tensor.
     fn values(&self, t: usize, k: usize) -> Vec<f32> {

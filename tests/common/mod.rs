@@ -157,5 +157,7 @@ pub fn assert_close(label: &str, gpu: &[f32], cpu: &[f32], change: f32, steps: u
 }
 
 /// Largest absolute element-wise difference between two arrays.
-#[allow(unused_imports)] // not every test binary uses it
-pub use wgpu_optim::bench::max_change;
+#[allow(dead_code)] // not every test binary uses it
+pub fn max_change(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).fold(0.0, |m, (x, y)| m.max((x - y).abs()))
+}

@@ -2,8 +2,8 @@
 //! runs, the table rows, and the files written from them.
 
 use crate::error::Result;
-use crate::gpu::GpuContext;
-use crate::optim::Optimizer;
+use wgpu_optim::gpu::GpuContext;
+use wgpu_optim::optim::Optimizer;
 
 use super::{
     Batch, FUNCTIONS, FunctionRow, FunctionRun, LEARNING_RATES, Labelled, Model, ModelRow, ModelRun, TestFunction,

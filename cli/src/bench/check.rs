@@ -1,11 +1,11 @@
 //! Agreement between the GPU and the CPU reference, in units of f32 epsilon times the scale
 //! an update's rounding grows with.
 
-use crate::cpu::{CpuOptimizer, Threads};
 use crate::error::Result;
-use crate::gpu::GpuContext;
-use crate::gpu_optimizer::GpuOptimizer;
-use crate::optim::Optimizer;
+use wgpu_optim::cpu::{CpuOptimizer, Threads};
+use wgpu_optim::gpu::GpuContext;
+use wgpu_optim::gpu_optimizer::GpuOptimizer;
+use wgpu_optim::optim::Optimizer;
 
 /// Largest absolute element-wise difference.
 pub fn max_change(a: &[f32], b: &[f32]) -> f32 {

@@ -3,11 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use crate::cpu::parallel_split;
 use crate::error::Result;
-use crate::gpu::GpuContext;
-use crate::optim::{MAX_STATE, Optimizer, StateSlices};
-use crate::tensor::GpuTensor;
+use rayon::prelude::*;
+use wgpu_optim::gpu::GpuContext;
+use wgpu_optim::optim::Optimizer;
+use wgpu_optim::tensor::GpuTensor;
 
 use super::bytes_per_param;
 
@@ -60,7 +60,7 @@ pub fn gpu_copy_roof(ctx: &GpuContext, bytes: u64) -> Result<f64> {
                 }
                 ctx.queue().submit([e.finish()]);
             })?;
-            ctx.wait()
+            Ok(ctx.wait()?)
         })
     };
     run()?;
@@ -68,25 +68,33 @@ pub fn gpu_copy_roof(ctx: &GpuContext, bytes: u64) -> Result<f64> {
     Ok(8.0 * len as f64 / secs)
 }
 
+/// Elements per leaf of the roof's parallel split, as the CPU baseline's.
+const LEAF: usize = 1 << 14;
+
 /// The CPU's memory roof for `o` at `n` parameters, on the current rayon pool: bytes per
-/// second of `p += g` and `s += g` for every state tensor `o` uses — the step's own memory
-/// traffic, in place, through the same parallel split as the baseline, with no arithmetic.
-/// (A copy into a separate array would pay write-allocate traffic the step does not.)
+/// second of `p += g` and `s += g` for every state tensor `o` uses, leaf by leaf across the
+/// threads as the baseline splits its step — the step's own memory traffic, in place, with
+/// no arithmetic. (A copy into a separate array would pay write-allocate traffic the step
+/// does not.)
 pub fn cpu_roof(o: &dyn Optimizer, n: usize) -> Result<f64> {
     let g = vec![1.0f32; n];
-    let mut p = vec![0.0f32; n];
     let states = (0..o.kernel().state.len()).filter(|&i| o.uses_state(i)).count();
-    let mut state: [Vec<f32>; MAX_STATE] = std::array::from_fn(|i| vec![0.0f32; if i < states { n } else { 0 }]);
-    let add = |p: &mut [f32], g: &[f32], s: StateSlices<'_>| {
-        for x in std::iter::once(p).chain(s) {
-            for (x, y) in x.iter_mut().zip(g) {
-                *x += y;
-            }
-        }
-    };
+    let mut tensors = vec![vec![0.0f32; n]; 1 + states];
     let mut run = || {
         timed(|| {
-            parallel_split(&mut p, &g, state.each_mut().map(|s| s.as_mut_slice()), &add);
+            let mut leaves: Vec<Vec<&mut [f32]>> = (0..n.div_ceil(LEAF)).map(|_| Vec::new()).collect();
+            for t in &mut tensors {
+                for (leaf, chunk) in leaves.iter_mut().zip(t.chunks_mut(LEAF)) {
+                    leaf.push(chunk);
+                }
+            }
+            leaves.into_par_iter().zip(g.par_chunks(LEAF)).for_each(|(xs, g)| {
+                for x in xs {
+                    for (x, y) in x.iter_mut().zip(g) {
+                        *x += y;
+                    }
+                }
+            });
             Ok(())
         })
     };

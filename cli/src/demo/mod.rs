@@ -9,8 +9,8 @@ mod run;
 pub mod table;
 
 use crate::error::Result;
-use crate::gpu::GpuContext;
-use crate::optim::{self, Optimizer, Sgd};
+use wgpu_optim::gpu::GpuContext;
+use wgpu_optim::optim::{self, Optimizer, Sgd};
 
 pub use functions::{Batch, FUNCTIONS, FunctionRun, TestFunction};
 pub use models::{Model, ModelRun, Training};
@@ -61,7 +61,7 @@ impl Kernels {
         storage: u32,
         constants: &[(&str, f64)],
     ) -> Result<Self> {
-        ctx.scoped("compiling a demo kernel", || {
+        Ok(ctx.scoped("compiling a demo kernel", || {
             let buffer = |binding, ty| wgpu::BindGroupLayoutEntry {
                 binding,
                 visibility: wgpu::ShaderStages::COMPUTE,
@@ -101,12 +101,12 @@ impl Kernels {
                 })
                 .collect();
             Kernels { layout, entries }
-        })
+        })?)
     }
 
     /// A bind group of `resources`, in binding order.
     pub fn bind(&self, ctx: &GpuContext, resources: Vec<wgpu::BindingResource<'_>>) -> Result<wgpu::BindGroup> {
-        ctx.scoped("binding a demo kernel", || {
+        Ok(ctx.scoped("binding a demo kernel", || {
             let entries: Vec<_> = resources
                 .into_iter()
                 .enumerate()
@@ -117,32 +117,32 @@ impl Kernels {
                 layout: &self.layout,
                 entries: &entries,
             })
-        })
+        })?)
     }
 }
 
 /// A storage buffer holding `data` (readable back as a tensor).
 pub(crate) fn storage_buffer<T: bytemuck::Pod>(ctx: &GpuContext, label: &str, data: &[T]) -> Result<wgpu::Buffer> {
     use wgpu::util::DeviceExt;
-    ctx.scoped("creating a demo buffer", || {
+    Ok(ctx.scoped("creating a demo buffer", || {
         ctx.device().create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some(label),
             contents: bytemuck::cast_slice(data),
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
         })
-    })
+    })?)
 }
 
 /// A uniform buffer holding `bytes`.
 pub(crate) fn uniform_buffer(ctx: &GpuContext, label: &str, bytes: &[u8]) -> Result<wgpu::Buffer> {
     use wgpu::util::DeviceExt;
-    ctx.scoped("creating a demo buffer", || {
+    Ok(ctx.scoped("creating a demo buffer", || {
         ctx.device().create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some(label),
             contents: bytes,
             usage: wgpu::BufferUsages::UNIFORM,
         })
-    })
+    })?)
 }
 
 /// Runs `steps` steps of a demo on the GPU, 100 per submit: before each step and after the

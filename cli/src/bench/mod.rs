@@ -13,7 +13,7 @@ pub use roof::{cpu_roof, gpu_copy_roof};
 pub use run::{Clock, GpuClock, GpuWorkload, Storage, Workload};
 pub use sets::{MODEL_SETS, TensorSet, gpt2_shapes};
 
-use crate::optim::Optimizer;
+use wgpu_optim::optim::Optimizer;
 
 /// Bytes one step moves per parameter: p is read and written, g read, every state tensor
 /// in use read and written; f32 throughout (AdamW: 7 × 4 = 28).

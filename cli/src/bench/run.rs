@@ -5,13 +5,13 @@ use std::time::Duration;
 
 use rayon::prelude::*;
 
-use crate::cpu::{CpuOptimizer, Threads};
 use crate::error::{Error, Result};
-use crate::gpu::GpuContext;
-use crate::gpu_optimizer::SCALAR_SLOTS;
-use crate::groups::{ParamGroup, ParamGroups};
-use crate::optim::Optimizer;
-use crate::tensor::GpuTensor;
+use wgpu_optim::cpu::{CpuOptimizer, Threads};
+use wgpu_optim::gpu::GpuContext;
+use wgpu_optim::gpu_optimizer::SCALAR_SLOTS;
+use wgpu_optim::groups::{ParamGroup, ParamGroups};
+use wgpu_optim::optim::Optimizer;
+use wgpu_optim::tensor::GpuTensor;
 
 use super::check::{max_change, worst_error};
 use super::roof::{best_of, timed};
@@ -82,7 +82,7 @@ impl GpuClock {
             record(&mut encoder)?;
             return timed(|| {
                 ctx.scoped("submitting timed work", || ctx.queue().submit([encoder.finish()]))?;
-                ctx.wait()
+                Ok(ctx.wait()?)
             });
         };
         // Empty passes that only write the timestamps: the end one is written once all
@@ -105,7 +105,7 @@ impl GpuClock {
         encoder.copy_buffer_to_buffer(resolve, 0, read, 0, 16);
         ctx.scoped("submitting timed work", || ctx.queue().submit([encoder.finish()]))?;
         let ticks: [u64; 2] =
-            crate::tensor::read_mapped(ctx, read, |bytes| bytemuck::pod_read_unaligned(&bytes[..16]))?;
+            wgpu_optim::tensor::read_mapped(ctx, read, |bytes| bytemuck::pod_read_unaligned(&bytes[..16]))?;
         Ok(ticks[1].saturating_sub(ticks[0]) as f64 * self.nanoseconds_per_tick * 1e-9)
     }
 }
@@ -178,8 +178,13 @@ impl Workload {
         };
         let (params, stepped) = match storage {
             Storage::Buffers => {
-                let params = self.params.iter().map(|p| GpuTensor::from_slice(ctx, p)).collect::<Result<Vec<_>>>()?;
-                let grads = self.grads.iter().map(|g| GpuTensor::from_slice(ctx, g)).collect::<Result<Vec<_>>>()?;
+                let params = self
+                    .params
+                    .iter()
+                    .map(|p| GpuTensor::from_slice(ctx, p))
+                    .collect::<wgpu_optim::Result<Vec<_>>>()?;
+                let grads =
+                    self.grads.iter().map(|g| GpuTensor::from_slice(ctx, g)).collect::<wgpu_optim::Result<Vec<_>>>()?;
                 (params.clone(), (params, grads))
             }
             Storage::Arena => {
@@ -217,9 +222,12 @@ impl Workload {
     pub fn time_cpu(&self, threads: Threads) -> Result<f64> {
         let mut cpu = self.cpu(threads)?;
         let mut run = || {
-            timed(|| match threads {
-                Threads::Sequential => cpu.iter_mut().zip(&self.grads).try_for_each(|(c, g)| c.step(g)),
-                Threads::Parallel => cpu.par_iter_mut().zip(&self.grads).try_for_each(|(c, g)| c.step(g)),
+            timed(|| {
+                match threads {
+                    Threads::Sequential => cpu.iter_mut().zip(&self.grads).try_for_each(|(c, g)| c.step(g))?,
+                    Threads::Parallel => cpu.par_iter_mut().zip(&self.grads).try_for_each(|(c, g)| c.step(g))?,
+                }
+                Ok(())
             })
         };
         run()?;
@@ -287,7 +295,7 @@ impl GpuWorkload {
     pub fn time(&mut self, ctx: &GpuContext, clock: &GpuClock, steps_per_submit: u32) -> Result<f64> {
         let k = steps_per_submit.clamp(1, SCALAR_SLOTS / 2);
         let groups = &mut self.groups;
-        let mut run = || clock.time(ctx, |encoder| groups.record(encoder, k));
+        let mut run = || clock.time(ctx, |encoder| Ok(groups.record(encoder, k)?));
         run()?; // warm-up: first-use costs (pipelines, memory residency)
         best_of(3, Duration::from_millis(500), k, run)
     }

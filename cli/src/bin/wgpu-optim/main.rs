@@ -171,7 +171,7 @@ fn run(cli: Cli) -> AnyResult<()> {
         }
         Command::Tune { log2_size, steps_per_submit } => bench::tune(1usize << log2_size, steps_per_submit),
         Command::Demo { out, starts, steps, model_steps, seed, warmup_cosine, clip } => {
-            let config = wgpu_optim::demo::DemoConfig {
+            let config = wgpu_optim_cli::demo::DemoConfig {
                 starts,
                 steps,
                 model_steps,

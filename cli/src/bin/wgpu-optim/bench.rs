@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use wgpu_optim::bench::{self, GpuClock, Measurement, Side, Storage, TensorSet, Workload};
 use wgpu_optim::{GpuContext, Optimizer, Threads};
+use wgpu_optim_cli::bench::{self, GpuClock, Measurement, Side, Storage, TensorSet, Workload};
 
 use crate::{AnyResult, describe};
 
@@ -95,7 +95,7 @@ fn bench_command(
                 Ok(measured) => rows.extend(measured),
                 // A workload the device cannot hold is skipped; any other error, a wrong
                 // result above all, ends the run.
-                Err(e @ wgpu_optim::Error::OutOfMemory { .. }) => {
+                Err(e @ wgpu_optim_cli::Error::Optim(wgpu_optim::Error::OutOfMemory { .. })) => {
                     bar.suspend(|| println!("{} {}: skipped, {e}", o.name(), set.name));
                     bar.inc(units_per(set, plan));
                 }
@@ -188,7 +188,7 @@ fn measure(
     w: &Workload,
     plan: &BenchPlan,
     bar: &ProgressBar,
-) -> wgpu_optim::Result<Vec<Measurement>> {
+) -> wgpu_optim_cli::Result<Vec<Measurement>> {
     let mut rows = Vec::new();
     let label = |what: &str| format!("{} {}: {what}", w.optimizer.name(), w.set.name);
     let storages: &[(Storage, Side)] = if w.set.lens.len() > 1 {

@@ -3,14 +3,14 @@
 //! (shaders/demo/models.wgsl) in the same encoder as the step; learning-rate schedules
 //! (warmup then cosine) and global-norm clipping are options of the training.
 
-use crate::clip::GradControl;
 use crate::error::{Error, Result};
-use crate::gpu::GpuContext;
-use crate::gpu_adafactor::GpuAdafactor;
-use crate::groups::{ParamGroup, ParamGroups};
-use crate::optim::{Adafactor, Optimizer};
-use crate::schedule::{CosineAnnealingLr, LinearLr, SequentialLr};
-use crate::tensor::GpuTensor;
+use wgpu_optim::clip::GradControl;
+use wgpu_optim::gpu::GpuContext;
+use wgpu_optim::gpu_adafactor::GpuAdafactor;
+use wgpu_optim::groups::{ParamGroup, ParamGroups};
+use wgpu_optim::optim::{Adafactor, Optimizer};
+use wgpu_optim::schedule::{CosineAnnealingLr, LinearLr, SequentialLr};
+use wgpu_optim::tensor::GpuTensor;
 
 use super::{Kernels, drive, normal, storage_buffer, uniform_buffer, unit};
 
@@ -179,7 +179,7 @@ pub fn train(
         Stepper::Adafactor(a) => (a.params().clone(), a.grads().clone()),
     };
     if params.segments().len() != 1 {
-        return Err(Error::OverLimit("the demo's models fit one binding".into()));
+        return Err(Error::DemoArgument("the model does not fit one binding; use a smaller model".into()));
     }
     let x = storage_buffer(ctx, "demo x", &model.x)?;
     let y = storage_buffer(ctx, "demo y", &model.y)?;
@@ -224,8 +224,8 @@ pub fn train(
         training.steps,
         |encoder, _| backward(encoder),
         |encoder| match &mut stepper {
-            Stepper::Groups(g) => g.record(encoder, 1),
-            Stepper::Adafactor(a) => a.record(encoder, 1),
+            Stepper::Groups(g) => Ok(g.record(encoder, 1)?),
+            Stepper::Adafactor(a) => Ok(a.record(encoder, 1)?),
         },
     )?;
     let h = GpuTensor::from_buffer(ctx, &history, 0, 2 * (training.steps as usize + 1))?.read(ctx)?;

@@ -1,7 +1,8 @@
 //! `wgpu-optim check`: every optimizer on the GPU against the CPU reference, as the README's
 //! optimizer table.
 
-use wgpu_optim::{GpuContext, bench};
+use wgpu_optim::GpuContext;
+use wgpu_optim_cli::bench;
 
 use crate::{AnyResult, describe, optimizers};
 

@@ -2,10 +2,10 @@
 //! parameter group each) from 1024 starts, 2000 steps, then where the classic start ended and
 //! how many starts reached the minimum. `wgpu-optim demo` runs every optimizer this way.
 
-use wgpu_optim::demo::{Batch, FUNCTIONS, functions};
 use wgpu_optim::{Adam, GpuContext};
+use wgpu_optim_cli::demo::{Batch, FUNCTIONS, functions};
 
-fn main() -> Result<(), wgpu_optim::Error> {
+fn main() -> Result<(), wgpu_optim_cli::Error> {
     let ctx = GpuContext::new()?;
     let rosenbrock = &FUNCTIONS[0];
     let batch = Batch { starts: 1024, steps: 2000, threshold: 1e-4, seed: 42 };

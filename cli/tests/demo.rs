@@ -2,11 +2,12 @@
 //! learns its mixture, the GPU's analytic gradients match the formulas, and the pictures and
 //! tables are written with their stated sizes.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use common::*;
-use wgpu_optim::demo::{self, Batch, DemoConfig, FUNCTIONS, Model, Training, models};
 use wgpu_optim::{Adam, Adamax, Optimizer, Sgd};
+use wgpu_optim_cli::demo::{self, Batch, DemoConfig, FUNCTIONS, Model, Training, models};
 
 fn quadratic() -> &'static demo::TestFunction {
     &FUNCTIONS[3]

@@ -4,10 +4,10 @@
 //! the step. Each learning rate of a sweep is a parameter group over its own block of starts.
 
 use crate::error::{Error, Result};
-use crate::gpu::GpuContext;
-use crate::groups::{ParamGroup, ParamGroups};
-use crate::optim::Optimizer;
-use crate::tensor::GpuTensor;
+use wgpu_optim::gpu::GpuContext;
+use wgpu_optim::groups::{ParamGroup, ParamGroups};
+use wgpu_optim::optim::Optimizer;
+use wgpu_optim::tensor::GpuTensor;
 
 use super::{Kernels, drive, storage_buffer, uniform_buffer, unit};
 
@@ -159,10 +159,10 @@ pub fn run(
     batch: Batch,
 ) -> Result<Vec<FunctionRun>> {
     if batch.starts == 0 || !batch.starts.is_multiple_of(32) || lrs.is_empty() {
-        return Err(Error::BadBufferRange {
-            what: "demo batch",
-            message: format!("{} starts per learning rate: use a positive multiple of 32", batch.starts),
-        });
+        return Err(Error::DemoArgument(format!(
+            "batch.starts is {}: use a positive multiple of 32 starts per learning rate",
+            batch.starts
+        )));
     }
     let blocks = lrs.len();
     let per = batch.starts;
@@ -171,7 +171,10 @@ pub fn run(
     let p = GpuTensor::from_slice(ctx, &host)?;
     let g = GpuTensor::zeros(ctx, host.len())?;
     if p.segments().len() != 1 {
-        return Err(Error::OverLimit(format!("{} starts do not fit one binding", blocks * per)));
+        return Err(Error::DemoArgument(format!(
+            "{} starts do not fit one binding; use fewer starts or learning rates",
+            blocks * per
+        )));
     }
     let views = (0..blocks)
         .map(|b| Ok((p.slice(ctx, 2 * per * b, 2 * per)?, g.slice(ctx, 2 * per * b, 2 * per)?)))
@@ -183,7 +186,7 @@ pub fn run(
             o.set_lr(lr);
             o.validate().map(|()| o)
         })
-        .collect::<Result<Vec<_>>>()?;
+        .collect::<wgpu_optim::Result<Vec<_>>>()?;
     let mut groups = ParamGroups::new(
         ctx,
         configs
@@ -232,9 +235,10 @@ pub fn run(
         pass.set_pipeline(gradient);
         pass.dispatch_workgroups((n as u32).div_ceil(64), 1, 1);
     };
-    let seconds = drive(ctx, batch.steps, evaluate, |encoder| groups.record(encoder, 1))?;
+    let seconds = drive(ctx, batch.steps, evaluate, |encoder| Ok(groups.record(encoder, 1)?))?;
 
-    let read = |b: &wgpu::Buffer, len: usize| -> Result<Vec<f32>> { GpuTensor::from_buffer(ctx, b, 0, len)?.read(ctx) };
+    let read =
+        |b: &wgpu::Buffer, len: usize| -> Result<Vec<f32>> { Ok(GpuTensor::from_buffer(ctx, b, 0, len)?.read(ctx)?) };
     let path = read(&path, path_len)?;
     let hits: Vec<u32> = read(&hit, n)?.into_iter().map(f32::to_bits).collect();
     let ends = p.read(ctx)?;

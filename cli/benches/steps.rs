@@ -3,10 +3,10 @@
 //! separate buffers (one dispatch per tensor) or as one arena (one dispatch per group).
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use wgpu_optim::bench::{bytes_per_param, gpt2_shapes, inputs};
 use wgpu_optim::{
     AdamW, CpuOptimizer, GpuContext, GpuOptimizer, GpuTensor, Optimizer, ParamGroup, ParamGroups, Sgd, Threads,
 };
+use wgpu_optim_cli::bench::{bytes_per_param, gpt2_shapes, inputs};
 
 fn cpu_steps(c: &mut Criterion) {
     let mut group = c.benchmark_group("cpu step");

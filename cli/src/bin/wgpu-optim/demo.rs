@@ -4,7 +4,8 @@
 use std::path::Path;
 
 use indicatif::ProgressBar;
-use wgpu_optim::{GpuContext, demo};
+use wgpu_optim::GpuContext;
+use wgpu_optim_cli::demo;
 
 use crate::{AnyResult, describe};
 
