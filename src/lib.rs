@@ -53,6 +53,7 @@ pub mod groups;
 pub mod monitor;
 pub mod optim;
 pub mod schedule;
+mod simd;
 pub mod tensor;
 
 pub use clip::{GradControl, NormType, ScalerGrowth};

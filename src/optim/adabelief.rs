@@ -179,6 +179,14 @@ impl Optimizer for AdaBelief {
     }
     /// The CPU definition of one element's update (`shaders/adabelief.wgsl` is the GPU one).
     fn update_cpu(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_>) {
+        crate::simd::dispatch!(AdaBelief, self.update_elements(step, p, g, state))
+    }
+}
+
+impl AdaBelief {
+    /// The update itself, inlined into both versions [`crate::simd::dispatch`] compiles.
+    #[inline(always)]
+    pub(crate) fn update_elements(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_>) {
         let s = self.host_scalars(step);
         let (decouple, l2, amsgrad) = (self.weight_decouple, self.weight_decay != 0.0, self.amsgrad);
         each(p, g, state, move |p, grad, m, var, var_max| {

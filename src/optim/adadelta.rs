@@ -109,7 +109,15 @@ impl Optimizer for Adadelta {
         pack(&self.host_scalars())
     }
     /// The CPU definition of one element's update (`shaders/adadelta.wgsl` is the GPU one).
-    fn update_cpu(&self, _step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_>) {
+    fn update_cpu(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_>) {
+        crate::simd::dispatch!(Adadelta, self.update_elements(step, p, g, state))
+    }
+}
+
+impl Adadelta {
+    /// The update itself, inlined into both versions [`crate::simd::dispatch`] compiles.
+    #[inline(always)]
+    pub(crate) fn update_elements(&self, _step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_>) {
         let s = self.host_scalars();
         let maximize = self.maximize;
         each(p, g, state, move |p, grad, sq, acc, _| {

@@ -216,22 +216,35 @@ impl Optimizer for Adam {
     }
     /// The CPU definition of one element's update (`shaders/adam.wgsl` is the GPU one).
     fn update_cpu(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_>) {
+        crate::simd::dispatch!(Adam, self.update_elements(step, p, g, state))
+    }
+}
+
+impl Adam {
+    /// The update itself, inlined into both versions [`crate::simd::dispatch`] compiles.
+    #[inline(always)]
+    pub(crate) fn update_elements(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_>) {
         let s = self.host_scalars(step);
         let front = self.moments(&s);
-        let amsgrad = self.amsgrad;
         // `move`: the closure owns copies of the flags and scalars, so the compiler knows the
-        // stores to p, m, v cannot change them and vectorises the loop.
-        each(p, g, state, move |p, grad, m, v, v_max| {
-            let (param, _) = front.apply(*p, grad, m, v);
-            let second = if amsgrad {
-                *v_max = nan_max(*v_max, *v);
-                *v_max
-            } else {
-                *v
-            };
+        // stores to p, m, v cannot change them and vectorises the loop. AMSGrad is its own
+        // loop: a maximum carried through a scratch value would keep the other scalar.
+        let finish = move |p: &mut f32, param: f32, m: f32, second: f32| {
             let denom = second.sqrt() / s.bias_correction2_sqrt + s.eps;
-            *p = param + (s.neg_step_size * *m) / denom;
-        });
+            *p = param + (s.neg_step_size * m) / denom;
+        };
+        if self.amsgrad {
+            each(p, g, state, move |p, grad, m, v, v_max| {
+                let (param, _) = front.apply(*p, grad, m, v);
+                *v_max = nan_max(*v_max, *v);
+                finish(p, param, *m, *v_max);
+            });
+        } else {
+            each(p, g, state, move |p, grad, m, v, _| {
+                let (param, _) = front.apply(*p, grad, m, v);
+                finish(p, param, *m, *v);
+            });
+        }
     }
 }
 

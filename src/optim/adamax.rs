@@ -102,6 +102,14 @@ impl Optimizer for Adamax {
     }
     /// The CPU definition of one element's update (`shaders/adamax.wgsl` is the GPU one).
     fn update_cpu(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_>) {
+        crate::simd::dispatch!(Adamax, self.update_elements(step, p, g, state))
+    }
+}
+
+impl Adamax {
+    /// The update itself, inlined into both versions [`crate::simd::dispatch`] compiles.
+    #[inline(always)]
+    pub(crate) fn update_elements(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_>) {
         let s = self.host_scalars(step);
         let maximize = self.maximize;
         each(p, g, state, move |p, grad, m, u, _| {

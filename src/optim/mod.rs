@@ -301,7 +301,8 @@ pub(crate) fn nan_max(a: f32, b: f32) -> f32 {
     if a.is_nan() || b.is_nan() { a + b } else { a.max(b) }
 }
 
-/// Runs `f(p, g, s0, s1, s2)` on every element. Unused state slots (empty slices) get a
+/// Runs `f(p, g, s0, s1, s2)` on every element. Inlined into an optimizer's update, which
+/// [`crate::simd::dispatch`] compiles for the best instruction set. Unused state slots (empty slices) get a
 /// scratch value the update never reads; each combination of used slots is its own loop, so
 /// the compiler vectorises each one.
 #[inline(always)]
@@ -312,35 +313,50 @@ pub(crate) fn each(
     mut f: impl FnMut(&mut f32, f32, &mut f32, &mut f32, &mut f32),
 ) {
     let n = p.len();
-    let (mut x, mut y, mut z) = (0.0f32, 0.0f32, 0.0f32);
-    let pg = p.iter_mut().zip(g);
-    match (a.len() == n, b.len() == n, c.len() == n) {
+    let g = &g[..n];
+    // Index loops over slices cut to one length: no bounds checks, and no iterator adapters
+    // left to the inliner. An unused slot gets a fresh scratch value per element, so a write
+    // to it carries nothing from one element to the next and the loop still vectorises.
+    let used = |s: &[f32]| s.len() == n;
+    match (used(a), used(b), used(c)) {
         (true, true, true) => {
-            pg.zip(a.iter_mut()).zip(b.iter_mut()).zip(c.iter_mut()).for_each(|((((p, &g), a), b), c)| f(p, g, a, b, c))
+            let (a, b, c) = (&mut a[..n], &mut b[..n], &mut c[..n]);
+            for i in 0..n {
+                f(&mut p[i], g[i], &mut a[i], &mut b[i], &mut c[i]);
+            }
         }
         (true, true, false) => {
-            pg.zip(a.iter_mut()).zip(b.iter_mut()).for_each(|(((p, &g), a), b)| f(p, g, a, b, &mut z))
+            let (a, b) = (&mut a[..n], &mut b[..n]);
+            for i in 0..n {
+                f(&mut p[i], g[i], &mut a[i], &mut b[i], &mut 0.0);
+            }
         }
         (true, false, true) => {
-            pg.zip(a.iter_mut()).zip(c.iter_mut()).for_each(|(((p, &g), a), c)| f(p, g, a, &mut y, c))
+            let (a, c) = (&mut a[..n], &mut c[..n]);
+            for i in 0..n {
+                f(&mut p[i], g[i], &mut a[i], &mut 0.0, &mut c[i]);
+            }
         }
-        (true, false, false) => pg.zip(a.iter_mut()).for_each(|((p, &g), a)| f(p, g, a, &mut y, &mut z)),
-        (false, false, false) => pg.for_each(|(p, &g)| f(p, g, &mut x, &mut y, &mut z)),
-        _ => pg.enumerate().for_each(|(i, (p, &g))| {
-            let a = match a.get_mut(i) {
-                Some(v) => v,
-                None => &mut x,
-            };
-            let b = match b.get_mut(i) {
-                Some(v) => v,
-                None => &mut y,
-            };
-            let c = match c.get_mut(i) {
-                Some(v) => v,
-                None => &mut z,
-            };
-            f(p, g, a, b, c)
-        }),
+        (true, false, false) => {
+            let a = &mut a[..n];
+            for i in 0..n {
+                f(&mut p[i], g[i], &mut a[i], &mut 0.0, &mut 0.0);
+            }
+        }
+        (false, false, false) => {
+            for i in 0..n {
+                f(&mut p[i], g[i], &mut 0.0, &mut 0.0, &mut 0.0);
+            }
+        }
+        _ => {
+            for i in 0..n {
+                let (mut x, mut y, mut z) = (0.0, 0.0, 0.0);
+                let a = a.get_mut(i).unwrap_or(&mut x);
+                let b = b.get_mut(i).unwrap_or(&mut y);
+                let c = c.get_mut(i).unwrap_or(&mut z);
+                f(&mut p[i], g[i], a, b, c);
+            }
+        }
     }
 }
 

@@ -147,6 +147,14 @@ impl Optimizer for RAdam {
     }
     /// The CPU definition of one element's update (`shaders/radam.wgsl` is the GPU one).
     fn update_cpu(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_>) {
+        crate::simd::dispatch!(RAdam, self.update_elements(step, p, g, state))
+    }
+}
+
+impl RAdam {
+    /// The update itself, inlined into both versions [`crate::simd::dispatch`] compiles.
+    #[inline(always)]
+    pub(crate) fn update_elements(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_>) {
         let s = self.host_scalars(step);
         let front = AdamMoments::new(
             self.maximize,

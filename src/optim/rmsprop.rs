@@ -131,7 +131,15 @@ impl Optimizer for RmsProp {
         pack(&self.host_scalars())
     }
     /// The CPU definition of one element's update (`shaders/rmsprop.wgsl` is the GPU one).
-    fn update_cpu(&self, _step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_>) {
+    fn update_cpu(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_>) {
+        crate::simd::dispatch!(RmsProp, self.update_elements(step, p, g, state))
+    }
+}
+
+impl RmsProp {
+    /// The update itself, inlined into both versions [`crate::simd::dispatch`] compiles.
+    #[inline(always)]
+    pub(crate) fn update_elements(&self, _step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_>) {
         let s = self.host_scalars();
         let (maximize, centered, momentum) = (self.maximize, self.centered, self.momentum > 0.0);
         each(p, g, state, move |p, grad, sq, buf, ga| {

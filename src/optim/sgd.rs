@@ -126,6 +126,14 @@ impl Optimizer for Sgd {
 
     /// The CPU definition of one element's update (`shaders/sgd.wgsl` is the GPU one).
     fn update_cpu(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_>) {
+        crate::simd::dispatch!(Sgd, self.update_elements(step, p, g, state))
+    }
+}
+
+impl Sgd {
+    /// The update itself, inlined into both versions [`crate::simd::dispatch`] compiles.
+    #[inline(always)]
+    pub(crate) fn update_elements(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_>) {
         let s = self.host_scalars(step);
         let (momentum, maximize, nesterov) = (self.momentum != 0.0, self.maximize, self.nesterov);
         each(p, g, state, move |p, grad, buf, _, _| {
