@@ -74,6 +74,26 @@ pub struct ScalerState {
     pub growth: crate::clip::ScalerGrowth,
 }
 
+/// The saved loss scaler, checked against the configured one (its growth is configuration,
+/// not state): both absent, or both present with the same growth.
+pub(crate) fn check_scaler(
+    path: &Path,
+    saved: Option<ScalerState>,
+    configured: Option<crate::clip::ScalerGrowth>,
+) -> Result<Option<ScalerState>> {
+    match (saved, configured) {
+        (None, None) => Ok(None),
+        (Some(s), Some(growth)) if s.growth == growth => Ok(Some(s)),
+        (Some(s), Some(growth)) => {
+            Err(bad(path, format!("saved with scaler growth {:?}, configured {growth:?}", s.growth)))
+        }
+        (Some(_), None) => {
+            Err(bad(path, "saved with a dynamic loss scale: set_grad_control with a scaler before loading"))
+        }
+        (None, Some(_)) => Err(bad(path, "saved without a dynamic loss scale, which is configured")),
+    }
+}
+
 /// A schedule as an optimizer holds it: the schedule, its base learning rate and start step.
 pub(crate) type ScheduleSlot = Option<(Box<dyn Schedule>, f64, u64)>;
 
@@ -429,15 +449,11 @@ impl Snapshot {
 
     /// The one group of a lone optimizer's checkpoint.
     pub(crate) fn single(&self, path: &Path) -> Result<&GroupSnapshot> {
-        match (&self.groups[..], &self.scaler) {
-            ([g], None) => Ok(g),
+        match &self.groups[..] {
+            [g] => Ok(g),
             _ => Err(bad(
                 path,
-                format!(
-                    "the checkpoint holds {} param groups{}: load it into ParamGroups",
-                    self.groups.len(),
-                    if self.scaler.is_some() { " and a loss scaler" } else { "" }
-                ),
+                format!("the checkpoint holds {} param groups: load it into ParamGroups", self.groups.len()),
             )),
         }
     }

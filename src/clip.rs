@@ -250,3 +250,105 @@ impl NormReducer {
         pass.dispatch_workgroups(1, 1, 1);
     }
 }
+
+/// The CPU twin of `shaders/grad_norm.wgsl`: the same two-level reduction in the same order
+/// (256 lanes over each 1024-element chunk, a tree over the lanes, then the same over the
+/// chunks), so a CPU optimizer's norm, coefficient and skip decision are the GPU's bits
+/// wherever the GPU rounds as IEEE does (lavapipe does).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct CpuGradControl {
+    pub control: GradControl,
+    /// The loss scale and its growth tracker (as floats, as the GPU keeps them).
+    pub scaler: [f32; 2],
+    /// The last step's `[1 / loss scale, clip coefficient, found_inf, total norm]`.
+    pub last: [f32; 4],
+}
+
+/// Lanes of the reduction: the shader's workgroup size.
+const LANES: usize = 256;
+
+impl CpuGradControl {
+    pub fn new(control: GradControl) -> Result<Self> {
+        control.validate()?;
+        Ok(CpuGradControl { control, scaler: [control.loss_scale, 0.0], last: [1.0, 1.0, 0.0, 0.0] })
+    }
+
+    /// 1 / loss scale for this step.
+    fn inv_scale(&self) -> f32 {
+        if self.control.scaler.is_some() {
+            1.0 / self.scaler[0]
+        } else {
+            (1.0 / f64::from(self.control.loss_scale)) as f32
+        }
+    }
+
+    /// Computes this step's control from `grads` (the shader's `partial_sums` and
+    /// `finalize`), keeps it as [`last`](Self::last) and returns it.
+    pub fn reduce(&mut self, grads: &[f32]) -> [f32; 4] {
+        let inf_norm = self.control.norm_type == NormType::Inf;
+        let inv = self.inv_scale();
+        let combine = |a: [f32; 2], b: [f32; 2]| [if inf_norm { a[0].max(b[0]) } else { a[0] + b[0] }, a[1].max(b[1])];
+        let partials: Vec<[f32; 2]> = grads
+            .chunks(CHUNK)
+            .map(|chunk| {
+                let mut lanes = [[0.0f32; 2]; LANES];
+                for part in chunk.chunks(LANES) {
+                    for (lane, &raw) in lanes.iter_mut().zip(part) {
+                        if !raw.is_finite() {
+                            lane[1] = 1.0;
+                        }
+                        let x = raw * inv;
+                        lane[0] = if inf_norm { lane[0].max(x.abs()) } else { x.mul_add(x, lane[0]) };
+                    }
+                }
+                tree(lanes, combine)
+            })
+            .collect();
+        let mut lanes = [[0.0f32; 2]; LANES];
+        for (c, &x) in partials.iter().enumerate() {
+            let lane = &mut lanes[c % LANES];
+            *lane = combine(*lane, x);
+        }
+        let [total, found] = tree(lanes, combine);
+        let norm = if inf_norm { total } else { total.sqrt() };
+        let coef = match self.control.max_norm {
+            Some(max_norm) => ((1.0 / (norm + 1e-6)) * max_norm).min(1.0),
+            None => 1.0,
+        };
+        self.last = [inv, coef, found, norm];
+        self.last
+    }
+
+    /// torch.amp.GradScaler.update after the step (the shader's `update_scale`).
+    pub fn update_scale(&mut self) {
+        let Some(growth) = self.control.scaler else { return };
+        let [scale, tracker] = &mut self.scaler;
+        if self.last[2] != 0.0 {
+            *scale *= growth.backoff_factor;
+            *tracker = 0.0;
+        } else {
+            let next = *tracker + 1.0;
+            if next as u32 == growth.growth_interval {
+                let grown = *scale * growth.growth_factor;
+                if grown.is_finite() {
+                    *scale = grown;
+                }
+                *tracker = 0.0;
+            } else {
+                *tracker = next;
+            }
+        }
+    }
+}
+
+/// The shader's tree over the lanes: strides 128, 64, …, 1.
+fn tree(mut lanes: [[f32; 2]; LANES], combine: impl Fn([f32; 2], [f32; 2]) -> [f32; 2]) -> [f32; 2] {
+    let mut stride = LANES / 2;
+    while stride > 0 {
+        for l in 0..stride {
+            lanes[l] = combine(lanes[l], lanes[l + stride]);
+        }
+        stride /= 2;
+    }
+    lanes[0]
+}

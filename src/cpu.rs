@@ -3,7 +3,8 @@
 
 use ndarray::Array1;
 
-use crate::checkpoint::{GroupSnapshot, Snapshot};
+use crate::checkpoint::{GroupSnapshot, ScalerState, Snapshot, check_scaler};
+use crate::clip::{CpuGradControl, GradControl};
 use crate::error::{Error, Result};
 use crate::optim::{Optimizer, StateSlices, StateSlot};
 use crate::schedule::Schedule;
@@ -35,6 +36,10 @@ pub struct CpuOptimizer {
     threads: Threads,
     /// The schedule, the learning rate it scales, and the step it started after.
     schedule: Option<(Box<dyn Schedule>, f64, u64)>,
+    /// Gradient control (clipping, loss scale, skip-on-inf), as on the GPU.
+    control: Option<CpuGradControl>,
+    /// The gradients as a controlled step reads them (unscaled, clipped).
+    controlled: Vec<f32>,
 }
 
 impl CpuOptimizer {
@@ -57,7 +62,16 @@ impl CpuOptimizer {
                     }
                 })
                 .collect();
-        Ok(CpuOptimizer { optimizer, params, state, step: 0, threads: Threads::Sequential, schedule: None })
+        Ok(CpuOptimizer {
+            optimizer,
+            params,
+            state,
+            step: 0,
+            threads: Threads::Sequential,
+            schedule: None,
+            control: None,
+            controlled: Vec::new(),
+        })
     }
 
     /// The same optimizer running with `threads`.
@@ -65,12 +79,29 @@ impl CpuOptimizer {
         CpuOptimizer { threads, ..self }
     }
 
-    /// Takes one step with `grads`.
+    /// Takes one step with `grads`. Under gradient control
+    /// ([`set_grad_control`](Self::set_grad_control)) the step reads `(g / loss scale) *
+    /// clip coefficient`, and a gradient holding a NaN or an infinity skips it: parameters,
+    /// state and step count stay bit-identical, as on the GPU.
     pub fn step(&mut self, grads: &(impl HostData + ?Sized)) -> Result<()> {
         let g = grads.as_f32s()?;
         if g.len() != self.params.len() {
             return Err(Error::LengthMismatch { what: "grads", expected: self.params.len(), actual: g.len() });
         }
+        let g = match &mut self.control {
+            None => g,
+            Some(control) => {
+                let [inv_scale, coef, found_inf, _] = control.reduce(g);
+                if found_inf != 0.0 {
+                    control.update_scale();
+                    return Ok(());
+                }
+                self.controlled.clear();
+                // The GPU's `grad(i)`: two roundings, as torch's unscale_ then clip_grad_norm_.
+                self.controlled.extend(g.iter().map(|&x| (x * inv_scale) * coef));
+                &self.controlled
+            }
+        };
         let step = self.step + 1;
         if let Some((schedule, base, origin)) = &self.schedule {
             self.optimizer.set_lr(schedule.lr(*base, step - 1 - origin));
@@ -87,7 +118,31 @@ impl CpuOptimizer {
             }
         }
         self.step = step;
+        if let Some(control) = &mut self.control {
+            control.update_scale();
+        }
         Ok(())
+    }
+
+    /// Turns gradient control on (or off, with `None`): the same global-norm clipping,
+    /// loss-scale unscaling, skip-on-inf and GradScaler update as
+    /// [`ParamGroups::set_grad_control`](crate::ParamGroups::set_grad_control), with the
+    /// GPU's reduction order, so both compute the same norm. The loss scale starts (again)
+    /// at `loss_scale`.
+    pub fn set_grad_control(&mut self, control: Option<GradControl>) -> Result<()> {
+        self.control = control.map(CpuGradControl::new).transpose()?;
+        Ok(())
+    }
+
+    /// The last step's gradient control — `[1 / loss scale, clip coefficient, found_inf (1
+    /// or 0), total norm]` — or `None` without gradient control.
+    pub fn last_grad_control(&self) -> Option<[f32; 4]> {
+        self.control.map(|c| c.last)
+    }
+
+    /// The loss scale and its growth tracker, or `None` without gradient control.
+    pub fn loss_scale(&self) -> Option<(f32, u32)> {
+        self.control.map(|c| (c.scaler[0], c.scaler[1] as u32))
     }
 
     /// Drives the learning rate by `schedule` from the next step on (see
@@ -101,7 +156,11 @@ impl CpuOptimizer {
     pub fn save(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
         let state = self.state().map(|(slot, t)| (slot.torch_name.to_string(), t.to_vec())).collect();
         let group = GroupSnapshot::of(&*self.optimizer, self.step, vec![self.params.len()], state, &self.schedule);
-        Snapshot { groups: vec![group], scaler: None }.save(path.as_ref())
+        let scaler = self.control.and_then(|c| {
+            let growth = c.control.scaler?;
+            Some(ScalerState { scale: c.scaler[0], growth_tracker: c.scaler[1] as u32, growth })
+        });
+        Snapshot { groups: vec![group], scaler }.save(path.as_ref())
     }
 
     /// Loads a checkpoint of the same configuration and size (see
@@ -110,6 +169,7 @@ impl CpuOptimizer {
         let path = path.as_ref();
         let snapshot = Snapshot::load(path)?;
         let restore = snapshot.single(path)?.restore(path, &*self.optimizer, &[self.params.len()], &self.schedule)?;
+        let scaler = check_scaler(path, snapshot.scaler, self.control.and_then(|c| c.control.scaler))?;
         for (t, data) in self.state.iter_mut().zip(restore.state) {
             if let Some(data) = data {
                 *t = Array1::from(data.to_vec());
@@ -118,6 +178,9 @@ impl CpuOptimizer {
         self.step = restore.step;
         self.optimizer = restore.optimizer;
         crate::checkpoint::resume_schedule(&mut self.schedule, restore.schedule);
+        if let (Some(s), Some(control)) = (scaler, &mut self.control) {
+            control.scaler = [s.scale, s.growth_tracker as f32];
+        }
         Ok(())
     }
 

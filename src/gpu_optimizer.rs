@@ -237,6 +237,10 @@ impl GpuOptimizer {
     pub fn load(&mut self, path: impl AsRef<std::path::Path>) -> Result<()> {
         let path = path.as_ref();
         let snapshot = Snapshot::load(path)?;
+        if snapshot.scaler.is_some() {
+            let message = "the checkpoint holds a loss scaler: load it into ParamGroups (or a CpuOptimizer) with one";
+            return Err(crate::checkpoint::bad(path, message));
+        }
         let restore = self.check_restore(path, snapshot.single(path)?, &[self.params.len()])?;
         self.restore(restore)
     }

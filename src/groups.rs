@@ -277,21 +277,7 @@ impl ParamGroups {
             .map(|((g, saved), lens)| g.check_restore(path, saved, lens))
             .collect::<Result<Vec<_>>>()?;
         let configured = self.control.as_ref().and_then(|(_, c)| c.scaler);
-        let scaler = match (snapshot.scaler, configured) {
-            (None, None) => None,
-            (Some(s), Some(growth)) if s.growth == growth => Some(s),
-            (Some(s), Some(growth)) => {
-                let message = format!("saved with scaler growth {:?}, configured {growth:?}", s.growth);
-                return Err(crate::checkpoint::bad(path, message));
-            }
-            (Some(_), None) => {
-                let message = "saved with a dynamic loss scale: set_grad_control with a scaler before loading";
-                return Err(crate::checkpoint::bad(path, message));
-            }
-            (None, Some(_)) => {
-                return Err(crate::checkpoint::bad(path, "saved without a dynamic loss scale, which is configured"));
-            }
-        };
+        let scaler = crate::checkpoint::check_scaler(path, snapshot.scaler, configured)?;
         for (g, restore) in self.groups.iter_mut().zip(restores) {
             g.restore(restore)?;
         }
