@@ -30,9 +30,10 @@ fn scalars_stale() -> bool {
 // Gradient control, written by the gradient-norm kernels ahead of each step when clipping
 // or loss scaling is on: [1 / loss scale, clip coefficient, found_inf, total norm]. A step
 // whose gradients hold a NaN or an infinity is skipped: nothing is written, and the counter
-// does not advance.
+// does not advance. A uniform: step kernels only read it, and it keeps the storage buffers
+// of a stage (at most 8 in WebGPU and Metal) for the tensors.
 override CONTROLLED: bool = false;
-@group(0) @binding(5) var<storage, read_write> grad_control: array<f32>;
+@group(0) @binding(5) var<uniform> grad_control: vec4<f32>;
 
 fn skipped() -> bool {
     return CONTROLLED && (grad_control[2] != 0.0 || scalars_stale());

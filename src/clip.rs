@@ -147,7 +147,12 @@ impl NormReducer {
         };
         let (control_buf, scaler, partials, info, group0, grad_groups) =
             ctx.scoped("creating the gradient control", || {
-                let control_buf = storage("wgpu-optim gradient control", 16);
+                let control_buf = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("wgpu-optim gradient control"),
+                    size: crate::engine::CONTROL_BYTES,
+                    usage: crate::engine::CONTROL_USAGES,
+                    mapped_at_creation: false,
+                });
                 ctx.queue().write_buffer(&control_buf, 0, bytemuck::cast_slice(&[1.0f32, 1.0, 0.0, 0.0]));
                 let partials = storage("wgpu-optim gradient norm partials", 8 * u64::from(total));
                 let scaler = storage("wgpu-optim loss scale", 16);

@@ -107,9 +107,9 @@ impl CpuOptimizer {
             self.optimizer.set_lr(schedule.lr(*base, step - 1 - origin));
         }
         let p = self.params.as_slice_mut().ok_or_else(not_contiguous)?;
-        let mut slots = self.state.iter_mut();
-        let mut next = || slots.next().and_then(|a| a.as_slice_mut()).unwrap_or(&mut []);
-        let state: StateSlices<'_> = [next(), next(), next()];
+        let mut state: Vec<&mut [f32]> =
+            self.state.iter_mut().map(|a| a.as_slice_mut().ok_or_else(not_contiguous)).collect::<Result<_>>()?;
+        let state = &mut state[..];
         match self.threads {
             Threads::Sequential => self.optimizer.update_cpu(step, p, g, state),
             Threads::Parallel => {
@@ -230,12 +230,13 @@ fn not_contiguous() -> Error {
 }
 
 /// A function of one leaf of the parallel split.
-pub(crate) type Leaf<'f> = dyn Fn(&mut [f32], &[f32], StateSlices<'_>) + Sync + 'f;
+pub(crate) type Leaf<'f> = dyn Fn(&mut [f32], &[f32], StateSlices<'_, '_>) + Sync + 'f;
 
 /// Splits every slice at the same point, halves recursively on rayon until a leaf is at
-/// most [`LEAF`] elements, and runs `leaf` (the optimizer's own update) on each. No
-/// allocation. Empty state slices stay empty.
-pub(crate) fn parallel_split(p: &mut [f32], g: &[f32], state: StateSlices<'_>, leaf: &Leaf<'_>) {
+/// most [`LEAF`] elements, and runs `leaf` (the optimizer's own update) on each. The only
+/// allocation is the list of state halves at each split (one per ~[`LEAF`] elements).
+/// Empty state slices stay empty.
+pub(crate) fn parallel_split(p: &mut [f32], g: &[f32], state: StateSlices<'_, '_>, leaf: &Leaf<'_>) {
     if p.len() <= LEAF {
         leaf(p, g, state);
         return;
@@ -244,9 +245,12 @@ pub(crate) fn parallel_split(p: &mut [f32], g: &[f32], state: StateSlices<'_>, l
     let mid = (p.len() / 2) & !63;
     let (pl, pr) = p.split_at_mut(mid);
     let (gl, gr) = g.split_at(mid);
-    let [a, b, c] = state.map(|s| {
-        let at = mid.min(s.len());
-        s.split_at_mut(at)
-    });
-    rayon::join(|| parallel_split(pl, gl, [a.0, b.0, c.0], leaf), || parallel_split(pr, gr, [a.1, b.1, c.1], leaf));
+    let (mut left, mut right): (Vec<&mut [f32]>, Vec<&mut [f32]>) = state
+        .iter_mut()
+        .map(|s| {
+            let at = mid.min(s.len());
+            s.split_at_mut(at)
+        })
+        .unzip();
+    rayon::join(|| parallel_split(pl, gl, &mut left, leaf), || parallel_split(pr, gr, &mut right, leaf));
 }

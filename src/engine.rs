@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 use crate::gpu_optimizer::SCALAR_SLOTS;
-use crate::optim::{Kernel, MAX_STATE, ScalarBlock};
+use crate::optim::{Kernel, ScalarBlock};
 use crate::tensor::GpuTensor;
 
 const PRELUDE: &str = include_str!("../shaders/common.wgsl");
@@ -82,6 +82,31 @@ fn storage(binding: u32) -> wgpu::BindGroupLayoutEntry {
     }
 }
 
+/// The gradient control the step kernels read: `[1 / loss scale, clip coefficient,
+/// found_inf, total norm]`, a 16-byte uniform.
+fn control(binding: u32) -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Uniform,
+            has_dynamic_offset: false,
+            min_binding_size: wgpu::BufferSize::new(CONTROL_BYTES),
+        },
+        count: None,
+    }
+}
+
+/// Bytes of the gradient control.
+pub(crate) const CONTROL_BYTES: u64 = 16;
+
+/// The usages of a gradient-control buffer: written by the norm kernels (storage), read by
+/// the step kernels (uniform), copied into the caller's logs.
+pub(crate) const CONTROL_USAGES: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::UNIFORM)
+    .union(wgpu::BufferUsages::COPY_SRC)
+    .union(wgpu::BufferUsages::COPY_DST);
+
 fn uniform(binding: u32, dynamic: bool) -> wgpu::BindGroupLayoutEntry {
     wgpu::BindGroupLayoutEntry {
         binding,
@@ -108,15 +133,18 @@ impl Engine {
                 immediate_size: 0,
             })
         };
-        let step_layout = group("wgpu-optim step", &[storage(0), storage(1), storage(5)]);
-        let tensor_layouts: Vec<_> = (0..=MAX_STATE)
+        let step_layout = group("wgpu-optim step", &[storage(0), storage(1), control(5)]);
+        // As many state tensors as the device binds beside the step table, the counter, p and
+        // g (storage buffers per stage: 8 in WebGPU and Metal, so up to 4 states).
+        let max_state = (device.limits().max_storage_buffers_per_shader_stage as usize).saturating_sub(4);
+        let tensor_layouts: Vec<_> = (0..=max_state)
             .map(|n| group("wgpu-optim tensors", &(0..2 + n as u32).map(storage).collect::<Vec<_>>()))
             .collect();
         let pipeline_layouts = tensor_layouts.iter().map(|t| pipeline_layout(&[&step_layout, t])).collect();
         let adafactor_layouts = [
             group(
                 "wgpu-optim adafactor uniforms",
-                &[storage(0), storage(1), uniform(2, true), uniform(3, false), storage(5)],
+                &[storage(0), storage(1), uniform(2, true), uniform(3, false), control(5)],
             ),
             group("wgpu-optim adafactor tensors", &(0..5).map(storage).collect::<Vec<_>>()),
         ];
@@ -145,8 +173,19 @@ impl Engine {
         }
     }
 
-    pub fn tensor_layout(&self, kernel: &Kernel) -> &wgpu::BindGroupLayout {
-        &self.tensor_layouts[kernel.state.len()]
+    /// The tensor bind-group layout of `kernel`: p, g and its state tensors.
+    pub fn tensor_layout(&self, kernel: &Kernel) -> Result<&wgpu::BindGroupLayout> {
+        let n = kernel.state.len();
+        self.tensor_layouts.get(n).ok_or_else(|| {
+            Error::OverLimit(format!(
+                "{} keeps {n} state tensors; beside the step table, its counter, the parameters and the \
+                 gradients that needs {} storage buffers per shader stage, and this device binds {} \
+                 (max_storage_buffers_per_shader_stage): use a device with more",
+                kernel.family,
+                n + 4,
+                self.tensor_layouts.len() + 3
+            ))
+        })
     }
 
     /// The vec4 and tail pipelines of one element-wise variant, compiled on first use.
@@ -156,6 +195,7 @@ impl Engine {
         kernel: &'static Kernel,
         constants: &[(&'static str, f64)],
     ) -> Result<Pipelines> {
+        self.tensor_layout(kernel)?;
         let layout = &self.pipeline_layouts[kernel.state.len()];
         let mut constants = constants.to_vec();
         constants.push(("ITEMS", f64::from(ctx.tuning().items_per_invocation)));
@@ -285,15 +325,19 @@ impl StepTable {
     pub fn new(ctx: &GpuContext, scalar_size: usize) -> Result<Self> {
         let stride = scalar_size.max(4);
         let (table, counter, control) = ctx.scoped("creating the step table", || {
-            let make = |label, size: u64| {
+            let buffer = |label, size: u64, usage| {
                 ctx.device().create_buffer(&wgpu::BufferDescriptor {
                     label: Some(label),
                     size: size.next_multiple_of(16),
-                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+                    usage,
                     mapped_at_creation: false,
                 })
             };
-            let control = make("wgpu-optim gradient control", 16);
+            let make = |label, size| {
+                let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC;
+                buffer(label, size, usage)
+            };
+            let control = buffer("wgpu-optim gradient control", CONTROL_BYTES, CONTROL_USAGES);
             ctx.queue().write_buffer(&control, 0, bytemuck::cast_slice(&[1.0f32, 1.0, 0.0, 0.0]));
             (
                 make("wgpu-optim step table", stride as u64 * u64::from(SCALAR_SLOTS)),

@@ -7,7 +7,7 @@ use crate::engine::{self, Pipelines, SegmentPlan, StepTable};
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 use crate::monitor::{Checked, HealthCheck, TensorHealth};
-use crate::optim::{MAX_STATE, Optimizer, StateSlot};
+use crate::optim::{Optimizer, StateSlot};
 use crate::schedule::Schedule;
 use crate::tensor::{GpuTensor, HostData};
 
@@ -104,6 +104,7 @@ impl GpuOptimizer {
             .map(|s| SegmentPlan::new(s.len, t.workgroup_size * t.items_per_invocation, t.max_workgroups_per_dimension))
             .collect::<Result<Vec<_>>>()?;
         let steps = StepTable::new(ctx, kernel.scalar_size)?;
+        let layout = ctx.engine().tensor_layout(kernel)?.clone();
         let (tensor_groups, step_group) = ctx.scoped("binding tensors", || {
             // Unused state slots (v_max without AMSGrad, ...) are bound to a small placeholder.
             let placeholder = ctx.device().create_buffer(&wgpu::BufferDescriptor {
@@ -112,7 +113,7 @@ impl GpuOptimizer {
                 usage: wgpu::BufferUsages::STORAGE,
                 mapped_at_creation: false,
             });
-            let layout = ctx.engine().tensor_layout(kernel);
+            let layout = &layout;
             let tensor_groups: Vec<_> = (0..params.segments().len())
                 .map(|i| {
                     let mut resources = vec![params.segments()[i].binding(), grads.segments()[i].binding()];
@@ -447,8 +448,6 @@ impl GpuOptimizer {
         }
     }
 }
-
-const _: () = assert!(MAX_STATE + 2 <= 8, "at most 8 storage buffers per kernel");
 
 impl engine::Stepper for GpuOptimizer {
     fn context(&self) -> GpuContext {

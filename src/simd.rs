@@ -37,7 +37,7 @@ macro_rules! Arg {
     (step) => { u64 };
     (p) => { &mut [f32] };
     (g) => { &[f32] };
-    (state) => { $crate::optim::StateSlices<'_> };
+    (state) => { $crate::optim::StateSlices<'_, '_> };
 }
 pub(crate) use Arg;
 
@@ -53,7 +53,7 @@ mod tests {
     use crate::optim::{Adam, Optimizer, RmsProp};
 
     /// One optimizer's update, dispatched or not.
-    type Update<'a> = dyn Fn(bool, u64, &mut [f32], &[f32], crate::optim::StateSlices<'_>) + 'a;
+    type Update<'a> = dyn Fn(bool, u64, &mut [f32], &[f32], crate::optim::StateSlices<'_, '_>) + 'a;
 
     fn bits(x: &[f32]) -> Vec<u32> {
         x.iter().map(|v| v.to_bits()).collect()
@@ -71,14 +71,14 @@ mod tests {
         let run = |dispatched: bool, o: &Update<'_>| {
             let (mut p, mut a, mut b, mut c) = (p0.clone(), vec![0.0; n], vec![0.0; n], vec![0.0; n]);
             for step in 1..=3 {
-                o(dispatched, step, &mut p, &g, [&mut a, &mut b, &mut c]);
+                o(dispatched, step, &mut p, &g, &mut [&mut a[..], &mut b[..], &mut c[..]]);
             }
             [bits(&p), bits(&a), bits(&b), bits(&c)]
         };
-        let adam_step = |d: bool, t, p: &mut [f32], g: &[f32], s: crate::optim::StateSlices<'_>| {
+        let adam_step = |d: bool, t, p: &mut [f32], g: &[f32], s: crate::optim::StateSlices<'_, '_>| {
             if d { adam.update_cpu(t, p, g, s) } else { adam.update_elements(t, p, g, s) }
         };
-        let rms_step = |d: bool, t, p: &mut [f32], g: &[f32], s: crate::optim::StateSlices<'_>| {
+        let rms_step = |d: bool, t, p: &mut [f32], g: &[f32], s: crate::optim::StateSlices<'_, '_>| {
             if d { rms.update_cpu(t, p, g, s) } else { rms.update_elements(t, p, g, s) }
         };
         assert_eq!(run(true, &adam_step), run(false, &adam_step));

@@ -287,20 +287,28 @@ proptest! {
         let all = variants();
         let (_, opt) = &all[which % all.len()];
         let g: Vec<f32> = (0..n).map(|i| grad(i + seed, 1)).collect();
-        let mut whole: Vec<Vec<f32>> = (0..4).map(|j| (0..n).map(|i| param(i * (j + 1) + seed).abs()).collect()).collect();
+        // p, then each state slot: full length where the configuration uses it, else empty
+        // (the contract of StateSlices).
+        let slots = opt.kernel().state.len();
+        let mut whole: Vec<Vec<f32>> = (0..=slots)
+            .map(|j| {
+                let used = j == 0 || opt.uses_state(j - 1);
+                (0..if used { n } else { 0 }).map(|i| param(i * (j + 1) + seed).abs()).collect()
+            })
+            .collect();
         let mut split = whole.clone();
         {
-            let [p, a, b, c] = &mut whole[..] else { unreachable!() };
-            opt.update_cpu(step, p, &g, [a, b, c]);
+            let (p, state) = whole.split_first_mut().unwrap();
+            let mut state: Vec<&mut [f32]> = state.iter_mut().map(|s| &mut s[..]).collect();
+            opt.update_cpu(step, p, &g, &mut state);
         }
         {
-            let [p, a, b, c] = &mut split[..] else { unreachable!() };
+            let (p, state) = split.split_first_mut().unwrap();
             let (p0, p1) = p.split_at_mut(cut);
-            let (a0, a1) = a.split_at_mut(cut);
-            let (b0, b1) = b.split_at_mut(cut);
-            let (c0, c1) = c.split_at_mut(cut);
-            opt.update_cpu(step, p0, &g[..cut], [a0, b0, c0]);
-            opt.update_cpu(step, p1, &g[cut..], [a1, b1, c1]);
+            let (mut s0, mut s1): (Vec<&mut [f32]>, Vec<&mut [f32]>) =
+                state.iter_mut().map(|s| { let at = cut.min(s.len()); s.split_at_mut(at) }).unzip();
+            opt.update_cpu(step, p0, &g[..cut], &mut s0);
+            opt.update_cpu(step, p1, &g[cut..], &mut s1);
         }
         for (x, y) in whole.iter().zip(&split) {
             prop_assert_eq!(

@@ -178,7 +178,7 @@ impl Optimizer for AdaBelief {
         pack(&self.host_scalars(step))
     }
     /// The CPU definition of one element's update (`shaders/adabelief.wgsl` is the GPU one).
-    fn update_cpu(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_>) {
+    fn update_cpu(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_, '_>) {
         crate::simd::dispatch!(AdaBelief, self.update_elements(step, p, g, state))
     }
 }
@@ -186,10 +186,12 @@ impl Optimizer for AdaBelief {
 impl AdaBelief {
     /// The update itself, inlined into both versions [`crate::simd::dispatch`] compiles.
     #[inline(always)]
-    pub(crate) fn update_elements(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_>) {
+    pub(crate) fn update_elements(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_, '_>) {
         let s = self.host_scalars(step);
         let (decouple, l2, amsgrad) = (self.weight_decouple, self.weight_decay != 0.0, self.amsgrad);
-        each(p, g, state, move |p, grad, m, var, var_max| {
+        // One definition of the element's update; AMSGrad's `var_max` is a slot of its own
+        // loop (`Some`) or absent (`None`), decided once per call, not per element.
+        let update = move |p: &mut f32, grad: f32, m: &mut f32, var: &mut f32, var_max: Option<&mut f32>| {
             let mut param = *p;
             let mut d = grad;
             if decouple {
@@ -200,11 +202,12 @@ impl AdaBelief {
             *m = d.mul_add(s.one_minus_beta1, *m * s.beta1);
             let r = d - *m;
             *var = (s.one_minus_beta2 * r).mul_add(r, *var * s.beta2) + s.eps;
-            let second = if amsgrad {
-                *var_max = nan_max(*var_max, *var);
-                *var_max
-            } else {
-                *var
+            let second = match var_max {
+                Some(var_max) => {
+                    *var_max = nan_max(*var_max, *var);
+                    *var_max
+                }
+                None => *var,
             };
             *p = match s.mode {
                 ADAM_LIKE => param + (s.step * *m) / (second.sqrt() / s.bias_correction2_sqrt + s.eps),
@@ -212,6 +215,11 @@ impl AdaBelief {
                 SGD_LIKE => m.mul_add(s.step, param),
                 _ => param,
             };
-        });
+        };
+        if amsgrad {
+            each(p, g, state, move |p, grad, [m, var, var_max]| update(p, grad, m, var, Some(var_max)));
+        } else {
+            each(p, g, state, move |p, grad, [m, var]| update(p, grad, m, var, None));
+        }
     }
 }

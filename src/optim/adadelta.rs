@@ -109,7 +109,7 @@ impl Optimizer for Adadelta {
         pack(&self.host_scalars())
     }
     /// The CPU definition of one element's update (`shaders/adadelta.wgsl` is the GPU one).
-    fn update_cpu(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_>) {
+    fn update_cpu(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_, '_>) {
         crate::simd::dispatch!(Adadelta, self.update_elements(step, p, g, state))
     }
 }
@@ -117,10 +117,10 @@ impl Optimizer for Adadelta {
 impl Adadelta {
     /// The update itself, inlined into both versions [`crate::simd::dispatch`] compiles.
     #[inline(always)]
-    pub(crate) fn update_elements(&self, _step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_>) {
+    pub(crate) fn update_elements(&self, _step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_, '_>) {
         let s = self.host_scalars();
         let maximize = self.maximize;
-        each(p, g, state, move |p, grad, sq, acc, _| {
+        each(p, g, state, move |p, grad, [sq, acc]| {
             let d = direction(maximize, s.weight_decay, grad, *p);
             *sq = (s.one_minus_rho * d).mul_add(d, *sq * s.rho);
             let std = (*sq + s.eps).sqrt();

@@ -111,7 +111,7 @@ impl Optimizer for Adagrad {
         pack(&self.host_scalars(step))
     }
     /// The CPU definition of one element's update (`shaders/adagrad.wgsl` is the GPU one).
-    fn update_cpu(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_>) {
+    fn update_cpu(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_, '_>) {
         crate::simd::dispatch!(Adagrad, self.update_elements(step, p, g, state))
     }
 }
@@ -119,10 +119,10 @@ impl Optimizer for Adagrad {
 impl Adagrad {
     /// The update itself, inlined into both versions [`crate::simd::dispatch`] compiles.
     #[inline(always)]
-    pub(crate) fn update_elements(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_>) {
+    pub(crate) fn update_elements(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_, '_>) {
         let s = self.host_scalars(step);
         let maximize = self.maximize;
-        each(p, g, state, move |p, grad, sum, _, _| {
+        each(p, g, state, move |p, grad, [sum]| {
             let d = direction(maximize, s.weight_decay, grad, *p);
             *sum = d.mul_add(d, *sum);
             *p += (s.neg_clr * d) / (sum.sqrt() + s.eps);

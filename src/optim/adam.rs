@@ -215,7 +215,7 @@ impl Optimizer for Adam {
         pack(&self.host_scalars(step))
     }
     /// The CPU definition of one element's update (`shaders/adam.wgsl` is the GPU one).
-    fn update_cpu(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_>) {
+    fn update_cpu(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_, '_>) {
         crate::simd::dispatch!(Adam, self.update_elements(step, p, g, state))
     }
 }
@@ -223,7 +223,7 @@ impl Optimizer for Adam {
 impl Adam {
     /// The update itself, inlined into both versions [`crate::simd::dispatch`] compiles.
     #[inline(always)]
-    pub(crate) fn update_elements(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_>) {
+    pub(crate) fn update_elements(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_, '_>) {
         let s = self.host_scalars(step);
         let front = self.moments(&s);
         // `move`: the closure owns copies of the flags and scalars, so the compiler knows the
@@ -234,13 +234,13 @@ impl Adam {
             *p = param + (s.neg_step_size * m) / denom;
         };
         if self.amsgrad {
-            each(p, g, state, move |p, grad, m, v, v_max| {
+            each(p, g, state, move |p, grad, [m, v, v_max]| {
                 let (param, _) = front.apply(*p, grad, m, v);
                 *v_max = nan_max(*v_max, *v);
                 finish(p, param, *m, *v_max);
             });
         } else {
-            each(p, g, state, move |p, grad, m, v, _| {
+            each(p, g, state, move |p, grad, [m, v]| {
                 let (param, _) = front.apply(*p, grad, m, v);
                 finish(p, param, *m, *v);
             });
@@ -276,7 +276,7 @@ impl Optimizer for AdamW {
     fn scalars(&self, step: u64) -> ScalarBlock {
         Adam::from(self).scalars(step)
     }
-    fn update_cpu(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_>) {
+    fn update_cpu(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_, '_>) {
         Adam::from(self).update_cpu(step, p, g, state)
     }
     fn clone_box(&self) -> Box<dyn Optimizer> {

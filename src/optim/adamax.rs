@@ -101,7 +101,7 @@ impl Optimizer for Adamax {
         pack(&self.host_scalars(step))
     }
     /// The CPU definition of one element's update (`shaders/adamax.wgsl` is the GPU one).
-    fn update_cpu(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_>) {
+    fn update_cpu(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_, '_>) {
         crate::simd::dispatch!(Adamax, self.update_elements(step, p, g, state))
     }
 }
@@ -109,10 +109,10 @@ impl Optimizer for Adamax {
 impl Adamax {
     /// The update itself, inlined into both versions [`crate::simd::dispatch`] compiles.
     #[inline(always)]
-    pub(crate) fn update_elements(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_>) {
+    pub(crate) fn update_elements(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_, '_>) {
         let s = self.host_scalars(step);
         let maximize = self.maximize;
-        each(p, g, state, move |p, grad, m, u, _| {
+        each(p, g, state, move |p, grad, [m, u]| {
             let d = direction(maximize, s.weight_decay, grad, *p);
             *m = lerp(*m, d, s.one_minus_beta1);
             *u = nan_max(*u * s.beta2, d.abs() + s.eps);

@@ -120,7 +120,7 @@ impl Optimizer for Lion {
         pack(&self.host_scalars())
     }
     /// The CPU definition of one element's update (`shaders/lion.wgsl` is the GPU one).
-    fn update_cpu(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_>) {
+    fn update_cpu(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_, '_>) {
         crate::simd::dispatch!(Lion, self.update_elements(step, p, g, state))
     }
 }
@@ -128,9 +128,9 @@ impl Optimizer for Lion {
 impl Lion {
     /// The update itself, inlined into both versions [`crate::simd::dispatch`] compiles.
     #[inline(always)]
-    pub(crate) fn update_elements(&self, _step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_>) {
+    pub(crate) fn update_elements(&self, _step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_, '_>) {
         let s = self.host_scalars();
-        each(p, g, state, move |p, grad, m, _, _| {
+        each(p, g, state, move |p, grad, [m]| {
             let update = sgn(grad.mul_add(s.one_minus_beta1, *m * s.beta1));
             *p = update.mul_add(s.neg_lr, *p * s.decay);
             *m = grad.mul_add(s.one_minus_beta2, *m * s.beta2);

@@ -30,9 +30,6 @@ pub use sgd::Sgd;
 
 use crate::error::{Error, Result};
 
-/// Most state tensors any optimizer keeps per parameter (AMSGrad: m, v, v_max).
-pub const MAX_STATE: usize = 3;
-
 /// One per-parameter state tensor: the role name used in this crate and torch's
 /// `state_dict` name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,8 +69,9 @@ pub(crate) fn pack<T: bytemuck::Pod>(scalars: &T) -> ScalarBlock {
     block
 }
 
-/// The state slices a CPU update works on, in [`Kernel::state`] order; unused slots are empty.
-pub type StateSlices<'a> = [&'a mut [f32]; MAX_STATE];
+/// The state slices a CPU update works on, one per [`Kernel::state`] slot in its order;
+/// slots this configuration does not use are empty.
+pub type StateSlices<'a, 'b> = &'a mut [&'b mut [f32]];
 
 /// An optimizer: a config with torch.optim's names and defaults, and the two definitions of
 /// its update (WGSL for the GPU, one per-element Rust function for the CPU).
@@ -107,7 +105,7 @@ pub trait Optimizer: std::fmt::Debug + Send + Sync {
     fn scalars(&self, step: u64) -> ScalarBlock;
     /// Applies step `step` to a contiguous run of elements. Element-wise: any split of the
     /// elements gives the same bits, which is what lets the parallel baseline use it too.
-    fn update_cpu(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_>);
+    fn update_cpu(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_, '_>);
     /// A boxed copy.
     fn clone_box(&self) -> Box<dyn Optimizer>;
 }
@@ -301,62 +299,32 @@ pub(crate) fn nan_max(a: f32, b: f32) -> f32 {
     if a.is_nan() || b.is_nan() { a + b } else { a.max(b) }
 }
 
-/// Runs `f(p, g, s0, s1, s2)` on every element. Inlined into an optimizer's update, which
-/// [`crate::simd::dispatch`] compiles for the best instruction set. Unused state slots (empty slices) get a
-/// scratch value the update never reads; each combination of used slots is its own loop, so
-/// the compiler vectorises each one.
+/// Runs `f(p, g, [s0, s1, …])` on every element, over the first `N` *used* (non-empty)
+/// state slots in slot order: an optimizer whose configuration drops a slot (AMSGrad's
+/// `v_max`, SGD's momentum) calls it with the `N` of that configuration and a closure
+/// over just those slots. Inlined into an optimizer's update, which
+/// [`crate::simd::dispatch`] compiles for the best instruction set.
+///
+/// Index loops over slices cut to one length: no bounds checks, and no iterator adapters
+/// left to the inliner, so every update vectorises.
 #[inline(always)]
-pub(crate) fn each(
+pub(crate) fn each<const N: usize>(
     p: &mut [f32],
     g: &[f32],
-    [a, b, c]: StateSlices<'_>,
-    mut f: impl FnMut(&mut f32, f32, &mut f32, &mut f32, &mut f32),
+    state: StateSlices<'_, '_>,
+    mut f: impl FnMut(&mut f32, f32, [&mut f32; N]),
 ) {
     let n = p.len();
     let g = &g[..n];
-    // Index loops over slices cut to one length: no bounds checks, and no iterator adapters
-    // left to the inliner. An unused slot gets a fresh scratch value per element, so a write
-    // to it carries nothing from one element to the next and the loop still vectorises.
-    let used = |s: &[f32]| s.len() == n;
-    match (used(a), used(b), used(c)) {
-        (true, true, true) => {
-            let (a, b, c) = (&mut a[..n], &mut b[..n], &mut c[..n]);
-            for i in 0..n {
-                f(&mut p[i], g[i], &mut a[i], &mut b[i], &mut c[i]);
-            }
-        }
-        (true, true, false) => {
-            let (a, b) = (&mut a[..n], &mut b[..n]);
-            for i in 0..n {
-                f(&mut p[i], g[i], &mut a[i], &mut b[i], &mut 0.0);
-            }
-        }
-        (true, false, true) => {
-            let (a, c) = (&mut a[..n], &mut c[..n]);
-            for i in 0..n {
-                f(&mut p[i], g[i], &mut a[i], &mut 0.0, &mut c[i]);
-            }
-        }
-        (true, false, false) => {
-            let a = &mut a[..n];
-            for i in 0..n {
-                f(&mut p[i], g[i], &mut a[i], &mut 0.0, &mut 0.0);
-            }
-        }
-        (false, false, false) => {
-            for i in 0..n {
-                f(&mut p[i], g[i], &mut 0.0, &mut 0.0, &mut 0.0);
-            }
-        }
-        _ => {
-            for i in 0..n {
-                let (mut x, mut y, mut z) = (0.0, 0.0, 0.0);
-                let a = a.get_mut(i).unwrap_or(&mut x);
-                let b = b.get_mut(i).unwrap_or(&mut y);
-                let c = c.get_mut(i).unwrap_or(&mut z);
-                f(&mut p[i], g[i], a, b, c);
-            }
-        }
+    let mut used = state.iter_mut().filter(|s| !s.is_empty());
+    let mut s: [&mut [f32]; N] = std::array::from_fn(|_| match used.next() {
+        Some(s) => &mut s[..n],
+        None => &mut [],
+    });
+    // The optimizer asked for more slots than its configuration keeps: a bug of this crate.
+    assert!(s.iter().all(|s| s.len() == n), "an update over {N} state slots of which fewer are kept");
+    for i in 0..n {
+        f(&mut p[i], g[i], s.each_mut().map(|s| &mut s[i]));
     }
 }
 

@@ -201,7 +201,7 @@ impl Optimizer for NAdam {
         pack(&self.host_scalars(step))
     }
     /// The CPU definition of one element's update (`shaders/nadam.wgsl` is the GPU one).
-    fn update_cpu(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_>) {
+    fn update_cpu(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_, '_>) {
         crate::simd::dispatch!(NAdam, self.update_elements(step, p, g, state))
     }
 }
@@ -209,7 +209,7 @@ impl Optimizer for NAdam {
 impl NAdam {
     /// The update itself, inlined into both versions [`crate::simd::dispatch`] compiles.
     #[inline(always)]
-    pub(crate) fn update_elements(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_>) {
+    pub(crate) fn update_elements(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_, '_>) {
         let s = self.host_scalars(step);
         let front = AdamMoments::new(
             self.maximize,
@@ -221,7 +221,7 @@ impl NAdam {
             s.beta2,
             s.one_minus_beta2,
         );
-        each(p, g, state, move |p, grad, m, v, _| {
+        each(p, g, state, move |p, grad, [m, v]| {
             let (param, d) = front.apply(*p, grad, m, v);
             let denom = (*v / s.bias_correction2).sqrt() + s.eps;
             let param = param + (s.grad_coef * d) / denom;

@@ -146,7 +146,7 @@ impl Optimizer for RAdam {
         pack(&self.host_scalars(step))
     }
     /// The CPU definition of one element's update (`shaders/radam.wgsl` is the GPU one).
-    fn update_cpu(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_>) {
+    fn update_cpu(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_, '_>) {
         crate::simd::dispatch!(RAdam, self.update_elements(step, p, g, state))
     }
 }
@@ -154,7 +154,7 @@ impl Optimizer for RAdam {
 impl RAdam {
     /// The update itself, inlined into both versions [`crate::simd::dispatch`] compiles.
     #[inline(always)]
-    pub(crate) fn update_elements(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_>) {
+    pub(crate) fn update_elements(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_, '_>) {
         let s = self.host_scalars(step);
         let front = AdamMoments::new(
             self.maximize,
@@ -166,7 +166,7 @@ impl RAdam {
             s.beta2,
             s.one_minus_beta2,
         );
-        each(p, g, state, move |p, grad, m, v, _| {
+        each(p, g, state, move |p, grad, [m, v]| {
             let (param, _) = front.apply(*p, grad, m, v);
             let mut u = (*m / s.bias_correction1) * s.lr;
             if s.rectified != 0 {

@@ -131,7 +131,7 @@ impl Optimizer for RmsProp {
         pack(&self.host_scalars())
     }
     /// The CPU definition of one element's update (`shaders/rmsprop.wgsl` is the GPU one).
-    fn update_cpu(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_>) {
+    fn update_cpu(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_, '_>) {
         crate::simd::dispatch!(RmsProp, self.update_elements(step, p, g, state))
     }
 }
@@ -139,24 +139,35 @@ impl Optimizer for RmsProp {
 impl RmsProp {
     /// The update itself, inlined into both versions [`crate::simd::dispatch`] compiles.
     #[inline(always)]
-    pub(crate) fn update_elements(&self, _step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_>) {
+    pub(crate) fn update_elements(&self, _step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_, '_>) {
         let s = self.host_scalars();
         let (maximize, centered, momentum) = (self.maximize, self.centered, self.momentum > 0.0);
-        each(p, g, state, move |p, grad, sq, buf, ga| {
+        // One definition of the element's update; the momentum buffer and the centred
+        // average are slots of their own loops (`Some`) or absent (`None`), decided once per
+        // call, not per element.
+        let update = move |p: &mut f32, grad: f32, sq: &mut f32, buf: Option<&mut f32>, ga: Option<&mut f32>| {
             let d = direction(maximize, s.weight_decay, grad, *p);
             *sq = (s.one_minus_alpha * d).mul_add(d, *sq * s.alpha);
-            let avg = if centered {
-                *ga = lerp(*ga, d, s.one_minus_alpha);
-                (-*ga).mul_add(*ga, *sq).sqrt()
-            } else {
-                sq.sqrt()
+            let avg = match ga {
+                Some(ga) => {
+                    *ga = lerp(*ga, d, s.one_minus_alpha);
+                    (-*ga).mul_add(*ga, *sq).sqrt()
+                }
+                None => sq.sqrt(),
             } + s.eps;
-            if momentum {
-                *buf = *buf * s.momentum + d / avg;
-                *p = buf.mul_add(s.neg_lr, *p);
-            } else {
-                *p += (s.neg_lr * d) / avg;
+            match buf {
+                Some(buf) => {
+                    *buf = *buf * s.momentum + d / avg;
+                    *p = buf.mul_add(s.neg_lr, *p);
+                }
+                None => *p += (s.neg_lr * d) / avg,
             }
-        });
+        };
+        match (momentum, centered) {
+            (true, true) => each(p, g, state, move |p, x, [sq, buf, ga]| update(p, x, sq, Some(buf), Some(ga))),
+            (true, false) => each(p, g, state, move |p, x, [sq, buf]| update(p, x, sq, Some(buf), None)),
+            (false, true) => each(p, g, state, move |p, x, [sq, ga]| update(p, x, sq, None, Some(ga))),
+            (false, false) => each(p, g, state, move |p, x, [sq]| update(p, x, sq, None, None)),
+        }
     }
 }

@@ -125,7 +125,7 @@ impl Optimizer for Sgd {
     }
 
     /// The CPU definition of one element's update (`shaders/sgd.wgsl` is the GPU one).
-    fn update_cpu(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_>) {
+    fn update_cpu(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_, '_>) {
         crate::simd::dispatch!(Sgd, self.update_elements(step, p, g, state))
     }
 }
@@ -133,16 +133,22 @@ impl Optimizer for Sgd {
 impl Sgd {
     /// The update itself, inlined into both versions [`crate::simd::dispatch`] compiles.
     #[inline(always)]
-    pub(crate) fn update_elements(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_>) {
+    pub(crate) fn update_elements(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_, '_>) {
         let s = self.host_scalars(step);
         let (momentum, maximize, nesterov) = (self.momentum != 0.0, self.maximize, self.nesterov);
-        each(p, g, state, move |p, grad, buf, _, _| {
+        // The momentum buffer is a slot of its own loop, or absent without momentum.
+        let update = move |p: &mut f32, grad: f32, buf: Option<&mut f32>| {
             let mut d = direction(maximize, s.weight_decay, grad, *p);
-            if momentum {
+            if let Some(buf) = buf {
                 *buf = if s.first_step == 1 { d } else { d.mul_add(s.one_minus_dampening, *buf * s.momentum) };
                 d = if nesterov { buf.mul_add(s.momentum, d) } else { *buf };
             }
             *p = d.mul_add(s.neg_lr, *p);
-        });
+        };
+        if momentum {
+            each(p, g, state, move |p, grad, [buf]| update(p, grad, Some(buf)));
+        } else {
+            each(p, g, state, move |p, grad, []| update(p, grad, None));
+        }
     }
 }
