@@ -3,15 +3,18 @@
 Rebuilds the tests' inputs exactly (multiples of 1/512 and 1/1024, exact in f32), runs eight
 steps of each configuration with the single-tensor path (foreach=False; enough for RAdam and
 AdaBelief to pass their rectification threshold), and prints the final parameters as f32
-bit patterns, ready to paste into the test. AdaBelief and Lion come from their authors'
-packages (adabelief-pytorch 0.2.1, lion-pytorch 0.2.5).
-usage: pip install torch adabelief-pytorch==0.2.1 lion-pytorch==0.2.5; python3 scripts/torch_reference.py
+bit patterns, ready to paste into the test. AdaBelief, Lion and Adan come from their authors'
+packages (adabelief-pytorch 0.2.1, lion-pytorch 0.2.5, sail-sg/Adan's adan.py, single-tensor
+path).
+usage: pip install torch adabelief-pytorch==0.2.1 lion-pytorch==0.2.5 \
+           git+https://github.com/sail-sg/Adan.git; python3 scripts/torch_reference.py
 """
 import contextlib
 import io
 
 import torch
 from adabelief_pytorch import AdaBelief
+from adan import Adan
 from lion_pytorch import Lion
 
 N, STEPS = 32, 8
@@ -53,6 +56,9 @@ CASES = [
     ("lion", Lion, dict(lr=1e-2)),
     ("lion wd", Lion, dict(lr=1e-2, weight_decay=0.5, betas=(0.5, 0.9))),
     ("lion decoupled", Lion, dict(lr=1e-2, weight_decay=1e-3, decoupled_weight_decay=True)),
+    ("adan", Adan, dict(lr=1e-2, foreach=False)),
+    ("adan wd", Adan, dict(lr=1e-2, weight_decay=0.1, betas=(0.9, 0.8, 0.95), foreach=False)),
+    ("adan no_prox wd", Adan, dict(lr=1e-2, weight_decay=0.1, no_prox=True, foreach=False)),
     # Adafactor: the label ends with the shape the 32 values are viewed as.
     ("adafactor 4x8", torch.optim.Adafactor, dict(lr=1e-2)),
     ("adafactor 2x4x4", torch.optim.Adafactor, dict(lr=1e-2, weight_decay=0.1, maximize=True)),

@@ -10,6 +10,7 @@ pub(crate) mod adafactor;
 mod adagrad;
 mod adam;
 mod adamax;
+mod adan;
 mod lion;
 mod nadam;
 mod radam;
@@ -22,6 +23,7 @@ pub use adafactor::{Adafactor, CpuAdafactor, Factoring};
 pub use adagrad::Adagrad;
 pub use adam::{Adam, AdamW};
 pub use adamax::Adamax;
+pub use adan::Adan;
 pub use lion::Lion;
 pub use nadam::NAdam;
 pub use radam::RAdam;
@@ -138,6 +140,7 @@ pub const ALL: &[(&str, Maker)] = &[
     ("adadelta", || Box::new(Adadelta::default())),
     ("adabelief", || Box::new(AdaBelief::default())),
     ("lion", || Box::new(Lion::default())),
+    ("adan", || Box::new(Adan::default())),
 ];
 
 /// Looks an optimizer up by name (case-insensitive), with torch's defaults.

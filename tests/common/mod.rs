@@ -2,7 +2,8 @@
 #![allow(dead_code)]
 
 use wgpu_optim::{
-    AdaBelief, Adadelta, Adagrad, Adam, AdamW, Adamax, GpuContext, Lion, NAdam, Optimizer, RAdam, RmsProp, Sgd, Tuning,
+    AdaBelief, Adadelta, Adagrad, Adam, AdamW, Adamax, Adan, GpuContext, Lion, NAdam, Optimizer, RAdam, RmsProp, Sgd,
+    Tuning,
 };
 
 /// The default adapter. Never skips: without one the test fails and says what to install.
@@ -125,6 +126,9 @@ pub fn variants() -> Vec<(&'static str, Box<dyn Optimizer>)> {
         ("lion", Lion::new(1e-2).into()),
         ("lion wd", Lion::new(1e-2).with_weight_decay(0.5).with_betas(0.5, 0.9).into()),
         ("lion decoupled", Lion::new(1e-2).with_weight_decay(1e-3).with_decoupled_weight_decay(true).into()),
+        ("adan", Adan::new(1e-2).into()),
+        ("adan wd", Adan::new(1e-2).with_weight_decay(0.1).with_betas(0.9, 0.8, 0.95).into()),
+        ("adan no_prox wd", Adan::new(1e-2).with_weight_decay(0.1).with_no_prox(true).into()),
     ]
 }
 
