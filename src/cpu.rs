@@ -8,7 +8,9 @@ use crate::clip::{CpuGradControl, GradControl};
 use crate::error::{Error, Result};
 use crate::optim::{Optimizer, StateSlices, StateSlot};
 use crate::schedule::Schedule;
+use crate::step::{CPU_REDUCE_CHUNK, REDUCED_TERMS, Stage};
 use crate::tensor::HostData;
+use rayon::prelude::*;
 
 /// How a [`CpuOptimizer`] runs its step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -110,12 +112,14 @@ impl CpuOptimizer {
         let mut state: Vec<&mut [f32]> =
             self.state.iter_mut().map(|a| a.as_slice_mut().ok_or_else(not_contiguous)).collect::<Result<_>>()?;
         let state = &mut state[..];
-        match self.threads {
-            Threads::Sequential => self.optimizer.update_cpu(step, p, g, state),
-            Threads::Parallel => {
-                let o = &*self.optimizer;
-                parallel_split(p, g, state, &|p, g, s| o.update_cpu(step, p, g, s))
-            }
+        let o = &*self.optimizer;
+        let parallel = self.threads == Threads::Parallel;
+        if o.kernel().is_staged() {
+            run_stages(o, step, p, g, state, parallel)?;
+        } else if parallel {
+            parallel_split(p, g, state, &|p, g, s| o.update_cpu(step, p, g, s));
+        } else {
+            o.update_cpu(step, p, g, state);
         }
         self.step = step;
         if let Some(control) = &mut self.control {
@@ -227,6 +231,65 @@ impl CpuOptimizer {
 
 fn not_contiguous() -> Error {
     Error::BadBufferRange { what: "params", message: "not contiguous".into() }
+}
+
+/// One chunk of a reduction: its parameters, gradients and state slots.
+type Chunk<'a, 'b> = (&'a mut [f32], &'b [f32], Vec<&'a mut [f32]>);
+
+/// Runs a staged optimizer's step over one tensor, stage by stage: a reduction over fixed
+/// chunks of [`CPU_REDUCE_CHUNK`] elements (in parallel or not, the partial sums are added in
+/// chunk order, so both give the same bits), then the element-wise stage with the sums.
+fn run_stages(
+    o: &dyn Optimizer,
+    step: u64,
+    p: &mut [f32],
+    g: &[f32],
+    state: StateSlices<'_, '_>,
+    parallel: bool,
+) -> Result<()> {
+    let mut reduced = [0.0f32; REDUCED_TERMS];
+    for (i, stage) in o.kernel().stages.iter().enumerate() {
+        match stage {
+            Stage::Reduce(_) => {
+                // Each chunk's p, g and state slots, side by side.
+                let mut chunks: Vec<Chunk<'_, '_>> = p
+                    .chunks_mut(CPU_REDUCE_CHUNK)
+                    .zip(g.chunks(CPU_REDUCE_CHUNK))
+                    .map(|(p, g)| (p, g, Vec::new()))
+                    .collect();
+                for slot in state.iter_mut() {
+                    let mut rest: &mut [f32] = slot;
+                    for (p, _, parts) in &mut chunks {
+                        let at = p.len().min(rest.len());
+                        let (head, tail) = std::mem::take(&mut rest).split_at_mut(at);
+                        parts.push(head);
+                        rest = tail;
+                    }
+                }
+                let run = |(p, g, mut s): (&mut [f32], &[f32], Vec<&mut [f32]>)| o.reduce_cpu(i, step, p, g, &mut s);
+                let sums: Vec<[f64; REDUCED_TERMS]> = if parallel {
+                    chunks.into_par_iter().map(run).collect()
+                } else {
+                    chunks.into_iter().map(run).collect()
+                };
+                let mut total = [0.0f64; REDUCED_TERMS];
+                for s in &sums {
+                    for (t, x) in total.iter_mut().zip(s) {
+                        *t += x;
+                    }
+                }
+                reduced = total.map(|x| x as f32);
+            }
+            Stage::Elementwise if parallel => {
+                parallel_split(p, g, state, &|p, g, s| o.apply_cpu(step, p, g, s, reduced));
+            }
+            Stage::Elementwise => o.apply_cpu(step, p, g, state, reduced),
+            other => {
+                return Err(Error::Unsupported(format!("{}: the CPU side has no {other:?} stage yet", o.name())));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A function of one leaf of the parallel split.

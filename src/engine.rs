@@ -12,8 +12,39 @@ use crate::tensor::GpuTensor;
 
 const PRELUDE: &str = include_str!("../shaders/common.wgsl");
 const ELEMENTWISE: &str = include_str!("../shaders/elementwise.wgsl");
-const VEC4: &str = "alias V = vec4<f32>; alias VU = vec4<u32>; alias VB = vec4<bool>; const TAIL = false;\n";
-const TAIL: &str = "alias V = f32; alias VU = u32; alias VB = bool; const TAIL = true;\n";
+const REDUCE: &str = include_str!("../shaders/reduce.wgsl");
+const VEC4: &str = "alias V = vec4<f32>; alias VU = vec4<u32>; alias VB = vec4<bool>; const TAIL = false;\n\
+                    fn hsum(x: V) -> f32 { return x.x + x.y + x.z + x.w; }\n";
+const TAIL: &str = "alias V = f32; alias VU = u32; alias VB = bool; const TAIL = true;\n\
+                    fn hsum(x: V) -> f32 { return x; }\n";
+
+/// How a shader module is assembled from its source: the one composition step.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+enum Composition {
+    /// The source alone (no prelude, no step table): the norm, health and finalize kernels.
+    Standalone,
+    /// Width line, prelude, the family's update and the element-wise driver.
+    Elementwise,
+    /// As `Elementwise`, plus the reduction driver (`shaders/reduce.wgsl`).
+    Staged,
+    /// Width line, prelude and a family with entry points of its own (Adafactor).
+    OwnEntries,
+}
+
+impl Composition {
+    fn source(self, tail: bool, source: &str) -> String {
+        let width = if tail { TAIL } else { VEC4 };
+        match self {
+            Composition::Standalone => source.to_string(),
+            Composition::Elementwise => format!("{width}{PRELUDE}\n{source}\n{ELEMENTWISE}"),
+            Composition::Staged => format!("{width}{PRELUDE}\n{source}\n{ELEMENTWISE}\n{REDUCE}"),
+            Composition::OwnEntries => format!("{width}{PRELUDE}\n{source}\n"),
+        }
+    }
+}
+
+/// Bytes of a sub-range's reduction window (`SegmentReduce` in shaders/reduce.wgsl).
+pub(crate) const SEGMENT_REDUCE_BYTES: u64 = 16;
 
 /// Bytes of the window of a uniform struct (Adafactor's sub-range and layout tables).
 pub(crate) const UNIFORM_BYTES: u64 = 64;
@@ -33,11 +64,14 @@ pub(crate) struct Pipelines {
     pub tail: wgpu::ComputePipeline,
     /// One invocation: the GPU step counter + 1, after a step's dispatches.
     pub advance: wgpu::ComputePipeline,
+    /// A staged family's reduction stage, at vec4 and at scalar width.
+    pub reduce: Option<(wgpu::ComputePipeline, wgpu::ComputePipeline)>,
 }
 
 #[derive(Hash, PartialEq, Eq)]
 struct VariantKey {
     family: &'static str,
+    composition: Composition,
     entry: &'static str,
     tail: bool,
     workgroup_size: u32,
@@ -53,6 +87,13 @@ pub(crate) struct Engine {
     /// Group 1 for a family with `n` state tensors: p, g, then the states.
     tensor_layouts: Vec<wgpu::BindGroupLayout>,
     pipeline_layouts: Vec<wgpu::PipelineLayout>,
+    /// Group 2 of a staged family: partials, per-tensor sums, the sub-range's window.
+    pub reduce_layout: wgpu::BindGroupLayout,
+    /// Step, tensors and reduction groups, per state count.
+    staged_pipeline_layouts: Vec<wgpu::PipelineLayout>,
+    /// The reduction's finalize kernel: partials, per-tensor sums, tensor ranges.
+    pub finalize_layout: wgpu::BindGroupLayout,
+    finalize_pipeline_layout: wgpu::PipelineLayout,
     /// Adafactor's groups: step table and counter, sub-range and layout uniforms; its six
     /// buffers.
     pub adafactor_layouts: [wgpu::BindGroupLayout; 2],
@@ -141,6 +182,31 @@ impl Engine {
             .map(|n| group("wgpu-optim tensors", &(0..2 + n as u32).map(storage).collect::<Vec<_>>()))
             .collect();
         let pipeline_layouts = tensor_layouts.iter().map(|t| pipeline_layout(&[&step_layout, t])).collect();
+        let reduce_layout = group(
+            "wgpu-optim reduction",
+            &[
+                storage(0),
+                storage(1),
+                wgpu::BindGroupLayoutEntry {
+                    binding: 2,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Uniform,
+                        has_dynamic_offset: true,
+                        min_binding_size: wgpu::BufferSize::new(SEGMENT_REDUCE_BYTES),
+                    },
+                    count: None,
+                },
+            ],
+        );
+        // Two storage buffers more than an element-wise family: two states fewer fit.
+        let staged_pipeline_layouts = tensor_layouts
+            .iter()
+            .take(tensor_layouts.len().saturating_sub(2))
+            .map(|t| pipeline_layout(&[&step_layout, t, &reduce_layout]))
+            .collect();
+        let finalize_layout = group("wgpu-optim reduction finalize", &[storage(0), storage(1), storage(2)]);
+        let finalize_pipeline_layout = pipeline_layout(&[&finalize_layout]);
         let adafactor_layouts = [
             group(
                 "wgpu-optim adafactor uniforms",
@@ -163,6 +229,10 @@ impl Engine {
             step_layout,
             tensor_layouts,
             pipeline_layouts,
+            reduce_layout,
+            staged_pipeline_layouts,
+            finalize_layout,
+            finalize_pipeline_layout,
             adafactor_layouts,
             adafactor_pipeline_layout,
             norm_layouts,
@@ -196,18 +266,49 @@ impl Engine {
         constants: &[(&'static str, f64)],
     ) -> Result<Pipelines> {
         self.tensor_layout(kernel)?;
-        let layout = &self.pipeline_layouts[kernel.state.len()];
+        let (layout, composition) = if kernel.is_staged() {
+            let layout = self.staged_pipeline_layouts.get(kernel.state.len()).ok_or_else(|| {
+                Error::OverLimit(format!(
+                    "{} keeps {} state tensors, and its reduction binds two buffers more: {} storage buffers \
+                     per shader stage, where this device binds {} (max_storage_buffers_per_shader_stage)",
+                    kernel.family,
+                    kernel.state.len(),
+                    kernel.state.len() + 6,
+                    self.tensor_layouts.len() + 3
+                ))
+            })?;
+            (layout, Composition::Staged)
+        } else {
+            (&self.pipeline_layouts[kernel.state.len()], Composition::Elementwise)
+        };
         let mut constants = constants.to_vec();
         constants.push(("ITEMS", f64::from(ctx.tuning().items_per_invocation)));
         if !constants.iter().any(|(n, _)| *n == "CONTROLLED") {
             constants.push(("CONTROLLED", 0.0));
         }
         let c = &constants;
+        let (family, source) = (kernel.family, kernel.source);
+        let reduce = if kernel.is_staged() {
+            Some((
+                self.pipeline(ctx, family, source, layout, composition, false, "reduce", c)?,
+                self.pipeline(ctx, family, source, layout, composition, true, "reduce", c)?,
+            ))
+        } else {
+            None
+        };
         Ok(Pipelines {
-            vec4: self.pipeline(ctx, kernel.family, kernel.source, layout, false, "main", c)?,
-            tail: self.pipeline(ctx, kernel.family, kernel.source, layout, true, "main", c)?,
-            advance: self.pipeline(ctx, kernel.family, kernel.source, layout, false, "advance", c)?,
+            vec4: self.pipeline(ctx, family, source, layout, composition, false, "main", c)?,
+            tail: self.pipeline(ctx, family, source, layout, composition, true, "main", c)?,
+            advance: self.pipeline(ctx, family, source, layout, composition, false, "advance", c)?,
+            reduce,
         })
+    }
+
+    /// The reduction's finalize kernel (shaders/reduce_finalize.wgsl), compiled on first use.
+    pub fn finalize_pipeline(&self, ctx: &GpuContext) -> Result<wgpu::ComputePipeline> {
+        const SOURCE: &str = include_str!("../shaders/reduce_finalize.wgsl");
+        let layout = &self.finalize_pipeline_layout;
+        self.pipeline(ctx, "reduce_finalize", SOURCE, layout, Composition::Standalone, true, "finalize", &[])
     }
 
     /// One entry point of Adafactor's shader (scalar width), compiled on first use.
@@ -218,19 +319,21 @@ impl Engine {
         entry: &'static str,
         constants: &[(&'static str, f64)],
     ) -> Result<wgpu::ComputePipeline> {
-        self.pipeline(ctx, "adafactor", source, &self.adafactor_pipeline_layout, true, entry, constants)
+        let layout = &self.adafactor_pipeline_layout;
+        self.pipeline(ctx, "adafactor", source, layout, Composition::OwnEntries, true, entry, constants)
     }
 
     /// One entry point of the gradient-norm shader, compiled on first use.
     pub fn norm_pipeline(&self, ctx: &GpuContext, entry: &'static str) -> Result<wgpu::ComputePipeline> {
         const SOURCE: &str = include_str!("../shaders/grad_norm.wgsl");
-        self.pipeline(ctx, "grad_norm", SOURCE, &self.norm_pipeline_layout, true, entry, &[])
+        self.pipeline(ctx, "grad_norm", SOURCE, &self.norm_pipeline_layout, Composition::Standalone, true, entry, &[])
     }
 
     /// The health check's kernel, compiled on first use.
     pub fn monitor_pipeline(&self, ctx: &GpuContext) -> Result<wgpu::ComputePipeline> {
         const SOURCE: &str = include_str!("../shaders/monitor.wgsl");
-        self.pipeline(ctx, "monitor", SOURCE, &self.monitor_pipeline_layout, true, "main", &[])
+        let layout = &self.monitor_pipeline_layout;
+        self.pipeline(ctx, "monitor", SOURCE, layout, Composition::Standalone, true, "main", &[])
     }
 
     /// Compiles (once per variant) `entry` of a family's shader behind the common prelude,
@@ -242,6 +345,7 @@ impl Engine {
         family: &'static str,
         source: &'static str,
         layout: &wgpu::PipelineLayout,
+        composition: Composition,
         tail: bool,
         entry: &'static str,
         constants: &[(&'static str, f64)],
@@ -249,6 +353,7 @@ impl Engine {
         let workgroup_size = ctx.tuning().workgroup_size;
         let key = VariantKey {
             family,
+            composition,
             entry,
             tail,
             workgroup_size,
@@ -263,17 +368,10 @@ impl Engine {
             return Ok(p.clone());
         }
         let mut all: Vec<(&str, f64)> = constants.to_vec();
-        let standalone = matches!(family, "grad_norm" | "monitor");
-        if !standalone {
+        if composition != Composition::Standalone {
             all.push(("WORKGROUP_SIZE", f64::from(workgroup_size)));
         }
-        // Element-wise families get the shared entry point; Adafactor has its own.
-        let driver = if family == "adafactor" { "" } else { ELEMENTWISE };
-        let source = if standalone {
-            source.to_string() // stands alone: no prelude, no step table
-        } else {
-            format!("{}{PRELUDE}\n{source}\n{driver}", if tail { TAIL } else { VEC4 })
-        };
+        let source = composition.source(tail, source);
         let pipeline = ctx.scoped("compiling a pipeline", || {
             let module = ctx.device().create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(family),
@@ -512,15 +610,31 @@ impl SegmentPlan {
         Ok(SegmentPlan { vec4, tail })
     }
 
-    /// Records the dispatches; the caller has set both bind groups.
+    /// Records the dispatches of the element-wise stage; the caller has set the bind groups.
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>, pipelines: &Pipelines) {
+        self.record_with(pass, &pipelines.vec4, &pipelines.tail)
+    }
+
+    /// Records the dispatches of one stage, at vec4 width then the tail.
+    pub fn record_with(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        vec4: &wgpu::ComputePipeline,
+        tail: &wgpu::ComputePipeline,
+    ) {
         if let Some((x, y)) = self.vec4 {
-            pass.set_pipeline(&pipelines.vec4);
+            pass.set_pipeline(vec4);
             pass.dispatch_workgroups(x, y, 1);
         }
         if self.tail > 0 {
-            pass.set_pipeline(&pipelines.tail);
+            pass.set_pipeline(tail);
             pass.dispatch_workgroups(self.tail, 1, 1);
         }
+    }
+
+    /// Workgroups of the vec4 dispatch and of the tail dispatch.
+    pub fn workgroups(&self) -> (u64, u64) {
+        let vec4 = self.vec4.map_or(0, |(x, y)| u64::from(x) * u64::from(y));
+        (vec4, u64::from(self.tail))
     }
 }

@@ -92,6 +92,10 @@ pub enum Error {
     #[error("{0}")]
     OverLimit(String),
 
+    /// The optimizer's step uses something this build cannot run yet (a stage kind, say).
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+
     /// An engine tuning value is unusable.
     #[error("invalid tuning: {0}")]
     InvalidTuning(String),

@@ -8,7 +8,9 @@ use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 use crate::monitor::{Checked, HealthCheck, TensorHealth};
 use crate::optim::{Optimizer, StateSlot};
+use crate::reduction::Reduction;
 use crate::schedule::Schedule;
+use crate::step::Stage;
 use crate::tensor::{GpuTensor, HostData};
 
 /// Steps whose scalars can be in flight at once: one [`GpuOptimizer::run`] submit covers at
@@ -44,6 +46,8 @@ pub struct GpuOptimizer {
     before: Option<GpuTensor>,
     /// The health check over the parameters and state, built on first use.
     health: Option<HealthCheck>,
+    /// A staged optimizer's reduction (buffers, windows, finalize).
+    reduction: Option<Reduction>,
 }
 
 impl std::fmt::Debug for GpuOptimizer {
@@ -79,7 +83,19 @@ impl GpuOptimizer {
         params: GpuTensor,
         grads: GpuTensor,
     ) -> Result<Self> {
-        let optimizer = optimizer.into();
+        let segments = params.segments().len();
+        Self::from_parts(ctx, optimizer.into(), params, grads, vec![0; segments])
+    }
+
+    /// Binds several parameter tensors (concatenated in `params`, sub-range `i` belonging to
+    /// tensor `segment_tensor[i]`) as one optimizer: a parameter group.
+    pub(crate) fn from_parts(
+        ctx: &GpuContext,
+        optimizer: Box<dyn Optimizer>,
+        params: GpuTensor,
+        grads: GpuTensor,
+        segment_tensor: Vec<u32>,
+    ) -> Result<Self> {
         optimizer.validate()?;
         if grads.len() != params.len() {
             return Err(Error::LengthMismatch { what: "grads", expected: params.len(), actual: grads.len() });
@@ -103,6 +119,8 @@ impl GpuOptimizer {
             .iter()
             .map(|s| SegmentPlan::new(s.len, t.workgroup_size * t.items_per_invocation, t.max_workgroups_per_dimension))
             .collect::<Result<Vec<_>>>()?;
+        let reduction =
+            if kernel.is_staged() { Some(Reduction::new(ctx, kernel.stages, &plans, &segment_tensor)?) } else { None };
         let steps = StepTable::new(ctx, kernel.scalar_size)?;
         let layout = ctx.engine().tensor_layout(kernel)?.clone();
         let (tensor_groups, step_group) = ctx.scoped("binding tensors", || {
@@ -158,6 +176,7 @@ impl GpuOptimizer {
             control: None,
             before: None,
             health: None,
+            reduction,
         })
     }
 
@@ -215,9 +234,30 @@ impl GpuOptimizer {
     /// step counter + 1, then the counter's advance.
     pub(crate) fn record_step(&self, pass: &mut wgpu::ComputePass<'_>) {
         pass.set_bind_group(0, &self.step_group, &[]);
-        for (plan, group) in self.plans.iter().zip(&self.tensor_groups) {
-            pass.set_bind_group(1, group, &[]);
-            plan.record(pass, &self.pipelines);
+        match (&self.reduction, &self.pipelines.reduce) {
+            (Some(r), Some((reduce_vec4, reduce_tail))) => {
+                for stage in self.optimizer.kernel().stages {
+                    let (vec4, tail) = match stage {
+                        Stage::Reduce(_) => (reduce_vec4, reduce_tail),
+                        _ => (&self.pipelines.vec4, &self.pipelines.tail),
+                    };
+                    for (i, (plan, group)) in self.plans.iter().zip(&self.tensor_groups).enumerate() {
+                        pass.set_bind_group(1, group, &[]);
+                        pass.set_bind_group(2, &r.group, &[r.stride * i as u32]);
+                        plan.record_with(pass, vec4, tail);
+                    }
+                    if matches!(stage, Stage::Reduce(_)) {
+                        r.record_finalize(pass);
+                        pass.set_bind_group(0, &self.step_group, &[]);
+                    }
+                }
+            }
+            _ => {
+                for (plan, group) in self.plans.iter().zip(&self.tensor_groups) {
+                    pass.set_bind_group(1, group, &[]);
+                    plan.record(pass, &self.pipelines);
+                }
+            }
         }
         pass.set_pipeline(&self.pipelines.advance);
         pass.dispatch_workgroups(1, 1, 1);

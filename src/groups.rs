@@ -69,11 +69,18 @@ impl ParamGroups {
                         });
                     }
                 }
-                GpuOptimizer::from_tensors(
+                let segment_tensor = g
+                    .params
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(t, p)| std::iter::repeat_n(t as u32, p.segments().len()))
+                    .collect();
+                GpuOptimizer::from_parts(
                     ctx,
                     g.optimizer,
                     GpuTensor::concat(&g.params)?,
                     GpuTensor::concat(&g.grads)?,
+                    segment_tensor,
                 )
             })
             .collect::<Result<Vec<_>>>()?;

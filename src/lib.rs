@@ -52,8 +52,10 @@ pub mod gpu_optimizer;
 pub mod groups;
 pub mod monitor;
 pub mod optim;
+mod reduction;
 pub mod schedule;
 mod simd;
+pub mod step;
 pub mod tensor;
 
 pub use clip::{GradControl, NormType, ScalerGrowth};
@@ -65,7 +67,7 @@ pub use gpu_optimizer::{GpuOptimizer, SCALAR_SLOTS};
 pub use groups::{ParamGroup, ParamGroups};
 pub use monitor::TensorHealth;
 pub use optim::{
-    AdaBelief, Adadelta, Adafactor, Adagrad, Adam, AdamW, Adamax, Adan, CpuAdafactor, Factoring, Lion, NAdam,
+    AdaBelief, Adadelta, Adafactor, Adagrad, Adam, AdamW, Adamax, Adan, CpuAdafactor, Factoring, Lamb, Lion, NAdam,
     Optimizer, RAdam, RmsProp, Sgd,
 };
 pub use tensor::{GpuTensor, HostData, Segment};

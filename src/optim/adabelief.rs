@@ -92,6 +92,7 @@ static KERNEL: Kernel = Kernel {
     // div (3), + eps (1), mul (1), div (3), add (1).
     scalar_size: size_of::<Scalars>(),
     step_error_budget: 25.0,
+    stages: crate::step::ELEMENTWISE,
 };
 
 /// Which update the step takes (uniform over the tensor).

@@ -60,6 +60,7 @@ static KERNEL: Kernel = Kernel {
     // L2 fma (2), sq (4), add + sqrt twice (12), div (3), mul (1), acc (4), fma (2).
     scalar_size: size_of::<Scalars>(),
     step_error_budget: 28.0,
+    stages: crate::step::ELEMENTWISE,
 };
 
 #[repr(C)]

@@ -65,6 +65,7 @@ static KERNEL: Kernel = Kernel {
     // L2 fma (2), sum mul + add (2), sqrt (5), + eps (1), mul (1), div (3), add (1).
     scalar_size: size_of::<Scalars>(),
     step_error_budget: 15.0,
+    stages: crate::step::ELEMENTWISE,
 };
 
 #[repr(C)]

@@ -140,6 +140,7 @@ static KERNEL: Kernel = Kernel {
     // sqrt (5), `/ bc2` (3), `+ eps` (1), `step_size * m` (1), `/ denom` (3), `p +` (1).
     scalar_size: size_of::<Scalars>(),
     step_error_budget: 23.0,
+    stages: crate::step::ELEMENTWISE,
 };
 
 #[repr(C)]

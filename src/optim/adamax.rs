@@ -55,6 +55,7 @@ static KERNEL: Kernel = Kernel {
     // L2 fma (2), lerp (3), mul (1), + eps (1), mul (1), div (3), add (1).
     scalar_size: size_of::<Scalars>(),
     step_error_budget: 12.0,
+    stages: crate::step::ELEMENTWISE,
 };
 
 #[repr(C)]

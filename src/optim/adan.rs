@@ -78,6 +78,7 @@ static KERNEL: Kernel = Kernel {
     // the decay's mul or div (3).
     scalar_size: size_of::<Scalars>(),
     step_error_budget: 35.0,
+    stages: crate::step::ELEMENTWISE,
 };
 
 #[repr(C)]

@@ -53,6 +53,7 @@ static KERNEL: Kernel = Kernel {
     // sign can differ only where the interpolation rounds across zero.
     scalar_size: size_of::<Scalars>(),
     step_error_budget: 9.0,
+    stages: crate::step::ELEMENTWISE,
 };
 
 #[repr(C)]

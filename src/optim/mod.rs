@@ -11,6 +11,7 @@ mod adagrad;
 mod adam;
 mod adamax;
 mod adan;
+mod lamb;
 mod lion;
 mod nadam;
 mod radam;
@@ -24,6 +25,7 @@ pub use adagrad::Adagrad;
 pub use adam::{Adam, AdamW};
 pub use adamax::Adamax;
 pub use adan::Adan;
+pub use lamb::Lamb;
 pub use lion::Lion;
 pub use nadam::NAdam;
 pub use radam::RAdam;
@@ -58,6 +60,15 @@ pub struct Kernel {
     /// WGSL's stated precision (`+ - *` 0.5 ulp, `/` 2.5, `sqrt` 4.5 as `1/inverseSqrt`, an
     /// unfused `fma` one more rounding) and the CPU's 0.5 ulp per op.
     pub step_error_budget: f32,
+    /// The stages of a step ([`crate::step`]): [`crate::step::ELEMENTWISE`] for most.
+    pub stages: &'static [crate::step::Stage],
+}
+
+impl Kernel {
+    /// Whether the step has more than one element-wise stage (a reduction, say).
+    pub fn is_staged(&self) -> bool {
+        self.stages != crate::step::ELEMENTWISE
+    }
 }
 
 /// Per-step scalars as the uniform block a kernel reads (64 bytes, read as the family's own
@@ -107,7 +118,38 @@ pub trait Optimizer: std::fmt::Debug + Send + Sync {
     fn scalars(&self, step: u64) -> ScalarBlock;
     /// Applies step `step` to a contiguous run of elements. Element-wise: any split of the
     /// elements gives the same bits, which is what lets the parallel baseline use it too.
+    /// A staged optimizer ([`Kernel::is_staged`]) implements
+    /// [`reduce_cpu`](Self::reduce_cpu) and [`apply_cpu`](Self::apply_cpu) instead, and this
+    /// is not called.
     fn update_cpu(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_, '_>);
+    /// A staged optimizer's reduction stage `stage` over a run of elements of one tensor:
+    /// updates what the stage updates and returns the run's sums of its terms (f64; the CPU
+    /// adds runs in a fixed order). The twin of the shader's `reduce_update`.
+    fn reduce_cpu(
+        &self,
+        stage: usize,
+        step: u64,
+        p: &mut [f32],
+        g: &[f32],
+        state: StateSlices<'_, '_>,
+    ) -> [f64; crate::step::REDUCED_TERMS] {
+        let _ = (stage, step, p, g, state);
+        [0.0; crate::step::REDUCED_TERMS]
+    }
+    /// A staged optimizer's element-wise stage over a run of elements, given the tensor's
+    /// sums from the reductions before it (rounded to f32, as the GPU keeps them). The twin of
+    /// the shader's `update`. Defaults to [`update_cpu`](Self::update_cpu).
+    fn apply_cpu(
+        &self,
+        step: u64,
+        p: &mut [f32],
+        g: &[f32],
+        state: StateSlices<'_, '_>,
+        reduced: [f32; crate::step::REDUCED_TERMS],
+    ) {
+        let _ = reduced;
+        self.update_cpu(step, p, g, state)
+    }
     /// A boxed copy.
     fn clone_box(&self) -> Box<dyn Optimizer>;
 }
@@ -141,6 +183,7 @@ pub const ALL: &[(&str, Maker)] = &[
     ("adabelief", || Box::new(AdaBelief::default())),
     ("lion", || Box::new(Lion::default())),
     ("adan", || Box::new(Adan::default())),
+    ("lamb", || Box::new(Lamb::default())),
 ];
 
 /// Looks an optimizer up by name (case-insensitive), with torch's defaults.

@@ -137,6 +137,7 @@ static KERNEL: Kernel = Kernel {
     // L2 fma (2), lerp (3), v (4), div (3), sqrt (5), + eps (1), two addcdiv of mul, div, add (10).
     scalar_size: size_of::<Scalars>(),
     step_error_budget: 28.0,
+    stages: crate::step::ELEMENTWISE,
 };
 
 #[repr(C)]

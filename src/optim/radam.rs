@@ -74,6 +74,7 @@ static KERNEL: Kernel = Kernel {
     // subtraction (1).
     scalar_size: size_of::<Scalars>(),
     step_error_budget: 25.0,
+    stages: crate::step::ELEMENTWISE,
 };
 
 #[repr(C)]

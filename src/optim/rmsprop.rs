@@ -70,6 +70,7 @@ static KERNEL: Kernel = Kernel {
     // + eps (1), momentum mul, div, add (5), final fma (2).
     scalar_size: size_of::<Scalars>(),
     step_error_budget: 24.0,
+    stages: crate::step::ELEMENTWISE,
 };
 
 #[repr(C)]

@@ -63,6 +63,7 @@ static KERNEL: Kernel = Kernel {
     // maximize (exact), L2 fma (2), momentum mul + fma (1 + 2), nesterov fma (2), final fma (2).
     scalar_size: size_of::<Scalars>(),
     step_error_budget: 9.0,
+    stages: crate::step::ELEMENTWISE,
 };
 
 #[repr(C)]

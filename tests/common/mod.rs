@@ -2,8 +2,8 @@
 #![allow(dead_code)]
 
 use wgpu_optim::{
-    AdaBelief, Adadelta, Adagrad, Adam, AdamW, Adamax, Adan, GpuContext, Lion, NAdam, Optimizer, RAdam, RmsProp, Sgd,
-    Tuning,
+    AdaBelief, Adadelta, Adagrad, Adam, AdamW, Adamax, Adan, GpuContext, Lamb, Lion, NAdam, Optimizer, RAdam, RmsProp,
+    Sgd, Tuning,
 };
 
 /// The default adapter. Never skips: without one the test fails and says what to install.
@@ -129,6 +129,9 @@ pub fn variants() -> Vec<(&'static str, Box<dyn Optimizer>)> {
         ("adan", Adan::new(1e-2).into()),
         ("adan wd", Adan::new(1e-2).with_weight_decay(0.1).with_betas(0.9, 0.8, 0.95).into()),
         ("adan no_prox wd", Adan::new(1e-2).with_weight_decay(0.1).with_no_prox(true).into()),
+        ("lamb", Lamb::new(1e-2).into()),
+        ("lamb wd", Lamb::new(1e-2).with_weight_decay(0.1).with_betas(0.8, 0.99).into()),
+        ("lamb no bias correction clip", Lamb::new(1e-2).with_bias_correction(false).with_trust_clip(true).into()),
     ]
 }
 

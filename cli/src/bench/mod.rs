@@ -16,10 +16,12 @@ pub use sets::{MODEL_SETS, TensorSet, gpt2_shapes};
 use wgpu_optim::optim::Optimizer;
 
 /// Bytes one step moves per parameter: p is read and written, g read, every state tensor
-/// in use read and written; f32 throughout (AdamW: 7 × 4 = 28).
+/// in use read and written; f32 throughout (AdamW: 7 × 4 = 28). Each stage before the last
+/// of a staged optimizer reads p and the state once more (LAMB: 28 + 12 = 40).
 pub fn bytes_per_param(o: &dyn Optimizer) -> u64 {
     let states = (0..o.kernel().state.len()).filter(|&i| o.uses_state(i)).count() as u64;
-    4 * (3 + 2 * states)
+    let extra_stages = o.kernel().stages.len() as u64 - 1;
+    4 * (3 + 2 * states) + extra_stages * 4 * (1 + states)
 }
 
 /// Which implementation a measurement is of.

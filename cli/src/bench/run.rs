@@ -194,7 +194,13 @@ impl Workload {
                     v.write(ctx, hp)?;
                     gv.write(ctx, hg)?;
                 }
-                (views, (vec![p], vec![g]))
+                // An element-wise step can update the arena whole (gaps included); a staged one
+                // reduces per tensor, so it steps the views.
+                if self.optimizer.kernel().is_staged() {
+                    (views.clone(), (views, grad_views))
+                } else {
+                    (views, (vec![p], vec![g]))
+                }
             }
         };
         let groups = ParamGroups::new(

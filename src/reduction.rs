@@ -1,0 +1,137 @@
+//! A staged optimizer's reduction on the GPU (see [`crate::step`]): a partial slot for
+//! every workgroup of every sub-range, each tensor's (or the group's) range of slots, and
+//! the finalize dispatch that sums each range in order into the sums the later stages read.
+
+use crate::engine::{SEGMENT_REDUCE_BYTES, SegmentPlan, grid};
+use crate::error::{Error, Result};
+use crate::gpu::GpuContext;
+use crate::step::{REDUCED_TERMS, Scope, Stage};
+
+/// The buffers and bind groups of one optimizer's reduction stage.
+pub(crate) struct Reduction {
+    /// Group 2 of every stage: partials, per-tensor sums, the sub-range's window.
+    pub group: wgpu::BindGroup,
+    /// Dynamic-offset stride of the sub-range windows.
+    pub stride: u32,
+    finalize: wgpu::ComputePipeline,
+    finalize_group: wgpu::BindGroup,
+    /// Grid of the finalize dispatch: one workgroup per range.
+    grid: (u32, u32),
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct SegmentReduce {
+    tensor: u32,
+    vec4_partials: u32,
+    tail_partials: u32,
+    _pad: u32,
+}
+
+const _: () = assert!(size_of::<SegmentReduce>() as u64 == SEGMENT_REDUCE_BYTES);
+
+impl Reduction {
+    /// For sub-ranges dispatched by `plans`, sub-range `i` belonging to tensor
+    /// `segment_tensor[i]` (consecutive sub-ranges per tensor), reduced over `stages`' scope.
+    pub fn new(ctx: &GpuContext, stages: &[Stage], plans: &[SegmentPlan], segment_tensor: &[u32]) -> Result<Self> {
+        let scopes: Vec<Scope> =
+            stages.iter().filter_map(|s| if let Stage::Reduce(scope) = s { Some(*scope) } else { None }).collect();
+        let scope = match scopes[..] {
+            [scope] => scope,
+            _ => {
+                return Err(Error::Unsupported(format!(
+                    "a step with {} reduction stages; the engine records one per step",
+                    scopes.len()
+                )));
+            }
+        };
+        if let Some(other) = stages.iter().find(|s| !matches!(s, Stage::Reduce(_) | Stage::Elementwise)) {
+            return Err(Error::Unsupported(format!(
+                "a {other:?} stage; the engine records reductions and element-wise stages"
+            )));
+        }
+        // Partial slots in sub-range order; each tensor's slots are one range.
+        let mut windows = Vec::with_capacity(plans.len());
+        let mut ranges: Vec<[u32; 2]> = Vec::new();
+        let mut next = 0u64;
+        for (plan, &tensor) in plans.iter().zip(segment_tensor) {
+            let (vec4, tail) = plan.workgroups();
+            let slot = |at: u64| {
+                u32::try_from(at).map_err(|_| Error::OverLimit(format!("{at} reduction partials exceed u32")))
+            };
+            let tensor = if scope == Scope::Group { 0 } else { tensor };
+            windows.push(SegmentReduce {
+                tensor,
+                vec4_partials: slot(next)?,
+                tail_partials: slot(next + vec4)?,
+                _pad: 0,
+            });
+            let end = slot(next + vec4 + tail)?;
+            match ranges.get_mut(tensor as usize) {
+                Some(range) => range[1] = end,
+                None => ranges.push([slot(next)?, end]),
+            }
+            next += vec4 + tail;
+        }
+        let terms = REDUCED_TERMS as u64 * 4;
+        let stride = u64::from(ctx.limits().min_uniform_buffer_offset_alignment).max(SEGMENT_REDUCE_BYTES);
+        let finalize = ctx.engine().finalize_pipeline(ctx)?;
+        let engine = ctx.engine();
+        let grid = grid(ranges.len() as u64, ctx.tuning().max_workgroups_per_dimension)?;
+        let (group, finalize_group) = ctx.scoped("creating a reduction", || {
+            let buffer = |label, size: u64, usage| {
+                ctx.device().create_buffer(&wgpu::BufferDescriptor {
+                    label: Some(label),
+                    size: size.max(16).next_multiple_of(16),
+                    usage,
+                    mapped_at_creation: false,
+                })
+            };
+            let storage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
+            let partials = buffer("wgpu-optim reduction partials", next.max(1) * terms, storage);
+            let sums = buffer("wgpu-optim reduction sums", ranges.len() as u64 * terms, storage);
+            let range_buffer = buffer("wgpu-optim reduction ranges", ranges.len() as u64 * 8, storage);
+            ctx.queue().write_buffer(&range_buffer, 0, bytemuck::cast_slice(&ranges));
+            let info = buffer(
+                "wgpu-optim reduction windows",
+                stride * windows.len() as u64,
+                wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            );
+            for (i, w) in windows.iter().enumerate() {
+                ctx.queue().write_buffer(&info, stride * i as u64, bytemuck::bytes_of(w));
+            }
+            fn entire(b: &wgpu::Buffer, binding: u32) -> wgpu::BindGroupEntry<'_> {
+                wgpu::BindGroupEntry { binding, resource: b.as_entire_binding() }
+            }
+            let window = wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: &info,
+                offset: 0,
+                size: wgpu::BufferSize::new(SEGMENT_REDUCE_BYTES),
+            });
+            let group = ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("wgpu-optim reduction"),
+                layout: &engine.reduce_layout,
+                entries: &[
+                    entire(&partials, 0),
+                    entire(&sums, 1),
+                    wgpu::BindGroupEntry { binding: 2, resource: window },
+                ],
+            });
+            let finalize_group = ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("wgpu-optim reduction finalize"),
+                layout: &engine.finalize_layout,
+                entries: &[entire(&partials, 0), entire(&sums, 1), entire(&range_buffer, 2)],
+            });
+            (group, finalize_group)
+        })?;
+        Ok(Reduction { group, stride: stride as u32, finalize, finalize_group, grid })
+    }
+
+    /// Records the finalize dispatch. It binds group 0 of its own: the caller sets the step's
+    /// group 0 again before the next stage.
+    pub fn record_finalize(&self, pass: &mut wgpu::ComputePass<'_>) {
+        pass.set_pipeline(&self.finalize);
+        pass.set_bind_group(0, &self.finalize_group, &[]);
+        pass.dispatch_workgroups(self.grid.0, self.grid.1, 1);
+    }
+}

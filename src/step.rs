@@ -1,0 +1,47 @@
+//! The step model: an optimizer's step as a short list of stages, which the engine records
+//! into one compute pass (every tensor of every group, K steps per submit) and the CPU runs
+//! in the same order.
+//!
+//! * [`Stage::Elementwise`]: each element of the parameters and state updated from its own
+//!   values, the step's scalars and what earlier reductions found (the shader's `update`,
+//!   the CPU's [`Optimizer::update_cpu`](crate::Optimizer::update_cpu) or
+//!   [`Optimizer::apply_cpu`](crate::Optimizer::apply_cpu)). SGD … Adan are this alone.
+//! * [`Stage::Reduce`]: element-wise work that also returns up to four terms per element
+//!   (‖p‖², ‖u‖², …), summed over a [`Scope`] by a fixed-order tree, so the stages after it
+//!   read per-tensor values (the shader's `reduce_update` and `reduced()`, the CPU's
+//!   [`Optimizer::reduce_cpu`](crate::Optimizer::reduce_cpu)). LAMB is a reduction and an
+//!   element-wise stage.
+//! * [`Stage::MatMul`]: a matrix product tiled in workgroup memory (Muon's Newton–Schulz);
+//!   declared here, not yet recorded by the engine, which refuses it with an error.
+
+/// What a reduction sums over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Scope {
+    /// Each parameter tensor of a group on its own (LAMB's and LARS's trust ratios).
+    Tensor,
+    /// Every tensor of the group together.
+    Group,
+}
+
+/// One stage of an optimizer's step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Stage {
+    /// Every element from its own values.
+    Elementwise,
+    /// Element-wise work whose per-element terms are summed over a scope.
+    Reduce(Scope),
+    /// A matrix product (not yet supported by the engine).
+    MatMul,
+}
+
+/// The stages of an element-wise optimizer.
+pub const ELEMENTWISE: &[Stage] = &[Stage::Elementwise];
+
+/// Terms a reduction stage returns per element (a `vec4<f32>` in WGSL).
+pub const REDUCED_TERMS: usize = 4;
+
+/// Elements the CPU sums as one f64 partial before adding partials in order: a fixed
+/// chunking, so the sequential reference and the parallel baseline give the same bits.
+pub(crate) const CPU_REDUCE_CHUNK: usize = 1 << 14;
