@@ -28,6 +28,10 @@ CASES = [
     ("lamb wd", optax.lamb(learning_rate=1e-2, weight_decay=0.1, b1=0.8, b2=0.99)),
     ("lamb 20+12", optax.lamb(learning_rate=1e-2)),
     ("lamb wd 20+12", optax.lamb(learning_rate=1e-2, weight_decay=0.1, b1=0.8, b2=0.99)),
+    ("lars", optax.lars(learning_rate=1.0)),
+    ("lars wd nesterov", optax.lars(learning_rate=0.5, weight_decay=0.01, nesterov=True, trust_coefficient=0.02)),
+    ("lars wd nesterov 20+12", optax.lars(learning_rate=0.5, weight_decay=0.01, nesterov=True, trust_coefficient=0.02)),
+    ("lars excluded", optax.lars(learning_rate=0.1, trust_ratio_mask=False, momentum=0.5)),
 ]
 
 

@@ -12,6 +12,7 @@ mod adam;
 mod adamax;
 mod adan;
 mod lamb;
+mod lars;
 mod lion;
 mod nadam;
 mod radam;
@@ -26,6 +27,7 @@ pub use adam::{Adam, AdamW};
 pub use adamax::Adamax;
 pub use adan::Adan;
 pub use lamb::Lamb;
+pub use lars::Lars;
 pub use lion::Lion;
 pub use nadam::NAdam;
 pub use radam::RAdam;
@@ -184,6 +186,7 @@ pub const ALL: &[(&str, Maker)] = &[
     ("lion", || Box::new(Lion::default())),
     ("adan", || Box::new(Adan::default())),
     ("lamb", || Box::new(Lamb::default())),
+    ("lars", || Box::new(Lars::default())),
 ];
 
 /// Looks an optimizer up by name (case-insensitive), with torch's defaults.

@@ -2,8 +2,8 @@
 #![allow(dead_code)]
 
 use wgpu_optim::{
-    AdaBelief, Adadelta, Adagrad, Adam, AdamW, Adamax, Adan, GpuContext, Lamb, Lion, NAdam, Optimizer, RAdam, RmsProp,
-    Sgd, Tuning,
+    AdaBelief, Adadelta, Adagrad, Adam, AdamW, Adamax, Adan, GpuContext, Lamb, Lars, Lion, NAdam, Optimizer, RAdam,
+    RmsProp, Sgd, Tuning,
 };
 
 /// The default adapter. Never skips: without one the test fails and says what to install.
@@ -132,6 +132,12 @@ pub fn variants() -> Vec<(&'static str, Box<dyn Optimizer>)> {
         ("lamb", Lamb::new(1e-2).into()),
         ("lamb wd", Lamb::new(1e-2).with_weight_decay(0.1).with_betas(0.8, 0.99).into()),
         ("lamb no bias correction clip", Lamb::new(1e-2).with_bias_correction(false).with_trust_clip(true).into()),
+        ("lars", Lars::new(1.0).into()),
+        (
+            "lars wd nesterov",
+            Lars::new(0.5).with_weight_decay(0.01).with_nesterov(true).with_trust_coefficient(0.02).into(),
+        ),
+        ("lars excluded", Lars::new(0.1).with_trust_ratio(false).with_momentum(0.5).into()),
     ]
 }
 
