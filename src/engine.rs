@@ -638,3 +638,61 @@ impl SegmentPlan {
         (vec4, u64::from(self.tail))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Composition;
+    use crate::gpu_optimizer::SCALAR_SLOTS;
+    use crate::optim::ALL;
+
+    /// Each layout shared by Rust and WGSL, checked against the WGSL as naga reads it: the
+    /// family's `Scalars` struct has the Rust struct's size, its state tensors are bound in
+    /// `Kernel::state` order under their torch names after `p` and `g`, and the prelude's
+    /// `SCALAR_SLOTS` is the Rust constant.
+    #[test]
+    fn the_rust_and_wgsl_layouts_agree() {
+        for (name, make) in ALL {
+            let o = make();
+            let kernel = o.kernel();
+            let composition = if kernel.is_staged() { Composition::Staged } else { Composition::Elementwise };
+            for tail in [false, true] {
+                let source = composition.source(tail, kernel.source);
+                let module = naga::front::wgsl::parse_str(&source).unwrap_or_else(|e| panic!("{name}: {e}"));
+                let scalars = module
+                    .types
+                    .iter()
+                    .find(|(_, t)| t.name.as_deref() == Some("Scalars"))
+                    .unwrap_or_else(|| panic!("{name}: no Scalars struct"));
+                let naga::TypeInner::Struct { span, .. } = scalars.1.inner else {
+                    panic!("{name}: Scalars is no struct")
+                };
+                assert_eq!(span as usize, kernel.scalar_size, "{name}: WGSL Scalars vs the Rust struct");
+                let mut bound: Vec<(u32, String)> = module
+                    .global_variables
+                    .iter()
+                    .filter_map(|(_, v)| {
+                        let b = v.binding.as_ref()?;
+                        (b.group == 1).then(|| (b.binding, v.name.clone().unwrap_or_default()))
+                    })
+                    .collect();
+                bound.sort();
+                let expected: Vec<(u32, String)> = ["p", "g"]
+                    .into_iter()
+                    .chain(kernel.state.iter().map(|s| s.torch_name))
+                    .enumerate()
+                    .map(|(i, n)| (i as u32, n.to_string()))
+                    .collect();
+                assert_eq!(bound, expected, "{name}: tensor bindings");
+                let slots = module
+                    .constants
+                    .iter()
+                    .find(|(_, c)| c.name.as_deref() == Some("SCALAR_SLOTS"))
+                    .map(|(_, c)| &module.global_expressions[c.init]);
+                assert!(
+                    matches!(slots, Some(naga::Expression::Literal(naga::Literal::U32(n))) if *n == SCALAR_SLOTS),
+                    "{name}: SCALAR_SLOTS {slots:?}"
+                );
+            }
+        }
+    }
+}
