@@ -19,7 +19,7 @@ use crate::schedule::Schedule;
 /// The `format` metadata value of this crate's checkpoints.
 pub const FORMAT: &str = "wgpu-optim";
 /// The checkpoint layout version this crate writes and reads.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// What a checkpoint holds: every parameter group, and the loss scaler's state.
 #[derive(Clone, Debug, PartialEq)]
@@ -41,8 +41,9 @@ pub struct GroupSnapshot {
     pub step: u64,
     /// Learning rate at the time of saving.
     pub lr: f64,
-    /// The configuration with every hyper-parameter, as its `Debug` text.
-    pub config: String,
+    /// The configuration with every hyper-parameter, as structured data
+    /// ([`Optimizer::config`]).
+    pub config: Value,
     /// Where the learning-rate schedule stands, when one drives the group.
     pub schedule: Option<SchedulePosition>,
     /// Length of each parameter tensor of the group.
@@ -51,12 +52,12 @@ pub struct GroupSnapshot {
     pub state: Vec<(String, Vec<f32>)>,
 }
 
-/// A schedule's position: which schedule (its `Debug` text), the learning rate it scales
+/// A schedule's position: which schedule (its structured configuration), the learning rate it scales
 /// (torch's `initial_lr`) and the step it started after.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SchedulePosition {
-    /// The schedule, as its `Debug` text.
-    pub schedule: String,
+    /// The schedule, as structured data ([`Schedule::config`]).
+    pub schedule: Value,
     /// The learning rate the schedule scales.
     pub base_lr: f64,
     /// The step count when the schedule was set.
@@ -132,9 +133,9 @@ impl GroupSnapshot {
             family: o.kernel().family.into(),
             step,
             lr: o.lr(),
-            config: format!("{o:?}"),
+            config: o.config(),
             schedule: schedule.as_ref().map(|(s, base, start)| SchedulePosition {
-                schedule: format!("{s:?}"),
+                schedule: s.config(),
                 base_lr: *base,
                 start_step: *start,
             }),
@@ -164,23 +165,24 @@ impl GroupSnapshot {
         let mut next = o.clone_box();
         next.set_lr(self.lr);
         next.validate()?;
-        if format!("{next:?}") != self.config {
+        if next.config() != self.config {
             return Err(bad(
                 path,
                 format!(
-                    "the checkpoint was saved with {}, this optimizer is {next:?}: build it with the saved \
+                    "the checkpoint was saved with {}, this optimizer is {}: build it with the saved \
                      hyper-parameters (`reconfigure` after loading changes them)",
-                    self.config
+                    self.config,
+                    next.config()
                 ),
             ));
         }
         let schedule = match (&self.schedule, schedule) {
             (None, None) => None,
-            (Some(saved), Some((current, _, _))) if saved.schedule == format!("{current:?}") => {
+            (Some(saved), Some((current, _, _))) if saved.schedule == current.config() => {
                 Some((saved.base_lr, saved.start_step))
             }
             (Some(saved), Some((current, _, _))) => {
-                return Err(bad(path, format!("saved with schedule {}, not {current:?}", saved.schedule)));
+                return Err(bad(path, format!("saved with schedule {}, not {}", saved.schedule, current.config())));
             }
             (Some(saved), None) => {
                 return Err(bad(
@@ -222,7 +224,7 @@ impl GroupSnapshot {
             family: "adafactor".into(),
             step,
             lr: c.lr,
-            config: format!("{c:?}"),
+            config: crate::optim::config_of(c),
             schedule: None,
             lens: vec![numel],
             state,
@@ -240,8 +242,9 @@ impl GroupSnapshot {
         if self.family != "adafactor" {
             return Err(bad(path, format!("a checkpoint of {} cannot be loaded into Adafactor", self.optimizer)));
         }
-        if self.config != format!("{c:?}") {
-            return Err(bad(path, format!("the checkpoint was saved with {}, this optimizer is {c:?}", self.config)));
+        if self.config != crate::optim::config_of(c) {
+            let current = crate::optim::config_of(c);
+            return Err(bad(path, format!("the checkpoint was saved with {}, this optimizer is {current}", self.config)));
         }
         let expected: Vec<(&str, usize)> = if shape.factored {
             vec![("col_var", shape.matrices * shape.cols), ("row_var", shape.matrices * shape.rows)]
@@ -387,7 +390,10 @@ impl Snapshot {
             let schedule = match field("schedule")? {
                 Value::Null => None,
                 s => Some(SchedulePosition {
-                    schedule: s["schedule"].as_str().ok_or_else(|| bad(path, "the schedule is not named"))?.into(),
+                    schedule: match &s["schedule"] {
+                        Value::Object(o) if o.len() == 1 => s["schedule"].clone(),
+                        _ => return Err(bad(path, "the schedule is not a named configuration")),
+                    },
                     base_lr: s["base_lr"].as_f64().ok_or_else(|| bad(path, "`base_lr` is not a number"))?,
                     start_step: number(&s["start_step"], "start_step")?,
                 }),
@@ -414,7 +420,10 @@ impl Snapshot {
                 family,
                 step: number(field("step")?, "step")?,
                 lr: field("lr")?.as_f64().ok_or_else(|| bad(path, "`lr` is not a number"))?,
-                config: text("config")?,
+                config: match field("config")? {
+                    c @ Value::Object(_) => c.clone(),
+                    _ => return Err(bad(path, "`config` is not a configuration")),
+                },
                 schedule,
                 lens,
                 state,

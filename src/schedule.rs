@@ -17,7 +17,10 @@ pub trait Schedule: std::fmt::Debug + Send + Sync {
     fn lr(&self, base: f64, k: u64) -> f64;
     /// A boxed copy.
     fn clone_box(&self) -> Box<dyn Schedule>;
+    /// The schedule and every parameter as structured data (serde): `{"StepLr": {…}}`.
+    fn config(&self) -> serde_json::Value;
 }
+
 
 impl Clone for Box<dyn Schedule> {
     fn clone(&self) -> Self {
@@ -45,12 +48,15 @@ macro_rules! schedule {
             fn clone_box(&self) -> Box<dyn Schedule> {
                 Box::new(self.clone())
             }
+            fn config(&self) -> serde_json::Value {
+                serde_json::json!({ stringify!($t): crate::optim::config_of(self) })
+            }
         }
     };
 }
 
 /// torch `StepLR(step_size, gamma=0.1)`: `base * gamma^(k / step_size)`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct StepLr {
     /// Steps between decays.
     pub step_size: u64,
@@ -75,7 +81,7 @@ schedule!(StepLr, |s, base, k| base * s.gamma.powf((k / s.step_size) as f64));
 
 /// torch `MultiStepLR(milestones, gamma=0.1)`: `base * gamma^(number of milestones <= k)`
 /// (a repeated milestone counts twice, as in torch).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct MultiStepLr {
     /// Steps at which the learning rate is multiplied by gamma.
     pub milestones: Vec<u64>,
@@ -85,7 +91,7 @@ pub struct MultiStepLr {
 schedule!(MultiStepLr, |s, base, k| base * s.gamma.powi(s.milestones.iter().filter(|&&m| m <= k).count() as i32));
 
 /// torch `ExponentialLR(gamma)`: `base * gamma^k`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct ExponentialLr {
     /// Factor per step.
     pub gamma: f64,
@@ -95,7 +101,7 @@ schedule!(ExponentialLr, |s, base, k| base * s.gamma.powf(k as f64));
 /// torch `CosineAnnealingLR(T_max, eta_min=0)`:
 /// `eta_min + (base - eta_min) * (1 + cos(pi * k / T_max)) / 2` (no clamp: past `T_max` it
 /// rises again, as torch's).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct CosineAnnealingLr {
     /// Half period, in steps.
     pub t_max: u64,
@@ -107,7 +113,7 @@ schedule!(CosineAnnealingLr, |s, base, k| s.eta_min
 
 /// torch `LinearLR(start_factor=1/3, end_factor=1.0, total_iters=5)`: the factor goes
 /// linearly from `start_factor` to `end_factor` over `total_iters` steps (a linear warmup).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct LinearLr {
     /// Factor at step 0, in (0, 1].
     pub start_factor: f64,
@@ -144,7 +150,7 @@ schedule!(LinearLr, |s, base, k| {
 
 /// torch `CosineAnnealingWarmRestarts(T_0, T_mult=1, eta_min=0)` (SGDR): cosine from `base`
 /// to `eta_min` over `T_i` steps, then a restart with `T_i *= T_mult`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct CosineAnnealingWarmRestarts {
     /// Length of the first cycle.
     pub t_0: u64,
@@ -185,7 +191,7 @@ schedule!(CosineAnnealingWarmRestarts, |s, base, k| {
 /// Keras `CosineDecayRestarts(initial_learning_rate, first_decay_steps, t_mul=2.0,
 /// m_mul=1.0, alpha=0.0)`, evaluated in f32 as Keras does, with `base` as the initial
 /// learning rate. The `alpha` floor is not scaled by `m_mul^i`; it never clamps.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct CosineDecayRestarts {
     /// Length of the first cycle.
     pub first_decay_steps: u64,
@@ -224,7 +230,7 @@ schedule!(CosineDecayRestarts, |s, base, k| {
 /// div_factor=25, final_div_factor=1e4, three_phase=False)`, learning rate only (as
 /// `cycle_momentum=False`): cosine from `max_lr / div_factor` up to `max_lr`, then down to
 /// `max_lr / div_factor / final_div_factor`. It ignores the optimizer's own learning rate.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct OneCycleLr {
     /// Peak learning rate.
     pub max_lr: f64,
@@ -293,5 +299,9 @@ impl Schedule for SequentialLr {
     }
     fn clone_box(&self) -> Box<dyn Schedule> {
         Box::new(self.clone())
+    }
+    fn config(&self) -> serde_json::Value {
+        let schedules: Vec<_> = self.schedules.iter().map(|s| s.config()).collect();
+        serde_json::json!({ "SequentialLr": { "schedules": schedules, "milestones": self.milestones } })
     }
 }

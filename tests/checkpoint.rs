@@ -108,8 +108,9 @@ fn bad_checkpoints_are_refused_and_change_nothing() {
     let amsgrad = CpuOptimizer::new(Adam::new(1e-2).with_amsgrad(true), &params(n)).unwrap();
     amsgrad.save(&other).unwrap();
     refuse("other state", &std::fs::read(&other).unwrap());
-    // The same file with its header's version changed from 1 to 9 (same length).
-    let (from, to) = (b"\"version\":\"1\"", b"\"version\":\"9\"");
+    // The same file with its header's version changed to 9 (same length).
+    let from = format!("\"version\":\"{}\"", wgpu_optim::checkpoint::VERSION).into_bytes();
+    let to = b"\"version\":\"9\"";
     let at = bytes.windows(from.len()).position(|w| w == from).expect("the header spells the version so");
     let mut newer = bytes.clone();
     newer[at..at + to.len()].copy_from_slice(to);
@@ -429,4 +430,20 @@ fn adafactor_save_load_continue_is_bit_identical() {
         std::fs::remove_file(&path).unwrap();
         std::fs::remove_file(&cpu_path).unwrap();
     }
+}
+
+#[test]
+fn the_header_holds_the_configuration_as_structured_data() {
+    let path = scratch("structured");
+    let cpu = CpuOptimizer::new(AdamW::new(1e-2).with_weight_decay(0.25).with_amsgrad(true), &params(64)).unwrap();
+    cpu.save(&path).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let header = meta.metadata().as_ref().unwrap();
+    let groups: serde_json::Value = serde_json::from_str(&header["param_groups"]).unwrap();
+    let config = &groups[0]["config"];
+    assert_eq!(config["weight_decay"], 0.25);
+    assert_eq!(config["amsgrad"], true);
+    assert_eq!(config["betas"], serde_json::json!([0.9, 0.999]));
+    assert_eq!(groups[0]["optimizer"], "AdamW");
 }

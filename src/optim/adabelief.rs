@@ -22,7 +22,7 @@ use crate::error::Result;
 /// It has no `maximize`. Where its L2 form adds `wd * p` into `p.grad` in place, this crate
 /// leaves the caller's gradient untouched. State: `exp_avg`, `exp_avg_var`,
 /// `max_exp_avg_var` (AMSGrad). With `rectify = false` it is the paper's Algorithm 2.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct AdaBelief {
     /// Learning rate (default 1e-3).
     pub lr: f64,

@@ -17,7 +17,7 @@ use crate::error::Result;
 /// ```
 /// Zeiler (2012) with a learning rate (1.0 reproduces the paper). State: `square_avg`,
 /// `acc_delta`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Adadelta {
     /// Learning rate (default 1.0).
     pub lr: f64,

@@ -31,7 +31,7 @@ use crate::tensor::HostData;
 /// put eps1 = 1e-30 inside the sums and cap rho at 1e-2; torch uses clamps and `lr`. The
 /// factored form applies to every tensor of rank ≥ 2 (optax: only when the second-largest
 /// dimension is ≥ 128).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Adafactor {
     /// Learning rate, the cap of the relative step size (default 1e-2).
     pub lr: f64,

@@ -15,7 +15,7 @@ use crate::error::Result;
 /// ```
 /// State: `sum`, starting at `initial_accumulator_value`. Duchi, Hazan & Singer (2011).
 /// optax's `adagrad` puts eps inside the square root and starts the sum at 0.1.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Adagrad {
     /// Learning rate (default 1e-2).
     pub lr: f64,

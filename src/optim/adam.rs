@@ -20,7 +20,7 @@ use crate::error::Result;
 /// State: `exp_avg` (m), `exp_avg_sq` (v), `max_exp_avg_sq` (v_max, AMSGrad only).
 /// Kingma & Ba (2015); AMSGrad: Reddi et al. (2018). Unlike optax's `amsgrad`, the maximum
 /// is taken over the raw, not the bias-corrected, second moment.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Adam {
     /// Learning rate (default 1e-3).
     pub lr: f64,
@@ -57,7 +57,7 @@ impl Default for Adam {
 /// The parameter is first shrunk by `1 - lr * weight_decay`, then the Adam step of [`Adam`]
 /// is applied (Loshchilov & Hutter, 2019). optax's `adamw` defaults to 1e-4 and scales
 /// `wd * p` into the update instead: same math, different rounding.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct AdamW {
     /// Learning rate (default 1e-3).
     pub lr: f64,
@@ -282,5 +282,8 @@ impl Optimizer for AdamW {
     }
     fn clone_box(&self) -> Box<dyn Optimizer> {
         Box::new(self.clone())
+    }
+    fn config(&self) -> serde_json::Value {
+        super::config_of(self)
     }
 }

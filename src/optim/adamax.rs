@@ -16,7 +16,7 @@ use crate::error::Result;
 /// ```
 /// eps sits inside the maximum, as torch and optax do (the paper has none). State:
 /// `exp_avg`, `exp_inf`. Kingma & Ba (2015), §7.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Adamax {
     /// Learning rate (default 2e-3).
     pub lr: f64,

@@ -27,7 +27,7 @@ use crate::error::Result;
 /// `1 - b2`) weight it by `b2`: a different optimizer for the same name; this one is the
 /// authors'. State: `exp_avg`, `exp_avg_sq`, `exp_avg_diff`, `neg_pre_grad` (minus the
 /// previous gradient, as the authors store it).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Adan {
     /// Learning rate (default 1e-3).
     pub lr: f64,

@@ -24,7 +24,7 @@ use crate::step::{REDUCED_TERMS, Scope, Stage};
 /// the global gradient norm itself (here: `GradControl`); optax computes the bias corrections
 /// in f32 where this crate rounds torch-style f64 ones once. `trust_clip` is timm's option.
 /// State: `exp_avg`, `exp_avg_sq`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Lamb {
     /// Learning rate (default 1e-3).
     pub lr: f64,

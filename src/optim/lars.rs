@@ -20,7 +20,7 @@ use crate::step::{REDUCED_TERMS, Scope, Stage};
 /// Nesterov; optax has no default learning rate (1.0 here). Tensors optax masks out of the
 /// decay and the ratio (biases, norms) go into a group of their own with `weight_decay` 0 and
 /// `trust_ratio` false. State: `momentum_buffer` (optax's trace).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Lars {
     /// Learning rate (default 1.0).
     pub lr: f64,

@@ -12,7 +12,7 @@ use crate::error::Result;
 /// ```
 /// `sign(0) = 0`. No `maximize`. State: `exp_avg`. optax's `lion` defaults to weight decay
 /// 1e-3 and adds `wd * p` to the update instead.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Lion {
     /// Learning rate (default 1e-4; must be > 0).
     pub lr: f64,

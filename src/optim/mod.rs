@@ -95,6 +95,8 @@ pub type StateSlices<'a, 'b> = &'a mut [&'b mut [f32]];
 pub trait Optimizer: std::fmt::Debug + Send + Sync {
     /// Display name (`"AdamW"`).
     fn name(&self) -> &'static str;
+    /// Every hyper-parameter as structured data (serde), what checkpoints store and compare.
+    fn config(&self) -> serde_json::Value;
     /// The implementation whose numerics this one follows (`"torch.optim.AdamW"`).
     fn reference(&self) -> &'static str;
     /// Checks every hyper-parameter; messages follow torch.optim's.
@@ -393,7 +395,16 @@ macro_rules! common_methods {
         fn clone_box(&self) -> Box<dyn $crate::optim::Optimizer> {
             Box::new(self.clone())
         }
+        fn config(&self) -> serde_json::Value {
+            $crate::optim::config_of(self)
+        }
     };
+}
+
+/// A configuration as JSON (serde's field names and values; floats round-trip exactly).
+pub(crate) fn config_of<T: serde::Serialize>(config: &T) -> serde_json::Value {
+    // Serialising plain structs of numbers and flags cannot fail; NaN becomes null.
+    serde_json::to_value(config).unwrap_or_default()
 }
 pub(crate) use common_methods;
 

@@ -22,7 +22,7 @@ use crate::error::Result;
 /// ```
 /// State: `exp_avg`, `exp_avg_sq` per element and the scalar `mu_product`. Dozat (2016).
 /// optax's `nadam` has a constant beta1 and no running product.
-#[derive(Clone, PartialEq)]
+#[derive(Clone, PartialEq, serde::Serialize)]
 pub struct NAdam {
     /// Learning rate (default 2e-3).
     pub lr: f64,
@@ -38,6 +38,7 @@ pub struct NAdam {
     pub decoupled_weight_decay: bool,
     /// Maximize the objective (default false).
     pub maximize: bool,
+    #[serde(skip)]
     mu_product: MuProduct,
 }
 

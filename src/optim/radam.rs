@@ -20,7 +20,7 @@ use crate::error::Result;
 /// torch's threshold is `rho_t > 5` (the paper's is 4, the authors' code and optax use
 /// `>= 5`); eps is added before the bias correction. With beta2 = 0.999 steps 1-5 are
 /// unrectified. State: `exp_avg`, `exp_avg_sq`. Liu et al. (2020).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct RAdam {
     /// Learning rate (default 1e-3).
     pub lr: f64,

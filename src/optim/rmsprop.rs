@@ -19,7 +19,7 @@ use crate::error::Result;
 /// momentum buffer starts at zero, unlike SGD's. State: `square_avg`, `momentum_buffer`
 /// (momentum > 0), `grad_avg` (centered). optax's `rmsprop` defaults to decay 0.9 and eps
 /// inside the root.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct RmsProp {
     /// Learning rate (default 1e-2).
     pub lr: f64,

@@ -20,7 +20,7 @@ use crate::error::Result;
 /// does; optax's `trace` and the Sutskever form start from zero. State: `momentum_buffer`
 /// (only with momentum). Differences from torch: a NaN `lr` is rejected (torch's
 /// `lr < 0.0` check lets it through).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Sgd {
     /// Learning rate (torch default 1e-3).
     pub lr: f64,
