@@ -50,6 +50,9 @@ pub struct GroupSnapshot {
     pub lens: Vec<usize>,
     /// State by torch name, in the optimizer's order, over the group's tensors end to end.
     pub state: Vec<(String, Vec<f32>)>,
+    /// Per-parameter scalars by torch name, the same for every tensor of the group: torch's
+    /// `step` (as f32, as torch keeps it) and [`Optimizer::scalar_state`].
+    pub scalars: Vec<(String, f32)>,
 }
 
 /// A schedule's position: which schedule (its structured configuration), the learning rate it scales
@@ -109,6 +112,13 @@ pub(crate) struct Restore<'a> {
     pub schedule: Option<(f64, u64)>,
 }
 
+/// The optimizer's per-parameter scalars ([`Optimizer::scalar_state`]), by name.
+fn scalars_of(own: Vec<(&'static str, f32)>) -> Vec<(String, f32)> {
+    let mut all: Vec<(String, f32)> = own.into_iter().map(|(n, v)| (n.to_string(), v)).collect();
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    all
+}
+
 /// Puts a schedule back where it stood: its base learning rate and start step as saved.
 pub(crate) fn resume_schedule(slot: &mut ScheduleSlot, saved: Option<(f64, u64)>) {
     if let (Some((_, base, start)), Some((b, s))) = (slot, saved) {
@@ -141,6 +151,7 @@ impl GroupSnapshot {
             }),
             lens,
             state,
+            scalars: scalars_of(o.scalar_state(step)),
         }
     }
 
@@ -212,6 +223,17 @@ impl GroupSnapshot {
                 }
             })
             .collect::<Result<Vec<_>>>()?;
+        // The scalars are functions of the step here: the file's must be the step's.
+        let expected = scalars_of(o.scalar_state(self.step));
+        if self.scalars != expected {
+            return Err(bad(
+                path,
+                format!(
+                    "the per-parameter scalars {:?} are not those of step {} ({expected:?})",
+                    self.scalars, self.step
+                ),
+            ));
+        }
         Ok(Restore { state, optimizer: next, step: self.step, schedule })
     }
 }
@@ -228,6 +250,7 @@ impl GroupSnapshot {
             schedule: None,
             lens: vec![numel],
             state,
+            scalars: scalars_of(vec![("step", step as f32)]),
         }
     }
 
@@ -239,12 +262,21 @@ impl GroupSnapshot {
         c: &Adafactor,
         shape: Factoring,
     ) -> Result<Vec<(&str, &[f32])>> {
+        if self.scalars != scalars_of(vec![("step", self.step as f32)]) {
+            return Err(bad(
+                path,
+                format!("the per-parameter scalars {:?} are not those of step {}", self.scalars, self.step),
+            ));
+        }
         if self.family != "adafactor" {
             return Err(bad(path, format!("a checkpoint of {} cannot be loaded into Adafactor", self.optimizer)));
         }
         if self.config != crate::optim::config_of(c) {
             let current = crate::optim::config_of(c);
-            return Err(bad(path, format!("the checkpoint was saved with {}, this optimizer is {current}", self.config)));
+            return Err(bad(
+                path,
+                format!("the checkpoint was saved with {}, this optimizer is {current}", self.config),
+            ));
         }
         let expected: Vec<(&str, usize)> = if shape.factored {
             vec![("col_var", shape.matrices * shape.cols), ("row_var", shape.matrices * shape.rows)]
@@ -271,6 +303,8 @@ impl Snapshot {
         let mut first = 0;
         let mut groups = Vec::new();
         let mut tensors: Vec<(String, &[f32])> = Vec::new();
+        // 0-dimensional tensors, as torch keeps `step` and `mu_product`.
+        let mut scalar_tensors: Vec<(String, &[f32])> = Vec::new();
         for g in &self.groups {
             let indices: Vec<usize> = (first..first + g.lens.len()).collect();
             for (name, data) in &g.state {
@@ -286,6 +320,11 @@ impl Snapshot {
                 for (&len, &index) in g.lens.iter().zip(&indices) {
                     tensors.push((format!("state.{index}.{name}"), &data[at..at + len]));
                     at += len;
+                }
+            }
+            for &index in &indices {
+                for (name, value) in &g.scalars {
+                    scalar_tensors.push((format!("state.{index}.{name}"), std::slice::from_ref(value)));
                 }
             }
             groups.push(json!({
@@ -317,10 +356,13 @@ impl Snapshot {
             });
             metadata.insert("scaler".into(), scaler.to_string());
         }
-        let views = tensors
+        let shaped = tensors
             .iter()
-            .map(|(name, data)| {
-                let view = TensorView::new(Dtype::F32, vec![data.len()], bytemuck::cast_slice(data))
+            .map(|(n, d)| (n, d, vec![d.len()]))
+            .chain(scalar_tensors.iter().map(|(n, d)| (n, d, vec![])));
+        let views = shaped
+            .map(|(name, data, shape)| {
+                let view = TensorView::new(Dtype::F32, shape, bytemuck::cast_slice(data))
                     .map_err(|e| bad(path, e.to_string()))?;
                 Ok((name.clone(), view))
             })
@@ -350,22 +392,31 @@ impl Snapshot {
         let groups = parse("param_groups")?;
         let groups = groups.as_array().ok_or_else(|| bad(path, "metadata `param_groups` is not a list"))?;
 
-        // Every tensor, by parameter index and state name.
+        // Every tensor, by parameter index and state name; the 0-dimensional ones apart.
         let mut by_param: BTreeMap<usize, BTreeMap<String, Vec<f32>>> = BTreeMap::new();
+        let mut scalars_by_param: BTreeMap<usize, BTreeMap<String, f32>> = BTreeMap::new();
         for name in file.names() {
             let unexpected = || bad(path, format!("unexpected tensor {name}"));
             let rest = name.strip_prefix("state.").ok_or_else(unexpected)?;
             let (index, state) = rest.split_once('.').ok_or_else(unexpected)?;
             let index: usize = index.parse().map_err(|_| unexpected())?;
             let view = file.tensor(name).map_err(|e| bad(path, e.to_string()))?;
-            if view.dtype() != Dtype::F32 || view.shape().len() != 1 {
+            if view.dtype() != Dtype::F32 || view.shape().len() > 1 {
                 return Err(bad(
                     path,
-                    format!("{name} is {:?} {:?}, not a flat F32 tensor", view.dtype(), view.shape()),
+                    format!("{name} is {:?} {:?}, not a flat or 0-dimensional F32 tensor", view.dtype(), view.shape()),
                 ));
             }
-            let data = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-            by_param.entry(index).or_default().insert(state.to_string(), data);
+            let data: Vec<f32> =
+                view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+            match (view.shape().len(), &data[..]) {
+                (0, &[x]) => {
+                    scalars_by_param.entry(index).or_default().insert(state.to_string(), x);
+                }
+                _ => {
+                    by_param.entry(index).or_default().insert(state.to_string(), data);
+                }
+            }
         }
 
         let mut snapshot = Snapshot { groups: Vec::new(), scaler: None };
@@ -415,6 +466,16 @@ impl Snapshot {
                     all.extend(data);
                 }
             }
+            // Every tensor of the group carries the same scalars (BTreeMap: by name).
+            let scalars: Vec<(String, f32)> =
+                scalars_by_param.get(&indices[0]).map(|m| m.clone().into_iter().collect()).unwrap_or_default();
+            for &index in &indices {
+                let here: Vec<(String, f32)> =
+                    scalars_by_param.remove(&index).unwrap_or_default().into_iter().collect();
+                if here != scalars {
+                    return Err(bad(path, format!("parameter {index} has scalars {here:?}, not {scalars:?}")));
+                }
+            }
             snapshot.groups.push(GroupSnapshot {
                 optimizer: text("optimizer")?,
                 family,
@@ -427,7 +488,11 @@ impl Snapshot {
                 schedule,
                 lens,
                 state,
+                scalars,
             });
+        }
+        if let Some((index, _)) = scalars_by_param.first_key_value() {
+            return Err(bad(path, format!("state.{index} belongs to no param group")));
         }
         if let Some((index, _)) = by_param.first_key_value() {
             return Err(bad(path, format!("state.{index} belongs to no param group")));

@@ -21,7 +21,6 @@ pub trait Schedule: std::fmt::Debug + Send + Sync {
     fn config(&self) -> serde_json::Value;
 }
 
-
 impl Clone for Box<dyn Schedule> {
     fn clone(&self) -> Self {
         self.clone_box()

@@ -9,7 +9,7 @@ use common::*;
 use wgpu_optim::schedule::{CosineAnnealingLr, ExponentialLr, LinearLr, Schedule, SequentialLr};
 use wgpu_optim::{
     Adafactor, Adam, AdamW, CpuAdafactor, CpuOptimizer, Error, GpuAdafactor, GpuContext, GpuOptimizer, GpuTensor,
-    GradControl, ParamGroup, ParamGroups, ScalerGrowth, Sgd,
+    GradControl, NAdam, ParamGroup, ParamGroups, ScalerGrowth, Sgd,
 };
 
 fn scratch(name: &str) -> PathBuf {
@@ -261,8 +261,18 @@ fn param_groups_with_schedule_and_loss_scaler_resume_bit_identically() {
     names.sort();
     assert_eq!(
         names,
-        ["state.0.exp_avg", "state.0.exp_avg_sq", "state.1.exp_avg", "state.1.exp_avg_sq", "state.2.momentum_buffer"]
+        [
+            "state.0.exp_avg",
+            "state.0.exp_avg_sq",
+            "state.0.step",
+            "state.1.exp_avg",
+            "state.1.exp_avg_sq",
+            "state.1.step",
+            "state.2.momentum_buffer"
+        ]
     );
+    // torch's per-parameter step: a 0-dimensional float32 tensor (SGD keeps none).
+    assert_eq!(file.tensor("state.1.step").unwrap().shape(), [0usize; 0]);
     assert_eq!(file.tensor("state.1.exp_avg").unwrap().shape(), [LENS[1]]);
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
     let meta = header.metadata().clone().unwrap();
@@ -446,4 +456,44 @@ fn the_header_holds_the_configuration_as_structured_data() {
     assert_eq!(config["amsgrad"], true);
     assert_eq!(config["betas"], serde_json::json!([0.9, 0.999]));
     assert_eq!(groups[0]["optimizer"], "AdamW");
+}
+
+#[test]
+fn nadams_mu_product_is_kept_under_torchs_name_and_checked() {
+    use safetensors::tensor::{Dtype, TensorView};
+    let path = scratch("nadam");
+    let mut cpu = CpuOptimizer::new(NAdam::new(1e-2), &params(40)).unwrap();
+    for k in 1..=3 {
+        cpu.step(&grads(40, k)).unwrap();
+    }
+    cpu.save(&path).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let scalar = |name: &str| f32::from_le_bytes(file.tensor(name).unwrap().data().try_into().unwrap());
+    assert_eq!(scalar("state.0.step"), 3.0);
+    // torch's mu_product after three steps: the f32 product of mu_1 … mu_3 (psi 4e-3).
+    let mu = |t: f64| 0.9 * (1.0 - 0.5 * 0.96f64.powf(t * 4e-3));
+    let want = (1..=3).fold(1.0f32, |p, t| p * mu(f64::from(t)) as f32);
+    assert_eq!(scalar("state.0.mu_product"), want);
+    // A file whose mu_product disagrees with its step is refused.
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let wrong = (want * 1.5).to_le_bytes();
+    let mut views: Vec<(String, TensorView<'_>)> = file
+        .names()
+        .into_iter()
+        .map(|n| (n.to_string(), file.tensor(n).unwrap()))
+        .filter(|(n, _)| n != "state.0.mu_product")
+        .collect();
+    views.push(("state.0.mu_product".into(), TensorView::new(Dtype::F32, vec![], &wrong).unwrap()));
+    let tampered = safetensors::serialize(views, meta.metadata().clone()).unwrap();
+    let bad = scratch("nadam-tampered");
+    std::fs::write(&bad, tampered).unwrap();
+    let mut other = CpuOptimizer::new(NAdam::new(1e-2), &params(40)).unwrap();
+    match other.load(&bad) {
+        Err(Error::Checkpoint { message, .. }) => assert!(message.contains("mu_product"), "{message}"),
+        r => panic!("expected a refusal, got {r:?}"),
+    }
+    assert_eq!(other.step_count(), 0);
+    other.load(&path).unwrap();
+    assert_eq!(other.step_count(), 3);
 }

@@ -95,6 +95,10 @@ fn sgn(x: f32) -> f32 {
 }
 
 impl Optimizer for Lion {
+    /// torch keeps no step for lion-pytorch's Lion.
+    fn scalar_state(&self, _step: u64) -> Vec<(&'static str, f32)> {
+        Vec::new()
+    }
     common_methods!(KERNEL);
     fn name(&self) -> &'static str {
         "Lion"

@@ -115,6 +115,13 @@ pub trait Optimizer: std::fmt::Debug + Send + Sync {
         let _ = slot;
         0.0
     }
+    /// Scalars torch keeps per parameter beside the state tensors after step `step`, by
+    /// torch's name: its `step` (a float32 tensor; default), NAdam's `mu_product`, nothing for
+    /// SGD. Here they are functions of the step, written into checkpoints so that torch can
+    /// read them, and checked when one is loaded.
+    fn scalar_state(&self, step: u64) -> Vec<(&'static str, f32)> {
+        vec![("step", step as f32)]
+    }
     /// Values of the shader's `override` constants for this variant.
     fn constants(&self) -> Vec<(&'static str, f64)>;
     /// The per-step scalars for step `step`, computed on the host in f64 and rounded once to

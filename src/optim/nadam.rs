@@ -177,6 +177,9 @@ impl NAdam {
 }
 
 impl Optimizer for NAdam {
+    fn scalar_state(&self, step: u64) -> Vec<(&'static str, f32)> {
+        vec![("step", step as f32), ("mu_product", self.mu_product(step))]
+    }
     common_methods!(KERNEL);
     fn name(&self) -> &'static str {
         "NAdam"

@@ -89,6 +89,10 @@ impl Sgd {
 }
 
 impl Optimizer for Sgd {
+    /// torch keeps no step for SGD.
+    fn scalar_state(&self, _step: u64) -> Vec<(&'static str, f32)> {
+        Vec::new()
+    }
     common_methods!(KERNEL);
     fn name(&self) -> &'static str {
         "SGD"
