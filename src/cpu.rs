@@ -230,7 +230,7 @@ impl CpuOptimizer {
 }
 
 fn not_contiguous() -> Error {
-    Error::BadBufferRange { what: "params", message: "not contiguous".into() }
+    Error::NotContiguous { what: "params" }
 }
 
 /// One chunk of a reduction: its parameters, gradients and state slots.

@@ -64,6 +64,31 @@ pub enum Error {
         message: String,
     },
 
+    /// No state tensor of that name: the optimizer's own are listed.
+    #[error(
+        "{optimizer} keeps no state named {name:?}; it keeps {available:?} (torch's names; the role names work too)"
+    )]
+    UnknownState {
+        /// The optimizer (`"AdamW"`).
+        optimizer: &'static str,
+        /// The name asked for.
+        name: String,
+        /// The torch names of the state it keeps.
+        available: Vec<&'static str>,
+    },
+
+    /// A new configuration cannot take over the optimizer's state (another family, or
+    /// another set of state tensors); the message says what differs.
+    #[error("reconfigure: {0}; create a new optimizer instead")]
+    Reconfigure(String),
+
+    /// Host data that must be one contiguous run of f32 values is not.
+    #[error("{what}: not contiguous; pass `a.as_standard_layout()` (or a slice)")]
+    NotContiguous {
+        /// Which argument.
+        what: &'static str,
+    },
+
     /// A buffer handed in by the user belongs to another device than the context's.
     #[error(
         "{what}: the buffer belongs to another wgpu device; create the GpuContext from that \

@@ -506,12 +506,10 @@ impl GpuAdafactor {
         };
         match t {
             Some(t) => t.to_array(&self.ctx),
-            None => Err(Error::BadBufferRange {
-                what: "read_state",
-                message: format!(
-                    "this Adafactor keeps {}",
-                    if self.shape.factored { "row_var and col_var" } else { "variance" }
-                ),
+            None => Err(Error::UnknownState {
+                optimizer: "Adafactor",
+                name: name.to_string(),
+                available: if self.shape.factored { vec!["row_var", "col_var"] } else { vec!["variance"] },
             }),
         }
     }

@@ -477,13 +477,10 @@ impl GpuOptimizer {
     pub fn read_state(&self, name: &str) -> Result<Array1<f32>> {
         match self.state_tensor(name) {
             Some(t) => t.to_array(&self.ctx),
-            None => Err(Error::BadBufferRange {
-                what: "read_state",
-                message: format!(
-                    "{} keeps no state named {name:?}; it has {:?}",
-                    self.optimizer.name(),
-                    self.state().map(|(s, _)| s.torch_name).collect::<Vec<_>>()
-                ),
+            None => Err(Error::UnknownState {
+                optimizer: self.optimizer.name(),
+                name: name.to_string(),
+                available: self.state().map(|(s, _)| s.torch_name).collect(),
             }),
         }
     }

@@ -384,17 +384,11 @@ impl<const N: usize> HostData for [f32; N] {
 }
 impl HostData for Array1<f32> {
     fn as_f32s(&self) -> Result<&[f32]> {
-        self.as_slice().ok_or(Error::BadBufferRange {
-            what: "ndarray",
-            message: "not contiguous; pass `a.as_standard_layout()`".into(),
-        })
+        self.as_slice().ok_or(Error::NotContiguous { what: "ndarray" })
     }
 }
 impl HostData for ArrayView1<'_, f32> {
     fn as_f32s(&self) -> Result<&[f32]> {
-        self.to_slice().ok_or(Error::BadBufferRange {
-            what: "ndarray view",
-            message: "not contiguous; pass `a.as_standard_layout()`".into(),
-        })
+        self.to_slice().ok_or(Error::NotContiguous { what: "ndarray view" })
     }
 }

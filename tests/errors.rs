@@ -246,3 +246,25 @@ fn no_matching_adapter_says_how_to_install_one() {
     assert!(matches!(err, Error::NoAdapter { .. }));
     assert!(err.to_string().contains("mesa-vulkan-drivers"), "{err}");
 }
+
+#[test]
+fn errors_name_what_failed() {
+    let ctx = ctx();
+    let gpu = GpuOptimizer::new(&ctx, AdamW::default(), &params(8)).unwrap();
+    match gpu.read_state("momentum_buffer") {
+        Err(e @ Error::UnknownState { .. }) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("AdamW") && text.contains("exp_avg_sq") && text.contains("momentum_buffer"),
+                "{text}"
+            );
+        }
+        other => panic!("expected UnknownState, got {other:?}"),
+    }
+    let strided = ndarray::Array1::from(params(8));
+    let strided = strided.slice(ndarray::s![..;2]);
+    assert!(matches!(
+        CpuOptimizer::new(AdamW::default(), &strided),
+        Err(Error::NotContiguous { what: "ndarray view" })
+    ));
+}

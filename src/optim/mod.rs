@@ -214,17 +214,14 @@ pub(crate) fn set_lr_checked(o: &mut dyn Optimizer, lr: f64) -> Result<()> {
 /// Whether `next` may take over the state of `current`: same family, same state tensors.
 pub(crate) fn check_takeover(current: &dyn Optimizer, next: &dyn Optimizer) -> Result<()> {
     next.validate()?;
-    let bad = |message: String| Err(Error::BadBufferRange { what: "reconfigure", message });
+    let bad = |message: String| Err(Error::Reconfigure(message));
     if !std::ptr::eq(next.kernel(), current.kernel()) {
         return bad(format!("{} cannot take over the state of {}", next.name(), current.name()));
     }
     for (i, slot) in current.kernel().state.iter().enumerate() {
         if next.uses_state(i) != current.uses_state(i) {
             let verb = if next.uses_state(i) { "needs" } else { "drops" };
-            return bad(format!(
-                "the new configuration {verb} state {}; create a new optimizer instead",
-                slot.torch_name
-            ));
+            return bad(format!("the new configuration {verb} state {}", slot.torch_name));
         }
     }
     Ok(())
