@@ -37,6 +37,25 @@ fn invalid(message: String) -> Error {
     Error::InvalidHyperParameter { optimizer: "lr_scheduler", message }
 }
 
+/// A decay factor must be a positive finite number: a negative one makes the optimizer
+/// climb, a NaN makes every parameter NaN.
+fn check_gamma(schedule: &str, gamma: f64) -> Result<()> {
+    if gamma.is_finite() && gamma > 0.0 {
+        Ok(())
+    } else {
+        Err(invalid(format!("{schedule} gamma must be positive and finite, got {gamma}")))
+    }
+}
+
+/// A learning-rate floor must be finite and >= 0.
+fn check_floor(schedule: &str, eta_min: f64) -> Result<()> {
+    if eta_min.is_finite() && eta_min >= 0.0 {
+        Ok(())
+    } else {
+        Err(invalid(format!("{schedule} eta_min must be >= 0 and finite, got {eta_min}")))
+    }
+}
+
 macro_rules! schedule {
     ($t:ident, |$s:ident, $base:ident, $k:ident| $body:expr) => {
         impl Schedule for $t {
@@ -58,9 +77,9 @@ macro_rules! schedule {
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct StepLr {
     /// Steps between decays.
-    pub step_size: u64,
+    step_size: u64,
     /// Factor per decay (default 0.1).
-    pub gamma: f64,
+    gamma: f64,
 }
 
 impl StepLr {
@@ -73,6 +92,7 @@ impl StepLr {
         if step_size == 0 {
             return Err(invalid("StepLR step_size must be a positive integer".into()));
         }
+        check_gamma("StepLR", gamma)?;
         Ok(StepLr { step_size, gamma })
     }
 }
@@ -83,9 +103,16 @@ schedule!(StepLr, |s, base, k| base * s.gamma.powf((k / s.step_size) as f64));
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct MultiStepLr {
     /// Steps at which the learning rate is multiplied by gamma.
-    pub milestones: Vec<u64>,
+    milestones: Vec<u64>,
     /// Factor per milestone (default 0.1).
-    pub gamma: f64,
+    gamma: f64,
+}
+impl MultiStepLr {
+    /// Multiplies by `gamma` at each milestone (torch's default gamma is 0.1).
+    pub fn new(milestones: Vec<u64>, gamma: f64) -> Result<Self> {
+        check_gamma("MultiStepLR", gamma)?;
+        Ok(MultiStepLr { milestones, gamma })
+    }
 }
 schedule!(MultiStepLr, |s, base, k| base * s.gamma.powi(s.milestones.iter().filter(|&&m| m <= k).count() as i32));
 
@@ -93,7 +120,14 @@ schedule!(MultiStepLr, |s, base, k| base * s.gamma.powi(s.milestones.iter().filt
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct ExponentialLr {
     /// Factor per step.
-    pub gamma: f64,
+    gamma: f64,
+}
+impl ExponentialLr {
+    /// Multiplies by `gamma` every step.
+    pub fn new(gamma: f64) -> Result<Self> {
+        check_gamma("ExponentialLR", gamma)?;
+        Ok(ExponentialLr { gamma })
+    }
 }
 schedule!(ExponentialLr, |s, base, k| base * s.gamma.powf(k as f64));
 
@@ -103,9 +137,19 @@ schedule!(ExponentialLr, |s, base, k| base * s.gamma.powf(k as f64));
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct CosineAnnealingLr {
     /// Half period, in steps.
-    pub t_max: u64,
+    t_max: u64,
     /// Minimum learning rate (default 0).
-    pub eta_min: f64,
+    eta_min: f64,
+}
+impl CosineAnnealingLr {
+    /// A half period of `t_max` steps (positive) down to `eta_min` (finite, >= 0).
+    pub fn new(t_max: u64, eta_min: f64) -> Result<Self> {
+        if t_max == 0 {
+            return Err(invalid("CosineAnnealingLR T_max must be a positive integer, got 0".into()));
+        }
+        check_floor("CosineAnnealingLR", eta_min)?;
+        Ok(CosineAnnealingLr { t_max, eta_min })
+    }
 }
 schedule!(CosineAnnealingLr, |s, base, k| s.eta_min
     + (base - s.eta_min) * (1.0 + (PI * k as f64 / s.t_max as f64).cos()) / 2.0);
@@ -115,11 +159,11 @@ schedule!(CosineAnnealingLr, |s, base, k| s.eta_min
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct LinearLr {
     /// Factor at step 0, in (0, 1].
-    pub start_factor: f64,
+    start_factor: f64,
     /// Factor from `total_iters` on, in [0, 1].
-    pub end_factor: f64,
+    end_factor: f64,
     /// Steps of the ramp.
-    pub total_iters: u64,
+    total_iters: u64,
 }
 
 impl LinearLr {
@@ -152,11 +196,11 @@ schedule!(LinearLr, |s, base, k| {
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct CosineAnnealingWarmRestarts {
     /// Length of the first cycle.
-    pub t_0: u64,
+    t_0: u64,
     /// Growth factor of each cycle (an integer >= 1).
-    pub t_mult: u64,
+    t_mult: u64,
     /// Minimum learning rate.
-    pub eta_min: f64,
+    eta_min: f64,
 }
 
 impl CosineAnnealingWarmRestarts {
@@ -168,6 +212,7 @@ impl CosineAnnealingWarmRestarts {
         if t_mult == 0 {
             return Err(invalid(format!("Expected integer T_mult >= 1, but got {t_mult}")));
         }
+        check_floor("CosineAnnealingWarmRestarts", eta_min)?;
         Ok(CosineAnnealingWarmRestarts { t_0, t_mult, eta_min })
     }
 
@@ -193,22 +238,36 @@ schedule!(CosineAnnealingWarmRestarts, |s, base, k| {
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct CosineDecayRestarts {
     /// Length of the first cycle.
-    pub first_decay_steps: u64,
+    first_decay_steps: u64,
     /// Cycle-length factor (default 2).
-    pub t_mul: f64,
+    t_mul: f64,
     /// Peak factor per restart (default 1).
-    pub m_mul: f64,
+    m_mul: f64,
     /// Floor as a fraction of the initial learning rate (default 0).
-    pub alpha: f64,
+    alpha: f64,
 }
 
 impl CosineDecayRestarts {
-    /// Keras' defaults and check.
+    /// Keras' defaults: `t_mul` 2, `m_mul` 1, `alpha` 0.
     pub fn new(first_decay_steps: u64) -> Result<Self> {
+        Self::with_shape(first_decay_steps, 2.0, 1.0, 0.0)
+    }
+    /// Cycles growing by `t_mul` (> 0), peaks scaled by `m_mul` (>= 0) per restart, the floor
+    /// `alpha` (in [0, 1]) of the initial learning rate.
+    pub fn with_shape(first_decay_steps: u64, t_mul: f64, m_mul: f64, alpha: f64) -> Result<Self> {
         if first_decay_steps == 0 {
             return Err(invalid("first_decay_steps must be > 0".into()));
         }
-        Ok(CosineDecayRestarts { first_decay_steps, t_mul: 2.0, m_mul: 1.0, alpha: 0.0 })
+        if !(t_mul.is_finite() && t_mul > 0.0) {
+            return Err(invalid(format!("CosineDecayRestarts t_mul must be positive and finite, got {t_mul}")));
+        }
+        if !(m_mul.is_finite() && m_mul >= 0.0) {
+            return Err(invalid(format!("CosineDecayRestarts m_mul must be >= 0 and finite, got {m_mul}")));
+        }
+        if !(0.0..=1.0).contains(&alpha) {
+            return Err(invalid(format!("CosineDecayRestarts alpha must be in [0, 1], got {alpha}")));
+        }
+        Ok(CosineDecayRestarts { first_decay_steps, t_mul, m_mul, alpha })
     }
 }
 schedule!(CosineDecayRestarts, |s, base, k| {
@@ -232,24 +291,43 @@ schedule!(CosineDecayRestarts, |s, base, k| {
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct OneCycleLr {
     /// Peak learning rate.
-    pub max_lr: f64,
+    max_lr: f64,
     /// Steps in the cycle.
-    pub total_steps: u64,
+    total_steps: u64,
     /// Fraction of the steps spent increasing (default 0.3).
-    pub pct_start: f64,
+    pct_start: f64,
     /// Initial learning rate = max_lr / div_factor (default 25).
-    pub div_factor: f64,
+    div_factor: f64,
     /// Minimum learning rate = initial / final_div_factor (default 1e4).
-    pub final_div_factor: f64,
+    final_div_factor: f64,
 }
 
 impl OneCycleLr {
-    /// torch's defaults.
+    /// torch's defaults: `pct_start` 0.3, `div_factor` 25, `final_div_factor` 1e4.
     pub fn new(max_lr: f64, total_steps: u64) -> Result<Self> {
+        Self::with_phases(max_lr, total_steps, 0.3, 25.0, 1e4)
+    }
+    /// torch's checks: a positive step count, `pct_start` in [0, 1]; and a positive finite
+    /// peak and factors, so that every learning rate is one.
+    pub fn with_phases(
+        max_lr: f64,
+        total_steps: u64,
+        pct_start: f64,
+        div_factor: f64,
+        final_div_factor: f64,
+    ) -> Result<Self> {
         if total_steps == 0 {
             return Err(invalid(format!("Expected positive integer total_steps, but got {total_steps}")));
         }
-        Ok(OneCycleLr { max_lr, total_steps, pct_start: 0.3, div_factor: 25.0, final_div_factor: 1e4 })
+        if !(0.0..=1.0).contains(&pct_start) {
+            return Err(invalid(format!("Expected float between 0 and 1 pct_start, but got {pct_start}")));
+        }
+        for (name, x) in [("max_lr", max_lr), ("div_factor", div_factor), ("final_div_factor", final_div_factor)] {
+            if !(x.is_finite() && x > 0.0) {
+                return Err(invalid(format!("OneCycleLR {name} must be positive and finite, got {x}")));
+            }
+        }
+        Ok(OneCycleLr { max_lr, total_steps, pct_start, div_factor, final_div_factor })
     }
 }
 schedule!(OneCycleLr, |s, _base, k| {

@@ -165,7 +165,7 @@ fn same(a: &[Vec<f32>], b: &[Vec<f32>]) {
 
 fn warmup_cosine() -> Box<dyn Schedule> {
     SequentialLr::new(
-        vec![LinearLr::new(0.1, 1.0, 3).unwrap().into(), CosineAnnealingLr { t_max: 10, eta_min: 1e-4 }.into()],
+        vec![LinearLr::new(0.1, 1.0, 3).unwrap().into(), CosineAnnealingLr::new(10, 1e-4).unwrap().into()],
         vec![3],
     )
     .unwrap()
@@ -330,7 +330,7 @@ fn group_checkpoints_that_do_not_fit_are_refused_and_change_nothing() {
     unscheduled.groups.set_schedule(0, None).unwrap();
     refuse("no schedule", &mut unscheduled);
     let mut other_schedule = run_with(&ctx, &start, 0.1);
-    other_schedule.groups.set_schedule(0, Some(ExponentialLr { gamma: 0.9 }.into())).unwrap();
+    other_schedule.groups.set_schedule(0, Some(ExponentialLr::new(0.9).unwrap().into())).unwrap();
     refuse("another schedule", &mut other_schedule);
     let mut other_growth = run_with(&ctx, &start, 0.1);
     other_growth

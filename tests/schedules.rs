@@ -29,15 +29,15 @@ const TORCH: &[(&str, &[f64])] = &[
 fn schedule(label: &str) -> Box<dyn Schedule> {
     match label {
         "step" => StepLr::with_gamma(7, 0.5).unwrap().into(),
-        "multistep" => MultiStepLr { milestones: vec![3, 10, 10, 25], gamma: 0.3 }.into(),
-        "exponential" => ExponentialLr { gamma: 0.93 }.into(),
-        "cosine" => CosineAnnealingLr { t_max: 15, eta_min: 0.001 }.into(),
+        "multistep" => MultiStepLr::new(vec![3, 10, 10, 25], 0.3).unwrap().into(),
+        "exponential" => ExponentialLr::new(0.93).unwrap().into(),
+        "cosine" => CosineAnnealingLr::new(15, 0.001).unwrap().into(),
         "linear" => LinearLr::new(0.1, 1.0, 12).unwrap().into(),
         "warm restarts" => CosineAnnealingWarmRestarts::new(5, 2, 0.002).unwrap().into(),
         "warm restarts mult 1" => CosineAnnealingWarmRestarts::new(6, 1, 0.0).unwrap().into(),
         "one cycle" => OneCycleLr::new(0.1, 40).unwrap().into(),
         "warmup then cosine" => SequentialLr::new(
-            vec![LinearLr::new(0.01, 1.0, 8).unwrap().into(), CosineAnnealingLr { t_max: 32, eta_min: 0.0 }.into()],
+            vec![LinearLr::new(0.01, 1.0, 8).unwrap().into(), CosineAnnealingLr::new(32, 0.0).unwrap().into()],
             vec![8],
         )
         .unwrap()
@@ -63,7 +63,7 @@ fn schedules_match_torchs_sequences() {
 fn keras_cosine_decay_restarts_follows_its_formula() {
     // Worked from Keras' definition: first cycle of 10 steps, then 20 (t_mul 2), peaks
     // scaled by m_mul^i, floor alpha not scaled. Keras evaluates in f32: compare to 1e-6.
-    let s = CosineDecayRestarts { first_decay_steps: 10, t_mul: 2.0, m_mul: 0.5, alpha: 0.1 };
+    let s = CosineDecayRestarts::with_shape(10, 2.0, 0.5, 0.1).unwrap();
     let lr = |k: u64| s.lr(1.0, k);
     let expect = |i: i32, f: f64| 0.9 * 0.5 * 0.5f64.powi(i) * (1.0 + (std::f64::consts::PI * f).cos()) + 0.1;
     for (k, i, f) in [(0, 0, 0.0), (5, 0, 0.5), (9, 0, 0.9), (10, 1, 0.0), (20, 1, 0.5), (29, 1, 0.95), (30, 2, 0.0)] {
@@ -89,7 +89,7 @@ fn invalid_schedules_are_refused_with_torchs_messages() {
     assert!(StepLr::new(0).is_err());
     assert!(CosineDecayRestarts::new(0).is_err());
     assert!(OneCycleLr::new(0.1, 0).is_err());
-    assert!(SequentialLr::new(vec![ExponentialLr { gamma: 0.9 }.into()], vec![3]).is_err());
+    assert!(SequentialLr::new(vec![ExponentialLr::new(0.9).unwrap().into()], vec![3]).is_err());
 }
 
 #[test]
@@ -131,4 +131,24 @@ fn a_schedule_drives_k_steps_per_submit_on_the_gpu() {
         30,
         budget,
     );
+}
+
+#[test]
+fn every_schedule_is_built_by_a_validating_constructor() {
+    let refused = |r: Result<(), Error>, what: &str| {
+        let e = r.expect_err(what);
+        assert!(matches!(e, Error::InvalidHyperParameter { .. }), "{what}: {e}");
+    };
+    refused(ExponentialLr::new(f64::NAN).map(|_| ()), "NaN gamma");
+    refused(ExponentialLr::new(-0.5).map(|_| ()), "negative gamma");
+    refused(StepLr::with_gamma(3, f64::INFINITY).map(|_| ()), "infinite gamma");
+    refused(MultiStepLr::new(vec![2, 4], -1.0).map(|_| ()), "negative gamma");
+    refused(CosineAnnealingLr::new(0, 0.0).map(|_| ()), "t_max 0");
+    refused(CosineAnnealingLr::new(10, -1e-3).map(|_| ()), "negative eta_min");
+    refused(CosineAnnealingWarmRestarts::new(0, 1, 0.0).map(|_| ()), "t_0 0");
+    refused(CosineAnnealingWarmRestarts::new(5, 0, 0.0).map(|_| ()), "t_mult 0");
+    refused(CosineDecayRestarts::with_shape(10, 2.0, 1.0, 2.0).map(|_| ()), "alpha 2");
+    refused(OneCycleLr::with_phases(0.1, 100, 1.5, 25.0, 1e4).map(|_| ()), "pct_start 1.5");
+    refused(OneCycleLr::with_phases(f64::NAN, 100, 0.3, 25.0, 1e4).map(|_| ()), "NaN max_lr");
+    assert!(OneCycleLr::with_phases(0.1, 100, 0.3, 25.0, 1e4).is_ok());
 }

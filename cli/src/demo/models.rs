@@ -159,10 +159,7 @@ pub fn train(
                 let warmup = u64::from(training.steps / 10).max(1);
                 let total = u64::from(training.steps);
                 let schedule = SequentialLr::new(
-                    vec![
-                        LinearLr::new(0.01, 1.0, warmup)?.into(),
-                        CosineAnnealingLr { t_max: total - warmup, eta_min: 0.0 }.into(),
-                    ],
+                    vec![LinearLr::new(0.01, 1.0, warmup)?.into(), CosineAnnealingLr::new(total - warmup, 0.0)?.into()],
                     vec![warmup],
                 )?;
                 groups.set_schedule(0, Some(schedule.into()))?;
