@@ -77,8 +77,9 @@ impl Kernel {
 /// WGSL struct).
 pub type ScalarBlock = [u32; 16];
 
-/// Packs a family's scalar struct into a [`ScalarBlock`].
-pub(crate) fn pack<T: bytemuck::Pod>(scalars: &T) -> ScalarBlock {
+/// Packs a family's scalar struct (at most 64 bytes) into a [`ScalarBlock`].
+pub fn pack<T: bytemuck::Pod>(scalars: &T) -> ScalarBlock {
+    const { assert!(size_of::<T>() <= size_of::<ScalarBlock>(), "a step's scalars fit 64 bytes") };
     let mut block = [0u32; 16];
     bytemuck::cast_slice_mut::<u32, u8>(&mut block)[..size_of::<T>()].copy_from_slice(bytemuck::bytes_of(scalars));
     block
@@ -92,6 +93,16 @@ pub type StateSlices<'a, 'b> = &'a mut [&'b mut [f32]];
 /// its update (WGSL for the GPU, one per-element Rust function for the CPU).
 ///
 /// `step` counts from 1: it is torch's `state["step"]` after the increment.
+///
+/// This is an extension point: an optimizer defined in another crate runs on
+/// [`GpuOptimizer`](crate::GpuOptimizer), [`CpuOptimizer`](crate::CpuOptimizer) and
+/// [`ParamGroups`](crate::ParamGroups) like this crate's own (`tests/extension.rs` does it).
+/// Its [`Kernel`] names a unique `family` and gives WGSL that defines `struct Scalars` (the
+/// layout [`scalars`](Self::scalars) packs with [`pack`]), binds `p`, `g` and its state at
+/// `@group(1) @binding(0..)` as `array<V>` (`V` is `vec4<f32>` or `f32`, the engine compiles
+/// both), and defines `fn update(i: u32, s: Scalars)` reading the gradient through `grad(i)`
+/// (which applies gradient control); a staged step also defines `reduce_update` (see
+/// [`crate::step`]). [`update_cpu`](Self::update_cpu) is the same update in Rust.
 pub trait Optimizer: std::fmt::Debug + Send + Sync {
     /// Display name (`"AdamW"`).
     fn name(&self) -> &'static str;
