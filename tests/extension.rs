@@ -78,9 +78,6 @@ impl Optimizer for Signum {
     fn kernel(&self) -> &'static Kernel {
         &KERNEL
     }
-    fn uses_state(&self, _slot: usize) -> bool {
-        true
-    }
     fn constants(&self) -> Vec<(&'static str, f64)> {
         Vec::new()
     }

@@ -100,9 +100,6 @@ impl Optimizer for Adadelta {
         check_non_negative(n, "epsilon", self.eps)?;
         check_non_negative(n, "weight_decay", self.weight_decay)
     }
-    fn uses_state(&self, slot: usize) -> bool {
-        slot < 2
-    }
     fn constants(&self) -> Vec<(&'static str, f64)> {
         vec![("MAXIMIZE", flag(self.maximize)), ("WEIGHT_DECAY", flag(self.weight_decay != 0.0))]
     }

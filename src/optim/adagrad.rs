@@ -99,9 +99,6 @@ impl Optimizer for Adagrad {
         check_non_negative(n, "initial_accumulator_value", self.initial_accumulator_value)?;
         check_non_negative(n, "epsilon", self.eps)
     }
-    fn uses_state(&self, slot: usize) -> bool {
-        slot == 0
-    }
     fn state_init(&self, _slot: usize) -> f32 {
         self.initial_accumulator_value as f32
     }

@@ -92,9 +92,6 @@ impl Optimizer for Adamax {
     fn validate(&self) -> Result<()> {
         check_adam_like(self.name(), self.lr, self.eps, self.betas, self.weight_decay)
     }
-    fn uses_state(&self, slot: usize) -> bool {
-        slot < 2
-    }
     fn constants(&self) -> Vec<(&'static str, f64)> {
         vec![("MAXIMIZE", flag(self.maximize)), ("WEIGHT_DECAY", flag(self.weight_decay != 0.0))]
     }

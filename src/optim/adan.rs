@@ -144,9 +144,6 @@ impl Optimizer for Adan {
         // The package does not check it; a negative decay would make the optimizer climb.
         check_non_negative(name, "weight_decay", self.weight_decay)
     }
-    fn uses_state(&self, _slot: usize) -> bool {
-        true
-    }
     fn constants(&self) -> Vec<(&'static str, f64)> {
         vec![("WEIGHT_DECAY", flag(self.weight_decay != 0.0)), ("NO_PROX", flag(self.no_prox))]
     }

@@ -129,9 +129,6 @@ impl Optimizer for Lamb {
     fn validate(&self) -> Result<()> {
         check_adam_like(self.name(), self.lr, self.eps, self.betas, self.weight_decay)
     }
-    fn uses_state(&self, _slot: usize) -> bool {
-        true
-    }
     fn constants(&self) -> Vec<(&'static str, f64)> {
         vec![("WEIGHT_DECAY", flag(self.weight_decay != 0.0)), ("TRUST_CLIP", flag(self.trust_clip))]
     }

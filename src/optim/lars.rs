@@ -123,9 +123,6 @@ impl Optimizer for Lars {
         check_non_negative(name, "epsilon", self.eps)?;
         check(name, (0.0..1.0).contains(&self.momentum), || format!("Invalid momentum value: {}", py(self.momentum)))
     }
-    fn uses_state(&self, _slot: usize) -> bool {
-        true
-    }
     fn constants(&self) -> Vec<(&'static str, f64)> {
         vec![
             ("WEIGHT_DECAY", flag(self.weight_decay != 0.0)),

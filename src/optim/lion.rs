@@ -115,9 +115,6 @@ impl Optimizer for Lion {
         check(n, (0.0..=1.0).contains(&b2), || format!("Invalid beta parameter at index 1: {}", py(b2)))?;
         check(n, self.weight_decay >= 0.0, || format!("Invalid weight_decay value: {}", py(self.weight_decay)))
     }
-    fn uses_state(&self, slot: usize) -> bool {
-        slot == 0
-    }
     fn constants(&self) -> Vec<(&'static str, f64)> {
         Vec::new()
     }

@@ -118,8 +118,12 @@ pub trait Optimizer: std::fmt::Debug + Send + Sync {
     fn set_lr(&mut self, lr: f64);
     /// The family's shader and state layout.
     fn kernel(&self) -> &'static Kernel;
-    /// Whether this configuration uses state slot `slot` (e.g. `v_max` only with AMSGrad).
-    fn uses_state(&self, slot: usize) -> bool;
+    /// Whether this configuration uses state slot `slot` (e.g. `v_max` only with AMSGrad);
+    /// by default every slot of the kernel.
+    fn uses_state(&self, slot: usize) -> bool {
+        let _ = slot;
+        true
+    }
     /// Initial value of state slot `slot` (torch's `initial_accumulator_value` for Adagrad;
     /// zero for everything else).
     fn state_init(&self, slot: usize) -> f32 {

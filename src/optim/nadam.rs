@@ -192,9 +192,6 @@ impl Optimizer for NAdam {
         check_adam_like(n, self.lr, self.eps, self.betas, self.weight_decay)?;
         check_non_negative(n, "momentum_decay", self.momentum_decay)
     }
-    fn uses_state(&self, slot: usize) -> bool {
-        slot < 2
-    }
     fn constants(&self) -> Vec<(&'static str, f64)> {
         vec![
             ("MAXIMIZE", flag(self.maximize)),

@@ -133,9 +133,6 @@ impl Optimizer for RAdam {
     fn validate(&self) -> Result<()> {
         check_adam_like(self.name(), self.lr, self.eps, self.betas, self.weight_decay)
     }
-    fn uses_state(&self, slot: usize) -> bool {
-        slot < 2
-    }
     fn constants(&self) -> Vec<(&'static str, f64)> {
         vec![
             ("MAXIMIZE", flag(self.maximize)),
