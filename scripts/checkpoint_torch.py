@@ -23,7 +23,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-N, STEPS = 32, 8
+from reference_inputs import N, STEPS, grad, param
 
 # The configurations examples/torch_checkpoints.rs writes, by label.
 TORCH = {
@@ -38,13 +38,6 @@ TORCH = {
     "adadelta": (torch.optim.Adadelta, dict()),
 }
 
-
-def param(i):
-    return ((i * 7919 + 13) % 2001 - 1000) / 512.0
-
-
-def grad(i, k):
-    return ((i * 104729 + k * 7717 + 5) % 2001 - 1000) / 1024.0
 
 
 def to_torch(path):

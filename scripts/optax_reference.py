@@ -12,15 +12,7 @@ import numpy as np
 import optax
 
 jax.config.update("jax_platform_name", "cpu")
-N, STEPS = 32, 8
-
-
-def param(i):
-    return ((i * 7919 + 13) % 2001 - 1000) / 512.0
-
-
-def grad(i, k):
-    return ((i * 104729 + k * 7717 + 5) % 2001 - 1000) / 1024.0
+from reference_inputs import N, STEPS, grad, param
 
 
 CASES = [

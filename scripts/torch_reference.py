@@ -17,13 +17,7 @@ from adabelief_pytorch import AdaBelief
 from adan import Adan
 from lion_pytorch import Lion
 
-N, STEPS = 32, 8
-
-def param(i):
-    return ((i * 7919 + 13) % 2001 - 1000) / 512.0
-
-def grad(i, k):
-    return ((i * 104729 + k * 7717 + 5) % 2001 - 1000) / 1024.0
+from reference_inputs import N, STEPS, grad, param
 
 CASES = [
     ("sgd momentum dampening", torch.optim.SGD, dict(lr=0.1, momentum=0.9, dampening=0.25)),

@@ -49,7 +49,7 @@ fn every_optimizer_reaches_the_quadratics_minimum() {
     let ctx = ctx();
     let config = DemoConfig { starts: 32, steps: 2000, ..Default::default() };
     let (rows, _) = demo::function_rows(&ctx, quadratic(), &config).unwrap();
-    assert_eq!(rows.len(), demo::optimizers().len());
+    assert_eq!(rows.len(), demo::function_optimizers().len());
     for r in &rows {
         assert!(r.distance < 0.05, "{} at lr {}: distance {} after 2000 steps", r.optimizer, r.lr, r.distance);
     }
@@ -122,7 +122,7 @@ fn the_demo_writes_its_pictures_and_tables() {
     let config =
         DemoConfig { starts: 32, steps: 20, model_steps: 10, learning_rates: vec![1e-2, 1e-1], ..Default::default() };
     let report = demo::run_all(&ctx, &config, &|_| {}).unwrap();
-    assert_eq!(report.functions.len(), FUNCTIONS.len() * demo::optimizers().len());
+    assert_eq!(report.functions.len(), FUNCTIONS.len() * demo::function_optimizers().len());
     assert_eq!(report.models.len(), 2 * (demo::optimizers().len() + 1));
     let dir = std::env::temp_dir().join(format!("wgpu-optim-demo-{}", std::process::id()));
     let files = report.write(&dir, &config).unwrap();

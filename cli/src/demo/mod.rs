@@ -31,6 +31,12 @@ pub fn optimizers() -> Vec<(String, Box<dyn Optimizer>)> {
     all
 }
 
+/// The optimizers of the test functions: all but the staged ones (LAMB, LARS), whose
+/// per-tensor norms would couple the batch's independent problems, which share one tensor.
+pub fn function_optimizers() -> Vec<(String, Box<dyn Optimizer>)> {
+    optimizers().into_iter().filter(|(_, o)| !o.kernel().is_staged()).collect()
+}
+
 /// A deterministic number in [0, 1) from `seed` and `i` (splitmix64).
 pub fn unit(seed: u64, i: u64) -> f64 {
     let mut z = seed.wrapping_add(i.wrapping_mul(0x9E37_79B9_7F4A_7C15)).wrapping_add(0x9E37_79B9_7F4A_7C15);

@@ -7,7 +7,7 @@ use wgpu_optim::optim::Optimizer;
 
 use super::{
     Batch, FUNCTIONS, FunctionRow, FunctionRun, LEARNING_RATES, Labelled, Model, ModelRow, ModelRun, TestFunction,
-    Training, best_block, functions, models, optimizers, plot, table,
+    Training, best_block, function_optimizers, functions, models, optimizers, plot, table,
 };
 
 /// What the demo runs.
@@ -74,7 +74,7 @@ pub fn function_rows(
     let gap = |end: &[f32; 2]| f.value(f64::from(end[0]), f64::from(end[1])) - f.f_min;
     let mut rows = Vec::new();
     let mut kept = Vec::new();
-    for (label, o) in optimizers() {
+    for (label, o) in function_optimizers() {
         let sweep = functions::run(ctx, f, &*o, &config.learning_rates, batch)?;
         // Sooner is better among starts that end converged; the rest rank after, by their gap.
         let score = |r: &FunctionRun| -> Vec<f64> {

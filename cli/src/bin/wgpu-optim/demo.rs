@@ -14,7 +14,7 @@ pub fn demo(config: &demo::DemoConfig, out: &Path) -> AnyResult<()> {
     let ctx = GpuContext::new()?;
     println!("adapter: {}", describe(&ctx));
     println!(
-        "{} optimizers (torch's defaults, SGD also with momentum 0.9); learning rates swept over {:?}, \
+        "{} optimizers (their references' defaults, SGD also with momentum 0.9); learning rates swept over {:?}, \
              each problem keeping the best",
         demo::optimizers().len(),
         config.learning_rates
@@ -29,7 +29,7 @@ pub fn demo(config: &demo::DemoConfig, out: &Path) -> AnyResult<()> {
         config.clip.map_or(String::new(), |c| format!(", gradient norm clipped to {c}"))
     );
     println!(
-        "Adafactor runs on the models only: its relative step and update clipping are RMS statistics of the whole tensor, which would couple a batch of independent 2-D problems"
+        "LAMB, LARS and Adafactor run on the models only: their trust ratios, relative step and update clipping are statistics of the whole tensor, which would couple a batch of independent 2-D problems"
     );
     let bar = ProgressBar::new_spinner();
     let report = demo::run_all(&ctx, config, &|what| bar.set_message(format!("running {what}")))?;
