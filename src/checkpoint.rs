@@ -14,7 +14,6 @@ use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
 use crate::optim::{Adafactor, Factoring, Optimizer};
-use crate::schedule::Schedule;
 
 /// The `format` metadata value of this crate's checkpoints.
 pub const FORMAT: &str = "wgpu-optim";
@@ -59,7 +58,7 @@ pub struct GroupSnapshot {
 /// (torch's `initial_lr`) and the step it started after.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SchedulePosition {
-    /// The schedule, as structured data ([`Schedule::config`]).
+    /// The schedule, as structured data ([`Schedule::config`](crate::schedule::Schedule::config)).
     pub schedule: Value,
     /// The learning rate the schedule scales.
     pub base_lr: f64,
@@ -98,8 +97,7 @@ pub(crate) fn check_scaler(
     }
 }
 
-/// A schedule as an optimizer holds it: the schedule, its base learning rate and start step.
-pub(crate) type ScheduleSlot = Option<(Box<dyn Schedule>, f64, u64)>;
+pub(crate) use crate::schedule::ScheduleSlot;
 
 /// What a checked group snapshot restores into an optimizer.
 pub(crate) struct Restore<'a> {

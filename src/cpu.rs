@@ -151,8 +151,9 @@ impl CpuOptimizer {
 
     /// Drives the learning rate by `schedule` from the next step on (see
     /// [`GpuOptimizer::set_schedule`](crate::GpuOptimizer::set_schedule)).
-    pub fn set_schedule(&mut self, schedule: Option<Box<dyn Schedule>>) {
-        self.schedule = schedule.map(|s| (s, self.optimizer.lr(), self.step));
+    pub fn set_schedule(&mut self, schedule: Option<Box<dyn Schedule>>) -> Result<()> {
+        self.schedule = crate::schedule::attach(&*self.optimizer, self.step, schedule)?;
+        Ok(())
     }
 
     /// Saves the state to a safetensors checkpoint, atomically (see

@@ -225,9 +225,16 @@ impl GpuOptimizer {
     /// Drives the learning rate by `schedule` from the next step on: step `k` (0-based from
     /// now) uses `schedule.lr(base, k)`, `base` being the current learning rate (torch's
     /// `initial_lr`). Evaluated for every recorded step, K per submit included; `None`
-    /// keeps the learning rate where the schedule left it.
-    pub fn set_schedule(&mut self, schedule: Option<Box<dyn Schedule>>) {
-        self.schedule = schedule.map(|s| (s, self.optimizer.lr(), self.step));
+    /// keeps the learning rate where the schedule left it. A schedule whose first learning
+    /// rate the optimizer refuses is an error, and nothing changes.
+    pub fn set_schedule(&mut self, schedule: Option<Box<dyn Schedule>>) -> Result<()> {
+        self.schedule = crate::schedule::attach(&*self.optimizer, self.step, schedule)?;
+        Ok(())
+    }
+
+    /// Puts an attached schedule in place (one checked by [`crate::schedule::attach`]).
+    pub(crate) fn put_schedule(&mut self, slot: crate::schedule::ScheduleSlot) {
+        self.schedule = slot;
     }
 
     /// Records one step: every sub-range's dispatches, reading the scalars of the GPU's

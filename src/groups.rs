@@ -297,15 +297,33 @@ impl ParamGroups {
         Ok(())
     }
 
-    /// Drives group `index`'s learning rate by a schedule from the next step on (see
+    /// Drives every group's learning rate by `schedule` from the next step on, each group
+    /// from its own current learning rate (torch's LRScheduler over an optimizer, which scales
+    /// each group's `initial_lr`); see [`GpuOptimizer::set_schedule`]. All groups or none.
+    pub fn set_schedule(&mut self, schedule: Option<Box<dyn crate::schedule::Schedule>>) -> Result<()> {
+        let slots = self
+            .groups
+            .iter()
+            .map(|g| crate::schedule::attach(g.optimizer(), g.step_count(), schedule.clone()))
+            .collect::<Result<Vec<_>>>()?;
+        for (g, slot) in self.groups.iter_mut().zip(slots) {
+            g.put_schedule(slot);
+        }
+        Ok(())
+    }
+
+    /// Drives group `index`'s learning rate by a schedule of its own (see
     /// [`GpuOptimizer::set_schedule`]).
-    pub fn set_schedule(&mut self, index: usize, schedule: Option<Box<dyn crate::schedule::Schedule>>) -> Result<()> {
+    pub fn set_group_schedule(
+        &mut self,
+        index: usize,
+        schedule: Option<Box<dyn crate::schedule::Schedule>>,
+    ) -> Result<()> {
         let n = self.groups.len();
         self.groups
             .get_mut(index)
             .ok_or(Error::LengthMismatch { what: "group index", expected: n, actual: index })?
-            .set_schedule(schedule);
-        Ok(())
+            .set_schedule(schedule)
     }
 
     /// Changes group `index`'s configuration between steps (see

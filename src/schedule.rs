@@ -33,6 +33,24 @@ impl<S: Schedule + 'static> From<S> for Box<dyn Schedule> {
     }
 }
 
+/// A schedule as an optimizer holds it: the schedule, its base learning rate (torch's
+/// `initial_lr`) and the step it starts after.
+pub(crate) type ScheduleSlot = Option<(Box<dyn Schedule>, f64, u64)>;
+
+/// A schedule attached to an optimizer at `step` — checked first: the learning rate it gives
+/// the next step must be one the optimizer accepts, so nothing invalid is ever attached.
+pub(crate) fn attach(
+    o: &dyn crate::optim::Optimizer,
+    step: u64,
+    schedule: Option<Box<dyn Schedule>>,
+) -> Result<ScheduleSlot> {
+    let Some(s) = schedule else { return Ok(None) };
+    let base = o.lr();
+    let mut probe = o.clone_box();
+    crate::optim::set_lr_checked(&mut *probe, s.lr(base, 0))?;
+    Ok(Some((s, base, step)))
+}
+
 fn invalid(message: String) -> Error {
     Error::InvalidHyperParameter { optimizer: "lr_scheduler", message }
 }

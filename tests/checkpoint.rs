@@ -205,7 +205,7 @@ fn run_with(ctx: &GpuContext, start: &[Vec<f32>], wd: f64) -> Run {
         ],
     )
     .unwrap();
-    groups.set_schedule(0, Some(warmup_cosine())).unwrap();
+    groups.set_group_schedule(0, Some(warmup_cosine())).unwrap();
     groups.set_grad_control(Some(control())).unwrap();
     Run { p, g, groups }
 }
@@ -327,10 +327,10 @@ fn group_checkpoints_that_do_not_fit_are_refused_and_change_nothing() {
     };
     refuse("other weight decay", &mut run_with(&ctx, &start, 0.2));
     let mut unscheduled = run_with(&ctx, &start, 0.1);
-    unscheduled.groups.set_schedule(0, None).unwrap();
+    unscheduled.groups.set_group_schedule(0, None).unwrap();
     refuse("no schedule", &mut unscheduled);
     let mut other_schedule = run_with(&ctx, &start, 0.1);
-    other_schedule.groups.set_schedule(0, Some(ExponentialLr::new(0.9).unwrap().into())).unwrap();
+    other_schedule.groups.set_group_schedule(0, Some(ExponentialLr::new(0.9).unwrap().into())).unwrap();
     refuse("another schedule", &mut other_schedule);
     let mut other_growth = run_with(&ctx, &start, 0.1);
     other_growth
@@ -352,7 +352,7 @@ fn a_schedule_resumes_where_it_stood() {
     let n = 515;
     let make = |start: &[f32]| {
         let mut o = GpuOptimizer::new(&ctx, Adam::new(1e-2), start).unwrap();
-        o.set_schedule(Some(warmup_cosine()));
+        o.set_schedule(Some(warmup_cosine())).unwrap();
         o
     };
     let mut straight = make(&params(n));
@@ -374,7 +374,7 @@ fn a_schedule_resumes_where_it_stood() {
     assert_eq!(resumed.read_params().unwrap(), straight.read_params().unwrap());
     // The CPU reads the GPU's file and continues the same schedule.
     let mut cpu = CpuOptimizer::new(Adam::new(1e-2), &first.read_params().unwrap()).unwrap();
-    cpu.set_schedule(Some(warmup_cosine()));
+    cpu.set_schedule(Some(warmup_cosine())).unwrap();
     cpu.load(&path).unwrap();
     for k in 6..=8 {
         cpu.step(&grads(n, k)).unwrap();

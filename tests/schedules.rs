@@ -101,7 +101,7 @@ fn a_schedule_drives_k_steps_per_submit_on_the_gpu() {
     let g = grads(n, 1);
     let sched = || schedule("warmup then cosine");
     let mut scheduled = GpuOptimizer::new(&ctx, AdamW::new(0.1), &params(n)).unwrap();
-    scheduled.set_schedule(Some(sched()));
+    scheduled.set_schedule(Some(sched())).unwrap();
     scheduled.grads().write(&ctx, &g).unwrap();
     for _ in 0..3 {
         scheduled.run(10).unwrap();
@@ -117,7 +117,7 @@ fn a_schedule_drives_k_steps_per_submit_on_the_gpu() {
     assert!((scheduled.optimizer().lr() - s.lr(0.1, 29)).abs() < 1e-15);
 
     let mut cpu = CpuOptimizer::new(AdamW::new(0.1), &params(n)).unwrap();
-    cpu.set_schedule(Some(sched()));
+    cpu.set_schedule(Some(sched())).unwrap();
     for _ in 0..30 {
         cpu.step(&g).unwrap();
     }
@@ -151,4 +151,40 @@ fn every_schedule_is_built_by_a_validating_constructor() {
     refused(OneCycleLr::with_phases(0.1, 100, 1.5, 25.0, 1e4).map(|_| ()), "pct_start 1.5");
     refused(OneCycleLr::with_phases(f64::NAN, 100, 0.3, 25.0, 1e4).map(|_| ()), "NaN max_lr");
     assert!(OneCycleLr::with_phases(0.1, 100, 0.3, 25.0, 1e4).is_ok());
+}
+
+/// A schedule of the caller's own that yields no learning rate.
+#[derive(Clone, Debug)]
+struct Broken;
+
+impl Schedule for Broken {
+    fn lr(&self, _base: f64, _k: u64) -> f64 {
+        f64::NAN
+    }
+    fn clone_box(&self) -> Box<dyn Schedule> {
+        Box::new(self.clone())
+    }
+    fn config(&self) -> serde_json::Value {
+        serde_json::json!({ "Broken": {} })
+    }
+}
+
+#[test]
+fn set_schedule_has_one_signature_and_refuses_a_schedule_the_optimizer_would_refuse() {
+    let ctx = ctx();
+    let mut gpu = GpuOptimizer::new(&ctx, AdamW::new(1e-2), &params(16)).unwrap();
+    let mut cpu = CpuOptimizer::new(AdamW::new(1e-2), &params(16)).unwrap();
+    for result in [gpu.set_schedule(Some(Box::new(Broken))), cpu.set_schedule(Some(Box::new(Broken)))] {
+        match result {
+            Err(Error::InvalidHyperParameter { message, .. }) => assert!(message.contains("nan"), "{message}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+    // Nothing was attached: the steps run at the configured learning rate, as without one.
+    let mut plain = CpuOptimizer::new(AdamW::new(1e-2), &params(16)).unwrap();
+    cpu.step(&grads(16, 1)).unwrap();
+    plain.step(&grads(16, 1)).unwrap();
+    assert_eq!(cpu.params(), plain.params());
+    assert!(gpu.set_schedule(Some(ExponentialLr::new(0.9).unwrap().into())).is_ok());
+    assert!(gpu.set_schedule(None).is_ok());
 }

@@ -162,7 +162,7 @@ pub fn train(
                     vec![LinearLr::new(0.01, 1.0, warmup)?.into(), CosineAnnealingLr::new(total - warmup, 0.0)?.into()],
                     vec![warmup],
                 )?;
-                groups.set_schedule(0, Some(schedule.into()))?;
+                groups.set_schedule(Some(schedule.into()))?;
             }
             if let Some(max_norm) = training.clip {
                 groups.set_grad_control(Some(GradControl { max_norm: Some(max_norm), ..Default::default() }))?;
