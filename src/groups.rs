@@ -50,41 +50,72 @@ impl ParamGroups {
         let all_grads: Vec<GpuTensor> = groups.iter().flat_map(|g| g.grads.iter().map(|t| (*t).clone())).collect();
         let grads = GpuTensor::concat(&all_grads.iter().collect::<Vec<_>>())?;
         let lens = groups.iter().map(|g| g.params.iter().map(|t| t.len()).collect()).collect();
-        let groups = groups
-            .into_iter()
-            .map(|g| {
-                if g.params.len() != g.grads.len() {
-                    return Err(Error::LengthMismatch {
-                        what: "grads (tensors in the group)",
-                        expected: g.params.len(),
-                        actual: g.grads.len(),
-                    });
-                }
-                for (p, q) in g.params.iter().zip(&g.grads) {
-                    if p.segment_lens() != q.segment_lens() {
-                        return Err(Error::LayoutMismatch {
-                            what: "a gradient of the group",
-                            expected: p.segment_lens(),
-                            actual: q.segment_lens(),
-                        });
-                    }
-                }
-                let segment_tensor = g
-                    .params
-                    .iter()
-                    .enumerate()
-                    .flat_map(|(t, p)| std::iter::repeat_n(t as u32, p.segments().len()))
-                    .collect();
-                GpuOptimizer::from_parts(
-                    ctx,
-                    g.optimizer,
-                    GpuTensor::concat(&g.params)?,
-                    GpuTensor::concat(&g.grads)?,
-                    segment_tensor,
-                )
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let groups = groups.into_iter().map(|g| Self::build(ctx, g)).collect::<Result<Vec<_>>>()?;
         Ok(ParamGroups { ctx: ctx.clone(), groups, grads, control: None, health: None, lens, unsynced: 0 })
+    }
+
+    /// One group's optimizer over its tensors (each tensor's sub-ranges kept, for per-tensor
+    /// reductions).
+    fn build(ctx: &GpuContext, g: ParamGroup<'_>) -> Result<GpuOptimizer> {
+        if g.params.len() != g.grads.len() {
+            return Err(Error::LengthMismatch {
+                what: "grads (tensors in the group)",
+                expected: g.params.len(),
+                actual: g.grads.len(),
+            });
+        }
+        for (p, q) in g.params.iter().zip(&g.grads) {
+            if p.segment_lens() != q.segment_lens() {
+                return Err(Error::LayoutMismatch {
+                    what: "a gradient of the group",
+                    expected: p.segment_lens(),
+                    actual: q.segment_lens(),
+                });
+            }
+        }
+        let segment_tensor =
+            g.params.iter().enumerate().flat_map(|(t, p)| std::iter::repeat_n(t as u32, p.segments().len())).collect();
+        GpuOptimizer::from_parts(
+            ctx,
+            g.optimizer,
+            GpuTensor::concat(&g.params)?,
+            GpuTensor::concat(&g.grads)?,
+            segment_tensor,
+        )
+    }
+
+    /// Adds a group, as torch's `optimizer.add_param_group`: its tensors get fresh state and
+    /// their own step count from 0 (torch's per-parameter `step`), and the gradient control
+    /// (if any) then covers their gradients too. The group and the new reduction are built
+    /// before anything changes; an error leaves the groups as they were.
+    pub fn add_param_group(&mut self, group: ParamGroup<'_>) -> Result<()> {
+        let lens: Vec<usize> = group.params.iter().map(|t| t.len()).collect();
+        let added = Self::build(&self.ctx, group)?;
+        if !added.context().same_device(&self.ctx) {
+            return Err(Error::ForeignDevice { what: "the new group's tensors" });
+        }
+        let grads = GpuTensor::concat(&[&self.grads, added.grads()])?;
+        let mut added = added;
+        if let Some((old, c)) = &self.control {
+            let reducer = NormReducer::new(&self.ctx, &grads, *c)?;
+            added.attach_control(Some(reducer.control.clone()))?;
+            // Attaching rebuilds a pipeline and a bind group; should one fail, the groups
+            // already moved go back to the old control.
+            for i in 0..self.groups.len() {
+                if let Err(e) = self.groups[i].attach_control(Some(reducer.control.clone())) {
+                    for g in &mut self.groups[..i] {
+                        g.attach_control(Some(old.control.clone()))?;
+                    }
+                    return Err(e);
+                }
+            }
+            self.control = Some((reducer, *c));
+        }
+        self.groups.push(added);
+        self.grads = grads;
+        self.lens.push(lens);
+        self.health = None;
+        Ok(())
     }
 
     /// Parameter groups of optimizers that already exist, one group each, their state and

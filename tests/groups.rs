@@ -270,3 +270,49 @@ fn an_arena_holds_a_models_tensors_aligned_and_one_optimizer_steps_them_all() {
     assert!(whole.iter().zip(&inside).all(|(x, &i)| i || *x == 0.0));
     assert!(inside.iter().any(|&i| !i), "the test should have gaps");
 }
+
+#[test]
+fn add_param_group_equals_building_the_groups_together() {
+    let ctx = ctx();
+    let lens = [3000usize, 700, 1500];
+    let make = |ctx: &GpuContext| -> (Vec<GpuTensor>, Vec<GpuTensor>) {
+        let p =
+            lens.iter().enumerate().map(|(t, &n)| GpuTensor::from_slice(ctx, &params(n + t)[t..]).unwrap()).collect();
+        let g = lens.iter().map(|&n| GpuTensor::zeros(ctx, n).unwrap()).collect();
+        (p, g)
+    };
+    let control = wgpu_optim::GradControl { max_norm: Some(2.0), ..Default::default() };
+    let (p1, g1) = make(&ctx);
+    let (p2, g2) = make(&ctx);
+    fn group<'a>(
+        p: &'a [GpuTensor],
+        g: &'a [GpuTensor],
+        i: std::ops::Range<usize>,
+        o: Box<dyn Optimizer>,
+    ) -> ParamGroup<'a> {
+        ParamGroup { optimizer: o, params: p[i.clone()].iter().collect(), grads: g[i].iter().collect() }
+    }
+    let lamb = || -> Box<dyn Optimizer> { wgpu_optim::Lamb::new(1e-2).into() };
+    let mut together =
+        ParamGroups::new(&ctx, vec![group(&p1, &g1, 0..2, AdamW::new(1e-2).into()), group(&p1, &g1, 2..3, lamb())])
+            .unwrap();
+    together.set_grad_control(Some(control)).unwrap();
+    let mut added = ParamGroups::new(&ctx, vec![group(&p2, &g2, 0..2, AdamW::new(1e-2).into())]).unwrap();
+    added.set_grad_control(Some(control)).unwrap();
+    added.add_param_group(group(&p2, &g2, 2..3, lamb())).unwrap();
+    assert_eq!(added.groups().len(), 2);
+    for k in 1..=3 {
+        for (t, &n) in lens.iter().enumerate() {
+            let h: Vec<f32> = grads(n + 5 * t, k)[..n].iter().map(|x| x * 10.0).collect();
+            g1[t].write(&ctx, &h).unwrap();
+            g2[t].write(&ctx, &h).unwrap();
+        }
+        together.run(1).unwrap();
+        added.run(1).unwrap();
+        assert_eq!(together.read_grad_control().unwrap(), added.read_grad_control().unwrap(), "step {k}");
+    }
+    assert!(added.read_grad_control().unwrap().unwrap()[1] < 1.0, "the norm covers the added group and clips");
+    for t in 0..3 {
+        assert_eq!(p1[t].read(&ctx).unwrap(), p2[t].read(&ctx).unwrap(), "tensor {t}");
+    }
+}
