@@ -6,7 +6,6 @@ use std::sync::Mutex;
 
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
-use crate::gpu_optimizer::SCALAR_SLOTS;
 use crate::optim::{Kernel, ScalarBlock};
 use crate::tensor::GpuTensor;
 
@@ -45,6 +44,12 @@ impl Composition {
 
 /// Bytes of a sub-range's reduction window (`SegmentReduce` in shaders/reduce.wgsl).
 pub(crate) const SEGMENT_REDUCE_BYTES: u64 = 16;
+
+/// Steps whose scalars can be in flight at once: one `run` submit covers at most this many
+/// steps, and at most this many may be recorded with `record` between two submits of the
+/// queue (the step table's slots; `shaders/common.wgsl` has the same constant, checked by a
+/// test).
+pub const SCALAR_SLOTS: u32 = 256;
 
 /// Bytes of the window of a uniform struct (Adafactor's sub-range and layout tables).
 pub(crate) const UNIFORM_BYTES: u64 = 64;
@@ -542,7 +547,7 @@ pub(crate) fn encode_passes(
     }
     if split < k {
         for (params, before) in copies {
-            crate::monitor::record_copy(encoder, params, before);
+            params.record_copy_into(encoder, before);
         }
         pass(encoder, 1);
     }
@@ -642,7 +647,7 @@ impl SegmentPlan {
 #[cfg(test)]
 mod tests {
     use super::Composition;
-    use crate::gpu_optimizer::SCALAR_SLOTS;
+    use super::SCALAR_SLOTS;
     use crate::optim::ALL;
 
     /// Each layout shared by Rust and WGSL, checked against the WGSL as naga reads it: the

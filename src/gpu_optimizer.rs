@@ -13,10 +13,7 @@ use crate::schedule::Schedule;
 use crate::step::Stage;
 use crate::tensor::{GpuTensor, HostData};
 
-/// Steps whose scalars can be in flight at once: one [`GpuOptimizer::run`] submit covers at
-/// most this many steps, and at most this many may be recorded with
-/// [`GpuOptimizer::record`] between two submits of the queue.
-pub const SCALAR_SLOTS: u32 = 256;
+pub use crate::engine::SCALAR_SLOTS;
 
 /// An optimizer whose parameters, gradients and state live on the GPU.
 ///

@@ -198,14 +198,6 @@ impl HealthCheck {
     }
 }
 
-/// Records a copy of `params` into `before` (same layout), so the next step's change can be
-/// measured.
-pub(crate) fn record_copy(encoder: &mut wgpu::CommandEncoder, params: &GpuTensor, before: &GpuTensor) {
-    for (s, b) in params.segments().iter().zip(before.segments()) {
-        encoder.copy_buffer_to_buffer(&s.buffer, s.offset, &b.buffer, b.offset, s.bytes());
-    }
-}
-
 /// The copy of `params` that update tracking needs; `params` must allow copying from.
 pub(crate) fn tracking_copy(ctx: &GpuContext, params: &GpuTensor) -> Result<GpuTensor> {
     if params.segments().iter().any(|s| !s.buffer.usage().contains(wgpu::BufferUsages::COPY_SRC)) {

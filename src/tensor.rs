@@ -339,6 +339,16 @@ fn read_segment(ctx: &GpuContext, s: &Segment, out: &mut Vec<f32>) -> Result<()>
     read_mapped(ctx, &staging, |bytes| out.extend_from_slice(bytemuck::cast_slice(bytes)))
 }
 
+impl GpuTensor {
+    /// Records a copy of this tensor into `dst`, laid out alike (update tracking keeps the
+    /// parameters of before a step this way).
+    pub(crate) fn record_copy_into(&self, encoder: &mut wgpu::CommandEncoder, dst: &GpuTensor) {
+        for (s, d) in self.segments.iter().zip(&dst.segments) {
+            encoder.copy_buffer_to_buffer(&s.buffer, s.offset, &d.buffer, d.offset, s.bytes());
+        }
+    }
+}
+
 /// Maps a `MAP_READ` buffer once everything submitted has run, hands its bytes to `f`, and
 /// unmaps it: how a caller reads back a buffer of its own (timestamps, logs) through the
 /// same error handling as the crate's reads.
