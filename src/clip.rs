@@ -86,6 +86,14 @@ impl GradControl {
     }
 }
 
+impl GradControl {
+    /// F(1 / loss_scale), computed in f64 and rounded once: the unscaling factor while the
+    /// scale is fixed (GPU and CPU alike).
+    fn fixed_inv_scale(&self) -> f32 {
+        (1.0 / f64::from(self.loss_scale)) as f32
+    }
+}
+
 impl Default for GradControl {
     fn default() -> Self {
         GradControl { max_norm: None, norm_type: NormType::Two, loss_scale: 1.0, scaler: None }
@@ -219,7 +227,7 @@ impl NormReducer {
                     norm_inf: u32::from(control.norm_type == NormType::Inf),
                     clip: u32::from(control.max_norm.is_some()),
                     max_norm: control.max_norm.unwrap_or(f32::INFINITY),
-                    inv_scale: (1.0 / f64::from(control.loss_scale)) as f32,
+                    inv_scale: control.fixed_inv_scale(),
                     dynamic: u32::from(control.scaler.is_some()),
                     growth_factor: growth.growth_factor,
                     backoff_factor: growth.backoff_factor,
@@ -280,11 +288,7 @@ impl CpuGradControl {
 
     /// 1 / loss scale for this step.
     fn inv_scale(&self) -> f32 {
-        if self.control.scaler.is_some() {
-            1.0 / self.scaler[0]
-        } else {
-            (1.0 / f64::from(self.control.loss_scale)) as f32
-        }
+        if self.control.scaler.is_some() { 1.0 / self.scaler[0] } else { self.control.fixed_inv_scale() }
     }
 
     /// Computes this step's control from `grads` (the shader's `partial_sums` and

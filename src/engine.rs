@@ -128,22 +128,8 @@ fn storage(binding: u32) -> wgpu::BindGroupLayoutEntry {
     }
 }
 
-/// The gradient control the step kernels read: `[1 / loss scale, clip coefficient,
-/// found_inf, total norm]`, a 16-byte uniform.
-fn control(binding: u32) -> wgpu::BindGroupLayoutEntry {
-    wgpu::BindGroupLayoutEntry {
-        binding,
-        visibility: wgpu::ShaderStages::COMPUTE,
-        ty: wgpu::BindingType::Buffer {
-            ty: wgpu::BufferBindingType::Uniform,
-            has_dynamic_offset: false,
-            min_binding_size: wgpu::BufferSize::new(CONTROL_BYTES),
-        },
-        count: None,
-    }
-}
-
-/// Bytes of the gradient control.
+/// Bytes of the gradient control the step kernels read as a uniform: `[1 / loss scale,
+/// clip coefficient, found_inf, total norm]`.
 pub(crate) const CONTROL_BYTES: u64 = 16;
 
 /// The usages of a gradient-control buffer: written by the norm kernels (storage), read by
@@ -153,14 +139,15 @@ pub(crate) const CONTROL_USAGES: wgpu::BufferUsages = wgpu::BufferUsages::STORAG
     .union(wgpu::BufferUsages::COPY_SRC)
     .union(wgpu::BufferUsages::COPY_DST);
 
-fn uniform(binding: u32, dynamic: bool) -> wgpu::BindGroupLayoutEntry {
+/// A uniform binding of at least `bytes` (a window moved by dynamic offsets, or fixed).
+fn uniform(binding: u32, dynamic: bool, bytes: u64) -> wgpu::BindGroupLayoutEntry {
     wgpu::BindGroupLayoutEntry {
         binding,
         visibility: wgpu::ShaderStages::COMPUTE,
         ty: wgpu::BindingType::Buffer {
             ty: wgpu::BufferBindingType::Uniform,
             has_dynamic_offset: dynamic,
-            min_binding_size: wgpu::BufferSize::new(UNIFORM_BYTES),
+            min_binding_size: wgpu::BufferSize::new(bytes),
         },
         count: None,
     }
@@ -179,7 +166,9 @@ impl Engine {
                 immediate_size: 0,
             })
         };
-        let step_layout = group("wgpu-optim step", &[storage(0), storage(1), control(5)]);
+        // The gradient control, binding 5 of every step kernel's group 0.
+        let control = uniform(5, false, CONTROL_BYTES);
+        let step_layout = group("wgpu-optim step", &[storage(0), storage(1), control]);
         // As many state tensors as the device binds beside the step table, the counter, p and
         // g (storage buffers per stage: 8 in WebGPU and Metal, so up to 4 states).
         let max_state = (device.limits().max_storage_buffers_per_shader_stage as usize).saturating_sub(4);
@@ -187,23 +176,8 @@ impl Engine {
             .map(|n| group("wgpu-optim tensors", &(0..2 + n as u32).map(storage).collect::<Vec<_>>()))
             .collect();
         let pipeline_layouts = tensor_layouts.iter().map(|t| pipeline_layout(&[&step_layout, t])).collect();
-        let reduce_layout = group(
-            "wgpu-optim reduction",
-            &[
-                storage(0),
-                storage(1),
-                wgpu::BindGroupLayoutEntry {
-                    binding: 2,
-                    visibility: wgpu::ShaderStages::COMPUTE,
-                    ty: wgpu::BindingType::Buffer {
-                        ty: wgpu::BufferBindingType::Uniform,
-                        has_dynamic_offset: true,
-                        min_binding_size: wgpu::BufferSize::new(SEGMENT_REDUCE_BYTES),
-                    },
-                    count: None,
-                },
-            ],
-        );
+        let reduce_layout =
+            group("wgpu-optim reduction", &[storage(0), storage(1), uniform(2, true, SEGMENT_REDUCE_BYTES)]);
         // Two storage buffers more than an element-wise family: two states fewer fit.
         let staged_pipeline_layouts = tensor_layouts
             .iter()
@@ -215,18 +189,18 @@ impl Engine {
         let adafactor_layouts = [
             group(
                 "wgpu-optim adafactor uniforms",
-                &[storage(0), storage(1), uniform(2, true), uniform(3, false), control(5)],
+                &[storage(0), storage(1), uniform(2, true, UNIFORM_BYTES), uniform(3, false, UNIFORM_BYTES), control],
             ),
             group("wgpu-optim adafactor tensors", &(0..5).map(storage).collect::<Vec<_>>()),
         ];
         let adafactor_pipeline_layout = pipeline_layout(&[&adafactor_layouts[0], &adafactor_layouts[1]]);
         let norm_layouts = [
-            group("wgpu-optim grad norm", &[storage(0), storage(1), uniform(2, true), storage(3)]),
+            group("wgpu-optim grad norm", &[storage(0), storage(1), uniform(2, true, UNIFORM_BYTES), storage(3)]),
             group("wgpu-optim grad norm gradient", &[storage(0)]),
         ];
         let norm_pipeline_layout = pipeline_layout(&[&norm_layouts[0], &norm_layouts[1]]);
         let monitor_layouts = [
-            group("wgpu-optim health", &[storage(0), uniform(1, true)]),
+            group("wgpu-optim health", &[storage(0), uniform(1, true, UNIFORM_BYTES)]),
             group("wgpu-optim health tensor", &[storage(0), storage(1)]),
         ];
         let monitor_pipeline_layout = pipeline_layout(&[&monitor_layouts[0], &monitor_layouts[1]]);

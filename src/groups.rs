@@ -90,12 +90,8 @@ impl ParamGroups {
     /// before anything changes; an error leaves the groups as they were.
     pub fn add_param_group(&mut self, group: ParamGroup<'_>) -> Result<()> {
         let lens: Vec<usize> = group.params.iter().map(|t| t.len()).collect();
-        let added = Self::build(&self.ctx, group)?;
-        if !added.context().same_device(&self.ctx) {
-            return Err(Error::ForeignDevice { what: "the new group's tensors" });
-        }
+        let mut added = Self::build(&self.ctx, group)?;
         let grads = GpuTensor::concat(&[&self.grads, added.grads()])?;
-        let mut added = added;
         if let Some((old, c)) = &self.control {
             let reducer = NormReducer::new(&self.ctx, &grads, *c)?;
             added.attach_control(Some(reducer.control.clone()))?;
