@@ -9,10 +9,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use safetensors::tensor::{SafeTensors, TensorView};
 use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
+use crate::format::{ElementFormat, HostTensor};
 use crate::optim::{Adafactor, Factoring, Optimizer};
 
 /// The `format` metadata value of this crate's checkpoints.
@@ -47,8 +48,9 @@ pub struct GroupSnapshot {
     pub schedule: Option<SchedulePosition>,
     /// Length of each parameter tensor of the group.
     pub lens: Vec<usize>,
-    /// State by torch name, in the optimizer's order, over the group's tensors end to end.
-    pub state: Vec<(String, Vec<f32>)>,
+    /// State by torch name, in the optimizer's order, over the group's tensors end to end,
+    /// each in its element format (stored as that format's safetensors dtype).
+    pub state: Vec<(String, HostTensor)>,
     /// Per-parameter scalars by torch name, the same for every tensor of the group: torch's
     /// `step` (as f32, as torch keeps it) and [`Optimizer::scalar_state`].
     pub scalars: Vec<(String, f32)>,
@@ -101,8 +103,9 @@ pub(crate) use crate::schedule::ScheduleSlot;
 
 /// What a checked group snapshot restores into an optimizer.
 pub(crate) struct Restore<'a> {
-    /// State data per slot of the optimizer's kernel (`None` for unused slots).
-    pub state: Vec<Option<&'a [f32]>>,
+    /// State data per slot of the optimizer's kernel (`None` for unused slots), in the slot's
+    /// format.
+    pub state: Vec<Option<&'a HostTensor>>,
     /// The configuration with the saved learning rate.
     pub optimizer: Box<dyn Optimizer>,
     pub step: u64,
@@ -133,7 +136,7 @@ impl GroupSnapshot {
         o: &dyn Optimizer,
         step: u64,
         lens: Vec<usize>,
-        state: Vec<(String, Vec<f32>)>,
+        state: Vec<(String, HostTensor)>,
         schedule: &ScheduleSlot,
     ) -> Self {
         GroupSnapshot {
@@ -209,9 +212,18 @@ impl GroupSnapshot {
             .iter()
             .enumerate()
             .map(|(i, slot)| {
-                let found = self.state.iter().find(|(n, _)| n == slot.torch_name).map(|(_, d)| d.as_slice());
+                let found = self.state.iter().find(|(n, _)| n == slot.torch_name).map(|(_, d)| d);
                 match (o.uses_state(i), found) {
-                    (true, Some(d)) => Ok(Some(d)),
+                    (true, Some(d)) if d.format == o.state_format(i) => Ok(Some(d)),
+                    (true, Some(d)) => Err(bad(
+                        path,
+                        format!(
+                            "{} is saved as {}, and this configuration keeps it as {}",
+                            slot.torch_name,
+                            d.format.name(),
+                            o.state_format(i).name()
+                        ),
+                    )),
                     (false, None) => Ok(None),
                     (true, None) => Err(bad(path, format!("the checkpoint lacks {}", slot.torch_name))),
                     (false, Some(_)) => Err(bad(
@@ -238,7 +250,7 @@ impl GroupSnapshot {
 
 impl GroupSnapshot {
     /// Adafactor over one tensor.
-    pub(crate) fn of_adafactor(c: &Adafactor, step: u64, numel: usize, state: Vec<(String, Vec<f32>)>) -> Self {
+    pub(crate) fn of_adafactor(c: &Adafactor, step: u64, numel: usize, state: Vec<(String, HostTensor)>) -> Self {
         GroupSnapshot {
             optimizer: "Adafactor".into(),
             family: "adafactor".into(),
@@ -259,7 +271,7 @@ impl GroupSnapshot {
         path: &Path,
         c: &Adafactor,
         shape: Factoring,
-    ) -> Result<Vec<(&str, &[f32])>> {
+    ) -> Result<Vec<(&str, &HostTensor)>> {
         if self.scalars != scalars_of(vec![("step", self.step as f32)]) {
             return Err(bad(
                 path,
@@ -282,6 +294,9 @@ impl GroupSnapshot {
             vec![("variance", shape.numel())]
         };
         let found: Vec<(&str, usize)> = self.state.iter().map(|(n, d)| (n.as_str(), d.len())).collect();
+        if let Some((name, d)) = self.state.iter().find(|(_, d)| d.format != ElementFormat::F32) {
+            return Err(bad(path, format!("{name} is saved as {}; Adafactor keeps f32", d.format.name())));
+        }
         if self.lens != [shape.numel()] || found != expected {
             return Err(bad(
                 path,
@@ -291,7 +306,7 @@ impl GroupSnapshot {
                 ),
             ));
         }
-        Ok(self.state.iter().map(|(n, d)| (n.as_str(), d.as_slice())).collect())
+        Ok(self.state.iter().map(|(n, d)| (n.as_str(), d)).collect())
     }
 }
 
@@ -300,15 +315,15 @@ impl Snapshot {
     pub fn save(&self, path: &Path) -> Result<()> {
         let mut first = 0;
         let mut groups = Vec::new();
-        let mut tensors: Vec<(String, &[f32])> = Vec::new();
-        // 0-dimensional tensors, as torch keeps `step` and `mu_product`.
-        let mut scalar_tensors: Vec<(String, &[f32])> = Vec::new();
+        // (name, format, shape, bytes) of every tensor of the file.
+        let mut tensors: Vec<(String, ElementFormat, Vec<usize>, &[u8])> = Vec::new();
         for g in &self.groups {
             let indices: Vec<usize> = (first..first + g.lens.len()).collect();
             for (name, data) in &g.state {
+                let format = data.format;
                 if let [index] = indices[..] {
                     // One tensor: its state whole (Adafactor's factored state is smaller).
-                    tensors.push((format!("state.{index}.{name}"), data));
+                    tensors.push((format!("state.{index}.{name}"), format, vec![data.len()], &data.bytes));
                     continue;
                 }
                 if data.len() != g.lens.iter().sum::<usize>() {
@@ -316,13 +331,16 @@ impl Snapshot {
                 }
                 let mut at = 0;
                 for (&len, &index) in g.lens.iter().zip(&indices) {
-                    tensors.push((format!("state.{index}.{name}"), &data[at..at + len]));
-                    at += len;
+                    let bytes = len * format.bytes() as usize;
+                    tensors.push((format!("state.{index}.{name}"), format, vec![len], &data.bytes[at..at + bytes]));
+                    at += bytes;
                 }
             }
+            // 0-dimensional f32 tensors, as torch keeps `step` and `mu_product`.
             for &index in &indices {
                 for (name, value) in &g.scalars {
-                    scalar_tensors.push((format!("state.{index}.{name}"), std::slice::from_ref(value)));
+                    let bytes = bytemuck::bytes_of(value);
+                    tensors.push((format!("state.{index}.{name}"), ElementFormat::F32, vec![], bytes));
                 }
             }
             groups.push(json!({
@@ -354,15 +372,11 @@ impl Snapshot {
             });
             metadata.insert("scaler".into(), scaler.to_string());
         }
-        let shaped = tensors
-            .iter()
-            .map(|(n, d)| (n, d, vec![d.len()]))
-            .chain(scalar_tensors.iter().map(|(n, d)| (n, d, vec![])));
-        let views = shaped
-            .map(|(name, data, shape)| {
-                let view = TensorView::new(Dtype::F32, shape, bytemuck::cast_slice(data))
-                    .map_err(|e| bad(path, e.to_string()))?;
-                Ok((name.clone(), view))
+        let views = tensors
+            .into_iter()
+            .map(|(name, format, shape, bytes)| {
+                let view = TensorView::new(format.dtype(), shape, bytes).map_err(|e| bad(path, e.to_string()))?;
+                Ok((name, view))
             })
             .collect::<Result<Vec<_>>>()?;
         let bytes = safetensors::serialize(views, Some(metadata)).map_err(|e| bad(path, e.to_string()))?;
@@ -370,7 +384,8 @@ impl Snapshot {
     }
 
     /// Reads and checks a snapshot: a complete safetensors file of this format and version,
-    /// every tensor f32 of its parameter's length, every parameter with the same states.
+    /// every tensor of a known element format and of its parameter's length, the per-parameter
+    /// scalars 0-dimensional f32, every parameter with the same states.
     pub fn load(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| bad(path, format!("could not read: {e}")))?;
         let file = SafeTensors::deserialize(&bytes).map_err(|e| bad(path, format!("not a safetensors file: {e}")))?;
@@ -391,7 +406,7 @@ impl Snapshot {
         let groups = groups.as_array().ok_or_else(|| bad(path, "metadata `param_groups` is not a list"))?;
 
         // Every tensor, by parameter index and state name; the 0-dimensional ones apart.
-        let mut by_param: BTreeMap<usize, BTreeMap<String, Vec<f32>>> = BTreeMap::new();
+        let mut by_param: BTreeMap<usize, BTreeMap<String, HostTensor>> = BTreeMap::new();
         let mut scalars_by_param: BTreeMap<usize, BTreeMap<String, f32>> = BTreeMap::new();
         for name in file.names() {
             let unexpected = || bad(path, format!("unexpected tensor {name}"));
@@ -399,20 +414,27 @@ impl Snapshot {
             let (index, state) = rest.split_once('.').ok_or_else(unexpected)?;
             let index: usize = index.parse().map_err(|_| unexpected())?;
             let view = file.tensor(name).map_err(|e| bad(path, e.to_string()))?;
-            if view.dtype() != Dtype::F32 || view.shape().len() > 1 {
-                return Err(bad(
-                    path,
-                    format!("{name} is {:?} {:?}, not a flat or 0-dimensional F32 tensor", view.dtype(), view.shape()),
-                ));
-            }
-            let data: Vec<f32> =
-                view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-            match (view.shape().len(), &data[..]) {
-                (0, &[x]) => {
+            let format = ElementFormat::of_dtype(view.dtype());
+            match (format, view.shape().len()) {
+                (Some(ElementFormat::F32), 0) => {
+                    let b = view.data();
+                    let x = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
                     scalars_by_param.entry(index).or_default().insert(state.to_string(), x);
                 }
-                _ => {
+                (Some(format), 1) => {
+                    let data = HostTensor { format, bytes: view.data().to_vec() };
                     by_param.entry(index).or_default().insert(state.to_string(), data);
+                }
+                _ => {
+                    return Err(bad(
+                        path,
+                        format!(
+                            "{name} is {:?} {:?}: neither a flat tensor of an element format this build \
+                             reads nor a 0-dimensional F32 scalar",
+                            view.dtype(),
+                            view.shape()
+                        ),
+                    ));
                 }
             }
         }
@@ -449,7 +471,7 @@ impl Snapshot {
             };
             // Each state of the group, end to end over its tensors; every tensor has the same.
             let names: Vec<String> = by_param.get(&indices[0]).map(|m| m.keys().cloned().collect()).unwrap_or_default();
-            let mut state: Vec<(String, Vec<f32>)> = names.iter().map(|n| (n.clone(), Vec::new())).collect();
+            let mut state: Vec<(String, Option<HostTensor>)> = names.iter().map(|n| (n.clone(), None)).collect();
             for (&index, &len) in indices.iter().zip(&lens) {
                 let tensors = by_param.remove(&index).unwrap_or_default();
                 if tensors.keys().ne(names.iter()) {
@@ -461,9 +483,23 @@ impl Snapshot {
                     if data.len() != len && family != "adafactor" {
                         return Err(bad(path, format!("state.{index}.{name} has {} values, not {len}", data.len())));
                     }
-                    all.extend(data);
+                    match all {
+                        None => *all = Some(data),
+                        Some(all) if all.format == data.format => all.bytes.extend(data.bytes),
+                        Some(all) => {
+                            return Err(bad(
+                                path,
+                                format!(
+                                    "state.{index}.{name} is {}, not {} as before",
+                                    data.format.name(),
+                                    all.format.name()
+                                ),
+                            ));
+                        }
+                    }
                 }
             }
+            let state = state.into_iter().filter_map(|(n, d)| Some((n, d?))).collect();
             // Every tensor of the group carries the same scalars (BTreeMap: by name).
             let scalars: Vec<(String, f32)> =
                 scalars_by_param.get(&indices[0]).map(|m| m.clone().into_iter().collect()).unwrap_or_default();

@@ -6,6 +6,7 @@ use ndarray::Array1;
 use crate::checkpoint::{GroupSnapshot, ScalerState, Snapshot, check_scaler};
 use crate::clip::{CpuGradControl, GradControl};
 use crate::error::{Error, Result};
+use crate::format::HostTensor;
 use crate::optim::{Optimizer, StateSlices, StateSlot};
 use crate::schedule::Schedule;
 use crate::step::{CPU_REDUCE_CHUNK, REDUCED_TERMS, Stage};
@@ -49,6 +50,12 @@ impl CpuOptimizer {
     pub fn new(optimizer: impl Into<Box<dyn Optimizer>>, params: &(impl HostData + ?Sized)) -> Result<Self> {
         let optimizer = optimizer.into();
         optimizer.validate()?;
+        // The CPU keeps f32 state: another format's slot needs its CPU codec first.
+        for (i, slot) in optimizer.kernel().state.iter().enumerate() {
+            if optimizer.uses_state(i) {
+                optimizer.state_format(i).expect(slot.torch_name, crate::ElementFormat::F32)?;
+            }
+        }
         let params = Array1::from(params.as_f32s()?.to_vec());
         if params.is_empty() {
             return Err(Error::Empty { what: "params" });
@@ -159,7 +166,10 @@ impl CpuOptimizer {
     /// Saves the state to a safetensors checkpoint, atomically (see
     /// [`GpuOptimizer::save`](crate::GpuOptimizer::save); the two read each other's files).
     pub fn save(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
-        let state = self.state().map(|(slot, t)| (slot.torch_name.to_string(), t.to_vec())).collect();
+        let state = self
+            .state()
+            .map(|(slot, t)| (slot.torch_name.to_string(), HostTensor::from_f32s(t.as_slice().unwrap_or(&t.to_vec()))))
+            .collect();
         let group = GroupSnapshot::of(&*self.optimizer, self.step, vec![self.params.len()], state, &self.schedule);
         let scaler = self.control.and_then(|c| {
             let growth = c.control.scaler?;
@@ -175,9 +185,11 @@ impl CpuOptimizer {
         let snapshot = Snapshot::load(path)?;
         let restore = snapshot.single(path)?.restore(path, &*self.optimizer, &[self.params.len()], &self.schedule)?;
         let scaler = check_scaler(path, snapshot.scaler, self.control.and_then(|c| c.control.scaler))?;
-        for (t, data) in self.state.iter_mut().zip(restore.state) {
+        // Converted whole before anything is replaced (the formats were checked as the slots').
+        let state = restore.state.iter().map(|d| d.map(|d| d.to_f32s()).transpose()).collect::<Result<Vec<_>>>()?;
+        for (t, data) in self.state.iter_mut().zip(state) {
             if let Some(data) = data {
-                *t = Array1::from(data.to_vec());
+                *t = Array1::from(data);
             }
         }
         self.step = restore.step;

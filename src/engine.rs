@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use crate::error::{Error, Result};
+use crate::format::ElementFormat;
 use crate::gpu::GpuContext;
 use crate::optim::{Kernel, ScalarBlock};
 use crate::tensor::GpuTensor;
@@ -12,10 +13,43 @@ use crate::tensor::GpuTensor;
 const PRELUDE: &str = include_str!("../shaders/common.wgsl");
 const ELEMENTWISE: &str = include_str!("../shaders/elementwise.wgsl");
 const REDUCE: &str = include_str!("../shaders/reduce.wgsl");
-const VEC4: &str = "alias V = vec4<f32>; alias VU = vec4<u32>; alias VB = vec4<bool>; const TAIL = false;\n\
-                    fn hsum(x: V) -> f32 { return x.x + x.y + x.z + x.w; }\n";
-const TAIL: &str = "alias V = f32; alias VU = u32; alias VB = bool; const TAIL = true;\n\
-                    fn hsum(x: V) -> f32 { return x; }\n";
+
+/// The element formats one compiled variant reads: the parameters' and gradients' (one
+/// format, checked where they are bound) and each state slot's.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub(crate) struct Formats {
+    pub params: ElementFormat,
+    pub state: Vec<ElementFormat>,
+}
+
+impl Formats {
+    /// Every tensor in f32: the norm, health and finalize kernels, Adafactor.
+    pub fn f32(states: usize) -> Self {
+        Formats { params: ElementFormat::F32, state: vec![ElementFormat::F32; states] }
+    }
+
+    /// The width line: the element type `V` a kernel's tensors are read as, four elements per
+    /// invocation (`tail`: one), and the horizontal sum of one `V`.
+    fn width_line(&self, tail: bool) -> Result<String> {
+        // The families' WGSL computes in f32 and binds its tensors as `array<V>`: a format whose
+        // elements are not f32 needs that family's load and store functions first.
+        for f in std::iter::once(&self.params).chain(&self.state) {
+            f.expect("a tensor bound to a step kernel", ElementFormat::F32)?;
+        }
+        let (scalar, vector) = self.params.wgsl();
+        Ok(if tail {
+            format!(
+                "alias V = {scalar}; alias VU = u32; alias VB = bool; const TAIL = true;\n\
+                 fn hsum(x: V) -> f32 {{ return x; }}\n"
+            )
+        } else {
+            format!(
+                "alias V = {vector}; alias VU = vec4<u32>; alias VB = vec4<bool>; const TAIL = false;\n\
+                 fn hsum(x: V) -> f32 {{ return x.x + x.y + x.z + x.w; }}\n"
+            )
+        })
+    }
+}
 
 /// How a shader module is assembled from its source: the one composition step.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
@@ -31,14 +65,16 @@ enum Composition {
 }
 
 impl Composition {
-    fn source(self, tail: bool, source: &str) -> String {
-        let width = if tail { TAIL } else { VEC4 };
-        match self {
-            Composition::Standalone => source.to_string(),
+    fn source(self, formats: &Formats, tail: bool, source: &str) -> Result<String> {
+        if self == Composition::Standalone {
+            return Ok(source.to_string());
+        }
+        let width = formats.width_line(tail)?;
+        Ok(match self {
+            Composition::Standalone | Composition::OwnEntries => format!("{width}{PRELUDE}\n{source}\n"),
             Composition::Elementwise => format!("{width}{PRELUDE}\n{source}\n{ELEMENTWISE}"),
             Composition::Staged => format!("{width}{PRELUDE}\n{source}\n{ELEMENTWISE}\n{REDUCE}"),
-            Composition::OwnEntries => format!("{width}{PRELUDE}\n{source}\n"),
-        }
+        })
     }
 }
 
@@ -73,12 +109,32 @@ pub(crate) struct Pipelines {
     pub reduce: Option<(wgpu::ComputePipeline, wgpu::ComputePipeline)>,
 }
 
+/// A shader module before composition: a family's source, how it is assembled, and the
+/// element formats it reads.
+#[derive(Clone, Copy)]
+struct Module<'a> {
+    family: &'static str,
+    source: &'static str,
+    composition: Composition,
+    formats: &'a Formats,
+}
+
+/// The formats of a standalone kernel, which binds f32 buffers of its own.
+static STANDALONE: std::sync::LazyLock<Formats> = std::sync::LazyLock::new(|| Formats::f32(0));
+
+impl Module<'static> {
+    fn standalone(family: &'static str, source: &'static str) -> Self {
+        Module { family, source, composition: Composition::Standalone, formats: &STANDALONE }
+    }
+}
+
 #[derive(Hash, PartialEq, Eq)]
 struct VariantKey {
     family: &'static str,
     composition: Composition,
     entry: &'static str,
     tail: bool,
+    formats: Formats,
     workgroup_size: u32,
     items: u32,
     /// Override constants as (name, f64 bits), in the kernel's order.
@@ -242,6 +298,7 @@ impl Engine {
         &self,
         ctx: &GpuContext,
         kernel: &'static Kernel,
+        formats: &Formats,
         constants: &[(&'static str, f64)],
     ) -> Result<Pipelines> {
         self.tensor_layout(kernel)?;
@@ -266,19 +323,19 @@ impl Engine {
             constants.push(("CONTROLLED", 0.0));
         }
         let c = &constants;
-        let (family, source) = (kernel.family, kernel.source);
+        let module = Module { family: kernel.family, source: kernel.source, composition, formats };
         let reduce = if kernel.is_staged() {
             Some((
-                self.pipeline(ctx, family, source, layout, composition, false, "reduce", c)?,
-                self.pipeline(ctx, family, source, layout, composition, true, "reduce", c)?,
+                self.pipeline(ctx, &module, layout, false, "reduce", c)?,
+                self.pipeline(ctx, &module, layout, true, "reduce", c)?,
             ))
         } else {
             None
         };
         Ok(Pipelines {
-            vec4: self.pipeline(ctx, family, source, layout, composition, false, "main", c)?,
-            tail: self.pipeline(ctx, family, source, layout, composition, true, "main", c)?,
-            advance: self.pipeline(ctx, family, source, layout, composition, false, "advance", c)?,
+            vec4: self.pipeline(ctx, &module, layout, false, "main", c)?,
+            tail: self.pipeline(ctx, &module, layout, true, "main", c)?,
+            advance: self.pipeline(ctx, &module, layout, false, "advance", c)?,
             reduce,
         })
     }
@@ -286,8 +343,8 @@ impl Engine {
     /// The reduction's finalize kernel (shaders/reduce_finalize.wgsl), compiled on first use.
     pub fn finalize_pipeline(&self, ctx: &GpuContext) -> Result<wgpu::ComputePipeline> {
         const SOURCE: &str = include_str!("../shaders/reduce_finalize.wgsl");
-        let layout = &self.finalize_pipeline_layout;
-        self.pipeline(ctx, "reduce_finalize", SOURCE, layout, Composition::Standalone, true, "finalize", &[])
+        let module = Module::standalone("reduce_finalize", SOURCE);
+        self.pipeline(ctx, &module, &self.finalize_pipeline_layout, true, "finalize", &[])
     }
 
     /// One entry point of Adafactor's shader (scalar width), compiled on first use.
@@ -298,43 +355,42 @@ impl Engine {
         entry: &'static str,
         constants: &[(&'static str, f64)],
     ) -> Result<wgpu::ComputePipeline> {
-        let layout = &self.adafactor_pipeline_layout;
-        self.pipeline(ctx, "adafactor", source, layout, Composition::OwnEntries, true, entry, constants)
+        let formats = Formats::f32(0);
+        let module = Module { family: "adafactor", source, composition: Composition::OwnEntries, formats: &formats };
+        self.pipeline(ctx, &module, &self.adafactor_pipeline_layout, true, entry, constants)
     }
 
     /// One entry point of the gradient-norm shader, compiled on first use.
     pub fn norm_pipeline(&self, ctx: &GpuContext, entry: &'static str) -> Result<wgpu::ComputePipeline> {
         const SOURCE: &str = include_str!("../shaders/grad_norm.wgsl");
-        self.pipeline(ctx, "grad_norm", SOURCE, &self.norm_pipeline_layout, Composition::Standalone, true, entry, &[])
+        self.pipeline(ctx, &Module::standalone("grad_norm", SOURCE), &self.norm_pipeline_layout, true, entry, &[])
     }
 
     /// The health check's kernel, compiled on first use.
     pub fn monitor_pipeline(&self, ctx: &GpuContext) -> Result<wgpu::ComputePipeline> {
         const SOURCE: &str = include_str!("../shaders/monitor.wgsl");
-        let layout = &self.monitor_pipeline_layout;
-        self.pipeline(ctx, "monitor", SOURCE, layout, Composition::Standalone, true, "main", &[])
+        self.pipeline(ctx, &Module::standalone("monitor", SOURCE), &self.monitor_pipeline_layout, true, "main", &[])
     }
 
-    /// Compiles (once per variant) `entry` of a family's shader behind the common prelude,
-    /// at vec4 width or at scalar (`tail`) width.
-    #[allow(clippy::too_many_arguments)]
+    /// Compiles (once per variant) `entry` of a module, at vec4 width or at scalar (`tail`)
+    /// width.
     fn pipeline(
         &self,
         ctx: &GpuContext,
-        family: &'static str,
-        source: &'static str,
+        module: &Module<'_>,
         layout: &wgpu::PipelineLayout,
-        composition: Composition,
         tail: bool,
         entry: &'static str,
         constants: &[(&'static str, f64)],
     ) -> Result<wgpu::ComputePipeline> {
+        let Module { family, source, composition, formats } = *module;
         let workgroup_size = ctx.tuning().workgroup_size;
         let key = VariantKey {
             family,
             composition,
             entry,
             tail,
+            formats: formats.clone(),
             workgroup_size,
             items: ctx.tuning().items_per_invocation,
             constants: constants.iter().map(|&(n, v)| (n, v.to_bits())).collect(),
@@ -350,7 +406,7 @@ impl Engine {
         if composition != Composition::Standalone {
             all.push(("WORKGROUP_SIZE", f64::from(workgroup_size)));
         }
-        let source = composition.source(tail, source);
+        let source = composition.source(formats, tail, source)?;
         let pipeline = ctx.scoped("compiling a pipeline", || {
             let module = ctx.device().create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(family),
@@ -397,6 +453,8 @@ pub(crate) struct StepTable {
 
 /// Words of the counter buffer before the slot tags: steps taken, stale flag.
 const COUNTER_WORDS: u64 = 2;
+/// Bytes of one u32 word of the counter buffer.
+const WORD: u64 = size_of::<u32>() as u64;
 
 impl StepTable {
     pub fn new(ctx: &GpuContext, scalar_size: usize) -> Result<Self> {
@@ -418,7 +476,7 @@ impl StepTable {
             ctx.queue().write_buffer(&control, 0, bytemuck::cast_slice(&[1.0f32, 1.0, 0.0, 0.0]));
             (
                 make("wgpu-optim step table", stride as u64 * u64::from(SCALAR_SLOTS)),
-                make("wgpu-optim step counter", 4 * (COUNTER_WORDS + u64::from(SCALAR_SLOTS))),
+                make("wgpu-optim step counter", WORD * (COUNTER_WORDS + u64::from(SCALAR_SLOTS))),
                 control,
             )
         })?;
@@ -451,7 +509,7 @@ impl StepTable {
         let write = |from: usize, to: usize| {
             ctx.queue().write_buffer(&self.table, (from * size) as u64, &self.staging[from * size..to * size]);
             let tags = bytemuck::cast_slice(&self.tags[from..to]);
-            ctx.queue().write_buffer(&self.counter, 4 * (COUNTER_WORDS + from as u64), tags);
+            ctx.queue().write_buffer(&self.counter, WORD * (COUNTER_WORDS + from as u64), tags);
         };
         write(start, end.min(SCALAR_SLOTS as usize));
         if end > SCALAR_SLOTS as usize {
@@ -634,8 +692,9 @@ mod tests {
             let o = make();
             let kernel = o.kernel();
             let composition = if kernel.is_staged() { Composition::Staged } else { Composition::Elementwise };
+            let formats = super::Formats::f32(kernel.state.len());
             for tail in [false, true] {
-                let source = composition.source(tail, kernel.source);
+                let source = composition.source(&formats, tail, kernel.source).unwrap();
                 let module = naga::front::wgsl::parse_str(&source).unwrap_or_else(|e| panic!("{name}: {e}"));
                 let scalars = module
                     .types

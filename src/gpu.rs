@@ -88,9 +88,9 @@ impl Tuning {
         Ok(())
     }
 
-    /// Elements of f32 in one sub-range.
-    pub fn segment_len(&self) -> usize {
-        (self.segment_bytes / 4) as usize
+    /// Elements of `format` in one sub-range.
+    pub fn segment_len(&self, format: crate::ElementFormat) -> usize {
+        format.elements_in(self.segment_bytes) as usize
     }
 }
 

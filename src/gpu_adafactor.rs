@@ -134,7 +134,7 @@ impl GpuAdafactor {
         }
         let Factoring { matrices, rows: m, cols: n, factored } = shape;
         // Sub-ranges of whole matrices when factored, so that no row or column crosses one.
-        let seg_len = ctx.tuning().segment_len();
+        let seg_len = ctx.tuning().segment_len(crate::ElementFormat::F32);
         let seg_len = if factored {
             if m * n > seg_len {
                 return Err(Error::OverLimit(format!(
@@ -147,9 +147,9 @@ impl GpuAdafactor {
         } else {
             seg_len
         };
-        let params = GpuTensor::zeros_with(ctx, numel, seg_len)?;
+        let params = GpuTensor::zeros_with(ctx, crate::ElementFormat::F32, numel, seg_len)?;
         params.write(ctx, data)?;
-        let grads = GpuTensor::zeros_with(ctx, numel, seg_len)?;
+        let grads = GpuTensor::zeros_with(ctx, crate::ElementFormat::F32, numel, seg_len)?;
         let blocks = if factored { m.div_ceil(BLOCK) } else { 0 };
 
         let mut segments = Vec::new();
@@ -241,7 +241,8 @@ impl GpuAdafactor {
         let stride = u64::from(ctx.limits().min_uniform_buffer_offset_alignment).max(UNIFORM_BYTES);
         let segments_at = 0;
         let layout_at = segments_at + stride * segments.len() as u64;
-        let variance = if factored { None } else { Some(GpuTensor::zeros_with(ctx, numel, seg_len)?) };
+        let variance =
+            if factored { None } else { Some(GpuTensor::zeros_with(ctx, crate::ElementFormat::F32, numel, seg_len)?) };
         let (factors, work, uniforms, placeholder) = ctx.scoped("creating Adafactor's buffers", || {
             let uniforms = ctx.device().create_buffer(&wgpu::BufferDescriptor {
                 label: Some("adafactor uniforms"),
@@ -424,7 +425,8 @@ impl GpuAdafactor {
     /// [`GpuOptimizer::save`](crate::GpuOptimizer::save)); [`CpuAdafactor`](crate::CpuAdafactor)
     /// reads the same files.
     pub fn save(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
-        let state = self.state().map(|(n, t)| Ok((n.to_string(), t.read(&self.ctx)?))).collect::<Result<Vec<_>>>()?;
+        let state =
+            self.state().map(|(n, t)| Ok((n.to_string(), t.read_host(&self.ctx)?))).collect::<Result<Vec<_>>>()?;
         let group = GroupSnapshot::of_adafactor(&self.config, self.step, self.shape.numel(), state);
         Snapshot { groups: vec![group], scaler: None }.save(path.as_ref())
     }
@@ -439,7 +441,7 @@ impl GpuAdafactor {
             crate::checkpoint::bad(path, format!("step {} exceeds the GPU counter's range", group.step))
         })?;
         for ((_, t), (_, data)) in self.state().zip(state) {
-            t.write(&self.ctx, data)?;
+            t.write_host(&self.ctx, data)?;
         }
         self.steps.set_counter(&self.ctx, counter)?;
         self.step = group.step;

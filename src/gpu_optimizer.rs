@@ -3,7 +3,7 @@
 use ndarray::Array1;
 
 use crate::checkpoint::{GroupSnapshot, Restore, Snapshot};
-use crate::engine::{self, Pipelines, SegmentPlan, StepTable};
+use crate::engine::{self, Formats, Pipelines, SegmentPlan, StepTable};
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 use crate::monitor::{Checked, HealthCheck, TensorHealth};
@@ -14,6 +14,11 @@ use crate::step::Stage;
 use crate::tensor::{GpuTensor, HostData};
 
 pub use crate::engine::SCALAR_SLOTS;
+
+/// The element formats a step of `o` over `params` reads: the variant the engine compiles.
+fn formats(o: &dyn Optimizer, params: &GpuTensor) -> Formats {
+    Formats { params: params.format(), state: (0..o.kernel().state.len()).map(|i| o.state_format(i)).collect() }
+}
 
 /// An optimizer whose parameters, gradients and state live on the GPU.
 ///
@@ -101,15 +106,25 @@ impl GpuOptimizer {
         if grads.segment_lens() != expected {
             return Err(Error::LayoutMismatch { what: "grads", expected, actual: grads.segment_lens() });
         }
+        if grads.format() != params.format() {
+            return Err(Error::Unsupported(format!(
+                "{} gradients for {} parameters: a step reads both in one element format",
+                grads.format().name(),
+                params.format().name()
+            )));
+        }
         let kernel = optimizer.kernel();
-        // State laid out like the parameters, sub-range for sub-range.
+        // State laid out like the parameters, sub-range for sub-range, each slot in its format.
         let lens = params.segment_lens();
         let state = (0..kernel.state.len())
             .map(|i| {
-                optimizer.uses_state(i).then(|| GpuTensor::filled_in(ctx, &lens, optimizer.state_init(i))).transpose()
+                optimizer
+                    .uses_state(i)
+                    .then(|| GpuTensor::filled_in(ctx, optimizer.state_format(i), &lens, optimizer.state_init(i)))
+                    .transpose()
             })
             .collect::<Result<Vec<_>>>()?;
-        let pipelines = ctx.engine().pipelines(ctx, kernel, &optimizer.constants())?;
+        let pipelines = ctx.engine().pipelines(ctx, kernel, &formats(&*optimizer, &params), &optimizer.constants())?;
         let t = ctx.tuning();
         let plans = params
             .segments()
@@ -294,7 +309,7 @@ impl GpuOptimizer {
     pub(crate) fn snapshot(&self, lens: Vec<usize>) -> Result<GroupSnapshot> {
         let state = self
             .state()
-            .map(|(slot, t)| Ok((slot.torch_name.to_string(), t.read(&self.ctx)?)))
+            .map(|(slot, t)| Ok((slot.torch_name.to_string(), t.read_host(&self.ctx)?)))
             .collect::<Result<Vec<_>>>()?;
         // The steps the GPU took: a step skipped for a non-finite gradient is no step, as
         // torch's `state["step"]` under GradScaler.
@@ -320,7 +335,7 @@ impl GpuOptimizer {
     pub(crate) fn restore(&mut self, restore: Restore<'_>) -> Result<()> {
         for (t, data) in self.state.iter().zip(restore.state) {
             if let (Some(t), Some(data)) = (t, data) {
-                t.write(&self.ctx, data)?;
+                t.write_host(&self.ctx, data)?;
             }
         }
         let counter = restore.step as u32; // checked in check_restore
@@ -343,7 +358,9 @@ impl GpuOptimizer {
     pub(crate) fn attach_control(&mut self, control: Option<wgpu::Buffer>) -> Result<()> {
         self.control = control;
         let ctx = self.ctx.clone();
-        self.pipelines = ctx.engine().pipelines(&ctx, self.optimizer.kernel(), &self.variant(&*self.optimizer))?;
+        let formats = formats(&*self.optimizer, &self.params);
+        self.pipelines =
+            ctx.engine().pipelines(&ctx, self.optimizer.kernel(), &formats, &self.variant(&*self.optimizer))?;
         let buffer = self.control.as_ref().unwrap_or(&self.steps.control);
         self.step_group = ctx.scoped("binding the gradient control", || {
             ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
@@ -427,7 +444,8 @@ impl GpuOptimizer {
     pub fn reconfigure(&mut self, optimizer: impl Into<Box<dyn Optimizer>>) -> Result<()> {
         let next = optimizer.into();
         crate::optim::check_takeover(&*self.optimizer, &*next)?;
-        self.pipelines = self.ctx.engine().pipelines(&self.ctx, next.kernel(), &self.variant(&*next))?;
+        let formats = formats(&*next, &self.params);
+        self.pipelines = self.ctx.engine().pipelines(&self.ctx, next.kernel(), &formats, &self.variant(&*next))?;
         self.optimizer = next;
         Ok(())
     }

@@ -71,6 +71,10 @@ pub(crate) struct HealthCheck {
 
 impl HealthCheck {
     pub fn new(ctx: &GpuContext, tensors: &[Checked<'_>]) -> Result<Self> {
+        // shaders/monitor.wgsl classifies f32 bit patterns.
+        for (_, name, t, _) in tensors {
+            t.format().expect(name, crate::ElementFormat::F32)?;
+        }
         let engine = ctx.engine();
         let pipeline = engine.monitor_pipeline(ctx)?;
         let max_dim = ctx.tuning().max_workgroups_per_dimension;
@@ -206,5 +210,5 @@ pub(crate) fn tracking_copy(ctx: &GpuContext, params: &GpuTensor) -> Result<GpuT
             missing: wgpu::BufferUsages::COPY_SRC,
         });
     }
-    GpuTensor::zeros_in(ctx, &params.segment_lens())
+    GpuTensor::zeros_in(ctx, params.format(), &params.segment_lens())
 }

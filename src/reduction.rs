@@ -73,7 +73,8 @@ impl Reduction {
             }
             next += vec4 + tail;
         }
-        let terms = REDUCED_TERMS as u64 * 4;
+        // Partials and sums are f32 accumulators whatever the tensors' format.
+        let terms = REDUCED_TERMS as u64 * crate::ElementFormat::F32.bytes();
         let stride = u64::from(ctx.limits().min_uniform_buffer_offset_alignment).max(SEGMENT_REDUCE_BYTES);
         let finalize = ctx.engine().finalize_pipeline(ctx)?;
         let engine = ctx.engine();

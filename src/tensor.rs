@@ -1,26 +1,31 @@
-//! f32 tensors on the GPU, stored as consecutive bound sub-ranges ("segments") that may live
-//! in several physical buffers: the one storage model the kernels see, whether the memory is
-//! this crate's or the caller's.
+//! Tensors on the GPU, stored as consecutive bound sub-ranges ("segments") that may live in
+//! several physical buffers: the one storage model the kernels see, whether the memory is
+//! this crate's or the caller's. A tensor knows its [`ElementFormat`]; every byte offset and
+//! size is elements times its bytes per element.
 
 use ndarray::{Array1, ArrayView1};
 
 use crate::error::{Error, Result};
+pub use crate::format::ElementFormat;
 use crate::gpu::GpuContext;
 
-/// One bound sub-range of a tensor: `len` f32 values at byte `offset` of `buffer`.
+/// One bound sub-range of a tensor: `len` elements of `format` at byte `offset` of `buffer`.
 #[derive(Clone, Debug)]
 pub struct Segment {
     /// The physical buffer.
     pub buffer: wgpu::Buffer,
     /// Byte offset of the first element (a multiple of the storage offset alignment).
     pub offset: u64,
-    /// Number of f32 elements.
+    /// Number of elements.
     pub len: usize,
+    /// The format of its elements.
+    pub format: ElementFormat,
 }
 
 impl Segment {
+    /// Bytes of its elements (a bound sub-range's size fits a binding, so this cannot wrap).
     pub(crate) fn bytes(&self) -> u64 {
-        self.len as u64 * 4
+        self.len as u64 * self.format.bytes()
     }
 
     /// This sub-range as a binding, for a bind group of the caller's own kernels.
@@ -33,7 +38,8 @@ impl Segment {
     }
 }
 
-/// A flat f32 tensor on the GPU.
+/// A flat tensor on the GPU, of one [`ElementFormat`] (f32 for every constructor that takes
+/// f32 data).
 ///
 /// Its elements are split into sub-ranges of [`Tuning::segment_bytes`](crate::Tuning) each
 /// (the last shorter); the kernels bind one sub-range at a time, so a tensor may be larger
@@ -42,6 +48,7 @@ impl Segment {
 #[derive(Clone, Debug)]
 pub struct GpuTensor {
     len: usize,
+    format: ElementFormat,
     segments: Vec<Segment>,
 }
 
@@ -50,29 +57,34 @@ pub const TENSOR_USAGES: wgpu::BufferUsages =
     wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_SRC).union(wgpu::BufferUsages::COPY_DST);
 
 impl GpuTensor {
-    /// A tensor of `len` zeros in buffers of this crate's own.
+    /// A tensor of `len` f32 zeros in buffers of this crate's own.
     pub fn zeros(ctx: &GpuContext, len: usize) -> Result<Self> {
-        Self::zeros_with(ctx, len, ctx.tuning().segment_len())
+        Self::zeros_of(ctx, ElementFormat::F32, len)
+    }
+
+    /// A tensor of `len` zero elements of `format`.
+    pub fn zeros_of(ctx: &GpuContext, format: ElementFormat, len: usize) -> Result<Self> {
+        Self::zeros_with(ctx, format, len, ctx.tuning().segment_len(format))
     }
 
     /// Zeros in sub-ranges of `seg_len` elements (at most the tuning's).
-    pub(crate) fn zeros_with(ctx: &GpuContext, len: usize, seg_len: usize) -> Result<Self> {
+    pub(crate) fn zeros_with(ctx: &GpuContext, format: ElementFormat, len: usize, seg_len: usize) -> Result<Self> {
         if len == 0 {
             return Err(Error::Empty { what: "tensor" });
         }
-        Self::zeros_in(ctx, &segment_lens(len, seg_len))
+        Self::zeros_in(ctx, format, &segment_lens(len, seg_len))
     }
 
-    /// Zeros laid out in sub-ranges of exactly `lens` elements, so that it can be bound
-    /// beside a tensor of that layout. Consecutive sub-ranges share a physical buffer up to
-    /// [`Tuning::buffer_bytes`](crate::Tuning), each starting at an aligned offset.
-    pub(crate) fn zeros_in(ctx: &GpuContext, lens: &[usize]) -> Result<Self> {
+    /// Zeros of `format` laid out in sub-ranges of exactly `lens` elements, so that it can be
+    /// bound beside a tensor of that layout. Consecutive sub-ranges share a physical buffer up
+    /// to [`Tuning::buffer_bytes`](crate::Tuning), each starting at an aligned offset.
+    pub(crate) fn zeros_in(ctx: &GpuContext, format: ElementFormat, lens: &[usize]) -> Result<Self> {
         let align = u64::from(ctx.limits().min_storage_buffer_offset_alignment).max(16);
         let cap = ctx.tuning().buffer_bytes;
         // Pack sub-ranges into buffers: (buffer size, [(offset, len)]).
         let mut plan: Vec<(u64, Vec<(u64, usize)>)> = Vec::new();
         for &l in lens {
-            let bytes = l as u64 * 4;
+            let bytes = format.size_of("tensor", l)?;
             match plan.last_mut() {
                 Some((size, parts)) if size.next_multiple_of(align) + bytes <= cap => {
                     let at = size.next_multiple_of(align);
@@ -93,22 +105,31 @@ impl GpuTensor {
                     mapped_at_creation: false,
                 });
                 for (offset, len) in parts {
-                    segments.push(Segment { buffer: buffer.clone(), offset, len });
+                    segments.push(Segment { buffer: buffer.clone(), offset, len, format });
                 }
             }
         })?;
-        Ok(GpuTensor { len: lens.iter().sum(), segments })
+        Ok(GpuTensor { len: lens.iter().sum(), format, segments })
     }
 
     /// The tensors one after another, as one tensor: no copy, the sub-ranges of each in
     /// order. An optimizer bound to a concatenation updates every part in one step — many
     /// separate buffers, one dispatch per sub-range, all in one compute pass.
+    /// The parts must share one element format.
     pub fn concat(parts: &[&GpuTensor]) -> Result<Self> {
         let segments: Vec<Segment> = parts.iter().flat_map(|t| t.segments.iter().cloned()).collect();
-        if segments.is_empty() {
-            return Err(Error::Empty { what: "concat" });
+        let format = match parts.first() {
+            Some(first) if !segments.is_empty() => first.format,
+            _ => return Err(Error::Empty { what: "concat" }),
+        };
+        if let Some(other) = parts.iter().find(|t| t.format != format) {
+            return Err(Error::Unsupported(format!(
+                "concatenating {} and {} tensors: the parts of one tensor share one element format",
+                format.name(),
+                other.format.name()
+            )));
         }
-        Ok(GpuTensor { len: parts.iter().map(|t| t.len).sum(), segments })
+        Ok(GpuTensor { len: parts.iter().map(|t| t.len).sum(), format, segments })
     }
 
     /// The elements `[offset, offset + len)` as a tensor of their own: no copy. Each piece
@@ -131,22 +152,22 @@ impl GpuTensor {
         for s in &self.segments {
             let (lo, hi) = (offset.max(start), end.min(start + s.len));
             if lo < hi {
-                let byte = s.offset + (lo - start) as u64 * 4;
+                let byte = s.offset + (lo - start) as u64 * self.format.bytes();
                 if !byte.is_multiple_of(align) {
                     return Err(Error::BadBufferRange {
                         what: WHAT,
                         message: format!(
                             "element {lo} sits at byte {byte} of its buffer, not a multiple of the storage offset \
                              alignment {align}; start slices at multiples of {} elements",
-                            align / 4
+                            self.format.elements_in(align)
                         ),
                     });
                 }
-                segments.push(Segment { buffer: s.buffer.clone(), offset: byte, len: hi - lo });
+                segments.push(Segment { buffer: s.buffer.clone(), offset: byte, len: hi - lo, format: self.format });
             }
             start += s.len;
         }
-        Ok(GpuTensor { len, segments })
+        Ok(GpuTensor { len, format: self.format, segments })
     }
 
     /// Zeroed storage for a model's tensors of `lens` elements: the whole arena, and a view
@@ -155,6 +176,7 @@ impl GpuTensor {
     /// arena — one dispatch per sub-range per step, whatever the tensor count — and give
     /// your kernels the views. Where the gradients are zero the gaps stay zero under every
     /// optimizer of this crate, so they cost a little memory traffic and change nothing.
+    /// Elements are f32.
     pub fn arena(ctx: &GpuContext, lens: &[usize]) -> Result<(Self, Vec<Self>)> {
         let starts = Self::arena_starts(ctx, lens);
         let total = starts.last().zip(lens.last()).map_or(0, |(s, n)| s + n);
@@ -165,26 +187,28 @@ impl GpuTensor {
 
     /// Where each tensor of [`arena`](Self::arena) starts in it — and so where its state
     /// starts in an optimizer bound to the whole arena: each start a multiple of the storage
-    /// offset alignment.
+    /// offset alignment (f32 elements).
     pub fn arena_starts(ctx: &GpuContext, lens: &[usize]) -> Vec<usize> {
-        let align = (ctx.limits().min_storage_buffer_offset_alignment / 4).max(1) as usize;
+        let align = ElementFormat::F32.elements_in(u64::from(ctx.limits().min_storage_buffer_offset_alignment));
+        let align = align.max(1) as usize;
         lens.iter().scan(0, |at, &n| Some(std::mem::replace(at, *at + n.next_multiple_of(align)))).collect()
     }
 
-    /// A tensor of `len` copies of `value`.
+    /// A tensor of `len` copies of the f32 `value`.
     pub fn filled(ctx: &GpuContext, len: usize, value: f32) -> Result<Self> {
         Self::zeros(ctx, len)?.fill(ctx, value)
     }
 
-    /// Copies of `value` laid out in sub-ranges of `lens` elements.
-    pub(crate) fn filled_in(ctx: &GpuContext, lens: &[usize], value: f32) -> Result<Self> {
-        Self::zeros_in(ctx, lens)?.fill(ctx, value)
+    /// Copies of `value` in `format` laid out in sub-ranges of `lens` elements.
+    pub(crate) fn filled_in(ctx: &GpuContext, format: ElementFormat, lens: &[usize], value: f32) -> Result<Self> {
+        Self::zeros_in(ctx, format, lens)?.fill(ctx, value)
     }
 
     fn fill(self, ctx: &GpuContext, value: f32) -> Result<Self> {
         let t = self;
         let len = t.len;
         if value.to_bits() != 0 {
+            t.format.expect("a tensor filled with an f32 value", ElementFormat::F32)?;
             // Written from one reusable block of at most 1 MiB, not a host copy of the tensor.
             let block = vec![value; len.min(1 << 18)];
             ctx.scoped("filling a tensor", || {
@@ -192,7 +216,7 @@ impl GpuTensor {
                     let mut done = 0;
                     while done < s.len {
                         let n = block.len().min(s.len - done);
-                        let at = s.offset + done as u64 * 4;
+                        let at = s.offset + done as u64 * s.format.bytes();
                         ctx.queue().write_buffer(&s.buffer, at, bytemuck::cast_slice(&block[..n]));
                         done += n;
                     }
@@ -214,6 +238,18 @@ impl GpuTensor {
     /// (plus `COPY_SRC`/`COPY_DST` for [`read`](Self::read)/[`write`](Self::write)), and
     /// `offset` must be a multiple of the device's `min_storage_buffer_offset_alignment`.
     pub fn from_buffer(ctx: &GpuContext, buffer: &wgpu::Buffer, offset: u64, len: usize) -> Result<Self> {
+        Self::from_buffer_of(ctx, ElementFormat::F32, buffer, offset, len)
+    }
+
+    /// A view of `len` elements of `format` at byte `offset` of a buffer the caller owns
+    /// (see [`from_buffer`](Self::from_buffer)).
+    pub fn from_buffer_of(
+        ctx: &GpuContext,
+        format: ElementFormat,
+        buffer: &wgpu::Buffer,
+        offset: u64,
+        len: usize,
+    ) -> Result<Self> {
         const WHAT: &str = "from_buffer";
         if len == 0 {
             return Err(Error::Empty { what: WHAT });
@@ -228,16 +264,17 @@ impl GpuTensor {
                 message: format!("offset {offset} is not a multiple of the storage offset alignment {align}"),
             });
         }
-        let end = offset + len as u64 * 4;
-        if end > buffer.size() {
+        let end = format.size_of(WHAT, len)?.checked_add(offset).filter(|&end| end <= buffer.size());
+        let Some(_) = end else {
             return Err(Error::BadBufferRange {
                 what: WHAT,
                 message: format!(
-                    "{len} f32 values from byte {offset} end at byte {end}, past the buffer's {} bytes",
+                    "{len} {} values from byte {offset} end past the buffer's {} bytes",
+                    format.name(),
                     buffer.size()
                 ),
             });
-        }
+        };
         // wgpu validates a buffer's device when a command uses it, not when a bind group
         // does: an (unsubmitted) state transition asks it now. A buffer of another wgpu
         // *instance* makes wgpu 30 panic on the unknown id instead; that is caught and
@@ -256,18 +293,24 @@ impl GpuTensor {
             Ok(Ok(())) => {}
             Ok(Err(_)) | Err(_) => return Err(Error::ForeignDevice { what: WHAT }),
         }
-        let seg_len = ctx.tuning().segment_len();
+        let seg_len = ctx.tuning().segment_len(format);
+        let seg_bytes = seg_len as u64 * format.bytes();
         let segments = segment_lens(len, seg_len)
             .into_iter()
             .enumerate()
-            .map(|(i, l)| Segment { buffer: buffer.clone(), offset: offset + (i * seg_len) as u64 * 4, len: l })
+            .map(|(i, l)| Segment { buffer: buffer.clone(), offset: offset + i as u64 * seg_bytes, len: l, format })
             .collect();
-        Ok(GpuTensor { len, segments })
+        Ok(GpuTensor { len, format, segments })
     }
 
-    /// Number of f32 elements.
+    /// Number of elements.
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// The format of the elements.
+    pub fn format(&self) -> ElementFormat {
+        self.format
     }
 
     /// Always false: a tensor has at least one element.
@@ -285,28 +328,67 @@ impl GpuTensor {
         self.segments.iter().map(|s| s.len).collect()
     }
 
-    /// Overwrites the tensor with `data` (through the queue; takes effect in submission order).
+    /// Overwrites an f32 tensor with `data` (through the queue; takes effect in submission
+    /// order).
     pub fn write(&self, ctx: &GpuContext, data: &[f32]) -> Result<()> {
+        self.format.expect("the tensor written with f32 values", ElementFormat::F32)?;
         if data.len() != self.len {
             return Err(Error::LengthMismatch { what: "tensor write", expected: self.len, actual: data.len() });
+        }
+        self.write_bytes(ctx, bytemuck::cast_slice(data))
+    }
+
+    /// Overwrites the tensor with `bytes`, its elements in its own format.
+    pub fn write_bytes(&self, ctx: &GpuContext, bytes: &[u8]) -> Result<()> {
+        let expected = self.format.size_of("tensor write", self.len)?;
+        if bytes.len() as u64 != expected {
+            return Err(Error::LengthMismatch {
+                what: "tensor write (bytes)",
+                expected: expected as usize,
+                actual: bytes.len(),
+            });
         }
         ctx.scoped("writing a tensor", || {
             let mut start = 0;
             for s in &self.segments {
-                let part = &data[start..start + s.len];
-                ctx.queue().write_buffer(&s.buffer, s.offset, bytemuck::cast_slice(part));
-                start += s.len;
+                let n = s.bytes() as usize;
+                ctx.queue().write_buffer(&s.buffer, s.offset, &bytes[start..start + n]);
+                start += n;
             }
         })
     }
 
-    /// Copies the tensor back to the host (blocks until the GPU is done).
+    /// Copies an f32 tensor back to the host (blocks until the GPU is done).
     pub fn read(&self, ctx: &GpuContext) -> Result<Vec<f32>> {
-        let mut out = Vec::with_capacity(self.len);
+        self.format.expect("the tensor read as f32 values", ElementFormat::F32)?;
+        let bytes = self.read_bytes(ctx)?;
+        Ok(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+    }
+
+    /// Copies the tensor's elements back in its own format (blocks until the GPU is done).
+    pub fn read_bytes(&self, ctx: &GpuContext) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(self.format.size_of("tensor read", self.len)? as usize);
         for s in &self.segments {
             read_segment(ctx, s, &mut out)?;
         }
         Ok(out)
+    }
+
+    /// Overwrites the tensor with host data of its format (what a checkpoint restores).
+    pub(crate) fn write_host(&self, ctx: &GpuContext, data: &crate::format::HostTensor) -> Result<()> {
+        if data.format != self.format {
+            return Err(Error::Unsupported(format!(
+                "writing {} data into a {} tensor",
+                data.format.name(),
+                self.format.name()
+            )));
+        }
+        self.write_bytes(ctx, &data.bytes)
+    }
+
+    /// The tensor as host data in its own format (what a checkpoint stores).
+    pub(crate) fn read_host(&self, ctx: &GpuContext) -> Result<crate::format::HostTensor> {
+        Ok(crate::format::HostTensor { format: self.format, bytes: self.read_bytes(ctx)? })
     }
 
     /// [`read`](Self::read) as an ndarray.
@@ -320,7 +402,7 @@ pub(crate) fn segment_lens(len: usize, seg_len: usize) -> Vec<usize> {
     (0..len.div_ceil(seg_len)).map(|i| seg_len.min(len - i * seg_len)).collect()
 }
 
-fn read_segment(ctx: &GpuContext, s: &Segment, out: &mut Vec<f32>) -> Result<()> {
+fn read_segment(ctx: &GpuContext, s: &Segment, out: &mut Vec<u8>) -> Result<()> {
     if !s.buffer.usage().contains(wgpu::BufferUsages::COPY_SRC) {
         return Err(Error::MissingUsage { what: "tensor read", missing: wgpu::BufferUsages::COPY_SRC });
     }
@@ -336,7 +418,7 @@ fn read_segment(ctx: &GpuContext, s: &Segment, out: &mut Vec<f32>) -> Result<()>
         ctx.queue().submit([encoder.finish()]);
         staging
     })?;
-    read_mapped(ctx, &staging, |bytes| out.extend_from_slice(bytemuck::cast_slice(bytes)))
+    read_mapped(ctx, &staging, |bytes| out.extend_from_slice(bytes))
 }
 
 impl GpuTensor {

@@ -497,3 +497,35 @@ fn nadams_mu_product_is_kept_under_torchs_name_and_checked() {
     other.load(&path).unwrap();
     assert_eq!(other.step_count(), 3);
 }
+
+#[test]
+fn state_in_an_element_format_this_build_does_not_read_is_refused() {
+    use safetensors::tensor::{Dtype, TensorView};
+    let path = scratch("format");
+    let mut cpu = CpuOptimizer::new(Adam::new(1e-2), &params(8)).unwrap();
+    cpu.step(&grads(8, 1)).unwrap();
+    cpu.save(&path).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    // exp_avg as 8 bf16 values: a format a later build may keep, not this one.
+    let half = [0u8; 16];
+    let mut views: Vec<(String, TensorView<'_>)> = file
+        .names()
+        .into_iter()
+        .map(|n| (n.to_string(), file.tensor(n).unwrap()))
+        .filter(|(n, _)| n != "state.0.exp_avg")
+        .collect();
+    views.push(("state.0.exp_avg".into(), TensorView::new(Dtype::BF16, vec![8], &half).unwrap()));
+    let bad = scratch("format-bf16");
+    std::fs::write(&bad, safetensors::serialize(views, meta.metadata().clone()).unwrap()).unwrap();
+    let mut other = CpuOptimizer::new(Adam::new(1e-2), &params(8)).unwrap();
+    match other.load(&bad) {
+        Err(Error::Checkpoint { message, .. }) => {
+            assert!(message.contains("state.0.exp_avg") && message.contains("BF16"), "{message}")
+        }
+        r => panic!("expected a refusal, got {r:?}"),
+    }
+    assert_eq!(other.step_count(), 0);
+    assert!(other.state_tensor("exp_avg").unwrap().iter().all(|&x| x == 0.0));
+}

@@ -158,6 +158,10 @@ fn caller_buffers_are_validated() {
     assert!(matches!(GpuTensor::from_buffer(&ctx, &storage, 4, 16), Err(Error::BadBufferRange { .. })));
     assert!(matches!(GpuTensor::from_buffer(&ctx, &storage, 0, 257), Err(Error::BadBufferRange { .. })));
     assert!(matches!(GpuTensor::from_buffer(&ctx, &storage, 0, 0), Err(Error::Empty { .. })));
+    // An end past u64 is refused, not wrapped round: the largest aligned offset.
+    let align = u64::from(ctx.limits().min_storage_buffer_offset_alignment);
+    let last = u64::MAX / align * align;
+    assert!(matches!(GpuTensor::from_buffer(&ctx, &storage, last, 16), Err(Error::BadBufferRange { .. })));
     // Readable only with COPY_SRC.
     let t = GpuTensor::from_buffer(&ctx, &storage, 0, 256).unwrap();
     assert!(matches!(t.read(&ctx), Err(Error::MissingUsage { missing: wgpu::BufferUsages::COPY_SRC, .. })));

@@ -313,7 +313,11 @@ impl CpuAdafactor {
     /// Saves the state to a safetensors checkpoint, atomically (see
     /// [`GpuAdafactor::save`](crate::GpuAdafactor::save); the two read each other's files).
     pub fn save(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
-        let state = self.state().into_iter().map(|(n, t)| (n.to_string(), t.to_vec())).collect();
+        let state = self
+            .state()
+            .into_iter()
+            .map(|(n, t)| (n.to_string(), crate::format::HostTensor::from_f32s(&t.to_vec())))
+            .collect();
         let group = GroupSnapshot::of_adafactor(&self.config, self.step, self.shape.numel(), state);
         Snapshot { groups: vec![group], scaler: None }.save(path.as_ref())
     }
@@ -325,10 +329,11 @@ impl CpuAdafactor {
         let group = snapshot.single(path)?;
         // Checked against the factoring: the saved tensors are ours, in checkpoint order.
         let state = group.restore_adafactor(path, &self.config, self.shape)?;
+        let state = state.iter().map(|(_, d)| d.to_f32s()).collect::<Result<Vec<_>>>()?;
         let ours =
             if self.shape.factored { vec![&mut self.col_var, &mut self.row_var] } else { vec![&mut self.variance] };
-        for (t, (_, data)) in ours.into_iter().zip(state) {
-            *t = Array1::from(data.to_vec());
+        for (t, data) in ours.into_iter().zip(state) {
+            *t = Array1::from(data);
         }
         self.step = group.step;
         Ok(())

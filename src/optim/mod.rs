@@ -124,6 +124,12 @@ pub trait Optimizer: std::fmt::Debug + Send + Sync {
         let _ = slot;
         true
     }
+    /// The element format state slot `slot` is kept in (f32 by default; the kernel reads it
+    /// in this format, a checkpoint stores it in this format).
+    fn state_format(&self, slot: usize) -> crate::ElementFormat {
+        let _ = slot;
+        crate::ElementFormat::F32
+    }
     /// Initial value of state slot `slot` (torch's `initial_accumulator_value` for Adagrad;
     /// zero for everything else).
     fn state_init(&self, slot: usize) -> f32 {
