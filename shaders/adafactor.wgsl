@@ -21,7 +21,6 @@ struct Scalars {
     eps2: f32,         // F(eps2)
     decay: f32,        // F(1 - lr * weight_decay)
     d: f32,            // F(d), the clipping threshold
-    sqrt_numel: f32,   // F(sqrt(numel))
 }
 
 // Where this sub-range sits in the tensor (whole matrices when factored).
@@ -50,6 +49,7 @@ struct Layout {
     row_mean_at: u32,
     out_at: u32,            // [alpha, coef]
     col_at: u32,            // where col_var starts in `factors`
+    sqrt_numel: f32,        // F(sqrt(numel)), of this tensor
 }
 
 override FACTORED: bool = true;
@@ -208,7 +208,7 @@ fn finalize_alpha(@builtin(local_invocation_index) lid: u32) {
     }
     let total = tree_sum(lid, acc);
     if lid == 0u {
-        work[lay.out_at] = max(st.eps2, sqrt(total) / st.sqrt_numel) * st.rho;
+        work[lay.out_at] = max(st.eps2, sqrt(total) / lay.sqrt_numel) * st.rho;
     }
 }
 
@@ -247,7 +247,7 @@ fn finalize_coef(@builtin(local_invocation_index) lid: u32) {
     }
     let total = tree_sum(lid, acc);
     if lid == 0u {
-        let denom = max(1.0, sqrt(total) / (st.sqrt_numel * st.d));
+        let denom = max(1.0, sqrt(total) / (lay.sqrt_numel * st.d));
         work[lay.out_at + 1u] = -work[lay.out_at] / denom;
     }
 }

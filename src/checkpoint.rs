@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
 use crate::format::{ElementFormat, HostTensor};
-use crate::optim::{Adafactor, Factoring, Optimizer};
+use crate::optim::Optimizer;
 
 /// The `format` metadata value of this crate's checkpoints.
 pub const FORMAT: &str = "wgpu-optim";
@@ -46,14 +46,34 @@ pub struct GroupSnapshot {
     pub config: Value,
     /// Where the learning-rate schedule stands, when one drives the group.
     pub schedule: Option<SchedulePosition>,
-    /// Length of each parameter tensor of the group.
-    pub lens: Vec<usize>,
-    /// State by torch name, in the optimizer's order, over the group's tensors end to end,
-    /// each in its element format (stored as that format's safetensors dtype).
-    pub state: Vec<(String, HostTensor)>,
+    /// The shape of each parameter tensor of the group (`[len]` for a flat one).
+    pub shapes: Vec<Vec<usize>>,
+    /// State by torch name, in the optimizer's order, over the group's tensors end to end.
+    pub state: Vec<StateSnapshot>,
     /// Per-parameter scalars by torch name, the same for every tensor of the group: torch's
     /// `step` (as f32, as torch keeps it) and [`Optimizer::scalar_state`].
     pub scalars: Vec<(String, f32)>,
+}
+
+/// One state of a group: its torch name, its data over the group's tensors end to end (in
+/// its element format, stored as that format's safetensors dtype), and each tensor's share
+/// ([`Optimizer::state_len`]: the parameter's length, or another for a shaped step; 0 where
+/// a tensor keeps none, and the file then has no tensor for it).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StateSnapshot {
+    /// torch's name (`exp_avg`).
+    pub name: String,
+    /// The data.
+    pub data: HostTensor,
+    /// Elements per parameter tensor.
+    pub lens: Vec<usize>,
+}
+
+impl GroupSnapshot {
+    /// Length of each parameter tensor.
+    pub fn lens(&self) -> Vec<usize> {
+        self.shapes.iter().map(|s| s.iter().product()).collect()
+    }
 }
 
 /// A schedule's position: which schedule (its structured configuration), the learning rate it scales
@@ -132,13 +152,23 @@ pub(crate) fn bad(path: &Path, message: impl Into<String>) -> Error {
 }
 
 impl GroupSnapshot {
+    /// A group of `o` over tensors of `shapes` with `state` (torch name, data over the
+    /// tensors end to end) for every slot the configuration keeps.
     pub(crate) fn of(
         o: &dyn Optimizer,
         step: u64,
-        lens: Vec<usize>,
-        state: Vec<(String, HostTensor)>,
+        shapes: Vec<Vec<usize>>,
+        state: Vec<(&'static crate::optim::StateSlot, HostTensor)>,
         schedule: &ScheduleSlot,
     ) -> Self {
+        let state = state
+            .into_iter()
+            .map(|(slot, data)| {
+                let i = o.kernel().state.iter().position(|s| std::ptr::eq(s, slot)).unwrap_or(usize::MAX);
+                let lens = shapes.iter().map(|shape| o.state_len(i, shape)).collect();
+                StateSnapshot { name: slot.torch_name.to_string(), data, lens }
+            })
+            .collect();
         GroupSnapshot {
             optimizer: o.name().into(),
             family: o.kernel().family.into(),
@@ -150,28 +180,28 @@ impl GroupSnapshot {
                 base_lr: *base,
                 start_step: *start,
             }),
-            lens,
+            shapes,
             state,
             scalars: scalars_of(o.scalar_state(step)),
         }
     }
 
-    /// Checks that this group fits `o` over tensors of `lens` with `schedule`, and returns
-    /// what to restore. Nothing is changed.
+    /// Checks that this group fits `o` over tensors of `shapes` with `schedule`, and
+    /// returns what to restore. Nothing is changed.
     pub(crate) fn restore(
         &self,
         path: &Path,
         o: &dyn Optimizer,
-        lens: &[usize],
+        shapes: &[Vec<usize>],
         schedule: &ScheduleSlot,
     ) -> Result<Restore<'_>> {
         if self.optimizer != o.name() || self.family != o.kernel().family {
             return Err(bad(path, format!("a checkpoint of {} cannot be loaded into {}", self.optimizer, o.name())));
         }
-        if self.lens != lens {
+        if self.shapes != shapes {
             return Err(bad(
                 path,
-                format!("the checkpoint's tensors have lengths {:?}, the optimizer's {lens:?}", self.lens),
+                format!("the checkpoint's tensors have shapes {:?}, the optimizer's {shapes:?}", self.shapes),
             ));
         }
         let mut next = o.clone_box();
@@ -206,24 +236,35 @@ impl GroupSnapshot {
                 return Err(bad(path, "saved without a schedule: load first, then set the schedule"));
             }
         };
-        let state = o
-            .kernel()
-            .state
+        let slots = o.kernel().state;
+        if let Some(s) = self.state.iter().find(|s| !slots.iter().any(|slot| slot.torch_name == s.name)) {
+            return Err(bad(path, format!("the checkpoint has {}, which {} does not keep", s.name, o.name())));
+        }
+        let state = slots
             .iter()
             .enumerate()
             .map(|(i, slot)| {
-                let found = self.state.iter().find(|(n, _)| n == slot.torch_name).map(|(_, d)| d);
-                match (o.uses_state(i), found) {
-                    (true, Some(d)) if d.format == o.state_format(i) => Ok(Some(d)),
-                    (true, Some(d)) => Err(bad(
+                let found = self.state.iter().find(|s| s.name == slot.torch_name);
+                let lens: Vec<usize> = shapes.iter().map(|shape| o.state_len(i, shape)).collect();
+                let kept = lens.iter().any(|&n| n > 0);
+                match (kept, found) {
+                    (true, Some(s)) if s.data.format != o.state_format(i) => Err(bad(
                         path,
                         format!(
                             "{} is saved as {}, and this configuration keeps it as {}",
                             slot.torch_name,
-                            d.format.name(),
+                            s.data.format.name(),
                             o.state_format(i).name()
                         ),
                     )),
+                    (true, Some(s)) if s.lens != lens => Err(bad(
+                        path,
+                        format!(
+                            "{} holds {:?} values per tensor; tensors of shapes {shapes:?} keep {lens:?}",
+                            slot.torch_name, s.lens
+                        ),
+                    )),
+                    (true, Some(s)) => Ok(Some(&s.data)),
                     (false, None) => Ok(None),
                     (true, None) => Err(bad(path, format!("the checkpoint lacks {}", slot.torch_name))),
                     (false, Some(_)) => Err(bad(
@@ -248,68 +289,6 @@ impl GroupSnapshot {
     }
 }
 
-impl GroupSnapshot {
-    /// Adafactor over one tensor.
-    pub(crate) fn of_adafactor(c: &Adafactor, step: u64, numel: usize, state: Vec<(String, HostTensor)>) -> Self {
-        GroupSnapshot {
-            optimizer: "Adafactor".into(),
-            family: "adafactor".into(),
-            step,
-            lr: c.lr,
-            config: crate::optim::config_of(c),
-            schedule: None,
-            lens: vec![numel],
-            state,
-            scalars: scalars_of(vec![("step", step as f32)]),
-        }
-    }
-
-    /// Checks that this group fits Adafactor `c` over a tensor factored as `shape` and returns
-    /// its state by name (`row_var`, `col_var` or `variance`) and its step. Nothing is changed.
-    pub(crate) fn restore_adafactor(
-        &self,
-        path: &Path,
-        c: &Adafactor,
-        shape: Factoring,
-    ) -> Result<Vec<(&str, &HostTensor)>> {
-        if self.scalars != scalars_of(vec![("step", self.step as f32)]) {
-            return Err(bad(
-                path,
-                format!("the per-parameter scalars {:?} are not those of step {}", self.scalars, self.step),
-            ));
-        }
-        if self.family != "adafactor" {
-            return Err(bad(path, format!("a checkpoint of {} cannot be loaded into Adafactor", self.optimizer)));
-        }
-        if self.config != crate::optim::config_of(c) {
-            let current = crate::optim::config_of(c);
-            return Err(bad(
-                path,
-                format!("the checkpoint was saved with {}, this optimizer is {current}", self.config),
-            ));
-        }
-        let expected: Vec<(&str, usize)> = if shape.factored {
-            vec![("col_var", shape.matrices * shape.cols), ("row_var", shape.matrices * shape.rows)]
-        } else {
-            vec![("variance", shape.numel())]
-        };
-        let found: Vec<(&str, usize)> = self.state.iter().map(|(n, d)| (n.as_str(), d.len())).collect();
-        if let Some((name, d)) = self.state.iter().find(|(_, d)| d.format != ElementFormat::F32) {
-            return Err(bad(path, format!("{name} is saved as {}; Adafactor keeps f32", d.format.name())));
-        }
-        if self.lens != [shape.numel()] || found != expected {
-            return Err(bad(
-                path,
-                format!(
-                    "the checkpoint holds {found:?} for {:?} parameters; this tensor needs {expected:?}",
-                    self.lens
-                ),
-            ));
-        }
-        Ok(self.state.iter().map(|(n, d)| (n.as_str(), d)).collect())
-    }
-}
-
 impl Snapshot {
     /// Writes the snapshot to `path`, atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
@@ -318,22 +297,20 @@ impl Snapshot {
         // (name, format, shape, bytes) of every tensor of the file.
         let mut tensors: Vec<(String, ElementFormat, Vec<usize>, &[u8])> = Vec::new();
         for g in &self.groups {
-            let indices: Vec<usize> = (first..first + g.lens.len()).collect();
-            for (name, data) in &g.state {
+            let indices: Vec<usize> = (first..first + g.shapes.len()).collect();
+            for StateSnapshot { name, data, lens } in &g.state {
                 let format = data.format;
-                if let [index] = indices[..] {
-                    // One tensor: its state whole (Adafactor's factored state is smaller).
-                    tensors.push((format!("state.{index}.{name}"), format, vec![data.len()], &data.bytes));
-                    continue;
-                }
-                if data.len() != g.lens.iter().sum::<usize>() {
-                    return Err(bad(path, format!("{name} does not cover the group's tensors {:?}", g.lens)));
+                if data.len() != lens.iter().sum::<usize>() || lens.len() != indices.len() {
+                    return Err(bad(path, format!("{name} does not cover the group's tensors {lens:?}")));
                 }
                 let mut at = 0;
-                for (&len, &index) in g.lens.iter().zip(&indices) {
-                    let bytes = len * format.bytes() as usize;
-                    tensors.push((format!("state.{index}.{name}"), format, vec![len], &data.bytes[at..at + bytes]));
-                    at += bytes;
+                for (&len, &index) in lens.iter().zip(&indices) {
+                    if len > 0 {
+                        let bytes = len * format.bytes() as usize;
+                        let part = &data.bytes[at..at + bytes];
+                        tensors.push((format!("state.{index}.{name}"), format, vec![len], part));
+                        at += bytes;
+                    }
                 }
             }
             // 0-dimensional f32 tensors, as torch keeps `step` and `mu_product`.
@@ -350,12 +327,13 @@ impl Snapshot {
                 "lr": g.lr,
                 "config": g.config,
                 "params": indices,
-                "lens": g.lens,
+                "lens": g.lens(),
+                "shapes": g.shapes,
                 "schedule": g.schedule.as_ref().map(|s| json!({
                     "schedule": s.schedule, "base_lr": s.base_lr, "start_step": s.start_step,
                 })),
             }));
-            first += g.lens.len();
+            first += g.shapes.len();
         }
         let mut metadata: HashMap<String, String> = HashMap::from([
             ("format".into(), FORMAT.into()),
@@ -452,6 +430,27 @@ impl Snapshot {
                 v.iter().map(|x| number(x, key).map(|n| n as usize)).collect()
             };
             let (indices, lens) = (list("params")?, list("lens")?);
+            // Shapes since parameters could have one; a file without them holds flat tensors.
+            let shapes: Vec<Vec<usize>> = match g.get("shapes") {
+                None => lens.iter().map(|&n| vec![n]).collect(),
+                Some(v) => {
+                    let not = || bad(path, "`shapes` is not a list of shapes");
+                    let shapes = v.as_array().ok_or_else(not)?;
+                    let shapes = shapes
+                        .iter()
+                        .map(|s| {
+                            let dims = s.as_array().ok_or_else(not)?;
+                            dims.iter().map(|d| d.as_u64().map(|d| d as usize).ok_or_else(not)).collect()
+                        })
+                        .collect::<Result<Vec<Vec<usize>>>>()?;
+                    let products: Vec<Option<usize>> =
+                        shapes.iter().map(|s| s.iter().try_fold(1usize, |a, &d| a.checked_mul(d))).collect();
+                    if shapes.len() != lens.len() || products.iter().zip(&lens).any(|(p, &n)| *p != Some(n)) {
+                        return Err(bad(path, format!("shapes {shapes:?} do not have the lengths {lens:?}")));
+                    }
+                    shapes
+                }
+            };
             let family = text("family")?;
             let expected: Vec<usize> = (next_index..next_index + lens.len()).collect();
             if indices != expected || lens.is_empty() {
@@ -469,28 +468,30 @@ impl Snapshot {
                     start_step: number(&s["start_step"], "start_step")?,
                 }),
             };
-            // Each state of the group, end to end over its tensors; every tensor has the same.
-            let names: Vec<String> = by_param.get(&indices[0]).map(|m| m.keys().cloned().collect()).unwrap_or_default();
-            let mut state: Vec<(String, Option<HostTensor>)> = names.iter().map(|n| (n.clone(), None)).collect();
-            for (&index, &len) in indices.iter().zip(&lens) {
-                let tensors = by_param.remove(&index).unwrap_or_default();
-                if tensors.keys().ne(names.iter()) {
-                    return Err(bad(path, format!("parameter {index} has states {:?}, not {names:?}", tensors.keys())));
-                }
-                for ((name, data), (_, all)) in tensors.into_iter().zip(&mut state) {
-                    // Element-wise state is laid out like its parameter; Adafactor's factored
-                    // state is smaller and checked against its factoring on restore.
-                    if data.len() != len && family != "adafactor" {
-                        return Err(bad(path, format!("state.{index}.{name} has {} values, not {len}", data.len())));
-                    }
-                    match all {
-                        None => *all = Some(data),
+            // Each state of the group, end to end over its tensors, with each tensor's share (0
+            // where it keeps none: a shaped step's state depends on the tensor's shape). What
+            // each tensor should keep is checked against the optimizer on restore.
+            let mut tensors: Vec<BTreeMap<String, HostTensor>> =
+                indices.iter().map(|index| by_param.remove(index).unwrap_or_default()).collect();
+            let names: std::collections::BTreeSet<String> = tensors.iter().flat_map(|t| t.keys().cloned()).collect();
+            let mut state = Vec::with_capacity(names.len());
+            for name in names {
+                let mut all: Option<HostTensor> = None;
+                let mut shares = Vec::with_capacity(indices.len());
+                for (t, &index) in tensors.iter_mut().zip(&indices) {
+                    let Some(data) = t.remove(&name) else {
+                        shares.push(0);
+                        continue;
+                    };
+                    shares.push(data.len());
+                    match &mut all {
+                        None => all = Some(data),
                         Some(all) if all.format == data.format => all.bytes.extend(data.bytes),
                         Some(all) => {
                             return Err(bad(
                                 path,
                                 format!(
-                                    "state.{index}.{name} is {}, not {} as before",
+                                    "state.{index}.{name} is {}, where the group's others are {}",
                                     data.format.name(),
                                     all.format.name()
                                 ),
@@ -498,8 +499,10 @@ impl Snapshot {
                         }
                     }
                 }
+                if let Some(data) = all {
+                    state.push(StateSnapshot { name, data, lens: shares });
+                }
             }
-            let state = state.into_iter().filter_map(|(n, d)| Some((n, d?))).collect();
             // Every tensor of the group carries the same scalars (BTreeMap: by name).
             let scalars: Vec<(String, f32)> =
                 scalars_by_param.get(&indices[0]).map(|m| m.clone().into_iter().collect()).unwrap_or_default();
@@ -520,7 +523,7 @@ impl Snapshot {
                     _ => return Err(bad(path, "`config` is not a configuration")),
                 },
                 schedule,
-                lens,
+                shapes,
                 state,
                 scalars,
             });

@@ -34,6 +34,8 @@ const LEAF: usize = 1 << 14;
 pub struct CpuOptimizer {
     optimizer: Box<dyn Optimizer>,
     params: Array1<f32>,
+    /// The parameters' shape (`[len]` unless given), which a shaped step follows.
+    shape: Vec<usize>,
     state: Vec<Array1<f32>>,
     step: u64,
     threads: Threads,
@@ -46,8 +48,21 @@ pub struct CpuOptimizer {
 }
 
 impl CpuOptimizer {
-    /// Copies `params` and creates zeroed state; steps run [`Threads::Sequential`].
+    /// Copies `params` (a flat tensor) and creates zeroed state; steps run
+    /// [`Threads::Sequential`].
     pub fn new(optimizer: impl Into<Box<dyn Optimizer>>, params: &(impl HostData + ?Sized)) -> Result<Self> {
+        let p = params.as_f32s()?;
+        Self::with_shape(optimizer, p, &[p.len()])
+    }
+
+    /// Copies `params`, a tensor of `shape` (row-major, as torch's), and creates its state:
+    /// what a shaped step such as Adafactor's follows (rank ≥ 2 is factored over the last two
+    /// dimensions). Element-wise optimizers ignore the shape.
+    pub fn with_shape(
+        optimizer: impl Into<Box<dyn Optimizer>>,
+        params: &(impl HostData + ?Sized),
+        shape: &[usize],
+    ) -> Result<Self> {
         let optimizer = optimizer.into();
         optimizer.validate()?;
         // The CPU keeps f32 state: another format's slot needs its CPU codec first.
@@ -56,24 +71,21 @@ impl CpuOptimizer {
                 optimizer.state_format(i).expect(slot.torch_name, crate::ElementFormat::F32)?;
             }
         }
-        let params = Array1::from(params.as_f32s()?.to_vec());
+        let params = params.as_f32s()?;
         if params.is_empty() {
             return Err(Error::Empty { what: "params" });
         }
-        let n = params.len();
-        let state =
-            (0..optimizer.kernel().state.len())
-                .map(|i| {
-                    if optimizer.uses_state(i) {
-                        Array1::from_elem(n, optimizer.state_init(i))
-                    } else {
-                        Array1::zeros(0)
-                    }
-                })
-                .collect();
+        let numel = crate::optim::numel(shape)?;
+        if numel != params.len() {
+            return Err(Error::LengthMismatch { what: "params (shape)", expected: numel, actual: params.len() });
+        }
+        let state = (0..optimizer.kernel().state.len())
+            .map(|i| Array1::from_elem(optimizer.state_len(i, shape), optimizer.state_init(i)))
+            .collect();
         Ok(CpuOptimizer {
             optimizer,
-            params,
+            params: Array1::from(params.to_vec()),
+            shape: shape.to_vec(),
             state,
             step: 0,
             threads: Threads::Sequential,
@@ -121,7 +133,9 @@ impl CpuOptimizer {
         let state = &mut state[..];
         let o = &*self.optimizer;
         let parallel = self.threads == Threads::Parallel;
-        if o.kernel().is_staged() {
+        if o.kernel().is_shaped() {
+            o.shaped_cpu(step, &self.shape, p, g, state, parallel)?;
+        } else if o.kernel().is_staged() {
             run_stages(o, step, p, g, state, parallel)?;
         } else if parallel {
             parallel_split(p, g, state, &|p, g, s| o.update_cpu(step, p, g, s));
@@ -166,11 +180,8 @@ impl CpuOptimizer {
     /// Saves the state to a safetensors checkpoint, atomically (see
     /// [`GpuOptimizer::save`](crate::GpuOptimizer::save); the two read each other's files).
     pub fn save(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
-        let state = self
-            .state()
-            .map(|(slot, t)| (slot.torch_name.to_string(), HostTensor::from_f32s(t.as_slice().unwrap_or(&t.to_vec()))))
-            .collect();
-        let group = GroupSnapshot::of(&*self.optimizer, self.step, vec![self.params.len()], state, &self.schedule);
+        let state = self.state().map(|(slot, t)| (slot, HostTensor::from_f32s(&t.to_vec()))).collect();
+        let group = GroupSnapshot::of(&*self.optimizer, self.step, vec![self.shape.clone()], state, &self.schedule);
         let scaler = self.control.and_then(|c| {
             let growth = c.control.scaler?;
             Some(ScalerState { scale: c.scaler[0], growth_tracker: c.scaler[1] as u32, growth })
@@ -183,7 +194,8 @@ impl CpuOptimizer {
     pub fn load(&mut self, path: impl AsRef<std::path::Path>) -> Result<()> {
         let path = path.as_ref();
         let snapshot = Snapshot::load(path)?;
-        let restore = snapshot.single(path)?.restore(path, &*self.optimizer, &[self.params.len()], &self.schedule)?;
+        let shapes = std::slice::from_ref(&self.shape);
+        let restore = snapshot.single(path)?.restore(path, &*self.optimizer, shapes, &self.schedule)?;
         let scaler = check_scaler(path, snapshot.scaler, self.control.and_then(|c| c.control.scaler))?;
         // Converted whole before anything is replaced (the formats were checked as the slots').
         let state = restore.state.iter().map(|d| d.map(|d| d.to_f32s()).transpose()).collect::<Result<Vec<_>>>()?;
@@ -230,10 +242,15 @@ impl CpuOptimizer {
         &self.params
     }
 
-    /// The state tensors this configuration uses, with their names.
+    /// The state tensors this configuration keeps for the parameters' shape, with their
+    /// names.
     pub fn state(&self) -> impl Iterator<Item = (&'static StateSlot, &Array1<f32>)> {
-        let o = &self.optimizer;
-        o.kernel().state.iter().zip(&self.state).enumerate().filter(|(i, _)| o.uses_state(*i)).map(|(_, x)| x)
+        self.optimizer.kernel().state.iter().zip(&self.state).filter(|(_, t)| !t.is_empty())
+    }
+
+    /// The parameters' shape.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
     }
 
     /// One state tensor by role (`m`) or torch name (`exp_avg`).

@@ -7,7 +7,7 @@ use crate::checkpoint::{GroupSnapshot, Snapshot};
 use crate::engine::{self, StepTable, UNIFORM_BYTES, grid, uniform_window};
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
-use crate::optim::{Adafactor, Factoring, flag};
+use crate::optim::{Adafactor, Factoring, Optimizer, flag};
 use crate::tensor::{GpuTensor, HostData};
 
 const SOURCE: &str = include_str!("../shaders/adafactor.wgsl");
@@ -15,19 +15,6 @@ const SOURCE: &str = include_str!("../shaders/adafactor.wgsl");
 const RWG: u32 = 256;
 const CHUNK: usize = crate::optim::adafactor::CHUNK;
 const BLOCK: usize = 64;
-
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Scalars {
-    w: f32,
-    rho: f32,
-    eps1: f32,
-    eps1_sq: f32,
-    eps2: f32,
-    decay: f32,
-    d: f32,
-    sqrt_numel: f32,
-}
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
@@ -57,6 +44,7 @@ struct Layout {
     row_mean_at: u32,
     out_at: u32,
     col_at: u32,
+    sqrt_numel: f32,
 }
 
 struct Pipelines {
@@ -78,6 +66,8 @@ struct Pipelines {
 pub struct GpuAdafactor {
     ctx: GpuContext,
     config: Adafactor,
+    /// The parameters' shape as given, and as factored.
+    dims: Vec<usize>,
     shape: Factoring,
     params: GpuTensor,
     grads: GpuTensor,
@@ -123,6 +113,7 @@ impl GpuAdafactor {
         shape: &[usize],
     ) -> Result<Self> {
         config.validate()?;
+        let dims = shape.to_vec();
         let shape = Factoring::of(shape)?;
         let data = params.as_f32s()?;
         let numel = shape.numel();
@@ -216,6 +207,7 @@ impl GpuAdafactor {
             row_mean_at: row_mean_at as u32,
             out_at: out_at as u32,
             col_at: col_at as u32,
+            sqrt_numel: (numel as f64).powf(0.5) as f32,
         };
 
         let constants = [
@@ -237,7 +229,7 @@ impl GpuAdafactor {
             advance: compile("advance")?,
         };
 
-        let steps = StepTable::new(ctx, size_of::<Scalars>())?;
+        let steps = StepTable::new(ctx, config.kernel().scalar_size)?;
         let stride = u64::from(ctx.limits().min_uniform_buffer_offset_alignment).max(UNIFORM_BYTES);
         let segments_at = 0;
         let layout_at = segments_at + stride * segments.len() as u64;
@@ -310,6 +302,7 @@ impl GpuAdafactor {
         Ok(GpuAdafactor {
             ctx: ctx.clone(),
             config,
+            dims,
             shape,
             params,
             grads,
@@ -326,22 +319,6 @@ impl GpuAdafactor {
             segment_stride: stride as u32,
             step: 0,
             health: std::sync::OnceLock::new(),
-        })
-    }
-
-    /// The scalars of step `step` for a tensor of `numel` elements.
-    fn step_scalars(c: &Adafactor, numel: usize, step: u64) -> crate::optim::ScalarBlock {
-        let (w, rho) = c.schedule(step);
-        let eps1 = c.eps1();
-        crate::optim::pack(&Scalars {
-            w: w as f32,
-            rho: rho as f32,
-            eps1: eps1 as f32,
-            eps1_sq: (eps1 * eps1) as f32,
-            eps2: c.eps.1 as f32,
-            decay: (1.0 - c.lr * c.weight_decay) as f32,
-            d: c.d as f32,
-            sqrt_numel: (numel as f64).powf(0.5) as f32,
         })
     }
 
@@ -363,8 +340,8 @@ impl GpuAdafactor {
 
     fn encode_steps(&mut self, encoder: &mut wgpu::CommandEncoder, k: u32) {
         let step = self.step;
-        let (config, numel) = (&self.config, self.shape.numel());
-        self.steps.write(&self.ctx, step + 1, k, |j| Self::step_scalars(config, numel, step + 1 + u64::from(j)));
+        let config = &self.config;
+        self.steps.write(&self.ctx, step + 1, k, |j| config.scalars(step + 1 + u64::from(j)));
         let Factoring { matrices, rows: m, cols: n, factored } = self.shape;
         let max_dim = self.ctx.tuning().max_workgroups_per_dimension;
         let wg = self.ctx.tuning().workgroup_size;
@@ -415,19 +392,27 @@ impl GpuAdafactor {
 
     /// The state tensors this tensor keeps, by torch name.
     fn state(&self) -> impl Iterator<Item = (&'static str, &GpuTensor)> {
-        [("col_var", &self.col_var), ("row_var", &self.row_var), ("variance", &self.variance)]
-            .into_iter()
-            .filter_map(|(n, t)| Some((n, t.as_ref()?)))
+        self.slots().filter_map(|(slot, t)| Some((slot.torch_name, t?)))
+    }
+
+    /// Every state slot of Adafactor's kernel, with the tensor this shape keeps for it.
+    fn slots(&self) -> impl Iterator<Item = (&'static crate::optim::StateSlot, Option<&GpuTensor>)> {
+        let tensors = [&self.variance, &self.row_var, &self.col_var];
+        self.config.kernel().state.iter().zip(tensors).map(|(slot, t)| (slot, t.as_ref()))
     }
 
     /// Saves the state (`row_var` and `col_var`, or `variance`), the step count and the
     /// configuration to a safetensors checkpoint, atomically (see
-    /// [`GpuOptimizer::save`](crate::GpuOptimizer::save)); [`CpuAdafactor`](crate::CpuAdafactor)
-    /// reads the same files.
+    /// [`GpuOptimizer::save`](crate::GpuOptimizer::save)); a
+    /// [`CpuOptimizer`](crate::CpuOptimizer) of the same shape reads the same files.
     pub fn save(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
-        let state =
-            self.state().map(|(n, t)| Ok((n.to_string(), t.read_host(&self.ctx)?))).collect::<Result<Vec<_>>>()?;
-        let group = GroupSnapshot::of_adafactor(&self.config, self.step, self.shape.numel(), state);
+        let mut state = Vec::new();
+        for (slot, t) in self.slots() {
+            if let Some(t) = t {
+                state.push((slot, t.read_host(&self.ctx)?));
+            }
+        }
+        let group = GroupSnapshot::of(&self.config, self.step, vec![self.dims.clone()], state, &None);
         Snapshot { groups: vec![group], scaler: None }.save(path.as_ref())
     }
 
@@ -436,15 +421,17 @@ impl GpuAdafactor {
         let path = path.as_ref();
         let snapshot = Snapshot::load(path)?;
         let group = snapshot.single(path)?;
-        let state = group.restore_adafactor(path, &self.config, self.shape)?;
-        let counter = u32::try_from(group.step).map_err(|_| {
-            crate::checkpoint::bad(path, format!("step {} exceeds the GPU counter's range", group.step))
+        let restore = group.restore(path, &self.config, std::slice::from_ref(&self.dims), &None)?;
+        let counter = u32::try_from(restore.step).map_err(|_| {
+            crate::checkpoint::bad(path, format!("step {} exceeds the GPU counter's range", restore.step))
         })?;
-        for ((_, t), (_, data)) in self.state().zip(state) {
-            t.write_host(&self.ctx, data)?;
+        for ((_, t), data) in self.slots().zip(&restore.state) {
+            if let (Some(t), Some(data)) = (t, data) {
+                t.write_host(&self.ctx, data)?;
+            }
         }
         self.steps.set_counter(&self.ctx, counter)?;
-        self.step = group.step;
+        self.step = restore.step;
         Ok(())
     }
 

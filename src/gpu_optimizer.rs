@@ -286,7 +286,7 @@ impl GpuOptimizer {
     /// configuration and the schedule's position) to a safetensors checkpoint, atomically
     /// (waits for the GPU). Parameters are not included, as in torch's optimizer `state_dict`.
     pub fn save(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
-        let snapshot = Snapshot { groups: vec![self.snapshot(vec![self.params.len()])?], scaler: None };
+        let snapshot = Snapshot { groups: vec![self.snapshot(vec![vec![self.params.len()]])?], scaler: None };
         snapshot.save(path.as_ref())
     }
 
@@ -301,30 +301,27 @@ impl GpuOptimizer {
             let message = "the checkpoint holds a loss scaler: load it into ParamGroups (or a CpuOptimizer) with one";
             return Err(crate::checkpoint::bad(path, message));
         }
-        let restore = self.check_restore(path, snapshot.single(path)?, &[self.params.len()])?;
+        let restore = self.check_restore(path, snapshot.single(path)?, &[vec![self.params.len()]])?;
         self.restore(restore)
     }
 
-    /// This optimizer's state as one checkpoint group over tensors of `lens`.
-    pub(crate) fn snapshot(&self, lens: Vec<usize>) -> Result<GroupSnapshot> {
-        let state = self
-            .state()
-            .map(|(slot, t)| Ok((slot.torch_name.to_string(), t.read_host(&self.ctx)?)))
-            .collect::<Result<Vec<_>>>()?;
+    /// This optimizer's state as one checkpoint group over tensors of `shapes`.
+    pub(crate) fn snapshot(&self, shapes: Vec<Vec<usize>>) -> Result<GroupSnapshot> {
+        let state = self.state().map(|(slot, t)| Ok((slot, t.read_host(&self.ctx)?))).collect::<Result<Vec<_>>>()?;
         // The steps the GPU took: a step skipped for a non-finite gradient is no step, as
         // torch's `state["step"]` under GradScaler.
         let taken = self.read_gpu_step()?;
-        Ok(GroupSnapshot::of(&*self.optimizer, taken, lens, state, &self.schedule))
+        Ok(GroupSnapshot::of(&*self.optimizer, taken, shapes, state, &self.schedule))
     }
 
-    /// Checks that `group` fits this optimizer over tensors of `lens`; changes nothing.
+    /// Checks that `group` fits this optimizer over tensors of `shapes`; changes nothing.
     pub(crate) fn check_restore<'a>(
         &self,
         path: &std::path::Path,
         group: &'a GroupSnapshot,
-        lens: &[usize],
+        shapes: &[Vec<usize>],
     ) -> Result<Restore<'a>> {
-        let restore = group.restore(path, &*self.optimizer, lens, &self.schedule)?;
+        let restore = group.restore(path, &*self.optimizer, shapes, &self.schedule)?;
         if u32::try_from(restore.step).is_err() {
             return Err(crate::checkpoint::bad(path, format!("step {} exceeds the GPU counter's range", restore.step)));
         }

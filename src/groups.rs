@@ -35,8 +35,8 @@ pub struct ParamGroups {
     grads: GpuTensor,
     control: Option<(NormReducer, GradControl)>,
     health: Option<HealthCheck>,
-    /// Each group's tensor lengths, for checkpoints (one tensor per parameter, as torch).
-    lens: Vec<Vec<usize>>,
+    /// Each group's tensor shapes, for checkpoints (one tensor per parameter, as torch).
+    shapes: Vec<Vec<Vec<usize>>>,
     /// Steps recorded since the host's step count was last synced with the GPU's.
     unsynced: u32,
 }
@@ -49,9 +49,9 @@ impl ParamGroups {
         }
         let all_grads: Vec<GpuTensor> = groups.iter().flat_map(|g| g.grads.iter().map(|t| (*t).clone())).collect();
         let grads = GpuTensor::concat(&all_grads.iter().collect::<Vec<_>>())?;
-        let lens = groups.iter().map(|g| g.params.iter().map(|t| t.len()).collect()).collect();
+        let shapes = groups.iter().map(|g| g.params.iter().map(|t| vec![t.len()]).collect()).collect();
         let groups = groups.into_iter().map(|g| Self::build(ctx, g)).collect::<Result<Vec<_>>>()?;
-        Ok(ParamGroups { ctx: ctx.clone(), groups, grads, control: None, health: None, lens, unsynced: 0 })
+        Ok(ParamGroups { ctx: ctx.clone(), groups, grads, control: None, health: None, shapes, unsynced: 0 })
     }
 
     /// One group's optimizer over its tensors (each tensor's sub-ranges kept, for per-tensor
@@ -89,7 +89,7 @@ impl ParamGroups {
     /// (if any) then covers their gradients too. The group and the new reduction are built
     /// before anything changes; an error leaves the groups as they were.
     pub fn add_param_group(&mut self, group: ParamGroup<'_>) -> Result<()> {
-        let lens: Vec<usize> = group.params.iter().map(|t| t.len()).collect();
+        let shapes: Vec<Vec<usize>> = group.params.iter().map(|t| vec![t.len()]).collect();
         let mut added = Self::build(&self.ctx, group)?;
         let grads = GpuTensor::concat(&[&self.grads, added.grads()])?;
         if let Some((old, c)) = &self.control {
@@ -109,7 +109,7 @@ impl ParamGroups {
         }
         self.groups.push(added);
         self.grads = grads;
-        self.lens.push(lens);
+        self.shapes.push(shapes);
         self.health = None;
         Ok(())
     }
@@ -125,8 +125,8 @@ impl ParamGroups {
             return Err(Error::ForeignDevice { what: "optimizers of different GpuContexts (devices)" });
         }
         let grads = GpuTensor::concat(&optimizers.iter().map(GpuOptimizer::grads).collect::<Vec<_>>())?;
-        let lens = optimizers.iter().map(|o| vec![o.params().len()]).collect();
-        Ok(ParamGroups { ctx, groups: optimizers, grads, control: None, health: None, lens, unsynced: 0 })
+        let shapes = optimizers.iter().map(|o| vec![vec![o.params().len()]]).collect();
+        Ok(ParamGroups { ctx, groups: optimizers, grads, control: None, health: None, shapes, unsynced: 0 })
     }
 
     /// Takes `steps` steps of every group on the gradients on the GPU, `SCALAR_SLOTS` steps
@@ -280,8 +280,12 @@ impl ParamGroups {
     /// configuration, learning rate, schedule position) and the loss scaler's state to one
     /// safetensors checkpoint, atomically (waits for the GPU).
     pub fn save(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
-        let groups =
-            self.groups.iter().zip(&self.lens).map(|(g, lens)| g.snapshot(lens.clone())).collect::<Result<_>>()?;
+        let groups = self
+            .groups
+            .iter()
+            .zip(&self.shapes)
+            .map(|(g, shapes)| g.snapshot(shapes.clone()))
+            .collect::<Result<_>>()?;
         let scaler = match (&self.control, self.read_loss_scale()?) {
             (Some((_, GradControl { scaler: Some(growth), .. })), Some((scale, growth_tracker))) => {
                 Some(ScalerState { scale, growth_tracker, growth: *growth })
@@ -307,8 +311,8 @@ impl ParamGroups {
             .groups
             .iter()
             .zip(&snapshot.groups)
-            .zip(&self.lens)
-            .map(|((g, saved), lens)| g.check_restore(path, saved, lens))
+            .zip(&self.shapes)
+            .map(|((g, saved), shapes)| g.check_restore(path, saved, shapes))
             .collect::<Result<Vec<_>>>()?;
         let configured = self.control.as_ref().and_then(|(_, c)| c.scaler);
         let scaler = crate::checkpoint::check_scaler(path, snapshot.scaler, configured)?;

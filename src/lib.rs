@@ -69,7 +69,7 @@ pub use gpu_optimizer::{GpuOptimizer, SCALAR_SLOTS};
 pub use groups::{ParamGroup, ParamGroups};
 pub use monitor::TensorHealth;
 pub use optim::{
-    AdaBelief, Adadelta, Adafactor, Adagrad, Adam, AdamW, Adamax, Adan, CpuAdafactor, Factoring, Lamb, Lars, Lion,
-    NAdam, Optimizer, RAdam, RmsProp, Sgd,
+    AdaBelief, Adadelta, Adafactor, Adagrad, Adam, AdamW, Adamax, Adan, Factoring, Lamb, Lars, Lion, NAdam, Optimizer,
+    RAdam, RmsProp, Sgd,
 };
 pub use tensor::{GpuTensor, HostData, Segment};

@@ -11,6 +11,10 @@
 //!   read per-tensor values (the shader's `reduce_update` and `reduced()`, the CPU's
 //!   [`Optimizer::reduce_cpu`](crate::Optimizer::reduce_cpu)). LAMB is a reduction and an
 //!   element-wise stage.
+//! * A reduction over [`Scope::Rows`] or [`Scope::Columns`] follows the parameter's shape
+//!   (given per parameter; flat by default) and writes state of another length than the
+//!   parameter (Adafactor's `row_var` and `col_var`). Such a step is the family's own entry
+//!   points on the GPU and [`Optimizer::shaped_cpu`](crate::Optimizer::shaped_cpu) on the CPU.
 //! * [`Stage::MatMul`]: a matrix product tiled in workgroup memory (Muon's Newton–Schulz);
 //!   declared here, not yet recorded by the engine, which refuses it with an error.
 
@@ -22,6 +26,19 @@ pub enum Scope {
     Tensor,
     /// Every tensor of the group together.
     Group,
+    /// Each row of a tensor's trailing matrix (the last dimension summed): Adafactor's
+    /// `row_var`. The tensor's shape is given per parameter.
+    Rows,
+    /// Each column of a tensor's trailing matrix (the second-to-last dimension summed):
+    /// Adafactor's `col_var`.
+    Columns,
+}
+
+impl Scope {
+    /// Whether the reduction follows the tensor's shape, not only its elements.
+    pub fn is_shaped(self) -> bool {
+        matches!(self, Scope::Rows | Scope::Columns)
+    }
 }
 
 /// One stage of an optimizer's step.

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use wgpu_optim::{Adafactor, CpuAdafactor, Error, GpuAdafactor, GpuContext, Threads};
+use wgpu_optim::{Adafactor, CpuOptimizer, Error, GpuAdafactor, GpuContext, Threads};
 
 /// The budget of one Adafactor step, in ε of (|x| + per-step change): the element-wise part
 /// (decay mul 1, V: mul 1 + div 3, max, sqrt 5, 1/x 3, mul 1, fma 2 = 16) plus the scalars
@@ -21,7 +21,7 @@ fn shape_len(shape: &[usize]) -> usize {
 fn parity(ctx: &GpuContext, config: &Adafactor, shape: &[usize], steps: usize) {
     let n = shape_len(shape);
     let mut gpu = GpuAdafactor::new(ctx, config.clone(), &params(n), shape).unwrap();
-    let mut cpu = CpuAdafactor::new(config.clone(), &params(n), shape).unwrap();
+    let mut cpu = CpuOptimizer::with_shape(config.clone(), &params(n), shape).unwrap();
     let mut change = 0.0f32;
     for k in 1..=steps {
         let before = cpu.params().to_vec();
@@ -63,7 +63,7 @@ fn reductions_alone_match_the_cpu_and_repeat_bit_for_bit() {
     let shape = [70, 300];
     let n = shape_len(&shape);
     let config = Adafactor::new(1e-2);
-    let mut cpu = CpuAdafactor::new(config.clone(), &params(n), &shape).unwrap();
+    let mut cpu = CpuOptimizer::with_shape(config.clone(), &params(n), &shape).unwrap();
     cpu.step(&grads(n, 1)).unwrap();
     let mut runs = Vec::new();
     for _ in 0..2 {
@@ -149,7 +149,7 @@ fn factored_state_is_rows_plus_columns() {
     assert_eq!(gpu.read_state("row_var").unwrap().len(), b * m);
     assert_eq!(gpu.read_state("col_var").unwrap().len(), b * n);
     assert!(gpu.read_state("variance").is_err());
-    let cpu = CpuAdafactor::new(Adafactor::default(), &params(b * m * n), &[b, m, n]).unwrap();
+    let cpu = CpuOptimizer::with_shape(Adafactor::default(), &params(b * m * n), &[b, m, n]).unwrap();
     assert_eq!(cpu.state_tensor("row_var").unwrap().len() + cpu.state_tensor("col_var").unwrap().len(), b * (m + n));
     // Vectors keep one value per element.
     let v = GpuAdafactor::new(&ctx, Adafactor::default(), &params(100), &[100]).unwrap();
@@ -171,8 +171,9 @@ fn k_steps_per_submit_equal_k_calls_and_parallel_equals_sequential() {
     many.run(5).unwrap();
     assert_eq!(one.read_params().unwrap(), many.read_params().unwrap());
 
-    let mut seq = CpuAdafactor::new(Adafactor::new(1e-2), &params(n), &shape).unwrap();
-    let mut par = CpuAdafactor::new(Adafactor::new(1e-2), &params(n), &shape).unwrap().with_threads(Threads::Parallel);
+    let mut seq = CpuOptimizer::with_shape(Adafactor::new(1e-2), &params(n), &shape).unwrap();
+    let mut par =
+        CpuOptimizer::with_shape(Adafactor::new(1e-2), &params(n), &shape).unwrap().with_threads(Threads::Parallel);
     for k in 1..=5 {
         seq.step(&grads(n, k)).unwrap();
         par.step(&grads(n, k)).unwrap();
@@ -182,7 +183,7 @@ fn k_steps_per_submit_equal_k_calls_and_parallel_equals_sequential() {
 
 #[test]
 fn invalid_configurations_give_torchs_messages() {
-    let msg = |c: Adafactor| match CpuAdafactor::new(c, &[1.0f32], &[1]) {
+    let msg = |c: Adafactor| match CpuOptimizer::with_shape(c, &[1.0f32], &[1]) {
         Err(Error::InvalidHyperParameter { message, .. }) => message,
         other => panic!("expected InvalidHyperParameter, got {other:?}"),
     };
@@ -193,9 +194,15 @@ fn invalid_configurations_give_torchs_messages() {
     assert_eq!(msg(Adafactor::default().with_d(0.5)), "Clipping threshold d should be >= 1 but is: 0.5");
     assert_eq!(msg(Adafactor::default().with_weight_decay(-0.1)), "weight_decay should be >= 0 but is: -0.1");
     assert!(matches!(
-        CpuAdafactor::new(Adafactor::default(), &[1.0f32; 6], &[2, 4]),
+        CpuOptimizer::with_shape(Adafactor::default(), &[1.0f32; 6], &[2, 4]),
         Err(Error::LengthMismatch { expected: 8, actual: 6, .. })
     ));
+    // A shape whose element count overflows is an error naming it, not a panic.
+    match CpuOptimizer::with_shape(Adafactor::default(), &[1.0f32; 6], &[usize::MAX, 3]) {
+        Err(Error::OverLimit(m)) => assert!(m.contains(&format!("{}", usize::MAX)), "{m}"),
+        other => panic!("expected OverLimit, got {other:?}"),
+    }
+    assert!(matches!(CpuOptimizer::with_shape(Adafactor::default(), &[1.0f32; 6], &[0, 6]), Err(Error::Empty { .. })));
     let ctx = ctx();
     assert!(matches!(GpuAdafactor::new(&ctx, Adafactor::default(), &[1.0f32; 6], &[0, 6]), Err(Error::Empty { .. })));
     let mut gpu = GpuAdafactor::new(&ctx, Adafactor::default(), &[1.0f32; 6], &[2, 3]).unwrap();

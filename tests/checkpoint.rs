@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use common::*;
 use wgpu_optim::schedule::{CosineAnnealingLr, ExponentialLr, LinearLr, Schedule, SequentialLr};
 use wgpu_optim::{
-    Adafactor, Adam, AdamW, CpuAdafactor, CpuOptimizer, Error, GpuAdafactor, GpuContext, GpuOptimizer, GpuTensor,
-    GradControl, NAdam, ParamGroup, ParamGroups, ScalerGrowth, Sgd,
+    Adafactor, Adam, AdamW, CpuOptimizer, Error, GpuAdafactor, GpuContext, GpuOptimizer, GpuTensor, GradControl, NAdam,
+    ParamGroup, ParamGroups, ScalerGrowth, Sgd,
 };
 
 fn scratch(name: &str) -> PathBuf {
@@ -403,9 +403,9 @@ fn adafactor_save_load_continue_is_bit_identical() {
         let mut resumed = GpuAdafactor::new(&ctx, config.clone(), &saved, &shape).unwrap();
         resumed.load(&path).unwrap();
         assert_eq!(resumed.read_gpu_step().unwrap(), 3);
-        let mut cpu_resumed = CpuAdafactor::new(config.clone(), &saved, &shape).unwrap();
+        let mut cpu_resumed = CpuOptimizer::with_shape(config.clone(), &saved, &shape).unwrap();
         cpu_resumed.load(&path).unwrap();
-        let mut cpu_first = CpuAdafactor::new(config.clone(), &params(n), &shape).unwrap();
+        let mut cpu_first = CpuOptimizer::with_shape(config.clone(), &params(n), &shape).unwrap();
         for k in 1..=3 {
             cpu_first.step(&grads(n, k)).unwrap();
         }
@@ -420,7 +420,7 @@ fn adafactor_save_load_continue_is_bit_identical() {
         let cpu_path = scratch(&format!("adafactor cpu {shape:?}"));
         cpu_first.save(&cpu_path).unwrap();
         let mut cpu_straight = cpu_first.clone();
-        let mut cpu_again = CpuAdafactor::new(config.clone(), cpu_first.params(), &shape).unwrap();
+        let mut cpu_again = CpuOptimizer::with_shape(config.clone(), cpu_first.params(), &shape).unwrap();
         cpu_again.load(&cpu_path).unwrap();
         for k in 4..=6 {
             cpu_straight.step(&grads(n, k)).unwrap();
@@ -435,8 +435,15 @@ fn adafactor_save_load_continue_is_bit_identical() {
         let mut wrong = GpuAdafactor::new(&ctx, config.clone(), &params(n), &other).unwrap();
         assert!(matches!(wrong.load(&path), Err(Error::Checkpoint { .. })), "{shape:?}");
         assert_eq!(wrong.step_count(), 0);
-        let mut wrong = CpuAdafactor::new(Adafactor::new(2e-2), &params(n), &shape).unwrap();
+        let mut wrong =
+            CpuOptimizer::with_shape(Adafactor::new(1e-2).with_beta2_decay(-0.5), &params(n), &shape).unwrap();
         assert!(matches!(wrong.load(&path), Err(Error::Checkpoint { .. })));
+        assert_eq!(wrong.step_count(), 0);
+        // The learning rate is state, as for every optimizer (torch's load_state_dict): the
+        // saved one is restored.
+        let mut other_lr = CpuOptimizer::with_shape(Adafactor::new(2e-2), &params(n), &shape).unwrap();
+        other_lr.load(&path).unwrap();
+        assert_eq!((other_lr.optimizer().lr(), other_lr.step_count()), (1e-2, 3));
         std::fs::remove_file(&path).unwrap();
         std::fs::remove_file(&cpu_path).unwrap();
     }

@@ -176,7 +176,7 @@ fn adafactor_reports_its_factored_state() {
     let h = gpu.health().unwrap();
     assert_eq!(
         h.iter().map(|t| (t.name, t.len)).collect::<Vec<_>>(),
-        [("params", n), ("col_var", 300), ("row_var", 24)]
+        [("params", n), ("row_var", 24), ("col_var", 300)]
     );
     for t in &h {
         let host = if t.name == "params" { gpu.read_params() } else { gpu.read_state(t.name) }.unwrap().to_vec();

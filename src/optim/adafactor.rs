@@ -1,17 +1,14 @@
-//! Adafactor, as torch.optim.Adafactor: the config and the CPU definition of its step.
-//!
-//! Unlike the element-wise optimizers, a step needs reductions (row and column sums of g²,
-//! the norms of p and of the update), so Adafactor has its own drivers:
-//! [`CpuAdafactor`] here and [`GpuAdafactor`](crate::GpuAdafactor) on the GPU.
+//! Adafactor, as torch.optim.Adafactor: the config and the CPU definition of its step, a
+//! shaped step ([`crate::step`]): row and column sums of g² into a factored second moment,
+//! the norms of p and of the update, then the element-wise update.
 
-use ndarray::Array1;
 use rayon::prelude::*;
 
-use super::{check, lerp, py, setters};
-use crate::checkpoint::{GroupSnapshot, Snapshot};
-use crate::cpu::Threads;
+use super::{
+    Kernel, Optimizer, ScalarBlock, StateSlices, StateSlot, check, common_methods, flag, lerp, pack, py, setters,
+};
 use crate::error::{Error, Result};
-use crate::tensor::HostData;
+use crate::step::{Scope, Stage};
 
 /// Adafactor, torch.optim.Adafactor (single-tensor path).
 ///
@@ -31,6 +28,8 @@ use crate::tensor::HostData;
 /// put eps1 = 1e-30 inside the sums and cap rho at 1e-2; torch uses clamps and `lr`. The
 /// factored form applies to every tensor of rank ≥ 2 (optax: only when the second-largest
 /// dimension is ≥ 128).
+/// The tensor's shape is given per parameter ([`CpuOptimizer::with_shape`](crate::CpuOptimizer::with_shape));
+/// a parameter without one is a vector.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Adafactor {
     /// Learning rate, the cap of the relative step size (default 1e-2).
@@ -109,12 +108,10 @@ pub struct Factoring {
 }
 
 impl Factoring {
-    /// From a shape; rank ≥ 2 is factored over the last two dimensions, as torch does.
+    /// From a shape; rank ≥ 2 is factored over the last two dimensions, as torch does. The
+    /// element count is checked ([`super::numel`]).
     pub fn of(shape: &[usize]) -> Result<Self> {
-        let numel: usize = shape.iter().product();
-        if numel == 0 {
-            return Err(Error::Empty { what: "Adafactor shape" });
-        }
+        let numel = super::numel(shape)?;
         Ok(match shape {
             [lead @ .., m, n] => Factoring { matrices: lead.iter().product(), rows: *m, cols: *n, factored: true },
             _ => Factoring { matrices: 1, rows: 1, cols: numel, factored: false },
@@ -130,6 +127,123 @@ impl Factoring {
 /// Elements per chunk of the global sums, on both sides (the GPU's `CHUNK`).
 pub(crate) const CHUNK: usize = 1024;
 
+/// State slots: the unfactored second moment of a vector, the factored one of a matrix.
+const VARIANCE: usize = 0;
+const ROW_VAR: usize = 1;
+const COL_VAR: usize = 2;
+
+static KERNEL: Kernel = Kernel {
+    family: "adafactor",
+    source: include_str!("../../shaders/adafactor.wgsl"),
+    state: &[
+        StateSlot { role: "variance", torch_name: "variance" },
+        StateSlot { role: "row_var", torch_name: "row_var" },
+        StateSlot { role: "col_var", torch_name: "col_var" },
+    ],
+    scalar_size: size_of::<Scalars>(),
+    // The element-wise part (decay mul 1, V: mul 1 + div 3, max, sqrt 5, 1/x 3, mul 1, fma 2
+    // = 16) plus the scalars alpha and coef, whose sums the GPU forms as f32 trees (≤ log2(n)
+    // + 1 ε relative for the sizes tested, ≤ 20) and the CPU in f64; a sum's relative error
+    // reaches the update at half weight through the square root: 16 + 10 + 10 = 36.
+    step_error_budget: 36.0,
+    // Row and column sums of g², ‖p‖², then ‖U‖² (with the unfactored variance), then the
+    // update.
+    stages: &[
+        Stage::Reduce(Scope::Rows),
+        Stage::Reduce(Scope::Columns),
+        Stage::Reduce(Scope::Tensor),
+        Stage::Reduce(Scope::Tensor),
+        Stage::Elementwise,
+    ],
+};
+
+/// The per-step scalars, as `struct Scalars` in shaders/adafactor.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct Scalars {
+    w: f32,
+    rho: f32,
+    eps1: f32,
+    eps1_sq: f32,
+    eps2: f32,
+    decay: f32,
+    d: f32,
+}
+
+impl Optimizer for Adafactor {
+    common_methods!(KERNEL);
+    fn name(&self) -> &'static str {
+        "Adafactor"
+    }
+    fn reference(&self) -> &'static str {
+        "torch.optim.Adafactor"
+    }
+    fn validate(&self) -> Result<()> {
+        Adafactor::validate(self)
+    }
+    fn state_len(&self, slot: usize, shape: &[usize]) -> usize {
+        match Factoring::of(shape) {
+            Ok(f) if f.factored => match slot {
+                ROW_VAR => f.matrices * f.rows,
+                COL_VAR => f.matrices * f.cols,
+                _ => 0,
+            },
+            Ok(f) if slot == VARIANCE => f.numel(),
+            _ => 0,
+        }
+    }
+    fn constants(&self) -> Vec<(&'static str, f64)> {
+        vec![("MAXIMIZE", flag(self.maximize)), ("WEIGHT_DECAY", flag(self.weight_decay != 0.0))]
+    }
+    /// f64 on the host as torch computes them, one rounding to f32 each.
+    fn scalars(&self, step: u64) -> ScalarBlock {
+        let (w, rho) = self.schedule(step);
+        let eps1 = self.eps1();
+        pack(&Scalars {
+            w: w as f32,
+            rho: rho as f32,
+            eps1: eps1 as f32,
+            eps1_sq: (eps1 * eps1) as f32,
+            eps2: self.eps.1 as f32,
+            decay: (1.0 - self.lr * self.weight_decay) as f32,
+            d: self.d as f32,
+        })
+    }
+    /// The elements as one vector (the CPU runs [`shaped_cpu`](Optimizer::shaped_cpu) with
+    /// each tensor's shape; this is its vector case).
+    fn update_cpu(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_, '_>) {
+        let n = p.len();
+        // A vector of the run's length with a variance of that length cannot fail.
+        self.shaped_cpu(step, &[n], p, g, state, false).ok();
+    }
+    fn shaped_cpu(
+        &self,
+        step: u64,
+        shape: &[usize],
+        p: &mut [f32],
+        g: &[f32],
+        state: StateSlices<'_, '_>,
+        parallel: bool,
+    ) -> Result<()> {
+        let factoring = Factoring::of(shape)?;
+        let numel = factoring.numel();
+        for (slot, s) in state.iter().enumerate() {
+            let want = self.state_len(slot, shape);
+            if s.len() != want {
+                return Err(Error::LengthMismatch { what: "Adafactor state", expected: want, actual: s.len() });
+            }
+        }
+        if p.len() != numel || g.len() != numel {
+            return Err(Error::LengthMismatch { what: "params (shape)", expected: numel, actual: p.len() });
+        }
+        let [variance, row_var, col_var] = state else {
+            return Err(Error::LengthMismatch { what: "Adafactor state slots", expected: 3, actual: state.len() });
+        };
+        step_tensor(self, step, factoring, p, g, [variance, row_var, col_var], parallel);
+        Ok(())
+    }
+}
+
 /// The norm torch would return for a sum of squares: computed in f64 and rounded once to
 /// f32 (torch accumulates in f32 in an implementation-defined order; this is the exact
 /// value it approximates).
@@ -139,203 +253,94 @@ fn norm_f32(sum_of_squares: f64) -> f32 {
 
 /// Sum of `f(x)` over `xs` in f64, by chunks of [`CHUNK`] summed in order, so the
 /// sequential and parallel paths give the same bits.
-fn chunked_sum(xs: &[f32], threads: Threads, f: impl Fn(usize, f32) -> f64 + Sync) -> f64 {
+fn chunked_sum(xs: &[f32], parallel: bool, f: impl Fn(usize, f32) -> f64 + Sync) -> f64 {
     let chunk = |(c, part): (usize, &[f32])| part.iter().enumerate().map(|(k, &x)| f(c * CHUNK + k, x)).sum::<f64>();
-    let parts: Vec<f64> = match threads {
-        Threads::Sequential => xs.chunks(CHUNK).enumerate().map(chunk).collect(),
-        Threads::Parallel => xs.par_chunks(CHUNK).enumerate().map(chunk).collect(),
+    let parts: Vec<f64> = if parallel {
+        xs.par_chunks(CHUNK).enumerate().map(chunk).collect()
+    } else {
+        xs.chunks(CHUNK).enumerate().map(chunk).collect()
     };
     parts.iter().sum()
 }
 
-/// Adafactor on the CPU: the reference ([`Threads::Sequential`]) and the baseline
-/// ([`Threads::Parallel`]), bit-identical to each other.
-#[derive(Clone, Debug)]
-pub struct CpuAdafactor {
-    config: Adafactor,
-    shape: Factoring,
-    params: Array1<f32>,
-    row_var: Array1<f32>,
-    col_var: Array1<f32>,
-    variance: Array1<f32>,
+/// One step of one tensor, its lengths checked: ‖p‖, the moments, ‖U‖, the update.
+fn step_tensor(
+    c: &Adafactor,
     step: u64,
-    threads: Threads,
-}
+    shape: Factoring,
+    p: &mut [f32],
+    g: &[f32],
+    [variance, row_var, col_var]: [&mut &mut [f32]; 3],
+    parallel: bool,
+) {
+    let numel = shape.numel();
+    let (w, rho) = c.schedule(step);
+    let (w, eps1) = (w as f32, c.eps1());
+    let sqrt_numel = (numel as f64).powf(0.5);
+    let sign = if c.maximize { -1.0f32 } else { 1.0 };
 
-impl CpuAdafactor {
-    /// Copies `params` of the given `shape` and creates zeroed state.
-    pub fn new(config: Adafactor, params: &(impl HostData + ?Sized), shape: &[usize]) -> Result<Self> {
-        config.validate()?;
-        let shape = Factoring::of(shape)?;
-        let p = params.as_f32s()?;
-        if p.len() != shape.numel() {
-            return Err(Error::LengthMismatch { what: "params (shape)", expected: shape.numel(), actual: p.len() });
+    let p_norm = norm_f32(chunked_sum(p, parallel, |_, x| f64::from(x) * f64::from(x)));
+    let alpha = c.eps.1.max(f64::from(p_norm) / sqrt_numel) * rho;
+    if c.weight_decay != 0.0 {
+        let decay = (1.0 - c.lr * c.weight_decay) as f32;
+        p.iter_mut().for_each(|x| *x *= decay);
+    }
+
+    let Factoring { matrices, rows: m, cols: n, factored } = shape;
+    let row_means: Vec<f32> = if factored {
+        // vector_norm(g, dim).square_().div_(size): norm in f32, squared, divided.
+        let mean_sq = |sum: f64, count: usize| {
+            let norm = norm_f32(sum);
+            norm * norm / count as f32
+        };
+        for (r, v) in row_var.iter_mut().enumerate() {
+            let sum: f64 = g[r * n..(r + 1) * n].iter().map(|&x| f64::from(x) * f64::from(x)).sum();
+            *v = lerp(*v, mean_sq(sum, n), w);
         }
-        let (rows, cols, variance) = if shape.factored {
-            (shape.matrices * shape.rows, shape.matrices * shape.cols, 0)
+        for b in 0..matrices {
+            for j in 0..n {
+                let sum: f64 = (0..m).map(|i| f64::from(g[(b * m + i) * n + j]).powi(2)).sum();
+                let v = &mut col_var[b * n + j];
+                *v = lerp(*v, mean_sq(sum, m), w);
+            }
+        }
+        (0..matrices)
+            .map(|b| {
+                let sum: f64 = row_var[b * m..(b + 1) * m].iter().map(|&x| f64::from(x)).sum();
+                ((sum / m as f64) as f32).max(eps1 as f32)
+            })
+            .collect()
+    } else {
+        for (v, &x) in variance.iter_mut().zip(g) {
+            let d = sign * x;
+            *v = lerp(*v, d * d, w);
+        }
+        Vec::new()
+    };
+
+    let eps1_sq = (eps1 * eps1) as f32;
+    let (row_var, col_var, variance) = (&**row_var, &**col_var, &**variance);
+    // U = rsqrt(max(V, eps1²)) * g for element e.
+    let update = |e: usize, x: f32| {
+        let v = if factored {
+            let (b, i, j) = (e / (m * n), (e / n) % m, e % n);
+            (row_var[b * m + i] * col_var[b * n + j]) / row_means[b]
         } else {
-            (0, 0, p.len())
+            variance[e]
         };
-        Ok(CpuAdafactor {
-            config,
-            shape,
-            params: Array1::from(p.to_vec()),
-            row_var: Array1::zeros(rows),
-            col_var: Array1::zeros(cols),
-            variance: Array1::zeros(variance),
-            step: 0,
-            threads: Threads::Sequential,
-        })
-    }
-
-    /// The same optimizer running with `threads`.
-    pub fn with_threads(self, threads: Threads) -> Self {
-        CpuAdafactor { threads, ..self }
-    }
-
-    /// Takes one step with `grads`.
-    pub fn step(&mut self, grads: &(impl HostData + ?Sized)) -> Result<()> {
-        let g = grads.as_f32s()?;
-        let numel = self.shape.numel();
-        if g.len() != numel {
-            return Err(Error::LengthMismatch { what: "grads", expected: numel, actual: g.len() });
+        (1.0 / v.max(eps1_sq).sqrt()) * (sign * x)
+    };
+    let u_norm = norm_f32(chunked_sum(g, parallel, |e, x| f64::from(update(e, x)).powi(2)));
+    let denom = 1.0f64.max(f64::from(u_norm) / (sqrt_numel * c.d));
+    let coef = (-alpha / denom) as f32;
+    let apply = |(c0, (p, g)): (usize, (&mut [f32], &[f32]))| {
+        for (k, (p, &x)) in p.iter_mut().zip(g).enumerate() {
+            *p = update(c0 * CHUNK + k, x).mul_add(coef, *p);
         }
-        let c = &self.config;
-        let threads = self.threads;
-        let step = self.step + 1;
-        let (w, rho) = c.schedule(step);
-        let (w, eps1) = (w as f32, c.eps1());
-        let sqrt_numel = (numel as f64).powf(0.5);
-        let sign = if c.maximize { -1.0f32 } else { 1.0 };
-        let p = self.params.as_slice_mut().ok_or(Error::Empty { what: "params" })?;
-
-        let p_norm = norm_f32(chunked_sum(p, threads, |_, x| f64::from(x) * f64::from(x)));
-        let alpha = c.eps.1.max(f64::from(p_norm) / sqrt_numel) * rho;
-        if c.weight_decay != 0.0 {
-            let decay = (1.0 - c.lr * c.weight_decay) as f32;
-            p.iter_mut().for_each(|x| *x *= decay);
-        }
-
-        let Factoring { matrices, rows: m, cols: n, factored } = self.shape;
-        let row_means: Vec<f32> = if factored {
-            let row_var = self.row_var.as_slice_mut().ok_or(Error::Empty { what: "row_var" })?;
-            let col_var = self.col_var.as_slice_mut().ok_or(Error::Empty { what: "col_var" })?;
-            // vector_norm(g, dim).square_().div_(size): norm in f32, squared, divided.
-            let mean_sq = |sum: f64, count: usize| {
-                let norm = norm_f32(sum);
-                norm * norm / count as f32
-            };
-            for (r, v) in row_var.iter_mut().enumerate() {
-                let sum: f64 = g[r * n..(r + 1) * n].iter().map(|&x| f64::from(x) * f64::from(x)).sum();
-                *v = lerp(*v, mean_sq(sum, n), w);
-            }
-            for b in 0..matrices {
-                for j in 0..n {
-                    let sum: f64 = (0..m).map(|i| f64::from(g[(b * m + i) * n + j]).powi(2)).sum();
-                    let v = &mut col_var[b * n + j];
-                    *v = lerp(*v, mean_sq(sum, m), w);
-                }
-            }
-            (0..matrices)
-                .map(|b| {
-                    let sum: f64 = row_var[b * m..(b + 1) * m].iter().map(|&x| f64::from(x)).sum();
-                    ((sum / m as f64) as f32).max(eps1 as f32)
-                })
-                .collect()
-        } else {
-            let variance = self.variance.as_slice_mut().ok_or(Error::Empty { what: "variance" })?;
-            for (v, &x) in variance.iter_mut().zip(g) {
-                let d = sign * x;
-                *v = lerp(*v, d * d, w);
-            }
-            Vec::new()
-        };
-
-        let eps1_sq = (eps1 * eps1) as f32;
-        let (row_var, col_var, variance) = (&self.row_var, &self.col_var, &self.variance);
-        // U = rsqrt(max(V, eps1²)) * g for element e.
-        let update = |e: usize, x: f32| {
-            let v = if factored {
-                let (b, i, j) = (e / (m * n), (e / n) % m, e % n);
-                (row_var[b * m + i] * col_var[b * n + j]) / row_means[b]
-            } else {
-                variance[e]
-            };
-            (1.0 / v.max(eps1_sq).sqrt()) * (sign * x)
-        };
-        let u_norm = norm_f32(chunked_sum(g, threads, |e, x| f64::from(update(e, x)).powi(2)));
-        let denom = 1.0f64.max(f64::from(u_norm) / (sqrt_numel * c.d));
-        let coef = (-alpha / denom) as f32;
-        let apply = |(c0, (p, g)): (usize, (&mut [f32], &[f32]))| {
-            for (k, (p, &x)) in p.iter_mut().zip(g).enumerate() {
-                *p = update(c0 * CHUNK + k, x).mul_add(coef, *p);
-            }
-        };
-        match threads {
-            Threads::Sequential => p.chunks_mut(CHUNK).zip(g.chunks(CHUNK)).enumerate().for_each(apply),
-            Threads::Parallel => p.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK)).enumerate().for_each(apply),
-        }
-        self.step = step;
-        Ok(())
-    }
-
-    /// Steps taken so far.
-    pub fn step_count(&self) -> u64 {
-        self.step
-    }
-    /// The parameters.
-    pub fn params(&self) -> &Array1<f32> {
-        &self.params
-    }
-    /// State by torch's name: `row_var`, `col_var` (factored) or `variance`.
-    pub fn state_tensor(&self, name: &str) -> Option<&Array1<f32>> {
-        match (name, self.shape.factored) {
-            ("row_var", true) => Some(&self.row_var),
-            ("col_var", true) => Some(&self.col_var),
-            ("variance", false) => Some(&self.variance),
-            _ => None,
-        }
-    }
-    /// How the tensor is factored.
-    pub fn factoring(&self) -> Factoring {
-        self.shape
-    }
-
-    /// The state tensors this tensor keeps, by torch name, in checkpoint order.
-    fn state(&self) -> Vec<(&'static str, &Array1<f32>)> {
-        if self.shape.factored {
-            vec![("col_var", &self.col_var), ("row_var", &self.row_var)]
-        } else {
-            vec![("variance", &self.variance)]
-        }
-    }
-
-    /// Saves the state to a safetensors checkpoint, atomically (see
-    /// [`GpuAdafactor::save`](crate::GpuAdafactor::save); the two read each other's files).
-    pub fn save(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
-        let state = self
-            .state()
-            .into_iter()
-            .map(|(n, t)| (n.to_string(), crate::format::HostTensor::from_f32s(&t.to_vec())))
-            .collect();
-        let group = GroupSnapshot::of_adafactor(&self.config, self.step, self.shape.numel(), state);
-        Snapshot { groups: vec![group], scaler: None }.save(path.as_ref())
-    }
-
-    /// Loads a checkpoint of the same configuration and shape; a bad file changes nothing.
-    pub fn load(&mut self, path: impl AsRef<std::path::Path>) -> Result<()> {
-        let path = path.as_ref();
-        let snapshot = Snapshot::load(path)?;
-        let group = snapshot.single(path)?;
-        // Checked against the factoring: the saved tensors are ours, in checkpoint order.
-        let state = group.restore_adafactor(path, &self.config, self.shape)?;
-        let state = state.iter().map(|(_, d)| d.to_f32s()).collect::<Result<Vec<_>>>()?;
-        let ours =
-            if self.shape.factored { vec![&mut self.col_var, &mut self.row_var] } else { vec![&mut self.variance] };
-        for (t, data) in ours.into_iter().zip(state) {
-            *t = Array1::from(data);
-        }
-        self.step = group.step;
-        Ok(())
+    };
+    if parallel {
+        p.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK)).enumerate().for_each(apply);
+    } else {
+        p.chunks_mut(CHUNK).zip(g.chunks(CHUNK)).enumerate().for_each(apply);
     }
 }

@@ -21,7 +21,7 @@ mod sgd;
 
 pub use adabelief::AdaBelief;
 pub use adadelta::Adadelta;
-pub use adafactor::{Adafactor, CpuAdafactor, Factoring};
+pub use adafactor::{Adafactor, Factoring};
 pub use adagrad::Adagrad;
 pub use adam::{Adam, AdamW};
 pub use adamax::Adamax;
@@ -71,6 +71,24 @@ impl Kernel {
     pub fn is_staged(&self) -> bool {
         self.stages != crate::step::ELEMENTWISE
     }
+
+    /// Whether a stage follows the parameters' shapes (a row or column reduction).
+    pub fn is_shaped(&self) -> bool {
+        self.stages.iter().any(|s| matches!(s, crate::step::Stage::Reduce(scope) if scope.is_shaped()))
+    }
+}
+
+/// Elements of a tensor of `shape`, checked: `Err` names the shape when the product
+/// overflows, and an empty tensor is refused.
+pub fn numel(shape: &[usize]) -> Result<usize> {
+    let n = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| Error::OverLimit(format!("shape {shape:?} has more elements than usize holds")))?;
+    if n == 0 {
+        return Err(Error::Empty { what: "tensor shape" });
+    }
+    Ok(n)
 }
 
 /// Per-step scalars as the uniform block a kernel reads (64 bytes, read as the family's own
@@ -130,6 +148,14 @@ pub trait Optimizer: std::fmt::Debug + Send + Sync {
         let _ = slot;
         crate::ElementFormat::F32
     }
+    /// Elements of state slot `slot` for a parameter of `shape`, 0 where this shape keeps
+    /// none: by default the parameter's element count when the configuration uses the slot
+    /// (state laid out like the parameter). A shaped step ([`Kernel::is_shaped`]) keeps
+    /// state of other lengths: Adafactor's `row_var` and `col_var` for matrices, `variance`
+    /// for vectors. `shape` has been checked by [`numel`].
+    fn state_len(&self, slot: usize, shape: &[usize]) -> usize {
+        if self.uses_state(slot) { shape.iter().product() } else { 0 }
+    }
     /// Initial value of state slot `slot` (torch's `initial_accumulator_value` for Adagrad;
     /// zero for everything else).
     fn state_init(&self, slot: usize) -> f32 {
@@ -181,6 +207,22 @@ pub trait Optimizer: std::fmt::Debug + Send + Sync {
     ) {
         let _ = reduced;
         self.update_cpu(step, p, g, state)
+    }
+    /// A shaped step ([`Kernel::is_shaped`]) of one tensor of `shape` on the CPU, every stage
+    /// in order: the twin of the family's entry points. `state` holds each slot's
+    /// [`state_len`](Self::state_len) elements; `parallel` splits the work across rayon's
+    /// threads with the same bits as the sequential reference. Others never get this call.
+    fn shaped_cpu(
+        &self,
+        step: u64,
+        shape: &[usize],
+        p: &mut [f32],
+        g: &[f32],
+        state: StateSlices<'_, '_>,
+        parallel: bool,
+    ) -> Result<()> {
+        let _ = (step, shape, p, g, state, parallel);
+        Err(Error::Unsupported(format!("{}: the step follows no tensor shape", self.name())))
     }
     /// A boxed copy.
     fn clone_box(&self) -> Box<dyn Optimizer>;
