@@ -12,6 +12,10 @@
 //   u_sums (per sub-range)     usq chunk  = Σ U²; the unfactored variance is updated here
 //   finalize_coef              coef = -alpha / max(1, RMS(U) / d)
 //   update (per sub-range)     p = p * (1 - lr*wd) + coef * U
+//
+// Under gradient control every entry reads the unscaled, clipped gradient (grad_at), and a
+// skipped step (a non-finite gradient) writes neither state nor parameters: only the work
+// buffer's sums, which the next step overwrites.
 
 struct Scalars {
     w: f32,            // F(t ** beta2_decay), the weight of the new moment
@@ -83,6 +87,15 @@ fn tree_sum(lid: u32, x: f32) -> f32 {
     return total;
 }
 
+// The gradient as the step sees it: unscaled by the loss scale, then multiplied by the clip
+// coefficient (torch's unscale_, then clip_grad_norm_), as the element-wise driver's grad().
+fn grad_at(i: u32) -> f32 {
+    if CONTROLLED {
+        return (g[i] * grad_control[0]) * grad_control[1];
+    }
+    return g[i];
+}
+
 fn group_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return wid.y * nwg.x + wid.x;
 }
@@ -116,7 +129,7 @@ fn row_sums(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     let start = r * lay.cols;
     var acc = 0.0;
     for (var j = lid; j < lay.cols; j = j + RWG) {
-        let x = g[start + j];
+        let x = grad_at(start + j);
         acc = acc + x * x;
     }
     let total = tree_sum(lid, acc);
@@ -138,7 +151,7 @@ fn col_blocks(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
     let last = min(lay.rows_per_matrix, first + BLOCK);
     var acc = 0.0;
     for (var i = first; i < last; i = i + 1u) {
-        let x = g[(matrix * lay.rows_per_matrix + i) * lay.cols + j];
+        let x = grad_at((matrix * lay.rows_per_matrix + i) * lay.cols + j);
         acc = acc + x * x;
     }
     work[lay.colpart_at + ((seg.first_matrix + matrix) * lay.blocks + block) * lay.cols + j] = acc;
@@ -171,6 +184,9 @@ fn finalize_vars(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     let st = step_scalars();
     let t = group_index(wid, nwg) * RWG + lid;
     let col_count = lay.matrices * lay.cols;
+    if skipped() {
+        return;   // a skipped step writes no state (this entry has no barrier)
+    }
     if t < col_count {
         let b = t / lay.cols;
         let j = t % lay.cols;
@@ -216,6 +232,7 @@ fn finalize_alpha(@builtin(local_invocation_index) lid: u32) {
 fn u_sums(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) lid: u32) {
     let st = step_scalars();
+    let skip = skipped();
     let c = group_index(wid, nwg);
     if c >= seg.chunks {
         return;
@@ -224,8 +241,8 @@ fn u_sums(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     for (var k = 0u; k < CHUNK / RWG; k = k + 1u) {
         let e = c * CHUNK + k * RWG + lid;
         if e < seg.len {
-            let d = signed(g[e]);
-            if !FACTORED {
+            let d = signed(grad_at(e));
+            if !FACTORED && !skip {
                 variance[e] = lerp_torch(variance[e], d * d, st.w);
             }
             let u = scaled(estimate(e), d, st.eps1_sq);
@@ -257,13 +274,13 @@ fn update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
           @builtin(local_invocation_index) lid: u32) {
     let st = step_scalars();
     let e = group_index(wid, nwg) * WORKGROUP_SIZE + lid;
-    if e >= seg.len {
+    if e >= seg.len || skipped() {
         return;
     }
     var param = p[e];
     if WEIGHT_DECAY {
         param = param * st.decay;
     }
-    let u = scaled(estimate(e), signed(g[e]), st.eps1_sq);
+    let u = scaled(estimate(e), signed(grad_at(e)), st.eps1_sq);
     p[e] = fma(u, work[lay.out_at + 1u], param);   // add_(U, alpha=-alpha/denom)
 }

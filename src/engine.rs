@@ -23,7 +23,7 @@ pub(crate) struct Formats {
 }
 
 impl Formats {
-    /// Every tensor in f32: the norm, health and finalize kernels, Adafactor.
+    /// Every tensor in f32: the norm, health and finalize kernels, a shaped step's.
     pub fn f32(states: usize) -> Self {
         Formats { params: ElementFormat::F32, state: vec![ElementFormat::F32; states] }
     }
@@ -60,7 +60,7 @@ enum Composition {
     Elementwise,
     /// As `Elementwise`, plus the reduction driver (`shaders/reduce.wgsl`).
     Staged,
-    /// Width line, prelude and a family with entry points of its own (Adafactor).
+    /// Width line, prelude and a shaped family with entry points of its own (Adafactor).
     OwnEntries,
 }
 
@@ -87,7 +87,7 @@ pub(crate) const SEGMENT_REDUCE_BYTES: u64 = 16;
 /// test).
 pub const SCALAR_SLOTS: u32 = 256;
 
-/// Bytes of the window of a uniform struct (Adafactor's sub-range and layout tables).
+/// Bytes of the window of a uniform struct (a shaped step's sub-range and layout tables).
 pub(crate) const UNIFORM_BYTES: u64 = 64;
 
 /// One uniform struct's window of `buffer` from byte `offset`: bound once, then moved over a
@@ -155,10 +155,11 @@ pub(crate) struct Engine {
     /// The reduction's finalize kernel: partials, per-tensor sums, tensor ranges.
     pub finalize_layout: wgpu::BindGroupLayout,
     finalize_pipeline_layout: wgpu::PipelineLayout,
-    /// Adafactor's groups: step table and counter, sub-range and layout uniforms; its six
-    /// buffers.
-    pub adafactor_layouts: [wgpu::BindGroupLayout; 2],
-    adafactor_pipeline_layout: wgpu::PipelineLayout,
+    /// A shaped step's groups ([`crate::factored`]): step table and counter, sub-range and
+    /// layout uniforms, gradient control; p, g, the unfactored state, the factored state and
+    /// the work buffer.
+    pub shaped_layouts: [wgpu::BindGroupLayout; 2],
+    shaped_pipeline_layout: wgpu::PipelineLayout,
     /// The gradient-norm kernels' groups: control, partials and sub-range info; one gradient.
     pub norm_layouts: [wgpu::BindGroupLayout; 2],
     norm_pipeline_layout: wgpu::PipelineLayout,
@@ -242,14 +243,14 @@ impl Engine {
             .collect();
         let finalize_layout = group("wgpu-optim reduction finalize", &[storage(0), storage(1), storage(2)]);
         let finalize_pipeline_layout = pipeline_layout(&[&finalize_layout]);
-        let adafactor_layouts = [
+        let shaped_layouts = [
             group(
-                "wgpu-optim adafactor uniforms",
+                "wgpu-optim shaped step uniforms",
                 &[storage(0), storage(1), uniform(2, true, UNIFORM_BYTES), uniform(3, false, UNIFORM_BYTES), control],
             ),
-            group("wgpu-optim adafactor tensors", &(0..5).map(storage).collect::<Vec<_>>()),
+            group("wgpu-optim shaped step tensors", &(0..5).map(storage).collect::<Vec<_>>()),
         ];
-        let adafactor_pipeline_layout = pipeline_layout(&[&adafactor_layouts[0], &adafactor_layouts[1]]);
+        let shaped_pipeline_layout = pipeline_layout(&[&shaped_layouts[0], &shaped_layouts[1]]);
         let norm_layouts = [
             group("wgpu-optim grad norm", &[storage(0), storage(1), uniform(2, true, UNIFORM_BYTES), storage(3)]),
             group("wgpu-optim grad norm gradient", &[storage(0)]),
@@ -268,8 +269,8 @@ impl Engine {
             staged_pipeline_layouts,
             finalize_layout,
             finalize_pipeline_layout,
-            adafactor_layouts,
-            adafactor_pipeline_layout,
+            shaped_layouts,
+            shaped_pipeline_layout,
             norm_layouts,
             norm_pipeline_layout,
             monitor_layouts,
@@ -347,17 +348,19 @@ impl Engine {
         self.pipeline(ctx, &module, &self.finalize_pipeline_layout, true, "finalize", &[])
     }
 
-    /// One entry point of Adafactor's shader (scalar width), compiled on first use.
-    pub fn adafactor_pipeline(
+    /// One entry point of a shaped family's shader (scalar width, f32 tensors), compiled on
+    /// first use.
+    pub fn shaped_pipeline(
         &self,
         ctx: &GpuContext,
-        source: &'static str,
+        kernel: &'static Kernel,
         entry: &'static str,
         constants: &[(&'static str, f64)],
     ) -> Result<wgpu::ComputePipeline> {
-        let formats = Formats::f32(0);
-        let module = Module { family: "adafactor", source, composition: Composition::OwnEntries, formats: &formats };
-        self.pipeline(ctx, &module, &self.adafactor_pipeline_layout, true, entry, constants)
+        let formats = Formats::f32(kernel.state.len());
+        let (family, source) = (kernel.family, kernel.source);
+        let module = Module { family, source, composition: Composition::OwnEntries, formats: &formats };
+        self.pipeline(ctx, &module, &self.shaped_pipeline_layout, true, entry, constants)
     }
 
     /// One entry point of the gradient-norm shader, compiled on first use.
@@ -545,8 +548,7 @@ impl StepTable {
     }
 }
 
-/// Something that records optimizer steps: the element-wise optimizer, Adafactor, parameter
-/// groups. Their `run` and `record` are the two functions below.
+/// Something that records optimizer steps: the GPU optimizer, parameter groups. Their `run` and `record` are the two functions below.
 pub(crate) trait Stepper {
     fn context(&self) -> GpuContext;
     /// Records `k <= SCALAR_SLOTS` steps into `encoder`.

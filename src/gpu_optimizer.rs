@@ -5,6 +5,7 @@ use ndarray::Array1;
 use crate::checkpoint::{GroupSnapshot, Restore, Snapshot};
 use crate::engine::{self, Formats, Pipelines, SegmentPlan, StepTable};
 use crate::error::{Error, Result};
+use crate::factored::{Bound, FactoredStep};
 use crate::gpu::GpuContext;
 use crate::monitor::{Checked, HealthCheck, TensorHealth};
 use crate::optim::{Optimizer, StateSlot};
@@ -35,7 +36,13 @@ pub struct GpuOptimizer {
     grads: GpuTensor,
     state: Vec<Option<GpuTensor>>,
     step: u64,
-    pipelines: Pipelines,
+    /// The element-wise and reduction pipelines (`None` for a shaped step, whose own are in
+    /// `factored`).
+    pipelines: Option<Pipelines>,
+    /// Each parameter tensor's shape (flat unless given).
+    shapes: Vec<Vec<usize>>,
+    /// A shaped step's buffers, bind groups and pipelines, one per parameter tensor.
+    factored: Vec<FactoredStep>,
     plans: Vec<SegmentPlan>,
     tensor_groups: Vec<wgpu::BindGroup>,
     steps: StepTable,
@@ -86,7 +93,37 @@ impl GpuOptimizer {
         grads: GpuTensor,
     ) -> Result<Self> {
         let segments = params.segments().len();
-        Self::from_parts(ctx, optimizer.into(), params, grads, vec![0; segments])
+        let shapes = vec![vec![params.len()]];
+        Self::from_parts(ctx, optimizer.into(), params, grads, vec![0; segments], shapes)
+    }
+
+    /// Uploads `params`, a tensor of `shape` (row-major, as torch's), and creates zeroed
+    /// gradients and state: what a shaped step such as Adafactor's follows (rank ≥ 2 is
+    /// factored over the last two dimensions, each matrix kept within one bound sub-range).
+    /// Element-wise optimizers ignore the shape.
+    pub fn with_shape(
+        ctx: &GpuContext,
+        optimizer: impl Into<Box<dyn Optimizer>>,
+        params: &(impl HostData + ?Sized),
+        shape: &[usize],
+    ) -> Result<Self> {
+        let optimizer = optimizer.into();
+        optimizer.validate()?;
+        let data = params.as_f32s()?;
+        let numel = crate::optim::numel(shape)?;
+        if data.len() != numel {
+            return Err(Error::LengthMismatch { what: "params (shape)", expected: numel, actual: data.len() });
+        }
+        let seg_len = if optimizer.kernel().is_shaped() {
+            crate::factored::segment_len(ctx, shape)?
+        } else {
+            ctx.tuning().segment_len(crate::ElementFormat::F32)
+        };
+        let params = GpuTensor::zeros_with(ctx, crate::ElementFormat::F32, numel, seg_len)?;
+        params.write(ctx, data)?;
+        let grads = GpuTensor::zeros_with(ctx, crate::ElementFormat::F32, numel, seg_len)?;
+        let segments = params.segments().len();
+        Self::from_parts(ctx, optimizer, params, grads, vec![0; segments], vec![shape.to_vec()])
     }
 
     /// Binds several parameter tensors (concatenated in `params`, sub-range `i` belonging to
@@ -97,6 +134,7 @@ impl GpuOptimizer {
         params: GpuTensor,
         grads: GpuTensor,
         segment_tensor: Vec<u32>,
+        shapes: Vec<Vec<usize>>,
     ) -> Result<Self> {
         optimizer.validate()?;
         if grads.len() != params.len() {
@@ -114,6 +152,9 @@ impl GpuOptimizer {
             )));
         }
         let kernel = optimizer.kernel();
+        if kernel.is_shaped() {
+            return Self::shaped(ctx, optimizer, params, grads, &segment_tensor, shapes);
+        }
         // State laid out like the parameters, sub-range for sub-range, each slot in its format.
         let lens = params.segment_lens();
         let state = (0..kernel.state.len())
@@ -124,7 +165,8 @@ impl GpuOptimizer {
                     .transpose()
             })
             .collect::<Result<Vec<_>>>()?;
-        let pipelines = ctx.engine().pipelines(ctx, kernel, &formats(&*optimizer, &params), &optimizer.constants())?;
+        let constants = Self::variant(&*optimizer, false);
+        let pipelines = ctx.engine().pipelines(ctx, kernel, &formats(&*optimizer, &params), &constants)?;
         let t = ctx.tuning();
         let plans = params
             .segments()
@@ -179,7 +221,9 @@ impl GpuOptimizer {
             grads,
             state,
             step: 0,
-            pipelines,
+            pipelines: Some(pipelines),
+            shapes,
+            factored: Vec::new(),
             plans,
             tensor_groups,
             steps,
@@ -189,6 +233,70 @@ impl GpuOptimizer {
             before: None,
             health: None,
             reduction,
+        })
+    }
+
+    /// A shaped step: each tensor's own buffers and entry points, one step table, the
+    /// state of each slot the tensors' parts end to end.
+    fn shaped(
+        ctx: &GpuContext,
+        optimizer: Box<dyn Optimizer>,
+        params: GpuTensor,
+        grads: GpuTensor,
+        segment_tensor: &[u32],
+        shapes: Vec<Vec<usize>>,
+    ) -> Result<Self> {
+        let (param_parts, grad_parts) = (params.split(segment_tensor), grads.split(segment_tensor));
+        if param_parts.len() != shapes.len() {
+            return Err(Error::LengthMismatch {
+                what: "shapes (one per tensor)",
+                expected: param_parts.len(),
+                actual: shapes.len(),
+            });
+        }
+        let steps = StepTable::new(ctx, optimizer.kernel().scalar_size)?;
+        let constants = Self::variant(&*optimizer, false);
+        let bound = Bound { steps: &steps, control: &steps.control };
+        let mut factored = Vec::with_capacity(shapes.len());
+        let mut parts: Vec<Vec<GpuTensor>> = vec![Vec::new(); optimizer.kernel().state.len()];
+        for ((p, g), shape) in param_parts.iter().zip(&grad_parts).zip(&shapes) {
+            let (step, state) = FactoredStep::new(ctx, &*optimizer, (p, g), shape, bound, &constants)?;
+            factored.push(step);
+            for (all, t) in parts.iter_mut().zip(state) {
+                all.extend(t);
+            }
+        }
+        // Each slot over the tensors that keep it, in tensor order (what checkpoints expect).
+        let state = parts
+            .iter()
+            .map(|p| (!p.is_empty()).then(|| GpuTensor::concat(&p.iter().collect::<Vec<_>>())).transpose())
+            .collect::<Result<Vec<_>>>()?;
+        let step_group = ctx.scoped("binding tensors", || {
+            ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("wgpu-optim step"),
+                layout: &ctx.engine().step_layout,
+                entries: &steps.entries(&steps.control),
+            })
+        })?;
+        Ok(GpuOptimizer {
+            ctx: ctx.clone(),
+            optimizer,
+            params,
+            grads,
+            state,
+            step: 0,
+            pipelines: None,
+            shapes,
+            factored,
+            plans: Vec::new(),
+            tensor_groups: Vec::new(),
+            steps,
+            step_group,
+            schedule: None,
+            control: None,
+            before: None,
+            health: None,
+            reduction: None,
         })
     }
 
@@ -252,13 +360,22 @@ impl GpuOptimizer {
     /// Records one step: every sub-range's dispatches, reading the scalars of the GPU's
     /// step counter + 1, then the counter's advance.
     pub(crate) fn record_step(&self, pass: &mut wgpu::ComputePass<'_>) {
+        let Some(pipelines) = &self.pipelines else {
+            for f in &self.factored {
+                f.record_stages(&self.ctx, pass);
+            }
+            if let Some(f) = self.factored.first() {
+                f.record_advance(pass);
+            }
+            return;
+        };
         pass.set_bind_group(0, &self.step_group, &[]);
-        match (&self.reduction, &self.pipelines.reduce) {
+        match (&self.reduction, &pipelines.reduce) {
             (Some(r), Some((reduce_vec4, reduce_tail))) => {
                 for stage in self.optimizer.kernel().stages {
                     let (vec4, tail) = match stage {
                         Stage::Reduce(_) => (reduce_vec4, reduce_tail),
-                        _ => (&self.pipelines.vec4, &self.pipelines.tail),
+                        _ => (&pipelines.vec4, &pipelines.tail),
                     };
                     for (i, (plan, group)) in self.plans.iter().zip(&self.tensor_groups).enumerate() {
                         pass.set_bind_group(1, group, &[]);
@@ -274,11 +391,11 @@ impl GpuOptimizer {
             _ => {
                 for (plan, group) in self.plans.iter().zip(&self.tensor_groups) {
                     pass.set_bind_group(1, group, &[]);
-                    plan.record(pass, &self.pipelines);
+                    plan.record(pass, pipelines);
                 }
             }
         }
-        pass.set_pipeline(&self.pipelines.advance);
+        pass.set_pipeline(&pipelines.advance);
         pass.dispatch_workgroups(1, 1, 1);
     }
 
@@ -286,7 +403,7 @@ impl GpuOptimizer {
     /// configuration and the schedule's position) to a safetensors checkpoint, atomically
     /// (waits for the GPU). Parameters are not included, as in torch's optimizer `state_dict`.
     pub fn save(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
-        let snapshot = Snapshot { groups: vec![self.snapshot(vec![vec![self.params.len()]])?], scaler: None };
+        let snapshot = Snapshot { groups: vec![self.snapshot(self.shapes.clone())?], scaler: None };
         snapshot.save(path.as_ref())
     }
 
@@ -301,7 +418,7 @@ impl GpuOptimizer {
             let message = "the checkpoint holds a loss scaler: load it into ParamGroups (or a CpuOptimizer) with one";
             return Err(crate::checkpoint::bad(path, message));
         }
-        let restore = self.check_restore(path, snapshot.single(path)?, &[vec![self.params.len()]])?;
+        let restore = self.check_restore(path, snapshot.single(path)?, &self.shapes.clone())?;
         self.restore(restore)
     }
 
@@ -345,27 +462,45 @@ impl GpuOptimizer {
 
     /// Override constants of the compiled variant: the configuration's, and whether the
     /// kernels read a gradient control.
-    fn variant(&self, o: &dyn Optimizer) -> Vec<(&'static str, f64)> {
+    fn variant(o: &dyn Optimizer, controlled: bool) -> Vec<(&'static str, f64)> {
         let mut c = o.constants();
-        c.push(("CONTROLLED", crate::optim::flag(self.control.is_some())));
+        c.push(("CONTROLLED", crate::optim::flag(controlled)));
         c
     }
 
-    /// Makes the kernels read `control` (see [`crate::clip::GradControl`]), or stop reading one.
-    pub(crate) fn attach_control(&mut self, control: Option<wgpu::Buffer>) -> Result<()> {
-        self.control = control;
+    /// Compiles the kernels of configuration `next` reading gradient control `control`
+    /// (`None`: the optimizer's own neutral one) and binds it; changes nothing on error.
+    fn rebuild(&mut self, next: &dyn Optimizer, control: Option<&wgpu::Buffer>) -> Result<()> {
         let ctx = self.ctx.clone();
-        let formats = formats(&*self.optimizer, &self.params);
-        self.pipelines =
-            ctx.engine().pipelines(&ctx, self.optimizer.kernel(), &formats, &self.variant(&*self.optimizer))?;
-        let buffer = self.control.as_ref().unwrap_or(&self.steps.control);
-        self.step_group = ctx.scoped("binding the gradient control", || {
+        let constants = Self::variant(next, control.is_some());
+        let buffer = control.unwrap_or(&self.steps.control);
+        if !self.factored.is_empty() {
+            let bound = Bound { steps: &self.steps, control: buffer };
+            let rebuilt =
+                self.factored.iter().map(|f| f.rebuilt(&ctx, &constants, bound)).collect::<Result<Vec<_>>>()?;
+            for (f, r) in self.factored.iter_mut().zip(rebuilt) {
+                f.install(r);
+            }
+            return Ok(());
+        }
+        let formats = formats(next, &self.params);
+        let pipelines = ctx.engine().pipelines(&ctx, next.kernel(), &formats, &constants)?;
+        let step_group = ctx.scoped("binding the gradient control", || {
             ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
                 label: Some("wgpu-optim step"),
                 layout: &ctx.engine().step_layout,
                 entries: &self.steps.entries(buffer),
             })
         })?;
+        (self.pipelines, self.step_group) = (Some(pipelines), step_group);
+        Ok(())
+    }
+
+    /// Makes the kernels read `control` (see [`crate::clip::GradControl`]), or stop reading one.
+    pub(crate) fn attach_control(&mut self, control: Option<wgpu::Buffer>) -> Result<()> {
+        let optimizer = self.optimizer.clone();
+        self.rebuild(&*optimizer, control.as_ref())?;
+        self.control = control;
         Ok(())
     }
 
@@ -441,8 +576,8 @@ impl GpuOptimizer {
     pub fn reconfigure(&mut self, optimizer: impl Into<Box<dyn Optimizer>>) -> Result<()> {
         let next = optimizer.into();
         crate::optim::check_takeover(&*self.optimizer, &*next)?;
-        let formats = formats(&*next, &self.params);
-        self.pipelines = self.ctx.engine().pipelines(&self.ctx, next.kernel(), &formats, &self.variant(&*next))?;
+        let control = self.control.clone();
+        self.rebuild(&*next, control.as_ref())?;
         self.optimizer = next;
         Ok(())
     }
@@ -465,6 +600,11 @@ impl GpuOptimizer {
     /// Changes the learning rate for the following steps (nothing is rebuilt).
     pub fn set_lr(&mut self, lr: f64) -> Result<()> {
         crate::optim::set_lr_checked(&mut *self.optimizer, lr)
+    }
+
+    /// Each parameter tensor's shape.
+    pub fn shapes(&self) -> &[Vec<usize>] {
+        &self.shapes
     }
 
     /// The parameters on the GPU.

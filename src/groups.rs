@@ -20,6 +20,50 @@ pub struct ParamGroup<'a> {
     pub params: Vec<&'a GpuTensor>,
     /// Their gradients, laid out like them.
     pub grads: Vec<&'a GpuTensor>,
+    /// Each tensor's shape (row-major, as torch's), which a shaped step such as Adafactor's
+    /// follows; empty: every tensor flat.
+    pub shapes: Vec<Vec<usize>>,
+}
+
+impl<'a> ParamGroup<'a> {
+    /// A group of flat tensors.
+    pub fn new(
+        optimizer: impl Into<Box<dyn Optimizer>>,
+        params: Vec<&'a GpuTensor>,
+        grads: Vec<&'a GpuTensor>,
+    ) -> Self {
+        ParamGroup { optimizer: optimizer.into(), params, grads, shapes: Vec::new() }
+    }
+
+    /// The tensors' shapes, one per tensor.
+    pub fn with_shapes(self, shapes: Vec<Vec<usize>>) -> Self {
+        ParamGroup { shapes, ..self }
+    }
+
+    /// Each tensor's shape: as given, or flat; checked against the tensors' lengths.
+    fn checked_shapes(&self) -> Result<Vec<Vec<usize>>> {
+        if self.shapes.is_empty() {
+            return Ok(self.params.iter().map(|t| vec![t.len()]).collect());
+        }
+        if self.shapes.len() != self.params.len() {
+            return Err(Error::LengthMismatch {
+                what: "shapes (one per tensor of the group)",
+                expected: self.params.len(),
+                actual: self.shapes.len(),
+            });
+        }
+        for (shape, t) in self.shapes.iter().zip(&self.params) {
+            let n = crate::optim::numel(shape)?;
+            if n != t.len() {
+                return Err(Error::LengthMismatch {
+                    what: "a tensor of the group (shape)",
+                    expected: n,
+                    actual: t.len(),
+                });
+            }
+        }
+        Ok(self.shapes.clone())
+    }
 }
 
 /// Optimizers over groups of tensors, stepped together: one compute pass per submit holds
@@ -49,7 +93,7 @@ impl ParamGroups {
         }
         let all_grads: Vec<GpuTensor> = groups.iter().flat_map(|g| g.grads.iter().map(|t| (*t).clone())).collect();
         let grads = GpuTensor::concat(&all_grads.iter().collect::<Vec<_>>())?;
-        let shapes = groups.iter().map(|g| g.params.iter().map(|t| vec![t.len()]).collect()).collect();
+        let shapes = groups.iter().map(ParamGroup::checked_shapes).collect::<Result<_>>()?;
         let groups = groups.into_iter().map(|g| Self::build(ctx, g)).collect::<Result<Vec<_>>>()?;
         Ok(ParamGroups { ctx: ctx.clone(), groups, grads, control: None, health: None, shapes, unsynced: 0 })
     }
@@ -57,6 +101,7 @@ impl ParamGroups {
     /// One group's optimizer over its tensors (each tensor's sub-ranges kept, for per-tensor
     /// reductions).
     fn build(ctx: &GpuContext, g: ParamGroup<'_>) -> Result<GpuOptimizer> {
+        let shapes = g.checked_shapes()?;
         if g.params.len() != g.grads.len() {
             return Err(Error::LengthMismatch {
                 what: "grads (tensors in the group)",
@@ -81,6 +126,7 @@ impl ParamGroups {
             GpuTensor::concat(&g.params)?,
             GpuTensor::concat(&g.grads)?,
             segment_tensor,
+            shapes,
         )
     }
 
@@ -89,7 +135,7 @@ impl ParamGroups {
     /// (if any) then covers their gradients too. The group and the new reduction are built
     /// before anything changes; an error leaves the groups as they were.
     pub fn add_param_group(&mut self, group: ParamGroup<'_>) -> Result<()> {
-        let shapes: Vec<Vec<usize>> = group.params.iter().map(|t| vec![t.len()]).collect();
+        let shapes = group.checked_shapes()?;
         let mut added = Self::build(&self.ctx, group)?;
         let grads = GpuTensor::concat(&[&self.grads, added.grads()])?;
         if let Some((old, c)) = &self.control {
@@ -125,7 +171,7 @@ impl ParamGroups {
             return Err(Error::ForeignDevice { what: "optimizers of different GpuContexts (devices)" });
         }
         let grads = GpuTensor::concat(&optimizers.iter().map(GpuOptimizer::grads).collect::<Vec<_>>())?;
-        let shapes = optimizers.iter().map(|o| vec![vec![o.params().len()]]).collect();
+        let shapes = optimizers.iter().map(|o| o.shapes().to_vec()).collect();
         Ok(ParamGroups { ctx, groups: optimizers, grads, control: None, health: None, shapes, unsynced: 0 })
     }
 

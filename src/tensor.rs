@@ -132,6 +132,22 @@ impl GpuTensor {
         Ok(GpuTensor { len: parts.iter().map(|t| t.len).sum(), format, segments })
     }
 
+    /// The tensors this one concatenates, where sub-range `i` belongs to tensor
+    /// `segment_tensor[i]` (consecutive sub-ranges per tensor): no copy.
+    pub(crate) fn split(&self, segment_tensor: &[u32]) -> Vec<GpuTensor> {
+        let mut parts: Vec<GpuTensor> = Vec::new();
+        for (s, &t) in self.segments.iter().zip(segment_tensor) {
+            match parts.get_mut(t as usize) {
+                Some(part) => {
+                    part.len += s.len;
+                    part.segments.push(s.clone());
+                }
+                None => parts.push(GpuTensor { len: s.len, format: self.format, segments: vec![s.clone()] }),
+            }
+        }
+        parts
+    }
+
     /// The elements `[offset, offset + len)` as a tensor of their own: no copy. Each piece
     /// must start at a byte offset aligned to the device's `min_storage_buffer_offset_alignment`
     /// (64 f32 on most devices) within its buffer, so that it can be bound.

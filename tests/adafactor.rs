@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use wgpu_optim::{Adafactor, CpuOptimizer, Error, GpuAdafactor, GpuContext, Threads};
+use wgpu_optim::{Adafactor, CpuOptimizer, Error, GpuContext, GpuOptimizer, Threads};
 
 /// The budget of one Adafactor step, in ε of (|x| + per-step change): the element-wise part
 /// (decay mul 1, V: mul 1 + div 3, max, sqrt 5, 1/x 3, mul 1, fma 2 = 16) plus the scalars
@@ -20,7 +20,7 @@ fn shape_len(shape: &[usize]) -> usize {
 /// `steps` steps on both sides from the same inputs; compares parameters and state.
 fn parity(ctx: &GpuContext, config: &Adafactor, shape: &[usize], steps: usize) {
     let n = shape_len(shape);
-    let mut gpu = GpuAdafactor::new(ctx, config.clone(), &params(n), shape).unwrap();
+    let mut gpu = GpuOptimizer::with_shape(ctx, config.clone(), &params(n), shape).unwrap();
     let mut cpu = CpuOptimizer::with_shape(config.clone(), &params(n), shape).unwrap();
     let mut change = 0.0f32;
     for k in 1..=steps {
@@ -67,7 +67,7 @@ fn reductions_alone_match_the_cpu_and_repeat_bit_for_bit() {
     cpu.step(&grads(n, 1)).unwrap();
     let mut runs = Vec::new();
     for _ in 0..2 {
-        let mut gpu = GpuAdafactor::new(&ctx, config.clone(), &params(n), &shape).unwrap();
+        let mut gpu = GpuOptimizer::with_shape(&ctx, config.clone(), &params(n), &shape).unwrap();
         gpu.step(&grads(n, 1)).unwrap();
         runs.push((gpu.read_state("row_var").unwrap(), gpu.read_state("col_var").unwrap(), gpu.read_params().unwrap()));
     }
@@ -124,10 +124,10 @@ fn tensors_spanning_several_sub_ranges_match() {
     for shape in [&[1500][..], &[6, 7, 9], &[16, 16]] {
         parity(&ctx, &config, shape, 8);
     }
-    let gpu = GpuAdafactor::new(&ctx, config.clone(), &params(6 * 63), &[6, 7, 9]).unwrap();
+    let gpu = GpuOptimizer::with_shape(&ctx, config.clone(), &params(6 * 63), &[6, 7, 9]).unwrap();
     assert_eq!(gpu.params().segments().len(), 2);
     // A matrix larger than a sub-range is refused with a way out.
-    match GpuAdafactor::new(&ctx, config, &params(300), &[10, 30]) {
+    match GpuOptimizer::with_shape(&ctx, config, &params(300), &[10, 30]) {
         Err(Error::OverLimit(m)) => assert!(m.contains("segment_bytes"), "{m}"),
         other => panic!("expected OverLimit, got {other:?}"),
     }
@@ -144,16 +144,16 @@ fn more_than_65535_workgroups() {
 fn factored_state_is_rows_plus_columns() {
     let ctx = ctx();
     let (b, m, n) = (3, 40, 50);
-    let gpu = GpuAdafactor::new(&ctx, Adafactor::default(), &params(b * m * n), &[b, m, n]).unwrap();
-    assert_eq!(gpu.state_len(), b * (m + n));
+    let gpu = GpuOptimizer::with_shape(&ctx, Adafactor::default(), &params(b * m * n), &[b, m, n]).unwrap();
+    assert_eq!(gpu.state().map(|(_, t)| t.len()).sum::<usize>(), b * (m + n));
     assert_eq!(gpu.read_state("row_var").unwrap().len(), b * m);
     assert_eq!(gpu.read_state("col_var").unwrap().len(), b * n);
     assert!(gpu.read_state("variance").is_err());
     let cpu = CpuOptimizer::with_shape(Adafactor::default(), &params(b * m * n), &[b, m, n]).unwrap();
     assert_eq!(cpu.state_tensor("row_var").unwrap().len() + cpu.state_tensor("col_var").unwrap().len(), b * (m + n));
     // Vectors keep one value per element.
-    let v = GpuAdafactor::new(&ctx, Adafactor::default(), &params(100), &[100]).unwrap();
-    assert_eq!(v.state_len(), 100);
+    let v = GpuOptimizer::with_shape(&ctx, Adafactor::default(), &params(100), &[100]).unwrap();
+    assert_eq!(v.state().map(|(_, t)| t.len()).sum::<usize>(), 100);
 }
 
 #[test]
@@ -162,8 +162,8 @@ fn k_steps_per_submit_equal_k_calls_and_parallel_equals_sequential() {
     let shape = [2, 30, 20];
     let n = shape_len(&shape);
     let g = grads(n, 1);
-    let mut one = GpuAdafactor::new(&ctx, Adafactor::new(1e-2), &params(n), &shape).unwrap();
-    let mut many = GpuAdafactor::new(&ctx, Adafactor::new(1e-2), &params(n), &shape).unwrap();
+    let mut one = GpuOptimizer::with_shape(&ctx, Adafactor::new(1e-2), &params(n), &shape).unwrap();
+    let mut many = GpuOptimizer::with_shape(&ctx, Adafactor::new(1e-2), &params(n), &shape).unwrap();
     for _ in 0..5 {
         one.step(&g).unwrap();
     }
@@ -204,8 +204,143 @@ fn invalid_configurations_give_torchs_messages() {
     }
     assert!(matches!(CpuOptimizer::with_shape(Adafactor::default(), &[1.0f32; 6], &[0, 6]), Err(Error::Empty { .. })));
     let ctx = ctx();
-    assert!(matches!(GpuAdafactor::new(&ctx, Adafactor::default(), &[1.0f32; 6], &[0, 6]), Err(Error::Empty { .. })));
-    let mut gpu = GpuAdafactor::new(&ctx, Adafactor::default(), &[1.0f32; 6], &[2, 3]).unwrap();
+    assert!(matches!(
+        GpuOptimizer::with_shape(&ctx, Adafactor::default(), &[1.0f32; 6], &[0, 6]),
+        Err(Error::Empty { .. })
+    ));
+    let mut gpu = GpuOptimizer::with_shape(&ctx, Adafactor::default(), &[1.0f32; 6], &[2, 3]).unwrap();
     assert!(matches!(gpu.step(&[1.0f32; 5]), Err(Error::LengthMismatch { .. })));
     assert_eq!(gpu.step_count(), 0);
+}
+
+/// Adafactor over a group of matrices and a vector, each with its own shape, beside an AdamW
+/// group: gradient control, skip-on-inf, a schedule, reconfiguration, health, update tracking
+/// and checkpoints, each checked against the CPU (one `CpuOptimizer` per tensor, the same
+/// control) or against not stopping.
+#[test]
+fn in_param_groups_beside_adamw_with_everything_else() {
+    use wgpu_optim::schedule::ExponentialLr;
+    use wgpu_optim::{AdamW, GpuTensor, GradControl, ParamGroup, ParamGroups};
+    let ctx = ctx();
+    let shapes: Vec<Vec<usize>> = vec![vec![37, 29], vec![2, 5, 7], vec![50]];
+    let lens: Vec<usize> = shapes.iter().map(|s| s.iter().product()).collect();
+    let config = Adafactor::new(1e-2).with_weight_decay(0.01);
+    let upload = |data: &[f32]| GpuTensor::from_slice(&ctx, data).unwrap();
+    let start: Vec<Vec<f32>> = lens.iter().enumerate().map(|(t, &n)| params(n + t)[t..].to_vec()).collect();
+    let ps: Vec<GpuTensor> = start.iter().map(|p| upload(p)).collect();
+    let gs: Vec<GpuTensor> = lens.iter().map(|&n| GpuTensor::zeros(&ctx, n).unwrap()).collect();
+    let (v, gv) = (upload(&params(64)), GpuTensor::zeros(&ctx, 64).unwrap());
+    let build = |ps: &[GpuTensor]| {
+        ParamGroups::new(
+            &ctx,
+            vec![
+                ParamGroup::new(config.clone(), ps.iter().collect(), gs.iter().collect()).with_shapes(shapes.clone()),
+                ParamGroup::new(AdamW::new(1e-2), vec![&v], vec![&gv]),
+            ],
+        )
+        .unwrap()
+    };
+    let mut gpu = build(&ps);
+    // A power-of-two loss scale unscales exactly: the CPU's control matches bit for bit.
+    let control = GradControl { loss_scale: 1024.0, ..Default::default() };
+    gpu.set_grad_control(Some(control)).unwrap();
+    gpu.set_group_schedule(0, Some(ExponentialLr::new(0.9).unwrap().into())).unwrap();
+    let mut cpu: Vec<CpuOptimizer> = start
+        .iter()
+        .zip(&shapes)
+        .map(|(p, s)| {
+            let mut c = CpuOptimizer::with_shape(config.clone(), p, s).unwrap();
+            c.set_grad_control(Some(control)).unwrap();
+            c.set_schedule(Some(ExponentialLr::new(0.9).unwrap().into())).unwrap();
+            c
+        })
+        .collect();
+    let grads_at = |k: usize| -> Vec<Vec<f32>> {
+        lens.iter().enumerate().map(|(t, &n)| grads(n, k + t).iter().map(|x| x * 1024.0).collect()).collect()
+    };
+    let step = |gpu: &mut ParamGroups, cpu: Option<&mut Vec<CpuOptimizer>>, g: &[Vec<f32>]| {
+        for (t, g) in gs.iter().zip(g) {
+            t.write(&ctx, g).unwrap();
+        }
+        gv.write(&ctx, &grads(64, 1)).unwrap();
+        gpu.run(1).unwrap();
+        if let Some(cpu) = cpu {
+            for (c, g) in cpu.iter_mut().zip(g) {
+                c.step(g).unwrap();
+            }
+        }
+    };
+    let mut change = 0.0f32;
+    for k in 1..=3 {
+        let before: Vec<Vec<f32>> = cpu.iter().map(|c| c.params().to_vec()).collect();
+        step(&mut gpu, Some(&mut cpu), &grads_at(k));
+        for (b, c) in before.iter().zip(&cpu) {
+            change = change.max(max_change(b, c.params().as_slice().unwrap()));
+        }
+    }
+    // Between steps: another configuration of the same state, on both sides.
+    let next = config.clone().with_d(1.5).with_beta2_decay(-0.6);
+    gpu.reconfigure(0, next.clone()).unwrap();
+    for c in &mut cpu {
+        c.reconfigure(next.clone()).unwrap();
+    }
+    gpu.track_updates(true).unwrap();
+    step(&mut gpu, Some(&mut cpu), &grads_at(4));
+    let group = &gpu.groups()[0];
+    let on_gpu = group.read_params().unwrap().to_vec();
+    let mut at = 0;
+    for (t, c) in cpu.iter().enumerate() {
+        let want = c.params().as_slice().unwrap();
+        assert_close(&format!("tensor {t} {:?}", shapes[t]), &on_gpu[at..at + want.len()], want, change, 4, BUDGET);
+        at += want.len();
+    }
+    // The group's state is each tensor's, end to end, in tensor order.
+    for name in ["row_var", "col_var", "variance"] {
+        let want: Vec<f32> = cpu.iter().filter_map(|c| c.state_tensor(name)).flat_map(|t| t.to_vec()).collect();
+        let got = group.read_state(name).unwrap().to_vec();
+        assert_close(&format!("group {name}"), &got, &want, 0.0, 4, 24.0);
+    }
+    // Health: parameters and each state over the group's tensors, with the last update.
+    let health = gpu.health().unwrap();
+    let ours: Vec<(&str, usize)> = health.iter().filter(|h| h.group == 0).map(|h| (h.name, h.len)).collect();
+    assert_eq!(ours, [("params", lens.iter().sum()), ("variance", 50), ("row_var", 37 + 10), ("col_var", 29 + 14)]);
+    assert!(health.iter().all(|h| h.nan == 0 && h.inf == 0));
+    assert!(health[0].max_update.is_some_and(|u| u > 0.0), "{:?}", health[0]);
+
+    // A non-finite gradient skips the step of every group: nothing moves, bit for bit.
+    let snapshot = |gpu: &ParamGroups| -> Vec<Vec<u32>> {
+        let g = &gpu.groups()[0];
+        let mut all = vec![g.read_params().unwrap().to_vec()];
+        all.extend(g.state().map(|(_, t)| t.read(&ctx).unwrap()));
+        all.push(gpu.groups()[1].read_params().unwrap().to_vec());
+        all.iter().map(|v| v.iter().map(|x| x.to_bits()).collect()).collect()
+    };
+    let before = snapshot(&gpu);
+    let mut bad = grads_at(5);
+    bad[1][3] = f32::INFINITY;
+    step(&mut gpu, None, &bad);
+    assert_eq!(snapshot(&gpu), before);
+    assert_eq!(gpu.sync().unwrap(), 4);
+
+    // A checkpoint of the groups resumes bit for bit (the Adafactor group compared; the
+    // AdamW group's parameters are shared by both).
+    let path = std::env::temp_dir().join(format!("wgpu-optim-adafactor-groups-{}.safetensors", std::process::id()));
+    gpu.save(&path).unwrap();
+    let now: Vec<Vec<f32>> = {
+        let p = gpu.groups()[0].read_params().unwrap().to_vec();
+        let mut at = 0;
+        lens.iter().map(|&n| (p[at..at + n].to_vec(), at += n).0).collect()
+    };
+    let resumed_ps: Vec<GpuTensor> = now.iter().map(|p| upload(p)).collect();
+    let mut resumed = build(&resumed_ps);
+    resumed.set_grad_control(Some(control)).unwrap();
+    resumed.set_group_schedule(0, Some(ExponentialLr::new(0.9).unwrap().into())).unwrap();
+    resumed.reconfigure(0, next.clone()).unwrap();
+    resumed.load(&path).unwrap();
+    for k in 6..=7 {
+        step(&mut gpu, None, &grads_at(k));
+        step(&mut resumed, None, &grads_at(k));
+    }
+    assert_eq!(snapshot(&resumed)[..4], snapshot(&gpu)[..4]);
+    std::fs::remove_file(&path).unwrap();
 }

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use common::*;
 use wgpu_optim::schedule::{CosineAnnealingLr, ExponentialLr, LinearLr, Schedule, SequentialLr};
 use wgpu_optim::{
-    Adafactor, Adam, AdamW, CpuOptimizer, Error, GpuAdafactor, GpuContext, GpuOptimizer, GpuTensor, GradControl, NAdam,
-    ParamGroup, ParamGroups, ScalerGrowth, Sgd,
+    Adafactor, Adam, AdamW, CpuOptimizer, Error, GpuContext, GpuOptimizer, GpuTensor, GradControl, NAdam, ParamGroup,
+    ParamGroups, ScalerGrowth, Sgd,
 };
 
 fn scratch(name: &str) -> PathBuf {
@@ -200,8 +200,14 @@ fn run_with(ctx: &GpuContext, start: &[Vec<f32>], wd: f64) -> Run {
                 optimizer: AdamW::new(1e-2).with_weight_decay(wd).into(),
                 params: vec![&p[0], &p[1]],
                 grads: vec![&g[0], &g[1]],
+                shapes: Vec::new(),
             },
-            ParamGroup { optimizer: Sgd::new(0.05).with_momentum(0.9).into(), params: vec![&p[2]], grads: vec![&g[2]] },
+            ParamGroup {
+                optimizer: Sgd::new(0.05).with_momentum(0.9).into(),
+                params: vec![&p[2]],
+                grads: vec![&g[2]],
+                shapes: Vec::new(),
+            },
         ],
     )
     .unwrap();
@@ -390,8 +396,8 @@ fn adafactor_save_load_continue_is_bit_identical() {
         let n: usize = shape.iter().product();
         let config = Adafactor::new(1e-2);
         let path = scratch(&format!("adafactor {shape:?}"));
-        let mut straight = GpuAdafactor::new(&ctx, config.clone(), &params(n), &shape).unwrap();
-        let mut first = GpuAdafactor::new(&ctx, config.clone(), &params(n), &shape).unwrap();
+        let mut straight = GpuOptimizer::with_shape(&ctx, config.clone(), &params(n), &shape).unwrap();
+        let mut first = GpuOptimizer::with_shape(&ctx, config.clone(), &params(n), &shape).unwrap();
         for k in 1..=6 {
             straight.step(&grads(n, k)).unwrap();
             if k <= 3 {
@@ -400,7 +406,7 @@ fn adafactor_save_load_continue_is_bit_identical() {
         }
         first.save(&path).unwrap();
         let saved = first.read_params().unwrap();
-        let mut resumed = GpuAdafactor::new(&ctx, config.clone(), &saved, &shape).unwrap();
+        let mut resumed = GpuOptimizer::with_shape(&ctx, config.clone(), &saved, &shape).unwrap();
         resumed.load(&path).unwrap();
         assert_eq!(resumed.read_gpu_step().unwrap(), 3);
         let mut cpu_resumed = CpuOptimizer::with_shape(config.clone(), &saved, &shape).unwrap();
@@ -432,7 +438,7 @@ fn adafactor_save_load_continue_is_bit_identical() {
 
         // Another shape with as many elements, or another configuration, is refused.
         let other: Vec<usize> = if shape.len() == 1 { vec![40, 25] } else { vec![n] };
-        let mut wrong = GpuAdafactor::new(&ctx, config.clone(), &params(n), &other).unwrap();
+        let mut wrong = GpuOptimizer::with_shape(&ctx, config.clone(), &params(n), &other).unwrap();
         assert!(matches!(wrong.load(&path), Err(Error::Checkpoint { .. })), "{shape:?}");
         assert_eq!(wrong.step_count(), 0);
         let mut wrong =

@@ -27,8 +27,18 @@ fn groups(ctx: &GpuContext, p: &[GpuTensor], g: &[GpuTensor]) -> ParamGroups {
     ParamGroups::new(
         ctx,
         vec![
-            ParamGroup { optimizer: AdamW::new(1e-2).into(), params: vec![&p[0], &p[1]], grads: vec![&g[0], &g[1]] },
-            ParamGroup { optimizer: Sgd::new(0.1).with_momentum(0.9).into(), params: vec![&p[2]], grads: vec![&g[2]] },
+            ParamGroup {
+                optimizer: AdamW::new(1e-2).into(),
+                params: vec![&p[0], &p[1]],
+                grads: vec![&g[0], &g[1]],
+                shapes: Vec::new(),
+            },
+            ParamGroup {
+                optimizer: Sgd::new(0.1).with_momentum(0.9).into(),
+                params: vec![&p[2]],
+                grads: vec![&g[2]],
+                shapes: Vec::new(),
+            },
         ],
     )
     .unwrap()
@@ -336,9 +346,11 @@ fn a_lone_optimizer_gets_gradient_control_through_one_group() {
     let control = GradControl { max_norm: Some(0.5), ..Default::default() };
     let mut lone = GpuOptimizer::new(&ctx, config.clone(), &start).unwrap();
     let (p, g) = (GpuTensor::from_slice(&ctx, &start).unwrap(), GpuTensor::zeros(&ctx, n).unwrap());
-    let mut built =
-        ParamGroups::new(&ctx, vec![ParamGroup { optimizer: config.into(), params: vec![&p], grads: vec![&g] }])
-            .unwrap();
+    let mut built = ParamGroups::new(
+        &ctx,
+        vec![ParamGroup { optimizer: config.into(), params: vec![&p], grads: vec![&g], shapes: Vec::new() }],
+    )
+    .unwrap();
     for k in 1..=2 {
         lone.step(&grads(n, k)).unwrap();
         g.write(&ctx, &grads(n, k)).unwrap();

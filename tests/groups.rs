@@ -80,6 +80,7 @@ fn gpt2_shaped_148_tensors_separate_and_arena_agree_bit_for_bit_and_match_the_cp
                 optimizer: configs()[g].clone().into(),
                 params: group_of(&m, g, &sep_p),
                 grads: group_of(&m, g, &sep_g),
+                shapes: Vec::new(),
             })
             .collect(),
     )
@@ -114,6 +115,7 @@ fn gpt2_shaped_148_tensors_separate_and_arena_agree_bit_for_bit_and_match_the_cp
                 optimizer: configs()[g].clone().into(),
                 params: vec![&slices[g].0],
                 grads: vec![&slices[g].1],
+                shapes: Vec::new(),
             })
             .collect(),
     )
@@ -197,7 +199,7 @@ fn groups_can_be_reconfigured_between_steps() {
     let g = GpuTensor::zeros(&ctx, n).unwrap();
     let mut groups = ParamGroups::new(
         &ctx,
-        vec![ParamGroup { optimizer: AdamW::new(1e-2).into(), params: vec![&p], grads: vec![&g] }],
+        vec![ParamGroup { optimizer: AdamW::new(1e-2).into(), params: vec![&p], grads: vec![&g], shapes: Vec::new() }],
     )
     .unwrap();
     let mut cpu = CpuOptimizer::new(AdamW::new(1e-2), &params(n)).unwrap();
@@ -290,7 +292,12 @@ fn add_param_group_equals_building_the_groups_together() {
         i: std::ops::Range<usize>,
         o: Box<dyn Optimizer>,
     ) -> ParamGroup<'a> {
-        ParamGroup { optimizer: o, params: p[i.clone()].iter().collect(), grads: g[i].iter().collect() }
+        ParamGroup {
+            optimizer: o,
+            params: p[i.clone()].iter().collect(),
+            grads: g[i].iter().collect(),
+            shapes: Vec::new(),
+        }
     }
     let lamb = || -> Box<dyn Optimizer> { wgpu_optim::Lamb::new(1e-2).into() };
     let mut together =

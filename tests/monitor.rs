@@ -121,8 +121,18 @@ fn groups_report_per_group_and_a_skipped_step_updates_nothing() {
     let mut groups = ParamGroups::new(
         &ctx,
         vec![
-            ParamGroup { optimizer: AdamW::new(1e-2).into(), params: vec![&p[0]], grads: vec![&g[0]] },
-            ParamGroup { optimizer: Sgd::new(0.1).with_momentum(0.9).into(), params: vec![&p[1]], grads: vec![&g[1]] },
+            ParamGroup {
+                optimizer: AdamW::new(1e-2).into(),
+                params: vec![&p[0]],
+                grads: vec![&g[0]],
+                shapes: Vec::new(),
+            },
+            ParamGroup {
+                optimizer: Sgd::new(0.1).with_momentum(0.9).into(),
+                params: vec![&p[1]],
+                grads: vec![&g[1]],
+                shapes: Vec::new(),
+            },
         ],
     )
     .unwrap();
@@ -171,7 +181,8 @@ fn adafactor_reports_its_factored_state() {
     // Three 8×100 matrices: each within one 4 KiB sub-range, the tensor over several.
     let shape = [3usize, 8, 100];
     let n = 2400;
-    let mut gpu = wgpu_optim::GpuAdafactor::new(&ctx, wgpu_optim::Adafactor::default(), &params(n), &shape).unwrap();
+    let mut gpu =
+        wgpu_optim::GpuOptimizer::with_shape(&ctx, wgpu_optim::Adafactor::default(), &params(n), &shape).unwrap();
     gpu.step(&grads(n, 1)).unwrap();
     let h = gpu.health().unwrap();
     assert_eq!(

@@ -74,7 +74,12 @@ fn a_group_of_tensors_gets_a_trust_ratio_per_tensor_on_the_gpu() {
             .map(|(&n, &s)| GpuTensor::from_slice(&ctx, &params(N)[s..s + n]).unwrap())
             .collect();
         let g: Vec<GpuTensor> = lens.iter().map(|&n| GpuTensor::zeros(&ctx, n).unwrap()).collect();
-        let group = ParamGroup { optimizer: config(label), params: p.iter().collect(), grads: g.iter().collect() };
+        let group = ParamGroup {
+            optimizer: config(label),
+            params: p.iter().collect(),
+            grads: g.iter().collect(),
+            shapes: Vec::new(),
+        };
         let mut gpu = ParamGroups::new(&ctx, vec![group]).unwrap();
         for k in 1..=STEPS {
             for ((t, &n), &s) in g.iter().zip(&lens).zip(&starts) {

@@ -45,11 +45,13 @@ fn more_steps_create_no_more_wgpu_objects() {
                 optimizer: wgpu_optim::AdamW::new(1e-3).into(),
                 params: vec![&p[0], &p[1]],
                 grads: vec![&g[0], &g[1]],
+                shapes: Vec::new(),
             },
             ParamGroup {
                 optimizer: wgpu_optim::Sgd::new(0.1).with_momentum(0.9).into(),
                 params: vec![&p[2], &p[3]],
                 grads: vec![&g[2], &g[3]],
+                shapes: Vec::new(),
             },
         ],
     )
@@ -82,9 +84,10 @@ fn adafactor_counts_its_steps_on_the_gpu() {
     let ctx = ctx();
     let shape = [3, 17, 9];
     let n = 3 * 17 * 9;
-    let mut calls = wgpu_optim::GpuAdafactor::new(&ctx, wgpu_optim::Adafactor::new(1e-2), &params(n), &shape).unwrap();
+    let mut calls =
+        wgpu_optim::GpuOptimizer::with_shape(&ctx, wgpu_optim::Adafactor::new(1e-2), &params(n), &shape).unwrap();
     let mut recorded =
-        wgpu_optim::GpuAdafactor::new(&ctx, wgpu_optim::Adafactor::new(1e-2), &params(n), &shape).unwrap();
+        wgpu_optim::GpuOptimizer::with_shape(&ctx, wgpu_optim::Adafactor::new(1e-2), &params(n), &shape).unwrap();
     calls.grads().write(&ctx, &grads(n, 1)).unwrap();
     recorded.grads().write(&ctx, &grads(n, 1)).unwrap();
     for _ in 0..9 {

@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use wgpu_optim::{Adafactor, CpuOptimizer, GpuAdafactor, GpuOptimizer};
+use wgpu_optim::{Adafactor, CpuOptimizer, GpuOptimizer};
 
 const N: usize = 32;
 const STEPS: usize = 8;
@@ -136,7 +136,7 @@ fn adafactor_matches_torch() {
         let torch: Vec<f32> = bits.iter().map(|&b| f32::from_bits(b)).collect();
         let change = max_change(&params(N), &torch);
         let mut cpu = CpuOptimizer::with_shape(config.clone(), &params(N), &shape).unwrap();
-        let mut gpu = GpuAdafactor::new(&ctx, config, &params(N), &shape).unwrap();
+        let mut gpu = GpuOptimizer::with_shape(&ctx, config, &params(N), &shape).unwrap();
         for k in 1..=STEPS {
             cpu.step(&grads(N, k)).unwrap();
             gpu.step(&grads(N, k)).unwrap();

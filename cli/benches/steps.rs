@@ -79,6 +79,7 @@ fn host_overhead_148_tensors(c: &mut Criterion) {
         optimizer: configs()[usize::from(!decay)].clone().into(),
         params: sep.iter().filter(|t| t.2 == decay).map(|t| &t.0).collect(),
         grads: sep.iter().filter(|t| t.2 == decay).map(|t| &t.1).collect(),
+        shapes: Vec::new(),
     };
     let mut separate = ParamGroups::new(&ctx, vec![group(true), group(false)]).unwrap();
     // One arena: each group one contiguous, aligned slice.
@@ -95,6 +96,7 @@ fn host_overhead_148_tensors(c: &mut Criterion) {
                 optimizer: configs()[g].clone().into(),
                 params: vec![&slices[g].0],
                 grads: vec![&slices[g].1],
+                shapes: Vec::new(),
             })
             .collect(),
     )

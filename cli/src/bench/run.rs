@@ -209,6 +209,7 @@ impl Workload {
                 optimizer: self.optimizer.clone_box(),
                 params: stepped.0.iter().collect(),
                 grads: stepped.1.iter().collect(),
+                shapes: Vec::new(),
             }],
         )?;
         Ok(GpuWorkload { groups, params, starts })

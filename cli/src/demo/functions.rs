@@ -192,7 +192,7 @@ pub fn run(
         configs
             .into_iter()
             .zip(&views)
-            .map(|(o, (vp, vg))| ParamGroup { optimizer: o, params: vec![vp], grads: vec![vg] })
+            .map(|(o, (vp, vg))| ParamGroup { optimizer: o, params: vec![vp], grads: vec![vg], shapes: Vec::new() })
             .collect(),
     )?;
 

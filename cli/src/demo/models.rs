@@ -6,7 +6,6 @@
 use crate::error::{Error, Result};
 use wgpu_optim::clip::GradControl;
 use wgpu_optim::gpu::GpuContext;
-use wgpu_optim::gpu_adafactor::GpuAdafactor;
 use wgpu_optim::groups::{ParamGroup, ParamGroups};
 use wgpu_optim::optim::{Adafactor, Optimizer};
 use wgpu_optim::schedule::{CosineAnnealingLr, LinearLr, SequentialLr};
@@ -123,13 +122,6 @@ pub struct ModelRun {
     pub seconds: f64,
 }
 
-/// What steps the parameters: parameter groups (element-wise optimizers) or Adafactor.
-#[allow(clippy::large_enum_variant, reason = "one per training run, never moved in a loop")]
-enum Stepper {
-    Groups(ParamGroups),
-    Adafactor(GpuAdafactor),
-}
-
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Info {
@@ -147,14 +139,15 @@ pub fn train(
     training: Training,
 ) -> Result<ModelRun> {
     let (n, np) = (model.samples(), model.init.len());
-    let mut stepper = match optimizer {
-        Some(o) => {
-            let mut o = o.clone_box();
-            o.set_lr(lr);
-            o.validate()?;
-            let (p, g) = (GpuTensor::from_slice(ctx, &model.init)?, GpuTensor::zeros(ctx, np)?);
-            let mut groups =
-                ParamGroups::new(ctx, vec![ParamGroup { optimizer: o, params: vec![&p], grads: vec![&g] }])?;
+    // Adafactor keeps its own relative step size: no schedule and no clipping for it.
+    let own_step = optimizer.is_none();
+    let mut o = optimizer.map_or_else(|| Adafactor::new(lr).into(), |o| o.clone_box());
+    o.set_lr(lr);
+    o.validate()?;
+    let (p, g) = (GpuTensor::from_slice(ctx, &model.init)?, GpuTensor::zeros(ctx, np)?);
+    let mut groups = ParamGroups::new(ctx, vec![ParamGroup::new(o, vec![&p], vec![&g])])?;
+    if !own_step {
+        {
             if training.warmup_cosine {
                 let warmup = u64::from(training.steps / 10).max(1);
                 let total = u64::from(training.steps);
@@ -167,14 +160,9 @@ pub fn train(
             if let Some(max_norm) = training.clip {
                 groups.set_grad_control(Some(GradControl { max_norm: Some(max_norm), ..Default::default() }))?;
             }
-            Stepper::Groups(groups)
         }
-        None => Stepper::Adafactor(GpuAdafactor::new(ctx, Adafactor::new(lr), &model.init, &[np])?),
-    };
-    let (params, grads) = match &stepper {
-        Stepper::Groups(g) => (g.groups()[0].params().clone(), g.groups()[0].grads().clone()),
-        Stepper::Adafactor(a) => (a.params().clone(), a.grads().clone()),
-    };
+    }
+    let (params, grads) = (groups.groups()[0].params().clone(), groups.groups()[0].grads().clone());
     if params.segments().len() != 1 {
         return Err(Error::DemoArgument("the model does not fit one binding; use a smaller model".into()));
     }
@@ -216,15 +204,7 @@ pub fn train(
             pass.dispatch_workgroups(groups, 1, 1);
         }
     };
-    let seconds = drive(
-        ctx,
-        training.steps,
-        |encoder, _| backward(encoder),
-        |encoder| match &mut stepper {
-            Stepper::Groups(g) => Ok(g.record(encoder, 1)?),
-            Stepper::Adafactor(a) => Ok(a.record(encoder, 1)?),
-        },
-    )?;
+    let seconds = drive(ctx, training.steps, |encoder, _| backward(encoder), |encoder| Ok(groups.record(encoder, 1)?))?;
     let h = GpuTensor::from_buffer(ctx, &history, 0, 2 * (training.steps as usize + 1))?.read(ctx)?;
     Ok(ModelRun { lr, history: h.chunks_exact(2).map(|c| [c[0], c[1]]).collect(), params: params.read(ctx)?, seconds })
 }

@@ -57,7 +57,7 @@ fn adafactor_agreement(
     steps: u32,
 ) -> AnyResult<bench::Agreement> {
     let config = wgpu_optim::Adafactor::default();
-    let mut gpu = wgpu_optim::GpuAdafactor::new(ctx, config.clone(), p, shape)?;
+    let mut gpu = wgpu_optim::GpuOptimizer::with_shape(ctx, config.clone(), p, shape)?;
     let mut cpu = wgpu_optim::CpuOptimizer::with_shape(config, p, shape)?;
     let mut change = 0.0f32;
     let mut g = g.to_vec();
