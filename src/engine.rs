@@ -686,27 +686,39 @@ mod tests {
 
     /// Each layout shared by Rust and WGSL, checked against the WGSL as naga reads it: the
     /// family's `Scalars` struct has the Rust struct's size, its state tensors are bound in
-    /// `Kernel::state` order under their torch names after `p` and `g`, and the prelude's
-    /// `SCALAR_SLOTS` is the Rust constant.
+    /// `Kernel::state` order under their torch names after `p` and `g` (a shaped family: the
+    /// bindings and uniform structs of `crate::factored`), and the prelude's `SCALAR_SLOTS` is
+    /// the Rust constant.
+    /// Bytes of the WGSL struct `name` of `module`, as naga lays it out.
+    fn struct_size(module: &naga::Module, name: &str) -> usize {
+        let (_, t) = module
+            .types
+            .iter()
+            .find(|(_, t)| t.name.as_deref() == Some(name))
+            .unwrap_or_else(|| panic!("no struct {name}"));
+        let naga::TypeInner::Struct { span, .. } = t.inner else { panic!("{name} is no struct") };
+        span as usize
+    }
+
     #[test]
     fn the_rust_and_wgsl_layouts_agree() {
         for (name, make) in ALL {
             let o = make();
             let kernel = o.kernel();
-            let composition = if kernel.is_staged() { Composition::Staged } else { Composition::Elementwise };
+            let composition = match kernel {
+                k if k.is_shaped() => Composition::OwnEntries,
+                k if k.is_staged() => Composition::Staged,
+                _ => Composition::Elementwise,
+            };
             let formats = super::Formats::f32(kernel.state.len());
             for tail in [false, true] {
                 let source = composition.source(&formats, tail, kernel.source).unwrap();
                 let module = naga::front::wgsl::parse_str(&source).unwrap_or_else(|e| panic!("{name}: {e}"));
-                let scalars = module
-                    .types
-                    .iter()
-                    .find(|(_, t)| t.name.as_deref() == Some("Scalars"))
-                    .unwrap_or_else(|| panic!("{name}: no Scalars struct"));
-                let naga::TypeInner::Struct { span, .. } = scalars.1.inner else {
-                    panic!("{name}: Scalars is no struct")
-                };
-                assert_eq!(span as usize, kernel.scalar_size, "{name}: WGSL Scalars vs the Rust struct");
+                assert_eq!(
+                    struct_size(&module, "Scalars"),
+                    kernel.scalar_size,
+                    "{name}: WGSL Scalars vs the Rust struct"
+                );
                 let mut bound: Vec<(u32, String)> = module
                     .global_variables
                     .iter()
@@ -716,12 +728,16 @@ mod tests {
                     })
                     .collect();
                 bound.sort();
-                let expected: Vec<(u32, String)> = ["p", "g"]
-                    .into_iter()
-                    .chain(kernel.state.iter().map(|s| s.torch_name))
-                    .enumerate()
-                    .map(|(i, n)| (i as u32, n.to_string()))
-                    .collect();
+                let names: Vec<&str> = if kernel.is_shaped() {
+                    for (wgsl, size) in crate::factored::UNIFORM_STRUCTS {
+                        assert_eq!(struct_size(&module, wgsl), size, "{name}: WGSL {wgsl} vs the Rust struct");
+                    }
+                    crate::factored::BINDINGS.to_vec()
+                } else {
+                    ["p", "g"].into_iter().chain(kernel.state.iter().map(|s| s.torch_name)).collect()
+                };
+                let expected: Vec<(u32, String)> =
+                    names.into_iter().enumerate().map(|(i, n)| (i as u32, n.to_string())).collect();
                 assert_eq!(bound, expected, "{name}: tensor bindings");
                 let slots = module
                     .constants

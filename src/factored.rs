@@ -53,6 +53,16 @@ struct Layout {
 
 const _: () = assert!(size_of::<Layout>() as u64 <= UNIFORM_BYTES && size_of::<SegmentInfo>() as u64 <= UNIFORM_BYTES);
 
+/// A shaped family's tensor bindings (group 1), in binding order: what the shader declares
+/// (checked with naga in the engine's tests).
+#[cfg(test)]
+pub(crate) const BINDINGS: [&str; 5] = ["p", "g", "variance", "factors", "work"];
+
+/// The uniform structs shared with the shader, by their WGSL names, with the Rust sizes.
+#[cfg(test)]
+pub(crate) const UNIFORM_STRUCTS: [(&str, usize); 2] =
+    [("Segment", size_of::<SegmentInfo>()), ("Layout", size_of::<Layout>())];
+
 struct Pipelines {
     row_sums: wgpu::ComputePipeline,
     col_blocks: wgpu::ComputePipeline,

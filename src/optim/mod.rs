@@ -259,6 +259,7 @@ pub const ALL: &[(&str, Maker)] = &[
     ("adan", || Box::new(Adan::default())),
     ("lamb", || Box::new(Lamb::default())),
     ("lars", || Box::new(Lars::default())),
+    ("adafactor", || Box::new(Adafactor::default())),
 ];
 
 /// Looks an optimizer up by name (case-insensitive), with torch's defaults.

@@ -2,8 +2,8 @@
 #![allow(dead_code)]
 
 use wgpu_optim::{
-    AdaBelief, Adadelta, Adagrad, Adam, AdamW, Adamax, Adan, GpuContext, Lamb, Lars, Lion, NAdam, Optimizer, RAdam,
-    RmsProp, Sgd, Tuning,
+    AdaBelief, Adadelta, Adafactor, Adagrad, Adam, AdamW, Adamax, Adan, GpuContext, Lamb, Lars, Lion, NAdam, Optimizer,
+    RAdam, RmsProp, Sgd, Tuning,
 };
 
 /// The default adapter. Never skips: without one the test fails and says what to install.
@@ -138,6 +138,17 @@ pub fn variants() -> Vec<(&'static str, Box<dyn Optimizer>)> {
             Lars::new(0.5).with_weight_decay(0.01).with_nesterov(true).with_trust_coefficient(0.02).into(),
         ),
         ("lars excluded", Lars::new(0.1).with_trust_ratio(false).with_momentum(0.5).into()),
+        // Flat tensors: Adafactor's vector case (tests/adafactor.rs covers matrices).
+        ("adafactor", Adafactor::new(1e-2).into()),
+        (
+            "adafactor wd maximize d eps",
+            Adafactor::new(0.5)
+                .with_weight_decay(0.1)
+                .with_maximize(true)
+                .with_d(1.5)
+                .with_eps(Some(1e-3), 1e-2)
+                .into(),
+        ),
     ]
 }
 

@@ -23,10 +23,15 @@ pub type Labelled<T> = Vec<(String, T)>;
 /// The learning rates the demo sweeps (each optimizer on each problem keeps the best).
 pub const LEARNING_RATES: [f64; 10] = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0];
 
-/// Every element-wise optimizer with torch's defaults, and SGD with momentum 0.9.
+/// Every optimizer with torch's defaults but the shaped one (Adafactor, which the models run
+/// at their own learning rates), and SGD with momentum 0.9.
 pub fn optimizers() -> Vec<(String, Box<dyn Optimizer>)> {
-    let mut all: Vec<(String, Box<dyn Optimizer>)> =
-        optim::ALL.iter().map(|(_, make)| make()).map(|o| (o.name().to_string(), o)).collect();
+    let mut all: Vec<(String, Box<dyn Optimizer>)> = optim::ALL
+        .iter()
+        .map(|(_, make)| make())
+        .filter(|o| !o.kernel().is_shaped())
+        .map(|o| (o.name().to_string(), o))
+        .collect();
     all.insert(1, ("SGD momentum".into(), Sgd::default().with_momentum(0.9).into()));
     all
 }

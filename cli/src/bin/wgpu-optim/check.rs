@@ -14,7 +14,33 @@ pub fn check(len: usize, steps: u32) -> AnyResult<()> {
     println!("| optimizer | follows | state (torch names) | state B/param | GPU vs CPU, worst | max abs Δp |");
     println!("|---|---|---|---:|---:|---:|");
     let (p, g) = bench::inputs(len);
+    let side = (len as f64).sqrt() as usize;
     for o in optimizers(&[], true)? {
+        if o.kernel().is_shaped() {
+            // Its step and state follow the shape: measured on a side × side matrix.
+            let a = shaped_agreement(&ctx, &*o, &p[..side * side], &g[..side * side], &[side, side], steps)?;
+            let names: Vec<&str> = (0..o.kernel().state.len())
+                .filter(|&i| o.state_len(i, &[side, side]) > 0)
+                .map(|i| o.kernel().state[i].torch_name)
+                .collect();
+            let vector: Vec<&str> = (0..o.kernel().state.len())
+                .filter(|&i| o.state_len(i, &[side]) > 0)
+                .map(|i| o.kernel().state[i].torch_name)
+                .collect();
+            let bytes: usize = (0..o.kernel().state.len()).map(|i| o.state_len(i, &[side, side])).sum::<usize>() * 4;
+            println!(
+                "| {} | {} | {} (matrices); {} (vectors) | {:.3} at {side}×{side}; {} for vectors | {:.2} | {:.1e} |",
+                o.name(),
+                o.reference(),
+                names.join(", "),
+                vector.join(", "),
+                bytes as f64 / (side * side) as f64,
+                4 * vector.len(),
+                a.worst,
+                a.max_abs
+            );
+            continue;
+        }
         let a = bench::agreement(&ctx, &*o, &p, &g, steps)?;
         let slots = o.kernel().state;
         let names: Vec<String> = slots
@@ -37,28 +63,20 @@ pub fn check(len: usize, steps: u32) -> AnyResult<()> {
             a.max_abs
         );
     }
-    let side = (len as f64).sqrt() as usize;
-    let a = adafactor_agreement(&ctx, &p[..side * side], &g[..side * side], &[side, side], steps)?;
-    println!(
-        "| Adafactor | torch.optim.Adafactor | row_var, col_var (matrices); variance (vectors) | 4·(M+N)/(M·N) ({:.3} at {side}×{side}); 4 for vectors | {:.2} | {:.1e} |",
-        4.0 * (2 * side) as f64 / (side * side) as f64,
-        a.worst,
-        a.max_abs
-    );
     Ok(())
 }
 
-/// Adafactor's GPU-vs-CPU agreement on one matrix after `steps` steps.
-fn adafactor_agreement(
+/// A shaped step's GPU-vs-CPU agreement on one tensor of `shape` after `steps` steps.
+fn shaped_agreement(
     ctx: &GpuContext,
+    o: &dyn wgpu_optim::Optimizer,
     p: &[f32],
     g: &[f32],
     shape: &[usize],
     steps: u32,
 ) -> AnyResult<bench::Agreement> {
-    let config = wgpu_optim::Adafactor::default();
-    let mut gpu = wgpu_optim::GpuOptimizer::with_shape(ctx, config.clone(), p, shape)?;
-    let mut cpu = wgpu_optim::CpuOptimizer::with_shape(config, p, shape)?;
+    let mut gpu = wgpu_optim::GpuOptimizer::with_shape(ctx, o.clone_box(), p, shape)?;
+    let mut cpu = wgpu_optim::CpuOptimizer::with_shape(o.clone_box(), p, shape)?;
     let mut change = 0.0f32;
     let mut g = g.to_vec();
     for k in 0..steps {

@@ -161,7 +161,18 @@ fn run(cli: Cli) -> AnyResult<()> {
             json,
             markdown,
         } => {
+            // The bench's tensor sets are flat; a shaped step (Adafactor) follows each tensor's
+            // shape, so its traffic is not theirs: `check` measures it on a matrix.
             let opts = optimizers(&optimizer, all)?;
+            if let Some(o) = opts.iter().find(|o| o.kernel().is_shaped() && !all) {
+                return Err(format!(
+                    "{}: its step follows each tensor's shape, which the bench's flat tensor sets do not have \
+                     (`wgpu-optim check` measures it on a matrix)",
+                    o.name()
+                )
+                .into());
+            }
+            let opts: Vec<_> = opts.into_iter().filter(|o| !o.kernel().is_shaped()).collect();
             let plan = bench::BenchPlan {
                 steps_per_submit,
                 sequential: !no_sequential,
