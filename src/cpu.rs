@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::format::HostTensor;
 use crate::optim::{Optimizer, StateSlices, StateSlot};
 use crate::schedule::Schedule;
-use crate::step::{CPU_REDUCE_CHUNK, REDUCED_TERMS, Stage};
+use crate::step::{CPU_REDUCE_CHUNK, REDUCED_TERMS, Scope, Stage};
 use crate::tensor::HostData;
 use rayon::prelude::*;
 
@@ -65,6 +65,7 @@ impl CpuOptimizer {
     ) -> Result<Self> {
         let optimizer = optimizer.into();
         optimizer.validate()?;
+        crate::step::check_supported(optimizer.name(), optimizer.kernel().stages)?;
         // The CPU keeps f32 state: another format's slot needs its CPU codec first.
         for (i, slot) in optimizer.kernel().state.iter().enumerate() {
             if optimizer.uses_state(i) {
@@ -280,7 +281,7 @@ fn run_stages(
     let mut reduced = [0.0f32; REDUCED_TERMS];
     for (i, stage) in o.kernel().stages.iter().enumerate() {
         match stage {
-            Stage::Reduce(_) => {
+            Stage::Reduce(Scope::Tensor | Scope::Group) => {
                 // Each chunk's p, g and state slots, side by side.
                 let mut chunks: Vec<Chunk<'_, '_>> = p
                     .chunks_mut(CPU_REDUCE_CHUNK)

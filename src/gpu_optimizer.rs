@@ -137,6 +137,7 @@ impl GpuOptimizer {
         shapes: Vec<Vec<usize>>,
     ) -> Result<Self> {
         optimizer.validate()?;
+        crate::step::check_supported(optimizer.name(), optimizer.kernel().stages)?;
         if grads.len() != params.len() {
             return Err(Error::LengthMismatch { what: "grads", expected: params.len(), actual: grads.len() });
         }

@@ -36,20 +36,11 @@ impl Reduction {
     pub fn new(ctx: &GpuContext, stages: &[Stage], plans: &[SegmentPlan], segment_tensor: &[u32]) -> Result<Self> {
         let scopes: Vec<Scope> =
             stages.iter().filter_map(|s| if let Stage::Reduce(scope) = s { Some(*scope) } else { None }).collect();
+        // One reduction over a tensor or the group (crate::step::check_supported).
         let scope = match scopes[..] {
-            [scope] => scope,
-            _ => {
-                return Err(Error::Unsupported(format!(
-                    "a step with {} reduction stages; the engine records one per step",
-                    scopes.len()
-                )));
-            }
+            [scope @ (Scope::Tensor | Scope::Group)] => scope,
+            _ => return Err(Error::Unsupported(format!("a step whose reductions are {scopes:?}"))),
         };
-        if let Some(other) = stages.iter().find(|s| !matches!(s, Stage::Reduce(_) | Stage::Elementwise)) {
-            return Err(Error::Unsupported(format!(
-                "a {other:?} stage; the engine records reductions and element-wise stages"
-            )));
-        }
         // Partial slots in sub-range order; each tensor's slots are one range.
         let mut windows = Vec::with_capacity(plans.len());
         let mut ranges: Vec<[u32; 2]> = Vec::new();

@@ -14,7 +14,10 @@
 //! * A reduction over [`Scope::Rows`] or [`Scope::Columns`] follows the parameter's shape
 //!   (given per parameter; flat by default) and writes state of another length than the
 //!   parameter (Adafactor's `row_var` and `col_var`). Such a step is the family's own entry
-//!   points on the GPU and [`Optimizer::shaped_cpu`](crate::Optimizer::shaped_cpu) on the CPU.
+//!   points on the GPU (those of shaders/adafactor.wgsl, bound as `crate::factored` binds
+//!   them) and [`Optimizer::shaped_cpu`](crate::Optimizer::shaped_cpu) on the CPU.
+//! * A reduction over [`Scope::Block`] (per-block absmax) is declared for 8-bit blockwise
+//!   state and refused, like [`Stage::MatMul`], with [`Error::Unsupported`](crate::Error).
 //! * [`Stage::MatMul`]: a matrix product tiled in workgroup memory (Muon's Newton–Schulz);
 //!   declared here, not yet recorded by the engine, which refuses it with an error.
 
@@ -32,6 +35,9 @@ pub enum Scope {
     /// Each column of a tensor's trailing matrix (the second-to-last dimension summed):
     /// Adafactor's `col_var`.
     Columns,
+    /// Each block of this many consecutive elements of a tensor (8-bit blockwise state's
+    /// absmax); declared for the low-precision formats, refused with an error until then.
+    Block(u32),
 }
 
 impl Scope {
@@ -62,3 +68,27 @@ pub const REDUCED_TERMS: usize = 4;
 /// Elements the CPU sums as one f64 partial before adding partials in order: a fixed
 /// chunking, so the sequential reference and the parallel baseline give the same bits.
 pub(crate) const CPU_REDUCE_CHUNK: usize = 1 << 14;
+
+/// Whether both sides run `stages`: element-wise stages, at most one reduction over a tensor
+/// or the group, or a shaped step's row and column reductions. A matrix product and a
+/// per-block reduction are declared for the issues that fill them and refused until then.
+pub(crate) fn check_supported(family: &str, stages: &[Stage]) -> crate::Result<()> {
+    let refuse = |what: String| Err(crate::Error::Unsupported(format!("{family}: {what}")));
+    let shaped = stages.iter().any(|s| matches!(s, Stage::Reduce(scope) if scope.is_shaped()));
+    let mut sums = 0;
+    for stage in stages {
+        match stage {
+            Stage::Elementwise => {}
+            Stage::Reduce(Scope::Rows | Scope::Columns) => {}
+            Stage::Reduce(Scope::Tensor | Scope::Group) => sums += 1,
+            Stage::Reduce(Scope::Block(n)) => {
+                return refuse(format!("a reduction over blocks of {n} is not yet supported"));
+            }
+            Stage::MatMul => return refuse("a matrix-product stage is not yet supported".into()),
+        }
+    }
+    if sums > 1 && !shaped {
+        return refuse(format!("a step with {sums} reduction stages; the engine records one per step"));
+    }
+    Ok(())
+}

@@ -40,15 +40,8 @@ struct Scalars {
     neg_lr: f32,
 }
 
-static KERNEL: Kernel = Kernel {
-    family: "signum (tests/extension.rs)",
-    source: SHADER,
-    state: &[StateSlot { role: "m", torch_name: "momentum_buffer" }],
-    scalar_size: size_of::<Scalars>(),
-    // mul + fma (2), the update's fma (1); sign is exact.
-    step_error_budget: 4.0,
-    stages: step::ELEMENTWISE,
-};
+// mul + fma (2), the update's fma (1); sign is exact: a budget of 4.
+static KERNEL: Kernel = KERNEL_FIELDS;
 
 impl Signum {
     fn host(&self) -> Scalars {
@@ -122,3 +115,80 @@ fn an_optimizer_from_outside_the_crate_runs_on_both_sides() {
     let moved = on_gpu.iter().zip(params(n)).filter(|(a, b)| (*a - b).abs() > 1e-3).count();
     assert!(moved > n * 9 / 10, "only {moved} of {n} parameters moved");
 }
+
+/// Signum's update under a kernel that declares other stages.
+#[derive(Clone, Debug)]
+struct Declaring {
+    signum: Signum,
+    kernel: &'static Kernel,
+}
+
+impl Optimizer for Declaring {
+    fn name(&self) -> &'static str {
+        "Declaring"
+    }
+    fn config(&self) -> serde_json::Value {
+        self.signum.config()
+    }
+    fn reference(&self) -> &'static str {
+        self.signum.reference()
+    }
+    fn validate(&self) -> Result<()> {
+        Ok(())
+    }
+    fn lr(&self) -> f64 {
+        self.signum.lr
+    }
+    fn set_lr(&mut self, lr: f64) {
+        self.signum.lr = lr;
+    }
+    fn kernel(&self) -> &'static Kernel {
+        self.kernel
+    }
+    fn constants(&self) -> Vec<(&'static str, f64)> {
+        Vec::new()
+    }
+    fn scalars(&self, step: u64) -> ScalarBlock {
+        self.signum.scalars(step)
+    }
+    fn update_cpu(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_, '_>) {
+        self.signum.update_cpu(step, p, g, state)
+    }
+    fn clone_box(&self) -> Box<dyn Optimizer> {
+        Box::new(self.clone())
+    }
+}
+
+#[test]
+fn stages_declared_for_later_are_refused_on_both_sides() {
+    use wgpu_optim::Error;
+    use wgpu_optim::step::{Scope, Stage};
+    static MATMUL: Kernel = Kernel { stages: &[Stage::MatMul, Stage::Elementwise], ..KERNEL_FIELDS };
+    static BLOCKS: Kernel = Kernel { stages: &[Stage::Reduce(Scope::Block(256)), Stage::Elementwise], ..KERNEL_FIELDS };
+    static TWO_SUMS: Kernel = Kernel {
+        stages: &[Stage::Reduce(Scope::Tensor), Stage::Reduce(Scope::Group), Stage::Elementwise],
+        ..KERNEL_FIELDS
+    };
+    let ctx = ctx();
+    for (kernel, says) in [(&MATMUL, "matrix-product"), (&BLOCKS, "blocks of 256"), (&TWO_SUMS, "2 reduction")] {
+        let o = Declaring { signum: Signum { lr: 1e-2, beta: 0.9 }, kernel };
+        for result in
+            [GpuOptimizer::new(&ctx, o.clone(), &params(64)).map(|_| ()), CpuOptimizer::new(o, &params(64)).map(|_| ())]
+        {
+            match result {
+                Err(Error::Unsupported(m)) => assert!(m.contains(says) && m.contains("Declaring"), "{m}"),
+                other => panic!("expected Unsupported for {says}, got {other:?}"),
+            }
+        }
+    }
+}
+
+/// Signum's kernel (and that of kernels that change only their stages).
+const KERNEL_FIELDS: Kernel = Kernel {
+    family: "signum (tests/extension.rs)",
+    source: SHADER,
+    state: &[StateSlot { role: "m", torch_name: "momentum_buffer" }],
+    scalar_size: size_of::<Scalars>(),
+    step_error_budget: 4.0,
+    stages: step::ELEMENTWISE,
+};
