@@ -267,9 +267,39 @@ fn not_contiguous() -> Error {
 /// One chunk of a reduction: its parameters, gradients and state slots.
 type Chunk<'a, 'b> = (&'a mut [f32], &'b [f32], Vec<&'a mut [f32]>);
 
+/// `p`, `g` and every state slot cut into chunks of `size` elements, side by side.
+fn chunks<'a, 'b>(p: &'a mut [f32], g: &'b [f32], state: &'a mut [&mut [f32]], size: usize) -> Vec<Chunk<'a, 'b>> {
+    let mut chunks: Vec<Chunk<'a, 'b>> =
+        p.chunks_mut(size).zip(g.chunks(size)).map(|(p, g)| (p, g, Vec::new())).collect();
+    for slot in state.iter_mut() {
+        let mut rest: &mut [f32] = slot;
+        for (p, _, parts) in &mut chunks {
+            let at = p.len().min(rest.len());
+            let (head, tail) = std::mem::take(&mut rest).split_at_mut(at);
+            parts.push(head);
+            rest = tail;
+        }
+    }
+    chunks
+}
+
+/// Runs `f` on every chunk, in parallel or not; the results in chunk order.
+fn each_chunk<T: Send>(
+    chunks: Vec<Chunk<'_, '_>>,
+    parallel: bool,
+    f: impl Fn(usize, Chunk<'_, '_>) -> T + Sync,
+) -> Vec<T> {
+    if parallel {
+        chunks.into_par_iter().enumerate().map(|(i, c)| f(i, c)).collect()
+    } else {
+        chunks.into_iter().enumerate().map(|(i, c)| f(i, c)).collect()
+    }
+}
+
 /// Runs a staged optimizer's step over one tensor, stage by stage: a reduction over fixed
 /// chunks of [`CPU_REDUCE_CHUNK`] elements (in parallel or not, the partial sums are added in
-/// chunk order, so both give the same bits), then the element-wise stage with the sums.
+/// chunk order, so both give the same bits), then the element-wise stage with the sums; or a
+/// per-block reduction, then the element-wise stage block by block with each block's terms.
 fn run_stages(
     o: &dyn Optimizer,
     step: u64,
@@ -279,30 +309,21 @@ fn run_stages(
     parallel: bool,
 ) -> Result<()> {
     let mut reduced = [0.0f32; REDUCED_TERMS];
+    // The block size and each block's terms, after a per-block reduction.
+    let mut per_block: Option<(usize, Vec<[f32; REDUCED_TERMS]>)> = None;
     for (i, stage) in o.kernel().stages.iter().enumerate() {
         match stage {
+            Stage::Reduce(Scope::Block(b)) | Stage::ReduceMax(Scope::Block(b)) => {
+                let b = *b as usize;
+                let terms = each_chunk(chunks(p, g, state, b), parallel, |_, (p, g, mut s)| {
+                    o.reduce_cpu(i, step, p, g, &mut s).map(|x| x as f32)
+                });
+                per_block = Some((b, terms));
+            }
             Stage::Reduce(Scope::Tensor | Scope::Group) => {
-                // Each chunk's p, g and state slots, side by side.
-                let mut chunks: Vec<Chunk<'_, '_>> = p
-                    .chunks_mut(CPU_REDUCE_CHUNK)
-                    .zip(g.chunks(CPU_REDUCE_CHUNK))
-                    .map(|(p, g)| (p, g, Vec::new()))
-                    .collect();
-                for slot in state.iter_mut() {
-                    let mut rest: &mut [f32] = slot;
-                    for (p, _, parts) in &mut chunks {
-                        let at = p.len().min(rest.len());
-                        let (head, tail) = std::mem::take(&mut rest).split_at_mut(at);
-                        parts.push(head);
-                        rest = tail;
-                    }
-                }
-                let run = |(p, g, mut s): (&mut [f32], &[f32], Vec<&mut [f32]>)| o.reduce_cpu(i, step, p, g, &mut s);
-                let sums: Vec<[f64; REDUCED_TERMS]> = if parallel {
-                    chunks.into_par_iter().map(run).collect()
-                } else {
-                    chunks.into_iter().map(run).collect()
-                };
+                let sums = each_chunk(chunks(p, g, state, CPU_REDUCE_CHUNK), parallel, |_, (p, g, mut s)| {
+                    o.reduce_cpu(i, step, p, g, &mut s)
+                });
                 let mut total = [0.0f64; REDUCED_TERMS];
                 for s in &sums {
                     for (t, x) in total.iter_mut().zip(s) {
@@ -311,10 +332,15 @@ fn run_stages(
                 }
                 reduced = total.map(|x| x as f32);
             }
-            Stage::Elementwise if parallel => {
-                parallel_split(p, g, state, &|p, g, s| o.apply_cpu(step, p, g, s, reduced));
-            }
-            Stage::Elementwise => o.apply_cpu(step, p, g, state, reduced),
+            Stage::Elementwise => match &per_block {
+                Some((b, terms)) => {
+                    each_chunk(chunks(p, g, state, *b), parallel, |k, (p, g, mut s)| {
+                        o.apply_cpu(step, p, g, &mut s, terms[k])
+                    });
+                }
+                None if parallel => parallel_split(p, g, state, &|p, g, s| o.apply_cpu(step, p, g, s, reduced)),
+                None => o.apply_cpu(step, p, g, state, reduced),
+            },
             other => {
                 return Err(Error::Unsupported(format!("{}: the CPU side has no {other:?} stage yet", o.name())));
             }

@@ -107,6 +107,8 @@ pub(crate) struct Pipelines {
     pub advance: wgpu::ComputePipeline,
     /// A staged family's reduction stage, at vec4 and at scalar width.
     pub reduce: Option<(wgpu::ComputePipeline, wgpu::ComputePipeline)>,
+    /// A per-block reduction stage (one workgroup per block, scalar width).
+    pub reduce_blocks: Option<wgpu::ComputePipeline>,
 }
 
 /// A shader module before composition: a family's source, how it is assembled, and the
@@ -323,9 +325,15 @@ impl Engine {
         if !constants.iter().any(|(n, _)| *n == "CONTROLLED") {
             constants.push(("CONTROLLED", 0.0));
         }
+        let blocks = crate::step::block_reduction(kernel.stages);
+        if let Some((block, max)) = blocks {
+            constants.extend([("BLOCK", f64::from(block)), ("BLOCK_MAX", crate::optim::flag(max))]);
+        }
         let c = &constants;
         let module = Module { family: kernel.family, source: kernel.source, composition, formats };
-        let reduce = if kernel.is_staged() {
+        let reduce_blocks =
+            if blocks.is_some() { Some(self.pipeline(ctx, &module, layout, true, "reduce_blocks", c)?) } else { None };
+        let reduce = if kernel.is_staged() && blocks.is_none() {
             Some((
                 self.pipeline(ctx, &module, layout, false, "reduce", c)?,
                 self.pipeline(ctx, &module, layout, true, "reduce", c)?,
@@ -338,6 +346,7 @@ impl Engine {
             tail: self.pipeline(ctx, &module, layout, true, "main", c)?,
             advance: self.pipeline(ctx, &module, layout, false, "advance", c)?,
             reduce,
+            reduce_blocks,
         })
     }
 

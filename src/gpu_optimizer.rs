@@ -174,8 +174,11 @@ impl GpuOptimizer {
             .iter()
             .map(|s| SegmentPlan::new(s.len, t.workgroup_size * t.items_per_invocation, t.max_workgroups_per_dimension))
             .collect::<Result<Vec<_>>>()?;
-        let reduction =
-            if kernel.is_staged() { Some(Reduction::new(ctx, kernel.stages, &plans, &segment_tensor)?) } else { None };
+        let reduction = if kernel.is_staged() {
+            Some(Reduction::new(ctx, kernel.stages, &plans, &lens, &segment_tensor)?)
+        } else {
+            None
+        };
         let steps = StepTable::new(ctx, kernel.scalar_size)?;
         let layout = ctx.engine().tensor_layout(kernel)?.clone();
         let (tensor_groups, step_group) = ctx.scoped("binding tensors", || {
@@ -371,25 +374,28 @@ impl GpuOptimizer {
             return;
         };
         pass.set_bind_group(0, &self.step_group, &[]);
-        match (&self.reduction, &pipelines.reduce) {
-            (Some(r), Some((reduce_vec4, reduce_tail))) => {
+        match &self.reduction {
+            Some(r) => {
                 for stage in self.optimizer.kernel().stages {
-                    let (vec4, tail) = match stage {
-                        Stage::Reduce(_) => (reduce_vec4, reduce_tail),
-                        _ => (&pipelines.vec4, &pipelines.tail),
-                    };
+                    let reducing = matches!(stage, Stage::Reduce(_) | Stage::ReduceMax(_));
                     for (i, (plan, group)) in self.plans.iter().zip(&self.tensor_groups).enumerate() {
                         pass.set_bind_group(1, group, &[]);
                         pass.set_bind_group(2, &r.group, &[r.stride * i as u32]);
-                        plan.record_with(pass, vec4, tail);
+                        match (&pipelines.reduce, &pipelines.reduce_blocks) {
+                            (_, Some(blocks)) if reducing => {
+                                r.record_blocks(pass, i, blocks);
+                            }
+                            (Some((vec4, tail)), _) if reducing => plan.record_with(pass, vec4, tail),
+                            _ => plan.record_with(pass, &pipelines.vec4, &pipelines.tail),
+                        }
                     }
-                    if matches!(stage, Stage::Reduce(_)) {
+                    if reducing && pipelines.reduce_blocks.is_none() {
                         r.record_finalize(pass);
                         pass.set_bind_group(0, &self.step_group, &[]);
                     }
                 }
             }
-            _ => {
+            None => {
                 for (plan, group) in self.plans.iter().zip(&self.tensor_groups) {
                     pass.set_bind_group(1, group, &[]);
                     plan.record(pass, pipelines);

@@ -17,6 +17,8 @@ pub(crate) struct Reduction {
     finalize_group: wgpu::BindGroup,
     /// Grid of the finalize dispatch: one workgroup per range.
     grid: (u32, u32),
+    /// A per-block reduction: each sub-range's grid of one workgroup per block (no finalize).
+    block_grids: Option<Vec<(u32, u32)>>,
 }
 
 #[repr(C)]
@@ -31,25 +33,56 @@ struct SegmentReduce {
 const _: () = assert!(size_of::<SegmentReduce>() as u64 == SEGMENT_REDUCE_BYTES);
 
 impl Reduction {
-    /// For sub-ranges dispatched by `plans`, sub-range `i` belonging to tensor
-    /// `segment_tensor[i]` (consecutive sub-ranges per tensor), reduced over `stages`' scope.
-    pub fn new(ctx: &GpuContext, stages: &[Stage], plans: &[SegmentPlan], segment_tensor: &[u32]) -> Result<Self> {
-        let scopes: Vec<Scope> =
-            stages.iter().filter_map(|s| if let Stage::Reduce(scope) = s { Some(*scope) } else { None }).collect();
-        // One reduction over a tensor or the group (crate::step::check_supported).
+    /// For sub-ranges of `lens` elements dispatched by `plans`, sub-range `i` belonging to
+    /// tensor `segment_tensor[i]` (consecutive sub-ranges per tensor), reduced over `stages`'
+    /// scope.
+    pub fn new(
+        ctx: &GpuContext,
+        stages: &[Stage],
+        plans: &[SegmentPlan],
+        lens: &[usize],
+        segment_tensor: &[u32],
+    ) -> Result<Self> {
+        let scopes: Vec<Scope> = stages
+            .iter()
+            .filter_map(|s| match s {
+                Stage::Reduce(scope) | Stage::ReduceMax(scope) => Some(*scope),
+                _ => None,
+            })
+            .collect();
+        // One reduction over a tensor, the group or blocks (crate::step::check_supported).
         let scope = match scopes[..] {
-            [scope @ (Scope::Tensor | Scope::Group)] => scope,
+            [scope @ (Scope::Tensor | Scope::Group | Scope::Block(_))] => scope,
             _ => return Err(Error::Unsupported(format!("a step whose reductions are {scopes:?}"))),
         };
+        let slot =
+            |at: u64| u32::try_from(at).map_err(|_| Error::OverLimit(format!("{at} reduction partials exceed u32")));
         // Partial slots in sub-range order; each tensor's slots are one range.
         let mut windows = Vec::with_capacity(plans.len());
         let mut ranges: Vec<[u32; 2]> = Vec::new();
         let mut next = 0u64;
-        for (plan, &tensor) in plans.iter().zip(segment_tensor) {
+        let max_dim = ctx.tuning().max_workgroups_per_dimension;
+        let mut block_grids = Vec::new();
+        if let Scope::Block(block) = scope {
+            // One slot per block; a block never crosses a sub-range, so each sub-range but a
+            // tensor's last holds whole blocks.
+            for (i, (&len, &tensor)) in lens.iter().zip(segment_tensor).enumerate() {
+                let last_of_tensor = segment_tensor.get(i + 1) != Some(&tensor);
+                if !last_of_tensor && len % block as usize != 0 {
+                    return Err(Error::OverLimit(format!(
+                        "a sub-range of {len} elements inside a tensor is not whole blocks of {block}: make \
+                         Tuning::segment_bytes a multiple of {} bytes",
+                        u64::from(block) * 4
+                    )));
+                }
+                let blocks = len.div_ceil(block as usize) as u64;
+                windows.push(SegmentReduce { tensor, vec4_partials: slot(next)?, tail_partials: 0, _pad: 0 });
+                block_grids.push(grid(blocks, max_dim)?);
+                next += blocks;
+            }
+        }
+        for (plan, &tensor) in plans.iter().zip(segment_tensor).filter(|_| !matches!(scope, Scope::Block(_))) {
             let (vec4, tail) = plan.workgroups();
-            let slot = |at: u64| {
-                u32::try_from(at).map_err(|_| Error::OverLimit(format!("{at} reduction partials exceed u32")))
-            };
             let tensor = if scope == Scope::Group { 0 } else { tensor };
             windows.push(SegmentReduce {
                 tensor,
@@ -69,7 +102,7 @@ impl Reduction {
         let stride = u64::from(ctx.limits().min_uniform_buffer_offset_alignment).max(SEGMENT_REDUCE_BYTES);
         let finalize = ctx.engine().finalize_pipeline(ctx)?;
         let engine = ctx.engine();
-        let grid = grid(ranges.len() as u64, ctx.tuning().max_workgroups_per_dimension)?;
+        let grid = grid(ranges.len().max(1) as u64, max_dim)?;
         let (group, finalize_group) = ctx.scoped("creating a reduction", || {
             let buffer = |label, size: u64, usage| {
                 ctx.device().create_buffer(&wgpu::BufferDescriptor {
@@ -116,7 +149,17 @@ impl Reduction {
             });
             (group, finalize_group)
         })?;
-        Ok(Reduction { group, stride: stride as u32, finalize, finalize_group, grid })
+        let block_grids = matches!(scope, Scope::Block(_)).then_some(block_grids);
+        Ok(Reduction { group, stride: stride as u32, finalize, finalize_group, grid, block_grids })
+    }
+
+    /// Records a per-block reduction's dispatch over sub-range `i` (the caller has set its
+    /// bind groups); nothing for a reduction over tensors or the group.
+    pub fn record_blocks(&self, pass: &mut wgpu::ComputePass<'_>, i: usize, pipeline: &wgpu::ComputePipeline) {
+        if let Some(&(x, y)) = self.block_grids.as_ref().and_then(|g| g.get(i)) {
+            pass.set_pipeline(pipeline);
+            pass.dispatch_workgroups(x, y, 1);
+        }
     }
 
     /// Records the finalize dispatch. It binds group 0 of its own: the caller sets the step's

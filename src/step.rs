@@ -16,8 +16,10 @@
 //!   parameter (Adafactor's `row_var` and `col_var`). Such a step is the family's own entry
 //!   points on the GPU (those of shaders/adafactor.wgsl, bound as `crate::factored` binds
 //!   them) and [`Optimizer::shaped_cpu`](crate::Optimizer::shaped_cpu) on the CPU.
-//! * A reduction over [`Scope::Block`] (per-block absmax) is declared for 8-bit blockwise
-//!   state and refused, like [`Stage::MatMul`], with [`Error::Unsupported`](crate::Error).
+//! * A reduction over [`Scope::Block`] combines each block of a fixed number of elements on
+//!   its own, by sum ([`Stage::Reduce`]) or by maximum ([`Stage::ReduceMax`]: absmax, what
+//!   8-bit blockwise state scales by); the stages after it read their block's terms (the
+//!   shader's `block_reduced(i)`, the CPU's `apply_cpu` run block by block).
 //! * [`Stage::MatMul`]: a matrix product tiled in workgroup memory (Muon's Newton–Schulz);
 //!   declared here, not yet recorded by the engine, which refuses it with an error.
 
@@ -35,8 +37,8 @@ pub enum Scope {
     /// Each column of a tensor's trailing matrix (the second-to-last dimension summed):
     /// Adafactor's `col_var`.
     Columns,
-    /// Each block of this many consecutive elements of a tensor (8-bit blockwise state's
-    /// absmax); declared for the low-precision formats, refused with an error until then.
+    /// Each block of this many consecutive elements of a tensor (a multiple of 4; the last
+    /// block of a tensor may be shorter): 8-bit blockwise state's absmax, blockwise norms.
     Block(u32),
 }
 
@@ -55,6 +57,9 @@ pub enum Stage {
     Elementwise,
     /// Element-wise work whose per-element terms are summed over a scope.
     Reduce(Scope),
+    /// Element-wise work whose per-element terms (≥ 0, such as |x|) are combined by maximum
+    /// over a scope: absmax. Over [`Scope::Block`].
+    ReduceMax(Scope),
     /// A matrix product (not yet supported by the engine).
     MatMul,
 }
@@ -69,26 +74,42 @@ pub const REDUCED_TERMS: usize = 4;
 /// chunking, so the sequential reference and the parallel baseline give the same bits.
 pub(crate) const CPU_REDUCE_CHUNK: usize = 1 << 14;
 
-/// Whether both sides run `stages`: element-wise stages, at most one reduction over a tensor
-/// or the group, or a shaped step's row and column reductions. A matrix product and a
-/// per-block reduction are declared for the issues that fill them and refused until then.
+/// The block size of a step's per-block reduction and whether it takes maxima, if it has one.
+pub(crate) fn block_reduction(stages: &[Stage]) -> Option<(u32, bool)> {
+    stages.iter().find_map(|s| match s {
+        Stage::Reduce(Scope::Block(b)) => Some((*b, false)),
+        Stage::ReduceMax(Scope::Block(b)) => Some((*b, true)),
+        _ => None,
+    })
+}
+
+/// Whether both sides run `stages`: element-wise stages and at most one reduction (over a
+/// tensor, the group or blocks of a tensor; maxima over blocks), or a shaped step's row and
+/// column reductions. A matrix product is declared for the issue that fills it and refused
+/// until then.
 pub(crate) fn check_supported(family: &str, stages: &[Stage]) -> crate::Result<()> {
     let refuse = |what: String| Err(crate::Error::Unsupported(format!("{family}: {what}")));
     let shaped = stages.iter().any(|s| matches!(s, Stage::Reduce(scope) if scope.is_shaped()));
-    let mut sums = 0;
+    let mut reductions = 0;
     for stage in stages {
         match stage {
             Stage::Elementwise => {}
             Stage::Reduce(Scope::Rows | Scope::Columns) => {}
-            Stage::Reduce(Scope::Tensor | Scope::Group) => sums += 1,
-            Stage::Reduce(Scope::Block(n)) => {
-                return refuse(format!("a reduction over blocks of {n} is not yet supported"));
+            Stage::Reduce(Scope::Tensor | Scope::Group) => reductions += 1,
+            Stage::Reduce(Scope::Block(b)) | Stage::ReduceMax(Scope::Block(b)) => {
+                if *b == 0 || b % 4 != 0 {
+                    return refuse(format!("blocks of {b} elements; a block is a positive multiple of 4"));
+                }
+                reductions += 1;
+            }
+            Stage::ReduceMax(scope) => {
+                return refuse(format!("maxima over {scope:?}; the engine takes maxima over blocks"));
             }
             Stage::MatMul => return refuse("a matrix-product stage is not yet supported".into()),
         }
     }
-    if sums > 1 && !shaped {
-        return refuse(format!("a step with {sums} reduction stages; the engine records one per step"));
+    if reductions > 1 && !shaped {
+        return refuse(format!("a step with {reductions} reduction stages; the engine records one per step"));
     }
     Ok(())
 }

@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use wgpu_optim::optim::{Kernel, Optimizer, ScalarBlock, StateSlices, StateSlot, pack};
-use wgpu_optim::{CpuOptimizer, GpuOptimizer, Result, step};
+use wgpu_optim::{CpuOptimizer, GpuOptimizer, GpuTensor, ParamGroup, ParamGroups, Result, step};
 
 /// `m = beta * m + (1 - beta) * g;  p = p - lr * sign(m)`.
 #[derive(Clone, Debug)]
@@ -160,17 +160,26 @@ impl Optimizer for Declaring {
 }
 
 #[test]
-fn stages_declared_for_later_are_refused_on_both_sides() {
+fn stages_the_engine_cannot_run_are_refused_on_both_sides() {
     use wgpu_optim::Error;
     use wgpu_optim::step::{Scope, Stage};
     static MATMUL: Kernel = Kernel { stages: &[Stage::MatMul, Stage::Elementwise], ..KERNEL_FIELDS };
-    static BLOCKS: Kernel = Kernel { stages: &[Stage::Reduce(Scope::Block(256)), Stage::Elementwise], ..KERNEL_FIELDS };
+    static ODD_BLOCKS: Kernel =
+        Kernel { stages: &[Stage::Reduce(Scope::Block(6)), Stage::Elementwise], ..KERNEL_FIELDS };
+    static TENSOR_MAX: Kernel =
+        Kernel { stages: &[Stage::ReduceMax(Scope::Tensor), Stage::Elementwise], ..KERNEL_FIELDS };
     static TWO_SUMS: Kernel = Kernel {
         stages: &[Stage::Reduce(Scope::Tensor), Stage::Reduce(Scope::Group), Stage::Elementwise],
         ..KERNEL_FIELDS
     };
     let ctx = ctx();
-    for (kernel, says) in [(&MATMUL, "matrix-product"), (&BLOCKS, "blocks of 256"), (&TWO_SUMS, "2 reduction")] {
+    let refused = [
+        (&MATMUL, "matrix-product"),
+        (&ODD_BLOCKS, "blocks of 6"),
+        (&TENSOR_MAX, "maxima over Tensor"),
+        (&TWO_SUMS, "2 reduction"),
+    ];
+    for (kernel, says) in refused {
         let o = Declaring { signum: Signum { lr: 1e-2, beta: 0.9 }, kernel };
         for result in
             [GpuOptimizer::new(&ctx, o.clone(), &params(64)).map(|_| ()), CpuOptimizer::new(o, &params(64)).map(|_| ())]
@@ -192,3 +201,162 @@ const KERNEL_FIELDS: Kernel = Kernel {
     step_error_budget: 4.0,
     stages: step::ELEMENTWISE,
 };
+
+/// Sign-preserving SGD scaled per block: `p = p - lr * g / (r + eps)`, where `r` is the
+/// block's Σ|g| (a summed per-block reduction) or its max |g| (absmax, by maximum).
+#[derive(Clone, Debug)]
+struct BlockScaled {
+    lr: f64,
+    kernel: &'static Kernel,
+    max: bool,
+}
+
+const BLOCK_SHADER: &str = r#"
+struct Scalars {
+    neg_lr: f32,
+    eps: f32,
+}
+@group(1) @binding(0) var<storage, read_write> p: array<V>;
+@group(1) @binding(1) var<storage, read_write> g: array<V>;
+
+fn reduce_update(i: u32, s: Scalars) -> vec4<f32> {
+    return vec4<f32>(hsum(abs(grad(i))), 0.0, 0.0, 0.0);
+}
+
+fn update(i: u32, s: Scalars) {
+    let scale = block_reduced(i).x + s.eps;
+    p[i] = fma(grad(i) / scale, V(s.neg_lr), p[i]);
+}
+"#;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct BlockScalars {
+    neg_lr: f32,
+    eps: f32,
+}
+
+/// A block kernel: `stages` with BLOCK_SHADER. The budget: the division (2.5 ulp in WGSL,
+/// 0.5 on the CPU), + eps and the fma (1 each), and for a sum the f32 tree against the CPU's
+/// f64 sum of up to 256 terms (log2(256) = 8 ulp of the scale, reaching the update once).
+const fn block_kernel(family: &'static str, stages: &'static [step::Stage]) -> Kernel {
+    Kernel {
+        family,
+        source: BLOCK_SHADER,
+        state: &[],
+        scalar_size: size_of::<BlockScalars>(),
+        step_error_budget: 14.0,
+        stages,
+    }
+}
+
+impl Optimizer for BlockScaled {
+    fn name(&self) -> &'static str {
+        "BlockScaled"
+    }
+    fn config(&self) -> serde_json::Value {
+        serde_json::json!({ "lr": self.lr, "max": self.max })
+    }
+    fn reference(&self) -> &'static str {
+        "tests/extension.rs"
+    }
+    fn validate(&self) -> Result<()> {
+        Ok(())
+    }
+    fn lr(&self) -> f64 {
+        self.lr
+    }
+    fn set_lr(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+    fn kernel(&self) -> &'static Kernel {
+        self.kernel
+    }
+    fn constants(&self) -> Vec<(&'static str, f64)> {
+        Vec::new()
+    }
+    fn scalars(&self, _step: u64) -> ScalarBlock {
+        pack(&BlockScalars { neg_lr: (-self.lr) as f32, eps: 1e-3 })
+    }
+    fn update_cpu(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_, '_>) {
+        self.apply_cpu(step, p, g, state, [0.0; 4])
+    }
+    fn reduce_cpu(
+        &self,
+        _stage: usize,
+        _step: u64,
+        _p: &mut [f32],
+        g: &[f32],
+        _state: StateSlices<'_, '_>,
+    ) -> [f64; 4] {
+        let r = if self.max {
+            g.iter().map(|x| f64::from(x.abs())).fold(0.0, f64::max)
+        } else {
+            g.iter().map(|x| f64::from(x.abs())).sum()
+        };
+        [r, 0.0, 0.0, 0.0]
+    }
+    fn apply_cpu(&self, _step: u64, p: &mut [f32], g: &[f32], _state: StateSlices<'_, '_>, reduced: [f32; 4]) {
+        let scale = reduced[0] + 1e-3;
+        for (p, &g) in p.iter_mut().zip(g) {
+            *p = (g / scale).mul_add((-self.lr) as f32, *p);
+        }
+    }
+    fn clone_box(&self) -> Box<dyn Optimizer> {
+        Box::new(self.clone())
+    }
+}
+
+#[test]
+fn per_block_sums_and_maxima_match_the_cpu_over_awkward_layouts() {
+    use step::{Scope, Stage};
+    static SUMS: Kernel =
+        block_kernel("block sums (tests/extension.rs)", &[Stage::Reduce(Scope::Block(64)), Stage::Elementwise]);
+    static MAXIMA: Kernel =
+        block_kernel("block maxima (tests/extension.rs)", &[Stage::ReduceMax(Scope::Block(256)), Stage::Elementwise]);
+    // 1 KiB sub-ranges (256 elements): whole blocks of 64 and of 256 in each.
+    let small = ctx_with(|t| {
+        let align = u64::from(ctx().limits().min_storage_buffer_offset_alignment).max(16);
+        t.segment_bytes = 1024u64.next_multiple_of(align);
+        t.buffer_bytes = 4 * t.segment_bytes;
+    });
+    for (kernel, max) in [(&SUMS, false), (&MAXIMA, true)] {
+        let o = BlockScaled { lr: 1e-2, kernel, max };
+        for (ctx, n) in [(ctx(), 1), (ctx(), 3), (ctx(), 1023), (ctx(), 4097), (small.clone(), 1500)] {
+            let mut gpu = GpuOptimizer::new(&ctx, o.clone(), &params(n)).unwrap();
+            let mut seq = CpuOptimizer::new(o.clone(), &params(n)).unwrap();
+            let mut par = CpuOptimizer::new(o.clone(), &params(n)).unwrap().with_threads(wgpu_optim::Threads::Parallel);
+            gpu.grads().write(&ctx, &grads(n, 1)).unwrap();
+            gpu.run(3).unwrap();
+            for _ in 0..3 {
+                seq.step(&grads(n, 1)).unwrap();
+                par.step(&grads(n, 1)).unwrap();
+            }
+            assert_eq!(seq.params(), par.params(), "{} n={n}", kernel.family);
+            let (got, want) = (gpu.read_params().unwrap(), seq.params().clone());
+            let label = format!("{} n={n}", kernel.family);
+            assert_close(&label, got.as_slice().unwrap(), want.as_slice().unwrap(), 1e-2, 3, 14.0);
+            // Each block moved by its own scale: a block of large gradients moves no more per
+            // element than lr (its |g| / r ≤ 1), whatever the other blocks hold.
+            let moved = got.iter().zip(params(n)).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            assert!(moved <= 3.0 * 1e-2 * 1.001, "{label}: moved {moved}");
+        }
+        // In a group, blocks start again at each tensor: two tensors of 300 and 77 elements,
+        // each against its own CPU optimizer.
+        let ctx = ctx();
+        let (a, b) =
+            (GpuTensor::from_slice(&ctx, &params(300)).unwrap(), GpuTensor::from_slice(&ctx, &params(77)).unwrap());
+        let (ga, gb) =
+            (GpuTensor::from_slice(&ctx, &grads(300, 2)).unwrap(), GpuTensor::from_slice(&ctx, &grads(77, 3)).unwrap());
+        let mut groups =
+            ParamGroups::new(&ctx, vec![ParamGroup::new(o.clone(), vec![&a, &b], vec![&ga, &gb])]).unwrap();
+        groups.run(2).unwrap();
+        for (t, n, k) in [(&a, 300, 2), (&b, 77, 3)] {
+            let mut cpu = CpuOptimizer::new(o.clone(), &params(n)).unwrap();
+            cpu.step(&grads(n, k)).unwrap();
+            cpu.step(&grads(n, k)).unwrap();
+            let label = format!("{} group tensor of {n}", kernel.family);
+            assert_close(&label, &t.read(&ctx).unwrap(), cpu.params().as_slice().unwrap(), 1e-2, 2, 14.0);
+        }
+    }
+}

@@ -182,7 +182,9 @@ pub trait Optimizer: std::fmt::Debug + Send + Sync {
     fn update_cpu(&self, step: u64, p: &mut [f32], g: &[f32], state: StateSlices<'_, '_>);
     /// A staged optimizer's reduction stage `stage` over a run of elements of one tensor:
     /// updates what the stage updates and returns the run's sums of its terms (f64; the CPU
-    /// adds runs in a fixed order). The twin of the shader's `reduce_update`.
+    /// adds runs in a fixed order), or their maxima for a [`ReduceMax`](crate::step::Stage)
+    /// stage. Under a per-block reduction each run is one block. The twin of the shader's
+    /// `reduce_update`.
     fn reduce_cpu(
         &self,
         stage: usize,
@@ -195,7 +197,8 @@ pub trait Optimizer: std::fmt::Debug + Send + Sync {
         [0.0; crate::step::REDUCED_TERMS]
     }
     /// A staged optimizer's element-wise stage over a run of elements, given the tensor's
-    /// sums from the reductions before it (rounded to f32, as the GPU keeps them). The twin of
+    /// sums from the reductions before it (rounded to f32, as the GPU keeps them; under a
+    /// per-block reduction the run is one block and these are its terms). The twin of
     /// the shader's `update`. Defaults to [`update_cpu`](Self::update_cpu).
     fn apply_cpu(
         &self,
