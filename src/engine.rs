@@ -96,6 +96,21 @@ pub(crate) fn uniform_window(buffer: &wgpu::Buffer, offset: u64) -> wgpu::Bindin
     wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer, offset, size: wgpu::BufferSize::new(UNIFORM_BYTES) })
 }
 
+/// A bind group of `resources` at bindings 0, 1, 2, … in order (the caller scopes errors).
+pub(crate) fn bind_in_order(
+    ctx: &GpuContext,
+    label: &str,
+    layout: &wgpu::BindGroupLayout,
+    resources: Vec<wgpu::BindingResource<'_>>,
+) -> wgpu::BindGroup {
+    let entries: Vec<_> = resources
+        .into_iter()
+        .enumerate()
+        .map(|(b, resource)| wgpu::BindGroupEntry { binding: b as u32, resource })
+        .collect();
+    ctx.device().create_bind_group(&wgpu::BindGroupDescriptor { label: Some(label), layout, entries: &entries })
+}
+
 /// The two compiled widths of one variant, and its step-counter advance.
 #[derive(Clone, Debug)]
 pub(crate) struct Pipelines {

@@ -269,16 +269,8 @@ impl FactoredStep {
                         factors.as_entire_binding(),
                         work.as_entire_binding(),
                     ];
-                    let entries: Vec<_> = resources
-                        .into_iter()
-                        .enumerate()
-                        .map(|(b, resource)| wgpu::BindGroupEntry { binding: b as u32, resource })
-                        .collect();
-                    ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
-                        label: Some("wgpu-optim shaped step tensors"),
-                        layout: &ctx.engine().shaped_layouts[1],
-                        entries: &entries,
-                    })
+                    let layout = &ctx.engine().shaped_layouts[1];
+                    crate::engine::bind_in_order(ctx, "wgpu-optim shaped step tensors", layout, resources.to_vec())
                 })
                 .collect::<Vec<_>>()
         })?;

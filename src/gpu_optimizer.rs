@@ -153,154 +153,32 @@ impl GpuOptimizer {
             )));
         }
         let kernel = optimizer.kernel();
-        if kernel.is_shaped() {
-            return Self::shaped(ctx, optimizer, params, grads, &segment_tensor, shapes);
-        }
-        // State laid out like the parameters, sub-range for sub-range, each slot in its format.
-        let lens = params.segment_lens();
-        let state = (0..kernel.state.len())
-            .map(|i| {
-                optimizer
-                    .uses_state(i)
-                    .then(|| GpuTensor::filled_in(ctx, optimizer.state_format(i), &lens, optimizer.state_init(i)))
-                    .transpose()
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let constants = Self::variant(&*optimizer, false);
-        let pipelines = ctx.engine().pipelines(ctx, kernel, &formats(&*optimizer, &params), &constants)?;
-        let t = ctx.tuning();
-        let plans = params
-            .segments()
-            .iter()
-            .map(|s| SegmentPlan::new(s.len, t.workgroup_size * t.items_per_invocation, t.max_workgroups_per_dimension))
-            .collect::<Result<Vec<_>>>()?;
-        let reduction = if kernel.is_staged() {
-            Some(Reduction::new(ctx, kernel.stages, &plans, &lens, &segment_tensor)?)
-        } else {
-            None
-        };
         let steps = StepTable::new(ctx, kernel.scalar_size)?;
-        let layout = ctx.engine().tensor_layout(kernel)?.clone();
-        let (tensor_groups, step_group) = ctx.scoped("binding tensors", || {
-            // Unused state slots (v_max without AMSGrad, ...) are bound to a small placeholder.
-            let placeholder = ctx.device().create_buffer(&wgpu::BufferDescriptor {
-                label: Some("wgpu-optim unused state"),
-                size: 16,
-                usage: wgpu::BufferUsages::STORAGE,
-                mapped_at_creation: false,
-            });
-            let layout = &layout;
-            let tensor_groups: Vec<_> = (0..params.segments().len())
-                .map(|i| {
-                    let mut resources = vec![params.segments()[i].binding(), grads.segments()[i].binding()];
-                    for s in &state {
-                        resources.push(match s {
-                            Some(t) => t.segments()[i].binding(),
-                            None => placeholder.as_entire_binding(),
-                        });
-                    }
-                    let entries: Vec<_> = resources
-                        .into_iter()
-                        .enumerate()
-                        .map(|(b, resource)| wgpu::BindGroupEntry { binding: b as u32, resource })
-                        .collect();
-                    ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
-                        label: Some("wgpu-optim tensors"),
-                        layout,
-                        entries: &entries,
-                    })
-                })
-                .collect();
-            let step_group = ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some("wgpu-optim step"),
-                layout: &ctx.engine().step_layout,
-                entries: &steps.entries(&steps.control),
-            });
-            (tensor_groups, step_group)
-        })?;
+        let step_group = bind_step(ctx, &steps, &steps.control)?;
+        let parts = if kernel.is_shaped() {
+            Parts::shaped(ctx, &*optimizer, (&params, &grads), &segment_tensor, &shapes, &steps)?
+        } else {
+            Parts::elementwise(ctx, &*optimizer, (&params, &grads), &segment_tensor)?
+        };
         Ok(GpuOptimizer {
             ctx: ctx.clone(),
             optimizer,
             params,
             grads,
-            state,
+            state: parts.state,
             step: 0,
-            pipelines: Some(pipelines),
+            pipelines: parts.pipelines,
             shapes,
-            factored: Vec::new(),
-            plans,
-            tensor_groups,
+            factored: parts.factored,
+            plans: parts.plans,
+            tensor_groups: parts.tensor_groups,
             steps,
             step_group,
             schedule: None,
             control: None,
             before: None,
             health: None,
-            reduction,
-        })
-    }
-
-    /// A shaped step: each tensor's own buffers and entry points, one step table, the
-    /// state of each slot the tensors' parts end to end.
-    fn shaped(
-        ctx: &GpuContext,
-        optimizer: Box<dyn Optimizer>,
-        params: GpuTensor,
-        grads: GpuTensor,
-        segment_tensor: &[u32],
-        shapes: Vec<Vec<usize>>,
-    ) -> Result<Self> {
-        let (param_parts, grad_parts) = (params.split(segment_tensor), grads.split(segment_tensor));
-        if param_parts.len() != shapes.len() {
-            return Err(Error::LengthMismatch {
-                what: "shapes (one per tensor)",
-                expected: param_parts.len(),
-                actual: shapes.len(),
-            });
-        }
-        let steps = StepTable::new(ctx, optimizer.kernel().scalar_size)?;
-        let constants = Self::variant(&*optimizer, false);
-        let bound = Bound { steps: &steps, control: &steps.control };
-        let mut factored = Vec::with_capacity(shapes.len());
-        let mut parts: Vec<Vec<GpuTensor>> = vec![Vec::new(); optimizer.kernel().state.len()];
-        for ((p, g), shape) in param_parts.iter().zip(&grad_parts).zip(&shapes) {
-            let (step, state) = FactoredStep::new(ctx, &*optimizer, (p, g), shape, bound, &constants)?;
-            factored.push(step);
-            for (all, t) in parts.iter_mut().zip(state) {
-                all.extend(t);
-            }
-        }
-        // Each slot over the tensors that keep it, in tensor order (what checkpoints expect).
-        let state = parts
-            .iter()
-            .map(|p| (!p.is_empty()).then(|| GpuTensor::concat(&p.iter().collect::<Vec<_>>())).transpose())
-            .collect::<Result<Vec<_>>>()?;
-        let step_group = ctx.scoped("binding tensors", || {
-            ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some("wgpu-optim step"),
-                layout: &ctx.engine().step_layout,
-                entries: &steps.entries(&steps.control),
-            })
-        })?;
-        Ok(GpuOptimizer {
-            ctx: ctx.clone(),
-            optimizer,
-            params,
-            grads,
-            state,
-            step: 0,
-            pipelines: None,
-            shapes,
-            factored,
-            plans: Vec::new(),
-            tensor_groups: Vec::new(),
-            steps,
-            step_group,
-            schedule: None,
-            control: None,
-            before: None,
-            health: None,
-            reduction: None,
+            reduction: parts.reduction,
         })
     }
 
@@ -492,13 +370,7 @@ impl GpuOptimizer {
         }
         let formats = formats(next, &self.params);
         let pipelines = ctx.engine().pipelines(&ctx, next.kernel(), &formats, &constants)?;
-        let step_group = ctx.scoped("binding the gradient control", || {
-            ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some("wgpu-optim step"),
-                layout: &ctx.engine().step_layout,
-                entries: &self.steps.entries(buffer),
-            })
-        })?;
+        let step_group = bind_step(&ctx, &self.steps, buffer)?;
         (self.pipelines, self.step_group) = (Some(pipelines), step_group);
         Ok(())
     }
@@ -661,5 +533,122 @@ impl engine::Stepper for GpuOptimizer {
     }
     fn taken(&mut self, k: u32) {
         self.step += u64::from(k);
+    }
+}
+
+/// Binds the step table, its counter and the gradient control `control` (group 0).
+fn bind_step(ctx: &GpuContext, steps: &StepTable, control: &wgpu::Buffer) -> Result<wgpu::BindGroup> {
+    ctx.scoped("binding the step table", || {
+        ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("wgpu-optim step"),
+            layout: &ctx.engine().step_layout,
+            entries: &steps.entries(control),
+        })
+    })
+}
+
+/// What a step records beside the step table: the state, and the pipelines, dispatch plans
+/// and bind groups of an element-wise or staged step, or a shaped step's per tensor.
+struct Parts {
+    state: Vec<Option<GpuTensor>>,
+    pipelines: Option<Pipelines>,
+    factored: Vec<FactoredStep>,
+    plans: Vec<SegmentPlan>,
+    tensor_groups: Vec<wgpu::BindGroup>,
+    reduction: Option<Reduction>,
+}
+
+impl Parts {
+    /// State laid out like the parameters, sub-range for sub-range, each slot in its format;
+    /// one bind group per sub-range; a staged step's reduction.
+    fn elementwise(
+        ctx: &GpuContext,
+        optimizer: &dyn Optimizer,
+        (params, grads): (&GpuTensor, &GpuTensor),
+        segment_tensor: &[u32],
+    ) -> Result<Self> {
+        let kernel = optimizer.kernel();
+        let lens = params.segment_lens();
+        let state = (0..kernel.state.len())
+            .map(|i| {
+                optimizer
+                    .uses_state(i)
+                    .then(|| GpuTensor::filled_in(ctx, optimizer.state_format(i), &lens, optimizer.state_init(i)))
+                    .transpose()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let constants = GpuOptimizer::variant(optimizer, false);
+        let pipelines = ctx.engine().pipelines(ctx, kernel, &formats(optimizer, params), &constants)?;
+        let t = ctx.tuning();
+        let plans = params
+            .segments()
+            .iter()
+            .map(|s| SegmentPlan::new(s.len, t.workgroup_size * t.items_per_invocation, t.max_workgroups_per_dimension))
+            .collect::<Result<Vec<_>>>()?;
+        let reduction = if kernel.is_staged() {
+            Some(Reduction::new(ctx, kernel.stages, &plans, &lens, segment_tensor)?)
+        } else {
+            None
+        };
+        let layout = ctx.engine().tensor_layout(kernel)?;
+        let tensor_groups = ctx.scoped("binding tensors", || {
+            // Unused state slots (v_max without AMSGrad, ...) are bound to a small placeholder.
+            let placeholder = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some("wgpu-optim unused state"),
+                size: 16,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            });
+            (0..params.segments().len())
+                .map(|i| {
+                    let mut resources = vec![params.segments()[i].binding(), grads.segments()[i].binding()];
+                    for s in &state {
+                        resources.push(match s {
+                            Some(t) => t.segments()[i].binding(),
+                            None => placeholder.as_entire_binding(),
+                        });
+                    }
+                    engine::bind_in_order(ctx, "wgpu-optim tensors", layout, resources)
+                })
+                .collect::<Vec<_>>()
+        })?;
+        Ok(Parts { state, pipelines: Some(pipelines), factored: Vec::new(), plans, tensor_groups, reduction })
+    }
+
+    /// A shaped step: each tensor's own buffers and entry points over one step table, the
+    /// state of each slot the tensors' parts end to end.
+    fn shaped(
+        ctx: &GpuContext,
+        optimizer: &dyn Optimizer,
+        (params, grads): (&GpuTensor, &GpuTensor),
+        segment_tensor: &[u32],
+        shapes: &[Vec<usize>],
+        steps: &StepTable,
+    ) -> Result<Self> {
+        let (param_parts, grad_parts) = (params.split(segment_tensor), grads.split(segment_tensor));
+        if param_parts.len() != shapes.len() {
+            return Err(Error::LengthMismatch {
+                what: "shapes (one per tensor)",
+                expected: param_parts.len(),
+                actual: shapes.len(),
+            });
+        }
+        let constants = GpuOptimizer::variant(optimizer, false);
+        let bound = Bound { steps, control: &steps.control };
+        let mut factored = Vec::with_capacity(shapes.len());
+        let mut parts: Vec<Vec<GpuTensor>> = vec![Vec::new(); optimizer.kernel().state.len()];
+        for ((p, g), shape) in param_parts.iter().zip(&grad_parts).zip(shapes) {
+            let (step, state) = FactoredStep::new(ctx, optimizer, (p, g), shape, bound, &constants)?;
+            factored.push(step);
+            for (all, t) in parts.iter_mut().zip(state) {
+                all.extend(t);
+            }
+        }
+        // Each slot over the tensors that keep it, in tensor order (what checkpoints expect).
+        let state = parts
+            .iter()
+            .map(|p| (!p.is_empty()).then(|| GpuTensor::concat(&p.iter().collect::<Vec<_>>())).transpose())
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Parts { state, pipelines: None, factored, plans: Vec::new(), tensor_groups: Vec::new(), reduction: None })
     }
 }
