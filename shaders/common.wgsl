@@ -35,8 +35,11 @@ fn scalars_stale() -> bool {
 override CONTROLLED: bool = false;
 @group(0) @binding(5) var<uniform> grad_control: vec4<f32>;
 
+// A step is not taken when the gradient control found a non-finite gradient, or when its
+// slot holds another step's scalars (more than SCALAR_SLOTS steps recorded between two
+// submits, or skipped since the last sync): always checked, so no step reads wrong scalars.
 fn skipped() -> bool {
-    return CONTROLLED && (grad_control[2] != 0.0 || scalars_stale());
+    return (CONTROLLED && grad_control[2] != 0.0) || scalars_stale();
 }
 
 @compute @workgroup_size(1)

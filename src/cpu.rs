@@ -110,12 +110,25 @@ impl CpuOptimizer {
         if g.len() != self.params.len() {
             return Err(Error::LengthMismatch { what: "grads", expected: self.params.len(), actual: g.len() });
         }
+        let step = self.step + 1;
+        // The schedule's learning rate for this step, checked before anything changes; it
+        // stays only if the step is taken.
+        let old_lr = self.optimizer.lr();
+        if let Some((schedule, base, origin)) = &self.schedule {
+            crate::optim::set_lr_checked(&mut *self.optimizer, schedule.lr(*base, step - 1 - origin)).map_err(|e| {
+                Error::InvalidHyperParameter {
+                    optimizer: self.optimizer.name(),
+                    message: format!("the schedule's learning rate for step {step} is refused: {e}"),
+                }
+            })?;
+        }
         let g = match &mut self.control {
             None => g,
             Some(control) => {
                 let [inv_scale, coef, found_inf, _] = control.reduce(g);
                 if found_inf != 0.0 {
                     control.update_scale();
+                    self.optimizer.set_lr(old_lr);
                     return Ok(());
                 }
                 self.controlled.clear();
@@ -124,10 +137,6 @@ impl CpuOptimizer {
                 &self.controlled
             }
         };
-        let step = self.step + 1;
-        if let Some((schedule, base, origin)) = &self.schedule {
-            self.optimizer.set_lr(schedule.lr(*base, step - 1 - origin));
-        }
         let p = self.params.as_slice_mut().ok_or_else(not_contiguous)?;
         let mut state: Vec<&mut [f32]> =
             self.state.iter_mut().map(|a| a.as_slice_mut().ok_or_else(not_contiguous)).collect::<Result<_>>()?;
@@ -135,7 +144,7 @@ impl CpuOptimizer {
         let o = &*self.optimizer;
         let parallel = self.threads == Threads::Parallel;
         if o.kernel().is_shaped() {
-            o.shaped_cpu(step, &self.shape, p, g, state, parallel)?;
+            o.shaped_cpu(step, &self.shape, p, g, state, parallel).inspect_err(|_| self.optimizer.set_lr(old_lr))?;
         } else if o.kernel().is_staged() {
             run_stages(o, step, p, g, state, parallel)?;
         } else if parallel {

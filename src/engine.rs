@@ -575,6 +575,9 @@ impl StepTable {
 /// Something that records optimizer steps: the GPU optimizer, parameter groups. Their `run` and `record` are the two functions below.
 pub(crate) trait Stepper {
     fn context(&self) -> GpuContext;
+    /// Computes and checks what recording `k` steps needs (their scalars); changes nothing
+    /// that a failure would leave behind.
+    fn prepare(&mut self, k: u32) -> Result<()>;
     /// Records `k <= SCALAR_SLOTS` steps into `encoder`.
     fn encode(&mut self, encoder: &mut wgpu::CommandEncoder, k: u32);
     /// Counts `k` recorded steps as taken (only once they were recorded without error).
@@ -589,6 +592,9 @@ pub(crate) fn encode_passes(
     tracked: &[Option<(&GpuTensor, &GpuTensor)>],
     record_step: impl Fn(&mut wgpu::ComputePass<'_>),
 ) {
+    if k == 0 {
+        return; // nothing recorded, nothing copied
+    }
     let copies: Vec<_> = tracked.iter().flatten().collect();
     let split = if copies.is_empty() { k } else { k - 1 };
     let pass = |encoder: &mut wgpu::CommandEncoder, steps: u32| {
@@ -617,6 +623,7 @@ pub(crate) fn run(s: &mut impl Stepper, steps: u32) -> Result<()> {
     let mut left = steps;
     while left > 0 {
         let k = left.min(SCALAR_SLOTS);
+        s.prepare(k)?;
         ctx.scoped("recording a step", || {
             let mut encoder =
                 ctx.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wgpu-optim step") });
@@ -636,6 +643,7 @@ pub(crate) fn record(s: &mut impl Stepper, encoder: &mut wgpu::CommandEncoder, s
             "{steps} steps recorded at once; at most {SCALAR_SLOTS} fit between two submits"
         )));
     }
+    s.prepare(steps)?;
     s.context().scoped("recording a step", || s.encode(encoder, steps))?;
     s.taken(steps);
     Ok(())

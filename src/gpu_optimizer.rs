@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::factored::{Bound, FactoredStep};
 use crate::gpu::GpuContext;
 use crate::monitor::{Checked, HealthCheck, TensorHealth};
-use crate::optim::{Optimizer, StateSlot};
+use crate::optim::{Optimizer, ScalarBlock, StateSlot};
 use crate::reduction::Reduction;
 use crate::schedule::Schedule;
 use crate::step::Stage;
@@ -57,6 +57,8 @@ pub struct GpuOptimizer {
     health: Option<HealthCheck>,
     /// A staged optimizer's reduction (buffers, windows, finalize).
     reduction: Option<Reduction>,
+    /// The scalars of the steps about to be recorded, and the learning rate they end at.
+    prepared: (Vec<ScalarBlock>, f64),
 }
 
 impl std::fmt::Debug for GpuOptimizer {
@@ -179,6 +181,7 @@ impl GpuOptimizer {
             before: None,
             health: None,
             reduction: parts.reduction,
+            prepared: (Vec::new(), 0.0),
         })
     }
 
@@ -211,17 +214,41 @@ impl GpuOptimizer {
 
     /// Queues the scalars of the next `k` steps into the step table.
     pub(crate) fn write_scalars(&mut self, k: u32) {
-        let step = self.step;
-        let (optimizer, schedule) = (&mut self.optimizer, &self.schedule);
-        let mut blocks = [[0u32; 16]; SCALAR_SLOTS as usize];
+        let blocks = &self.prepared.0;
+        self.steps.write(&self.ctx, self.step + 1, k, |j| blocks[j as usize]);
+    }
+
+    /// Computes the scalars of the next `k` steps on a copy of the configuration, each
+    /// learning rate the schedule gives checked as `set_lr` checks one: an invalid one is an
+    /// error before anything is written or recorded, and the optimizer's own learning rate
+    /// moves only when the steps are recorded ([`advance`](Self::advance)).
+    pub(crate) fn prepare(&mut self, k: u32) -> Result<()> {
+        let mut probe = self.optimizer.clone_box();
+        let mut blocks = Vec::with_capacity(k as usize);
         for j in 0..k {
-            let t = step + 1 + u64::from(j);
-            if let Some((schedule, base, origin)) = schedule {
-                optimizer.set_lr(schedule.lr(*base, t - 1 - origin));
+            let t = self.step + 1 + u64::from(j);
+            if let Some((schedule, base, origin)) = &self.schedule {
+                crate::optim::set_lr_checked(&mut *probe, schedule.lr(*base, t - 1 - origin)).map_err(|e| {
+                    Error::InvalidHyperParameter {
+                        optimizer: self.optimizer.name(),
+                        message: format!("the schedule's learning rate for step {t} is refused: {e}"),
+                    }
+                })?;
             }
-            blocks[j as usize] = optimizer.scalars(t);
+            blocks.push(probe.scalars(t));
         }
-        self.steps.write(&self.ctx, step + 1, k, |j| blocks[j as usize]);
+        self.prepared = (blocks, probe.lr());
+        Ok(())
+    }
+
+    /// The learning rate of the last of `taken` steps: the schedule's for it, or the
+    /// current one without a schedule.
+    fn lr_after(&self, taken: u64) -> f64 {
+        match &self.schedule {
+            Some((schedule, base, origin)) if taken > *origin => schedule.lr(*base, taken - 1 - origin),
+            Some((_, base, _)) => *base,
+            None => self.optimizer.lr(),
+        }
     }
 
     /// Drives the learning rate by `schedule` from the next step on: step `k` (0-based from
@@ -313,7 +340,10 @@ impl GpuOptimizer {
         // The steps the GPU took: a step skipped for a non-finite gradient is no step, as
         // torch's `state["step"]` under GradScaler.
         let taken = self.read_gpu_step()?;
-        Ok(GroupSnapshot::of(&*self.optimizer, taken, shapes, state, &self.schedule))
+        // The learning rate of the steps taken, as a run that never skipped would hold it.
+        let mut at = self.optimizer.clone_box();
+        at.set_lr(self.lr_after(taken));
+        Ok(GroupSnapshot::of(&*at, taken, shapes, state, &self.schedule))
     }
 
     /// Checks that `group` fits this optimizer over tensors of `shapes`; changes nothing.
@@ -426,17 +456,20 @@ impl GpuOptimizer {
 
     /// Sets the host's step count to the GPU's (waits for the GPU) and returns it.
     ///
-    /// They differ only when gradient control skipped steps: the host counts recorded steps,
-    /// the GPU taken ones. The step table holds the scalars of the [`SCALAR_SLOTS`] steps up
-    /// to the host's count, so after that many skips since the last sync a step would find
-    /// its scalars overwritten: it is then not taken, and this reports
-    /// [`Error::StaleSteps`] once, after which steps run again. Syncing changes no result,
+    /// They differ only when steps were not taken: the host counts recorded steps, the GPU
+    /// taken ones. The step table holds the scalars of the [`SCALAR_SLOTS`] steps up to the
+    /// host's count, so after that many skips since the last sync — or when more than
+    /// [`SCALAR_SLOTS`] steps were recorded between two submits — a step finds its scalars
+    /// overwritten: it is then not taken (never run with another step's scalars), and this
+    /// reports [`Error::StaleSteps`] once, after which steps run again. Syncing changes no result,
     /// the learning-rate schedule included. [`ParamGroups::run`](crate::ParamGroups::run)
     /// syncs by itself; call it when you record steps into your own encoders with
     /// skip-on-inf, every few hundred steps.
     pub fn sync(&mut self) -> Result<u64> {
         let (taken, stale) = self.steps.read_counter_and_stale(&self.ctx)?;
         self.step = taken;
+        let lr = self.lr_after(taken);
+        self.optimizer.set_lr(lr);
         if stale {
             self.steps.set_counter(&self.ctx, taken as u32)?;
             return Err(Error::StaleSteps { taken });
@@ -444,9 +477,12 @@ impl GpuOptimizer {
         Ok(taken)
     }
 
-    /// Counts `k` recorded steps.
+    /// Counts `k` recorded steps: the step count and the learning rate they end at.
     pub(crate) fn advance(&mut self, k: u32) {
         self.step += u64::from(k);
+        if k > 0 {
+            self.optimizer.set_lr(self.prepared.1);
+        }
     }
 
     /// Replaces the configuration between steps: any hyper-parameter or flag of the same
@@ -528,11 +564,14 @@ impl engine::Stepper for GpuOptimizer {
     fn context(&self) -> GpuContext {
         self.ctx.clone()
     }
+    fn prepare(&mut self, k: u32) -> Result<()> {
+        GpuOptimizer::prepare(self, k)
+    }
     fn encode(&mut self, encoder: &mut wgpu::CommandEncoder, k: u32) {
         self.encode_steps(encoder, k)
     }
     fn taken(&mut self, k: u32) {
-        self.step += u64::from(k);
+        self.advance(k);
     }
 }
 

@@ -418,6 +418,9 @@ impl engine::Stepper for ParamGroups {
     fn context(&self) -> GpuContext {
         self.ctx.clone()
     }
+    fn prepare(&mut self, k: u32) -> Result<()> {
+        self.groups.iter_mut().try_for_each(|g| g.prepare(k))
+    }
     fn encode(&mut self, encoder: &mut wgpu::CommandEncoder, k: u32) {
         self.encode_steps(encoder, k)
     }

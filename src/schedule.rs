@@ -356,10 +356,13 @@ schedule!(OneCycleLr, |s, _base, k| {
     let down_end = s.total_steps as f64 - 1.0;
     let t = k as f64;
     let anneal = |start: f64, end: f64, pct: f64| end + (start - end) / 2.0 * ((PI * pct).cos() + 1.0);
+    // The fraction of a phase done; a phase of no length is done, and after the last step
+    // (torch raises there) the schedule holds its final learning rate.
+    let done = |at: f64, length: f64| if length > 0.0 { (at / length).min(1.0) } else { 1.0 };
     if t <= up_end {
-        anneal(initial, s.max_lr, t / up_end)
+        anneal(initial, s.max_lr, done(t, up_end))
     } else {
-        anneal(s.max_lr, min, (t - up_end) / (down_end - up_end))
+        anneal(s.max_lr, min, done(t - up_end, down_end - up_end))
     }
 });
 
@@ -380,6 +383,12 @@ impl SequentialLr {
                  milestone points, but got number of schedulers {} and the number of milestones to be equal to {}",
                 schedules.len(),
                 milestones.len()
+            )));
+        }
+        if let Some(w) = milestones.windows(2).find(|w| w[0] >= w[1]) {
+            return Err(invalid(format!(
+                "SequentialLR milestones must increase strictly, got {} then {} in {milestones:?}",
+                w[0], w[1]
             )));
         }
         Ok(SequentialLr { schedules, milestones })

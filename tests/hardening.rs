@@ -1,0 +1,137 @@
+//! Hostile use of the public API: each case a typed error, or correct behaviour, and a call
+//! that fails changes nothing.
+
+mod common;
+
+use common::*;
+use wgpu_optim::{AdamW, CpuOptimizer, Error, GpuOptimizer, ParamGroups};
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+#[test]
+fn recording_zero_steps_records_nothing_even_with_update_tracking() {
+    let ctx = ctx();
+    let mut gpu = GpuOptimizer::new(&ctx, AdamW::new(1e-2), &params(100)).unwrap();
+    gpu.track_updates(true).unwrap();
+    let mut encoder = ctx.device().create_command_encoder(&Default::default());
+    gpu.record(&mut encoder, 0).unwrap();
+    ctx.queue().submit([encoder.finish()]);
+    gpu.run(0).unwrap();
+    assert_eq!((gpu.step_count(), gpu.read_gpu_step().unwrap()), (0, 0));
+    assert_eq!(gpu.read_params().unwrap().to_vec(), params(100));
+    let mut groups = ParamGroups::from_optimizers(vec![gpu]).unwrap();
+    let mut encoder = ctx.device().create_command_encoder(&Default::default());
+    groups.record(&mut encoder, 0).unwrap();
+    ctx.queue().submit([encoder.finish()]);
+    assert_eq!(groups.groups()[0].read_gpu_step().unwrap(), 0);
+}
+
+#[test]
+fn more_steps_than_slots_in_one_submit_are_not_taken_with_wrong_scalars() {
+    // Two records of 200 steps into one encoder: steps 257–400 overwrite the slots of 1–144.
+    // Without gradient control too, no step runs with another's scalars: none is taken, and
+    // sync says so once; then steps run again and match the CPU.
+    let ctx = ctx();
+    let n = 64;
+    let mut gpu = GpuOptimizer::new(&ctx, AdamW::new(1e-2), &params(n)).unwrap();
+    gpu.grads().write(&ctx, &grads(n, 1)).unwrap();
+    let mut encoder = ctx.device().create_command_encoder(&Default::default());
+    gpu.record(&mut encoder, 200).unwrap();
+    gpu.record(&mut encoder, 200).unwrap();
+    ctx.queue().submit([encoder.finish()]);
+    assert!(matches!(gpu.sync(), Err(Error::StaleSteps { taken: 0 })));
+    assert_eq!(bits(&gpu.read_params().unwrap().to_vec()), bits(&params(n)));
+    assert_eq!(gpu.step_count(), 0);
+    gpu.run(3).unwrap();
+    let mut cpu = CpuOptimizer::new(AdamW::new(1e-2), &params(n)).unwrap();
+    for _ in 0..3 {
+        cpu.step(&grads(n, 1)).unwrap();
+    }
+    assert_eq!(gpu.sync().unwrap(), 3);
+    let got = gpu.read_params().unwrap();
+    assert_close("after the stale submit", got.as_slice().unwrap(), cpu.params().as_slice().unwrap(), 1e-2, 3, 12.0);
+}
+
+/// A schedule of the caller's whose learning rate turns NaN at 0-based step `bad`.
+#[derive(Clone, Debug)]
+struct BreaksAt {
+    bad: u64,
+}
+
+impl wgpu_optim::schedule::Schedule for BreaksAt {
+    fn lr(&self, base: f64, k: u64) -> f64 {
+        if k >= self.bad { f64::NAN } else { base * 0.5 }
+    }
+    fn clone_box(&self) -> Box<dyn wgpu_optim::schedule::Schedule> {
+        Box::new(self.clone())
+    }
+    fn config(&self) -> serde_json::Value {
+        serde_json::json!({ "BreaksAt": { "bad": self.bad } })
+    }
+}
+
+#[test]
+fn a_learning_rate_a_schedule_yields_is_checked_before_any_kernel_reads_it() {
+    let ctx = ctx();
+    let n = 64;
+    let mut gpu = GpuOptimizer::new(&ctx, AdamW::new(1e-2), &params(n)).unwrap();
+    gpu.set_schedule(Some(Box::new(BreaksAt { bad: 3 }))).unwrap();
+    gpu.grads().write(&ctx, &grads(n, 1)).unwrap();
+    gpu.run(2).unwrap();
+    let before = bits(&gpu.read_params().unwrap().to_vec());
+    // Step 4 (the schedule's step 3) would read a NaN learning rate: the whole call for steps
+    // 3–5 is refused, nothing changes —
+    // not the parameters, not the step count, not the host's learning rate.
+    match gpu.run(3) {
+        Err(Error::InvalidHyperParameter { message, .. }) => assert!(message.contains("step 4"), "{message}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let mut encoder = ctx.device().create_command_encoder(&Default::default());
+    assert!(gpu.record(&mut encoder, 2).is_err());
+    drop(encoder);
+    assert_eq!(bits(&gpu.read_params().unwrap().to_vec()), before);
+    assert_eq!((gpu.step_count(), gpu.read_gpu_step().unwrap()), (2, 2));
+    assert_eq!(gpu.optimizer().lr(), 0.005);
+    // The CPU refuses the same step the same way.
+    let mut cpu = CpuOptimizer::new(AdamW::new(1e-2), &params(n)).unwrap();
+    cpu.set_schedule(Some(Box::new(BreaksAt { bad: 2 }))).unwrap();
+    cpu.step(&grads(n, 1)).unwrap();
+    cpu.step(&grads(n, 1)).unwrap();
+    let kept = cpu.params().clone();
+    assert!(matches!(cpu.step(&grads(n, 1)), Err(Error::InvalidHyperParameter { .. })));
+    assert_eq!((cpu.params(), cpu.step_count(), cpu.optimizer().lr()), (&kept, 2, 0.005));
+}
+
+#[test]
+fn schedules_that_would_yield_invalid_learning_rates_are_refused_when_built() {
+    use wgpu_optim::schedule::{
+        CosineAnnealingLr, CosineAnnealingWarmRestarts, ExponentialLr, LinearLr, OneCycleLr, SequentialLr, StepLr,
+    };
+    assert!(CosineAnnealingWarmRestarts::new(0, 1, 0.0).is_err());
+    assert!(CosineAnnealingWarmRestarts::new(10, 0, 0.0).is_err());
+    assert!(ExponentialLr::new(f64::NAN).is_err());
+    assert!(ExponentialLr::new(-0.5).is_err());
+    assert!(CosineAnnealingLr::new(0, 0.0).is_err());
+    assert!(LinearLr::new(-0.5, 1.0, 10).is_err());
+    assert!(StepLr::with_gamma(5, f64::NAN).is_err());
+    let two = || -> Vec<Box<dyn wgpu_optim::schedule::Schedule>> {
+        vec![LinearLr::new(0.1, 1.0, 5).unwrap().into(), StepLr::new(3).unwrap().into(), StepLr::new(3).unwrap().into()]
+    };
+    match SequentialLr::new(two(), vec![10, 5]) {
+        Err(Error::InvalidHyperParameter { message, .. }) => assert!(message.contains("[10, 5]"), "{message}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(SequentialLr::new(two(), vec![5, 5]).is_err());
+    // OneCycle over very few steps: every learning rate finite and positive.
+    for total in 1..=4 {
+        for pct in [0.0, 0.3, 1.0] {
+            let s = OneCycleLr::with_phases(0.1, total, pct, 25.0, 1e4).unwrap();
+            for k in 0..total + 2 {
+                let lr = wgpu_optim::schedule::Schedule::lr(&s, 0.1, k);
+                assert!(lr.is_finite() && lr > 0.0, "total {total} pct {pct} step {k}: {lr}");
+            }
+        }
+    }
+}
