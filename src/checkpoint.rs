@@ -134,7 +134,7 @@ pub(crate) struct Restore<'a> {
 }
 
 /// The optimizer's per-parameter scalars ([`Optimizer::scalar_state`]), by name.
-fn scalars_of(own: Vec<(&'static str, f32)>) -> Vec<(String, f32)> {
+pub(crate) fn scalars_of(own: Vec<(&'static str, f32)>) -> Vec<(String, f32)> {
     let mut all: Vec<(String, f32)> = own.into_iter().map(|(n, v)| (n.to_string(), v)).collect();
     all.sort_by(|a, b| a.0.cmp(&b.0));
     all
@@ -274,17 +274,9 @@ impl GroupSnapshot {
                 }
             })
             .collect::<Result<Vec<_>>>()?;
-        // The scalars are functions of the step here: the file's must be the step's.
-        let expected = scalars_of(o.scalar_state(self.step));
-        if self.scalars != expected {
-            return Err(bad(
-                path,
-                format!(
-                    "the per-parameter scalars {:?} are not those of step {} ({expected:?})",
-                    self.scalars, self.step
-                ),
-            ));
-        }
+        // The scalars are functions of the step here: the file's must be the step's (checked
+        // at a cost that does not grow with the step read from the file).
+        next.restore_scalar_state(self.step, &self.scalars).map_err(|m| bad(path, m))?;
         Ok(Restore { state, optimizer: next, step: self.step, schedule })
     }
 }

@@ -16,6 +16,9 @@ use crate::tensor::{GpuTensor, HostData};
 
 pub use crate::engine::SCALAR_SLOTS;
 
+/// The most steps the GPU's u32 counter counts (its slot tags compare as u32).
+const MAX_STEP: u64 = u32::MAX as u64;
+
 /// The element formats a step of `o` over `params` reads: the variant the engine compiles.
 fn formats(o: &dyn Optimizer, params: &GpuTensor) -> Formats {
     Formats { params: params.format(), state: (0..o.kernel().state.len()).map(|i| o.state_format(i)).collect() }
@@ -223,6 +226,13 @@ impl GpuOptimizer {
     /// error before anything is written or recorded, and the optimizer's own learning rate
     /// moves only when the steps are recorded ([`advance`](Self::advance)).
     pub(crate) fn prepare(&mut self, k: u32) -> Result<()> {
+        if self.step + u64::from(k) > MAX_STEP {
+            return Err(Error::OverLimit(format!(
+                "{k} steps after step {} pass the GPU's u32 step counter: an optimizer on the GPU takes at \
+                 most {MAX_STEP} steps",
+                self.step
+            )));
+        }
         let mut probe = self.optimizer.clone_box();
         let mut blocks = Vec::with_capacity(k as usize);
         for j in 0..k {
@@ -354,8 +364,11 @@ impl GpuOptimizer {
         shapes: &[Vec<usize>],
     ) -> Result<Restore<'a>> {
         let restore = group.restore(path, &*self.optimizer, shapes, &self.schedule)?;
-        if u32::try_from(restore.step).is_err() {
-            return Err(crate::checkpoint::bad(path, format!("step {} exceeds the GPU counter's range", restore.step)));
+        if restore.step > MAX_STEP {
+            return Err(crate::checkpoint::bad(
+                path,
+                format!("step {} exceeds the GPU's u32 step counter (at most {MAX_STEP})", restore.step),
+            ));
         }
         Ok(restore)
     }

@@ -135,3 +135,75 @@ fn schedules_that_would_yield_invalid_learning_rates_are_refused_when_built() {
         }
     }
 }
+
+/// `path`'s checkpoint with its group's step, and every per-parameter `step`, set to `step`
+/// and `mu_product` to `mu`.
+fn with_step(path: &std::path::Path, step: u64, mu: f32) -> Vec<u8> {
+    use safetensors::tensor::TensorView;
+    let bytes = std::fs::read(path).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let mut meta = header.metadata().clone().unwrap();
+    let mut groups: serde_json::Value = serde_json::from_str(&meta["param_groups"]).unwrap();
+    groups[0]["step"] = serde_json::json!(step);
+    meta.insert("param_groups".into(), groups.to_string());
+    let (step_f, mu_b) = ((step as f32).to_le_bytes(), mu.to_le_bytes());
+    let views: Vec<(String, TensorView<'_>)> = file
+        .names()
+        .into_iter()
+        .map(|n| {
+            let t = file.tensor(n).unwrap();
+            let data: &[u8] = match n.rsplit('.').next() {
+                Some("step") => &step_f,
+                Some("mu_product") => &mu_b,
+                _ => t.data(),
+            };
+            (n.to_string(), TensorView::new(t.dtype(), t.shape().to_vec(), data).unwrap())
+        })
+        .collect();
+    safetensors::serialize(views, Some(meta)).unwrap()
+}
+
+#[test]
+fn a_checkpoints_step_costs_nothing_that_grows_with_it() {
+    use wgpu_optim::NAdam;
+    let ctx = ctx();
+    let dir = std::env::temp_dir();
+    let path = dir.join(format!("wgpu-optim-hardening-nadam-{}.safetensors", std::process::id()));
+    let mut cpu = CpuOptimizer::new(NAdam::new(1e-2), &params(32)).unwrap();
+    for k in 1..=3 {
+        cpu.step(&grads(32, k)).unwrap();
+    }
+    cpu.save(&path).unwrap();
+    // Four billion steps: loading and the next step take one multiplication, not 4e9.
+    let far = dir.join(format!("wgpu-optim-hardening-nadam-far-{}.safetensors", std::process::id()));
+    std::fs::write(&far, with_step(&path, 4_000_000_000, 0.25)).unwrap();
+    let mut cpu = CpuOptimizer::new(NAdam::new(1e-2), &params(32)).unwrap();
+    cpu.load(&far).unwrap();
+    cpu.step(&grads(32, 4)).unwrap();
+    assert_eq!(cpu.step_count(), 4_000_000_001);
+    assert!(cpu.params().iter().all(|x| x.is_finite()));
+    let mut gpu = GpuOptimizer::new(&ctx, NAdam::new(1e-2), &params(32)).unwrap();
+    gpu.load(&far).unwrap();
+    gpu.step(&grads(32, 4)).unwrap();
+    assert_eq!(gpu.sync().unwrap(), 4_000_000_001);
+    // An implausible mu_product is refused; so is a step past the GPU's u32 counter.
+    std::fs::write(&far, with_step(&path, 4_000_000_000, 1.5)).unwrap();
+    assert!(matches!(
+        CpuOptimizer::new(NAdam::new(1e-2), &params(32)).unwrap().load(&far),
+        Err(Error::Checkpoint { .. })
+    ));
+    std::fs::write(&far, with_step(&path, 1 << 33, 0.25)).unwrap();
+    let mut gpu = GpuOptimizer::new(&ctx, NAdam::new(1e-2), &params(32)).unwrap();
+    match gpu.load(&far) {
+        Err(Error::Checkpoint { message, .. }) => assert!(message.contains("u32"), "{message}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // At the counter's end, the next steps are refused, not wrapped.
+    std::fs::write(&far, with_step(&path, u64::from(u32::MAX), 0.25)).unwrap();
+    gpu.load(&far).unwrap();
+    assert!(matches!(gpu.run(1), Err(Error::OverLimit(_))));
+    for p in [path, far] {
+        std::fs::remove_file(p).unwrap();
+    }
+}

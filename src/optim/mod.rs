@@ -169,6 +169,19 @@ pub trait Optimizer: std::fmt::Debug + Send + Sync {
     fn scalar_state(&self, step: u64) -> Vec<(&'static str, f32)> {
         vec![("step", step as f32)]
     }
+    /// Checks the per-parameter scalars a checkpoint saved after step `step` (by name,
+    /// sorted) and adopts them: by default they must equal [`scalar_state`](Self::scalar_state).
+    /// One that is costly to recompute (NAdam's `mu_product`, a product over every step)
+    /// overrides this to check plausibility and take the saved value, so that loading never
+    /// costs time that grows with a number read from a file. `Err` says what is wrong.
+    fn restore_scalar_state(&self, step: u64, saved: &[(String, f32)]) -> std::result::Result<(), String> {
+        let expected = crate::checkpoint::scalars_of(self.scalar_state(step));
+        if saved == expected {
+            Ok(())
+        } else {
+            Err(format!("the per-parameter scalars {saved:?} are not those of step {step} ({expected:?})"))
+        }
+    }
     /// Values of the shader's `override` constants for this variant.
     fn constants(&self) -> Vec<(&'static str, f64)>;
     /// The per-step scalars for step `step`, computed on the host in f64 and rounded once to

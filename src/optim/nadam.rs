@@ -180,6 +180,30 @@ impl Optimizer for NAdam {
     fn scalar_state(&self, step: u64) -> Vec<(&'static str, f32)> {
         vec![("step", step as f32), ("mu_product", self.mu_product(step))]
     }
+    /// `mu_product` must be the step's: recomputed up to 2^20 steps (a millisecond); beyond,
+    /// taken as saved if it can be a product of factors in (0, 1], so that the next step
+    /// costs one multiplication whatever the step read from the file.
+    fn restore_scalar_state(&self, step: u64, saved: &[(String, f32)]) -> std::result::Result<(), String> {
+        let get = |name: &str| saved.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
+        let names: Vec<&str> = saved.iter().map(|(n, _)| n.as_str()).collect();
+        if names != ["mu_product", "step"] {
+            return Err(format!("NAdam keeps mu_product and step per parameter, the checkpoint {names:?}"));
+        }
+        if get("step") != Some(step as f32) {
+            return Err(format!("the per-parameter step {:?} is not the group's step {step}", get("step")));
+        }
+        const RECOMPUTED: u64 = 1 << 20;
+        match get("mu_product") {
+            Some(m) if step <= RECOMPUTED && m.to_bits() != self.mu_product(step).to_bits() => {
+                Err(format!("mu_product {m} is not that of step {step} ({})", self.mu_product(step)))
+            }
+            Some(m) if m.is_finite() && m > 0.0 && m <= 1.0 && (step > 0 || m == 1.0) => {
+                *self.mu_product.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((step, m));
+                Ok(())
+            }
+            m => Err(format!("mu_product {m:?} after step {step} is not a product of factors in (0, 1]")),
+        }
+    }
     common_methods!(KERNEL);
     fn name(&self) -> &'static str {
         "NAdam"
