@@ -18,6 +18,7 @@ import pathlib
 import subprocess
 import sys
 import tempfile
+import zlib
 
 import torch
 from safetensors import safe_open
@@ -38,6 +39,26 @@ TORCH = {
     "adadelta": (torch.optim.Adadelta, dict()),
 }
 
+
+
+def checksum(meta, tensors):
+    """src/checkpoint.rs's checksum: CRC-32 over the metadata but `checksum`, by key, then
+    every tensor by name — name, dtype, shape, data — each entry ended by a zero byte."""
+    crc = 0
+    def field(b):
+        nonlocal crc
+        crc = zlib.crc32(b + b"\0", crc)
+    for k in sorted(k for k in meta if k != "checksum"):
+        field(k.encode())
+        field(meta[k].encode())
+    for name in sorted(tensors):
+        t = tensors[name]
+        assert t.dtype == torch.float32, f"{name}: {t.dtype}"
+        field(name.encode())
+        field(b"F32")
+        field(",".join(str(d) for d in t.shape).encode())
+        field(t.numpy().astype("<f4").tobytes())
+    return f"crc32:{crc:08x}"
 
 
 def to_torch(path):
@@ -77,6 +98,7 @@ def from_torch(state_dict, template, out):
         if len(steps) == 1:
             g["step"] = int(steps.pop())
     meta["param_groups"] = json.dumps(groups)
+    meta["checksum"] = checksum(meta, tensors)
     save_file(tensors, out, metadata=meta)
 
 

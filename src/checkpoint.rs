@@ -18,8 +18,40 @@ use crate::optim::Optimizer;
 
 /// The `format` metadata value of this crate's checkpoints.
 pub const FORMAT: &str = "wgpu-optim";
-/// The checkpoint layout version this crate writes and reads.
-pub const VERSION: u32 = 2;
+/// The checkpoint layout version this crate writes and reads (3: with a checksum).
+pub const VERSION: u32 = 3;
+
+/// The metadata keys of a checkpoint; any other is refused.
+const KEYS: [&str; 5] = ["checksum", "format", "param_groups", "scaler", "version"];
+
+/// CRC-32 over the metadata but `checksum`, by key, then every tensor by name — name, dtype,
+/// shape and data, each entry ended by a zero byte — as `crc32:xxxxxxxx`. Every bit of the
+/// file that carries meaning is covered; scripts/checkpoint_torch.py computes the same.
+fn checksum<'a>(
+    metadata: &HashMap<String, String>,
+    tensors: impl Iterator<Item = (&'a str, String, &'a [usize], &'a [u8])>,
+) -> String {
+    let mut h = crc32fast::Hasher::new();
+    let mut field = |bytes: &[u8]| {
+        h.update(bytes);
+        h.update(&[0]);
+    };
+    let mut keys: Vec<&String> = metadata.keys().filter(|k| *k != "checksum").collect();
+    keys.sort();
+    for k in keys {
+        field(k.as_bytes());
+        field(metadata[k].as_bytes());
+    }
+    let mut tensors: Vec<_> = tensors.collect();
+    tensors.sort_by(|a, b| a.0.cmp(b.0));
+    for (name, dtype, shape, data) in tensors {
+        field(name.as_bytes());
+        field(dtype.as_bytes());
+        field(shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(",").as_bytes());
+        field(data);
+    }
+    format!("crc32:{:08x}", h.finalize())
+}
 
 /// What a checkpoint holds: every parameter group, and the loss scaler's state.
 #[derive(Clone, Debug, PartialEq)]
@@ -342,6 +374,11 @@ impl Snapshot {
             });
             metadata.insert("scaler".into(), scaler.to_string());
         }
+        let sum = checksum(
+            &metadata,
+            tensors.iter().map(|(n, f, shape, bytes)| (n.as_str(), format!("{:?}", f.dtype()), &shape[..], *bytes)),
+        );
+        metadata.insert("checksum".into(), sum);
         let views = tensors
             .into_iter()
             .map(|(name, format, shape, bytes)| {
@@ -369,6 +406,22 @@ impl Snapshot {
         if version != &VERSION.to_string() {
             return Err(bad(path, format!("version {version} is not the version {VERSION} this build reads")));
         }
+        if let Some(k) = meta.keys().find(|k| !KEYS.contains(&k.as_str())) {
+            return Err(bad(path, format!("unknown metadata entry `{k}`")));
+        }
+        let mut names = file.names();
+        names.sort();
+        let views = names
+            .iter()
+            .map(|n| Ok((*n, file.tensor(n).map_err(|e| bad(path, e.to_string()))?)))
+            .collect::<Result<Vec<_>>>()?;
+        let found = checksum(&meta, views.iter().map(|(n, v)| (*n, format!("{:?}", v.dtype()), v.shape(), v.data())));
+        if get("checksum")? != &found {
+            return Err(bad(
+                path,
+                format!("checksum {} does not match the contents ({found}): the file is damaged", get("checksum")?),
+            ));
+        }
         let parse = |key: &str| -> Result<Value> {
             serde_json::from_str(get(key)?).map_err(|e| bad(path, format!("metadata `{key}` is not JSON: {e}")))
         };
@@ -379,10 +432,14 @@ impl Snapshot {
         let mut by_param: BTreeMap<usize, BTreeMap<String, HostTensor>> = BTreeMap::new();
         let mut scalars_by_param: BTreeMap<usize, BTreeMap<String, f32>> = BTreeMap::new();
         for name in file.names() {
-            let unexpected = || bad(path, format!("unexpected tensor {name}"));
+            let unexpected = || bad(path, format!("unexpected tensor {name}: names are state.<parameter>.<state>"));
             let rest = name.strip_prefix("state.").ok_or_else(unexpected)?;
-            let (index, state) = rest.split_once('.').ok_or_else(unexpected)?;
-            let index: usize = index.parse().map_err(|_| unexpected())?;
+            let (digits, state) = rest.split_once('.').ok_or_else(unexpected)?;
+            let index: usize = digits.parse().map_err(|_| unexpected())?;
+            // One spelling per parameter: `state.00.x` and `state.0.x` would both be 0.
+            if index.to_string() != digits || state.is_empty() {
+                return Err(unexpected());
+            }
             let view = file.tensor(name).map_err(|e| bad(path, e.to_string()))?;
             let format = ElementFormat::of_dtype(view.dtype());
             match (format, view.shape().len()) {

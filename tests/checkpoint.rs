@@ -2,10 +2,12 @@
 //! optimizer variant on both sides; bad files are refused and change nothing.
 
 mod common;
+mod sealed;
 
 use std::path::PathBuf;
 
 use common::*;
+use sealed::sealed;
 use wgpu_optim::schedule::{CosineAnnealingLr, ExponentialLr, LinearLr, Schedule, SequentialLr};
 use wgpu_optim::{
     Adafactor, Adam, AdamW, CpuOptimizer, Error, GpuContext, GpuOptimizer, GpuTensor, GradControl, NAdam, ParamGroup,
@@ -498,7 +500,7 @@ fn nadams_mu_product_is_kept_under_torchs_name_and_checked() {
         .filter(|(n, _)| n != "state.0.mu_product")
         .collect();
     views.push(("state.0.mu_product".into(), TensorView::new(Dtype::F32, vec![], &wrong).unwrap()));
-    let tampered = safetensors::serialize(views, meta.metadata().clone()).unwrap();
+    let tampered = sealed(views, meta.metadata().clone().unwrap());
     let bad = scratch("nadam-tampered");
     std::fs::write(&bad, tampered).unwrap();
     let mut other = CpuOptimizer::new(NAdam::new(1e-2), &params(40)).unwrap();
@@ -531,7 +533,7 @@ fn state_in_an_element_format_this_build_does_not_read_is_refused() {
         .collect();
     views.push(("state.0.exp_avg".into(), TensorView::new(Dtype::BF16, vec![8], &half).unwrap()));
     let bad = scratch("format-bf16");
-    std::fs::write(&bad, safetensors::serialize(views, meta.metadata().clone()).unwrap()).unwrap();
+    std::fs::write(&bad, sealed(views, meta.metadata().clone().unwrap())).unwrap();
     let mut other = CpuOptimizer::new(Adam::new(1e-2), &params(8)).unwrap();
     match other.load(&bad) {
         Err(Error::Checkpoint { message, .. }) => {

@@ -2,8 +2,10 @@
 //! that fails changes nothing.
 
 mod common;
+mod sealed;
 
 use common::*;
+use sealed::sealed;
 use wgpu_optim::{AdamW, CpuOptimizer, Error, GpuOptimizer, ParamGroups};
 
 fn bits(v: &[f32]) -> Vec<u32> {
@@ -161,7 +163,7 @@ fn with_step(path: &std::path::Path, step: u64, mu: f32) -> Vec<u8> {
             (n.to_string(), TensorView::new(t.dtype(), t.shape().to_vec(), data).unwrap())
         })
         .collect();
-    safetensors::serialize(views, Some(meta)).unwrap()
+    sealed(views, meta)
 }
 
 #[test]
@@ -206,4 +208,73 @@ fn a_checkpoints_step_costs_nothing_that_grows_with_it() {
     for p in [path, far] {
         std::fs::remove_file(p).unwrap();
     }
+}
+
+#[test]
+fn every_bit_flip_in_a_checkpoint_is_refused_and_changes_nothing() {
+    use wgpu_optim::Sgd;
+    let path = std::env::temp_dir().join(format!("wgpu-optim-hardening-flip-{}.safetensors", std::process::id()));
+    let o = Sgd::new(0.1).with_momentum(0.9);
+    let mut cpu = CpuOptimizer::new(o.clone(), &params(4)).unwrap();
+    cpu.step(&grads(4, 1)).unwrap();
+    cpu.save(&path).unwrap();
+    let good = std::fs::read(&path).unwrap();
+    let mut target = CpuOptimizer::new(o, &params(4)).unwrap();
+    for k in 1..=2 {
+        target.step(&grads(4, k)).unwrap();
+    }
+    let before = (target.step_count(), target.state_tensor("momentum_buffer").unwrap().clone());
+    let damaged = path.with_extension("damaged");
+    for bit in 0..good.len() * 8 {
+        let mut bytes = good.clone();
+        bytes[bit / 8] ^= 1 << (bit % 8);
+        std::fs::write(&damaged, &bytes).unwrap();
+        match target.load(&damaged) {
+            Err(Error::Checkpoint { .. }) => {}
+            other => panic!("bit {bit} of {}: expected a refusal, got {other:?}", good.len() * 8),
+        }
+    }
+    assert_eq!((target.step_count(), target.state_tensor("momentum_buffer").unwrap().clone()), before);
+    // The undamaged file still loads.
+    target.load(&path).unwrap();
+    assert_eq!(target.step_count(), 1);
+    for p in [path, damaged] {
+        std::fs::remove_file(p).unwrap();
+    }
+}
+
+#[test]
+fn checkpoint_names_are_parsed_strictly() {
+    use safetensors::tensor::TensorView;
+    let path = std::env::temp_dir().join(format!("wgpu-optim-hardening-names-{}.safetensors", std::process::id()));
+    let mut cpu = CpuOptimizer::new(AdamW::new(1e-2), &params(8)).unwrap();
+    cpu.step(&grads(8, 1)).unwrap();
+    cpu.save(&path).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let meta = header.metadata().clone().unwrap();
+    let views = || -> Vec<(String, TensorView<'_>)> {
+        file.names().into_iter().map(|n| (n.to_string(), file.tensor(n).unwrap())).collect()
+    };
+    let refused = |data: Vec<u8>, says: &str| {
+        std::fs::write(&path, data).unwrap();
+        let mut fresh = CpuOptimizer::new(AdamW::new(1e-2), &params(8)).unwrap();
+        match fresh.load(&path) {
+            Err(Error::Checkpoint { message, .. }) => assert!(message.contains(says), "{says}: {message}"),
+            other => panic!("{says}: expected a refusal, got {other:?}"),
+        }
+        assert_eq!(fresh.step_count(), 0);
+    };
+    // A second spelling of a parameter's index, an unknown tensor, an unknown header entry.
+    let mut twice = views();
+    twice.push(("state.00.exp_avg".into(), file.tensor("state.0.exp_avg").unwrap()));
+    refused(sealed(twice, meta.clone()), "state.00.exp_avg");
+    let mut unknown = views();
+    unknown.push(("state.0.extra".into(), file.tensor("state.0.exp_avg").unwrap()));
+    refused(sealed(unknown, meta.clone()), "extra");
+    let mut more = meta.clone();
+    more.insert("note".into(), "hello".into());
+    refused(sealed(views(), more), "note");
+    std::fs::remove_file(&path).unwrap();
 }
