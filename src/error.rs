@@ -117,6 +117,23 @@ pub enum Error {
     #[error("{0}")]
     OverLimit(String),
 
+    /// Two bound tensors share memory where a step would update one while reading or
+    /// updating the other: a parameter tensor given twice, or overlapping a gradient.
+    #[error(
+        "{first} and {second} share bytes {start}..{end} of one buffer: a parameter may be bound once and \
+         never overlap a gradient (torch refuses a parameter in two groups); give each its own memory"
+    )]
+    Aliased {
+        /// The tensor bound first.
+        first: String,
+        /// The tensor that overlaps it.
+        second: String,
+        /// The shared byte range.
+        start: u64,
+        /// End of the shared byte range.
+        end: u64,
+    },
+
     /// The optimizer's step uses something this build cannot run yet (a stage kind, say).
     #[error("unsupported: {0}")]
     Unsupported(String),

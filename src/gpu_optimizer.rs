@@ -157,6 +157,13 @@ impl GpuOptimizer {
                 params.format().name()
             )));
         }
+        let (param_parts, grad_parts) = (params.split(&segment_tensor), grads.split(&segment_tensor));
+        let mut bound: Vec<crate::tensor::Bound<'_>> = Vec::new();
+        for (i, (p, g)) in param_parts.iter().zip(&grad_parts).enumerate() {
+            bound.push((format!("parameter tensor {i}"), p, true));
+            bound.push((format!("the gradient of tensor {i}"), g, false));
+        }
+        crate::tensor::check_disjoint(&bound)?;
         let kernel = optimizer.kernel();
         let steps = StepTable::new(ctx, kernel.scalar_size)?;
         let step_group = bind_step(ctx, &steps, &steps.control)?;

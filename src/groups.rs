@@ -91,6 +91,8 @@ impl ParamGroups {
         if groups.is_empty() {
             return Err(Error::Empty { what: "param groups" });
         }
+        let tensors: Vec<(usize, &ParamGroup<'_>)> = groups.iter().enumerate().collect();
+        check_groups_disjoint(&tensors)?;
         let all_grads: Vec<GpuTensor> = groups.iter().flat_map(|g| g.grads.iter().map(|t| (*t).clone())).collect();
         let grads = GpuTensor::concat(&all_grads.iter().collect::<Vec<_>>())?;
         let shapes = groups.iter().map(ParamGroup::checked_shapes).collect::<Result<_>>()?;
@@ -135,6 +137,15 @@ impl ParamGroups {
     /// (if any) then covers their gradients too. The group and the new reduction are built
     /// before anything changes; an error leaves the groups as they were.
     pub fn add_param_group(&mut self, group: ParamGroup<'_>) -> Result<()> {
+        // The new tensors against every group's (as torch: a parameter in two groups is an error).
+        let mut bound: Vec<crate::tensor::Bound<'_>> = Vec::new();
+        for (g, o) in self.groups.iter().enumerate() {
+            bound.push((format!("group {g}'s parameters"), o.params(), true));
+            bound.push((format!("group {g}'s gradients"), o.grads(), false));
+        }
+        let added = self.groups.len();
+        bound.extend(group_bindings(added, &group));
+        crate::tensor::check_disjoint(&bound)?;
         let shapes = group.checked_shapes()?;
         let mut added = Self::build(&self.ctx, group)?;
         let grads = GpuTensor::concat(&[&self.grads, added.grads()])?;
@@ -170,6 +181,12 @@ impl ParamGroups {
         if !optimizers.iter().all(|o| o.context().same_device(&ctx)) {
             return Err(Error::ForeignDevice { what: "optimizers of different GpuContexts (devices)" });
         }
+        let mut bound: Vec<crate::tensor::Bound<'_>> = Vec::new();
+        for (g, o) in optimizers.iter().enumerate() {
+            bound.push((format!("optimizer {g}'s parameters"), o.params(), true));
+            bound.push((format!("optimizer {g}'s gradients"), o.grads(), false));
+        }
+        crate::tensor::check_disjoint(&bound)?;
         let grads = GpuTensor::concat(&optimizers.iter().map(GpuOptimizer::grads).collect::<Vec<_>>())?;
         let shapes = optimizers.iter().map(|o| o.shapes().to_vec()).collect();
         Ok(ParamGroups { ctx, groups: optimizers, grads, control: None, health: None, shapes, unsynced: 0 })
@@ -428,4 +445,19 @@ impl engine::Stepper for ParamGroups {
         self.unsynced = self.unsynced.saturating_add(k);
         self.groups.iter_mut().for_each(|g| g.advance(k));
     }
+}
+
+/// The tensors of group `g`, named for messages: parameters (written) and gradients (read).
+fn group_bindings<'a>(g: usize, group: &ParamGroup<'a>) -> Vec<crate::tensor::Bound<'a>> {
+    let params = group.params.iter().enumerate().map(move |(t, p)| (format!("group {g} tensor {t}"), *p, true));
+    let grads =
+        group.grads.iter().enumerate().map(move |(t, q)| (format!("group {g} tensor {t}'s gradient"), *q, false));
+    params.chain(grads).collect()
+}
+
+/// Every group's tensors against every other's: no parameter twice, none overlapping a
+/// gradient.
+fn check_groups_disjoint(groups: &[(usize, &ParamGroup<'_>)]) -> Result<()> {
+    let bound: Vec<_> = groups.iter().flat_map(|(g, group)| group_bindings(*g, group)).collect();
+    crate::tensor::check_disjoint(&bound)
 }

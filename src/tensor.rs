@@ -413,6 +413,52 @@ impl GpuTensor {
     }
 }
 
+/// One tensor an optimizer binds, for [`check_disjoint`]: a name for messages, the tensor,
+/// and whether the step writes it (a parameter) or only reads it (a gradient).
+pub(crate) type Bound<'a> = (String, &'a GpuTensor, bool);
+
+/// Refuses bindings where a step would race with itself: parameters that overlap each other
+/// (a tensor twice in a group, or in two groups) or a gradient. Gradients may share memory
+/// with each other (both only read). Sorted sweep, O(n log n) in the sub-ranges.
+pub(crate) fn check_disjoint<'a>(bound: &'a [Bound<'a>]) -> Result<()> {
+    // (buffer, start, end, writes, name) of every sub-range.
+    let mut ranges: Vec<(&'a wgpu::Buffer, u64, u64, bool, &'a str)> = Vec::new();
+    for (name, t, writes) in bound {
+        for s in &t.segments {
+            ranges.push((&s.buffer, s.offset, s.offset + s.bytes(), *writes, name.as_str()));
+        }
+    }
+    ranges.sort_by(|a, b| a.0.cmp(b.0).then(a.1.cmp(&b.1)));
+    // In the current buffer: the furthest end a parameter reached, and any range, with names.
+    type Reach<'a> = Option<(&'a wgpu::Buffer, u64, &'a str)>;
+    let (mut written, mut any): (Reach<'a>, Reach<'a>) = (None, None);
+    for &(buffer, start, end, writes, name) in &ranges {
+        let seen = if writes { any } else { written };
+        if let Some((b, reach, other)) = seen
+            && b == buffer
+            && start < reach
+        {
+            return Err(Error::Aliased {
+                first: other.to_string(),
+                second: name.to_string(),
+                start,
+                end: reach.min(end),
+            });
+        }
+        let extend = |seen: Reach<'a>| -> Reach<'a> {
+            match seen {
+                Some((b, reach, _)) if b == buffer && reach >= end => seen,
+                _ => Some((buffer, end, name)),
+            }
+        };
+        any = extend(any);
+        if writes {
+            written = extend(written);
+        }
+    }
+    Ok(())
+}
+
 /// Lengths of the sub-ranges of a tensor of `len` elements.
 pub(crate) fn segment_lens(len: usize, seg_len: usize) -> Vec<usize> {
     (0..len.div_ceil(seg_len)).map(|i| seg_len.min(len - i * seg_len)).collect()

@@ -278,3 +278,65 @@ fn checkpoint_names_are_parsed_strictly() {
     refused(sealed(views(), more), "note");
     std::fs::remove_file(&path).unwrap();
 }
+
+#[test]
+fn a_parameter_bound_twice_or_over_a_gradient_is_refused() {
+    use wgpu_optim::{GpuTensor, ParamGroup};
+    let ctx = ctx();
+    let (a, b) = (GpuTensor::from_slice(&ctx, &params(64)).unwrap(), GpuTensor::from_slice(&ctx, &params(64)).unwrap());
+    let (ga, gb) = (GpuTensor::zeros(&ctx, 64).unwrap(), GpuTensor::zeros(&ctx, 64).unwrap());
+    let aliased = |r: wgpu_optim::Result<ParamGroups>, says: &str| match r {
+        Err(e @ Error::Aliased { .. }) => assert!(e.to_string().contains(says), "{says}: {e}"),
+        Err(e) => panic!("{says}: expected Aliased, got {e}"),
+        Ok(_) => panic!("{says}: expected Aliased, got Ok"),
+    };
+    // The same tensor twice in one group, and in two groups.
+    aliased(
+        ParamGroups::new(&ctx, vec![ParamGroup::new(AdamW::new(1e-2), vec![&a, &a], vec![&ga, &gb])]),
+        "group 0 tensor 0 and group 0 tensor 1",
+    );
+    aliased(
+        ParamGroups::new(
+            &ctx,
+            vec![
+                ParamGroup::new(AdamW::new(1e-2), vec![&a], vec![&ga]),
+                ParamGroup::new(AdamW::new(1e-2), vec![&a], vec![&gb]),
+            ],
+        ),
+        "group 1 tensor 0",
+    );
+    // A parameter that is its own gradient, and views of one buffer that overlap.
+    aliased(ParamGroups::new(&ctx, vec![ParamGroup::new(AdamW::new(1e-2), vec![&a], vec![&a])]), "gradient");
+    let align = u64::from(ctx.limits().min_storage_buffer_offset_alignment).max(16);
+    let buffer = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: 4 * align,
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+        mapped_at_creation: false,
+    });
+    let n = (2 * align / 4) as usize;
+    let p = GpuTensor::from_buffer(&ctx, &buffer, 0, n).unwrap();
+    let g = GpuTensor::from_buffer(&ctx, &buffer, align, n).unwrap();
+    match GpuOptimizer::from_tensors(&ctx, AdamW::new(1e-2), p.clone(), g) {
+        Err(Error::Aliased { start, end, .. }) => assert_eq!((start, end), (align, 2 * align)),
+        other => panic!("expected Aliased, got {other:?}"),
+    }
+    // Gradients may share memory (both only read), and disjoint views of one buffer are fine.
+    ParamGroups::new(
+        &ctx,
+        vec![
+            ParamGroup::new(AdamW::new(1e-2), vec![&a], vec![&ga]),
+            ParamGroup::new(AdamW::new(1e-2), vec![&b], vec![&ga]),
+        ],
+    )
+    .unwrap();
+    let g = GpuTensor::from_buffer(&ctx, &buffer, 2 * align, n).unwrap();
+    GpuOptimizer::from_tensors(&ctx, AdamW::new(1e-2), p, g).unwrap();
+    // Adding a group whose tensor another group updates is refused and changes nothing.
+    let mut groups = ParamGroups::new(&ctx, vec![ParamGroup::new(AdamW::new(1e-2), vec![&a], vec![&ga])]).unwrap();
+    assert!(matches!(
+        groups.add_param_group(ParamGroup::new(AdamW::new(1e-2), vec![&a], vec![&gb])),
+        Err(Error::Aliased { .. })
+    ));
+    assert_eq!(groups.groups().len(), 1);
+}
