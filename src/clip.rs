@@ -132,7 +132,8 @@ pub(crate) struct NormReducer {
     partial_sums: wgpu::ComputePipeline,
     finalize: wgpu::ComputePipeline,
     update_scale: wgpu::ComputePipeline,
-    max_dim: u32,
+    /// Each sub-range's grid of one workgroup per chunk, planned at construction.
+    grids: Vec<(u32, u32)>,
 }
 
 impl NormReducer {
@@ -146,6 +147,8 @@ impl NormReducer {
         let update_scale = engine.norm_pipeline(ctx, "update_scale")?;
         let chunks: Vec<u32> = grads.segments().iter().map(|s| s.len.div_ceil(CHUNK) as u32).collect();
         let total: u32 = chunks.iter().sum();
+        let max_dim = ctx.tuning().max_workgroups_per_dimension;
+        let grids = chunks.iter().map(|&c| grid(u64::from(c.max(1)), max_dim)).collect::<Result<Vec<_>>>()?;
         let stride = u64::from(ctx.limits().min_uniform_buffer_offset_alignment).max(UNIFORM_BYTES);
         let storage = |label, bytes: u64| {
             ctx.device().create_buffer(&wgpu::BufferDescriptor {
@@ -207,7 +210,7 @@ impl NormReducer {
             chunks,
             partial_sums,
             finalize,
-            max_dim: ctx.tuning().max_workgroups_per_dimension,
+            grids,
         };
         reducer.configure(ctx, grads, control)?;
         Ok(reducer)
@@ -244,11 +247,9 @@ impl NormReducer {
     /// Records the reduction: the control buffer holds this step's values afterwards.
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
         pass.set_pipeline(&self.partial_sums);
-        for (i, (group, &c)) in self.grad_groups.iter().zip(&self.chunks).enumerate() {
+        for (i, (group, &(x, y))) in self.grad_groups.iter().zip(&self.grids).enumerate() {
             pass.set_bind_group(0, &self.group0, &[self.stride * i as u32]);
             pass.set_bind_group(1, group, &[]);
-            // A sub-range holds fewer than 2^32 elements, so its chunks fit max_dim².
-            let (x, y) = grid(u64::from(c.max(1)), self.max_dim).unwrap_or((self.max_dim, self.max_dim));
             pass.dispatch_workgroups(x, y, 1);
         }
         pass.set_pipeline(&self.finalize);

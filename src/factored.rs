@@ -86,11 +86,23 @@ pub(crate) struct Bound<'a> {
 /// Pipelines and a uniforms binding built for a new variant, not yet in place.
 pub(crate) struct Rebuilt(Pipelines, wgpu::BindGroup);
 
+/// The grids of one sub-range's dispatches, planned (and checked against the device's
+/// limits) at construction, so that recording cannot fail or cover part of a range.
+#[derive(Clone, Copy)]
+struct Grids {
+    rows: (u32, u32),
+    col_blocks: (u32, u32),
+    chunks: (u32, u32),
+    elements: (u32, u32),
+}
+
 /// A shaped step's buffers, bind groups and pipelines over one parameter tensor.
 pub(crate) struct FactoredStep {
     shape: Factoring,
     kernel: &'static Kernel,
-    segments: Vec<SegmentInfo>,
+    /// Each sub-range's grids, and that of the per-tensor variance update.
+    grids: Vec<Grids>,
+    vars_grid: (u32, u32),
     pipelines: Pipelines,
     /// Sub-range windows, then the layout.
     uniforms: wgpu::Buffer,
@@ -188,15 +200,32 @@ impl FactoredStep {
         }
         let total_chunks = first_chunk;
         let max_dim = ctx.tuning().max_workgroups_per_dimension;
+        let wg = u64::from(ctx.tuning().workgroup_size);
+        let mut grids = Vec::with_capacity(segments.len());
         for s in &segments {
             if s.matrices as usize * blocks > max_dim as usize {
                 return Err(Error::OverLimit(format!(
-                    "{} matrices of {m} rows in one sub-range need {} column blocks, more than {max_dim}; lower Tuning::segment_bytes",
+                    "{} matrices of {m} rows in one sub-range need {} column blocks, more than \
+                     max_workgroups_per_dimension {max_dim}; lower Tuning::segment_bytes",
                     s.matrices,
                     s.matrices as usize * blocks
                 )));
             }
+            let columns = (n as u64).div_ceil(u64::from(RWG));
+            if factored && columns > u64::from(max_dim) {
+                return Err(Error::OverLimit(format!(
+                    "a matrix of {n} columns needs {columns} column workgroups, more than \
+                     max_workgroups_per_dimension {max_dim}"
+                )));
+            }
+            grids.push(Grids {
+                rows: grid(u64::from(s.rows).max(1), max_dim)?,
+                col_blocks: (columns as u32, s.matrices * blocks as u32),
+                chunks: grid(u64::from(s.chunks).max(1), max_dim)?,
+                elements: grid(u64::from(s.len).div_ceil(wg).max(1), max_dim)?,
+            });
         }
+        let vars_grid = grid(((matrices * (m + n)) as u64).div_ceil(u64::from(RWG)).max(1), max_dim)?;
 
         // The work buffer: row sums, column block sums, chunk sums of p² and U², the mean of
         // row_var per matrix, and [alpha, coef]. row_var and col_var share one buffer;
@@ -285,7 +314,8 @@ impl FactoredStep {
         let step = FactoredStep {
             shape,
             kernel,
-            segments,
+            grids,
+            vars_grid,
             pipelines,
             uniforms,
             layout_at,
@@ -363,27 +393,21 @@ impl FactoredStep {
         pass.dispatch_workgroups(1, 1, 1);
     }
 
-    /// Records this tensor's stages of one step.
-    pub fn record_stages(&self, ctx: &GpuContext, pass: &mut wgpu::ComputePass<'_>) {
-        let Factoring { matrices, rows: m, cols: n, factored } = self.shape;
-        let max_dim = ctx.tuning().max_workgroups_per_dimension;
-        let wg = ctx.tuning().workgroup_size;
+    /// Records this tensor's stages of one step, over the grids planned in `new`.
+    pub fn record_stages(&self, pass: &mut wgpu::ComputePass<'_>) {
         let stride = self.segment_stride;
-        // Element counts are below 2^32 (checked in `new`), so every grid fits max_dim².
-        let fold = |groups: u64| grid(groups.max(1), max_dim).unwrap_or((max_dim, max_dim));
         let p = &self.pipelines;
         // One dispatch per sub-range, with its own window of the segment table.
-        let per_segment = |pass: &mut wgpu::ComputePass<'_>,
-                           pipeline: &wgpu::ComputePipeline,
-                           size: &dyn Fn(&SegmentInfo) -> (u32, u32)| {
-            pass.set_pipeline(pipeline);
-            for (i, s) in self.segments.iter().enumerate() {
-                pass.set_bind_group(0, &self.uniform_group, &[stride * i as u32]);
-                pass.set_bind_group(1, &self.tensor_groups[i], &[]);
-                let (x, y) = size(s);
-                pass.dispatch_workgroups(x, y, 1);
-            }
-        };
+        let per_segment =
+            |pass: &mut wgpu::ComputePass<'_>, pipeline: &wgpu::ComputePipeline, grid: fn(&Grids) -> (u32, u32)| {
+                pass.set_pipeline(pipeline);
+                for (i, g) in self.grids.iter().enumerate() {
+                    pass.set_bind_group(0, &self.uniform_group, &[stride * i as u32]);
+                    pass.set_bind_group(1, &self.tensor_groups[i], &[]);
+                    let (x, y) = grid(g);
+                    pass.dispatch_workgroups(x, y, 1);
+                }
+            };
         // One dispatch over the whole tensor's sums (any sub-range's bind group will do).
         let once = |pass: &mut wgpu::ComputePass<'_>, pipeline: &wgpu::ComputePipeline, (x, y): (u32, u32)| {
             pass.set_pipeline(pipeline);
@@ -391,18 +415,17 @@ impl FactoredStep {
             pass.set_bind_group(1, &self.tensor_groups[0], &[]);
             pass.dispatch_workgroups(x, y, 1);
         };
-        if factored {
-            per_segment(pass, &p.row_sums, &|s| fold(u64::from(s.rows)));
-            let blocks = m.div_ceil(BLOCK) as u32;
-            per_segment(pass, &p.col_blocks, &|s| ((n as u32).div_ceil(RWG), s.matrices * blocks));
+        if self.shape.factored {
+            per_segment(pass, &p.row_sums, |g| g.rows);
+            per_segment(pass, &p.col_blocks, |g| g.col_blocks);
         }
-        per_segment(pass, &p.p_sums, &|s| fold(u64::from(s.chunks)));
-        if factored {
-            once(pass, &p.finalize_vars, fold(((matrices * (m + n)) as u64).div_ceil(u64::from(RWG))));
+        per_segment(pass, &p.p_sums, |g| g.chunks);
+        if self.shape.factored {
+            once(pass, &p.finalize_vars, self.vars_grid);
         }
         once(pass, &p.finalize_alpha, (1, 1));
-        per_segment(pass, &p.u_sums, &|s| fold(u64::from(s.chunks)));
+        per_segment(pass, &p.u_sums, |g| g.chunks);
         once(pass, &p.finalize_coef, (1, 1));
-        per_segment(pass, &p.update, &|s| fold(u64::from(s.len.div_ceil(wg))));
+        per_segment(pass, &p.update, |g| g.elements);
     }
 }

@@ -79,6 +79,19 @@ impl Tuning {
                 self.segment_bytes
             ));
         }
+        // Every per-sub-range dispatch gives each workgroup at least one element: a grid of
+        // max² workgroups covers a sub-range whole, whatever the kernel.
+        let max = u64::from(self.max_workgroups_per_dimension);
+        let elements = crate::ElementFormat::F32.elements_in(self.segment_bytes);
+        if max * max < elements {
+            return bad(format!(
+                "max_workgroups_per_dimension {max} gives grids of {} workgroups, fewer than the {elements} \
+                 elements of a sub-range (segment_bytes {}): raise it to at least {} or lower segment_bytes",
+                max * max,
+                self.segment_bytes,
+                elements.isqrt() + u64::from(elements.isqrt() * elements.isqrt() < elements)
+            ));
+        }
         if self.buffer_bytes < self.segment_bytes || self.buffer_bytes > limits.max_buffer_size {
             return bad(format!(
                 "buffer_bytes {} must be at least segment_bytes ({}) and at most the device's max_buffer_size {}",

@@ -288,7 +288,7 @@ impl GpuOptimizer {
     pub(crate) fn record_step(&self, pass: &mut wgpu::ComputePass<'_>) {
         let Some(pipelines) = &self.pipelines else {
             for f in &self.factored {
-                f.record_stages(&self.ctx, pass);
+                f.record_stages(pass);
             }
             if let Some(f) = self.factored.first() {
                 f.record_advance(pass);

@@ -340,3 +340,56 @@ fn a_parameter_bound_twice_or_over_a_gradient_is_refused() {
     ));
     assert_eq!(groups.groups().len(), 1);
 }
+
+#[test]
+fn every_dispatch_covers_its_range_under_any_tuning_that_validates() {
+    use wgpu_optim::{Adafactor, GradControl};
+    let align = u64::from(ctx().limits().min_storage_buffer_offset_alignment).max(16);
+    let seg = 1024u64.next_multiple_of(align);
+    let elements = (seg / 4) as u32;
+    // A grid too small for a sub-range is refused when the tuning is.
+    let too_small = ctx().with_tuning(wgpu_optim::Tuning {
+        max_workgroups_per_dimension: 2,
+        segment_bytes: seg,
+        buffer_bytes: 64 * seg,
+        ..*ctx().tuning()
+    });
+    match too_small {
+        Err(Error::InvalidTuning(m)) => assert!(m.contains("max_workgroups_per_dimension 2"), "{m}"),
+        other => panic!("expected InvalidTuning, got {other:?}"),
+    }
+    // The smallest that validates: one element per workgroup at most, everything covered.
+    let side = elements.isqrt() + u32::from(elements.isqrt() * elements.isqrt() < elements);
+    let ctx = ctx_with(|t| {
+        t.max_workgroups_per_dimension = side;
+        t.segment_bytes = seg;
+        t.buffer_bytes = 64 * seg;
+    });
+    let n = 16384;
+    let control = GradControl { max_norm: Some(1.0), ..Default::default() };
+    let mut gpu =
+        ParamGroups::from_optimizers(vec![GpuOptimizer::new(&ctx, AdamW::new(1e-2), &params(n)).unwrap()]).unwrap();
+    gpu.set_grad_control(Some(control)).unwrap();
+    let mut cpu = CpuOptimizer::new(AdamW::new(1e-2), &params(n)).unwrap();
+    cpu.set_grad_control(Some(control)).unwrap();
+    let g: Vec<f32> = grads(n, 1).iter().map(|x| x * 10.0).collect();
+    gpu.groups()[0].grads().write(&ctx, &g).unwrap();
+    gpu.run(1).unwrap();
+    cpu.step(&g).unwrap();
+    let (on_gpu, on_cpu) = (gpu.read_grad_control().unwrap().unwrap(), cpu.last_grad_control().unwrap());
+    assert!((on_gpu[3] - on_cpu[3]).abs() <= 1e-5 * on_cpu[3], "norm: gpu {on_gpu:?} cpu {on_cpu:?}");
+    // A NaN far into the tensor is found.
+    let mut bad = g.clone();
+    bad[10_000] = f32::NAN;
+    gpu.groups()[0].grads().write(&ctx, &bad).unwrap();
+    gpu.run(1).unwrap();
+    assert_eq!(gpu.read_grad_control().unwrap().unwrap()[2], 1.0);
+    // Adafactor's reductions over many sub-ranges of whole matrices.
+    let shape = [64, 16, 16];
+    let mut a = GpuOptimizer::with_shape(&ctx, Adafactor::new(1e-2), &params(n), &shape).unwrap();
+    let mut c = CpuOptimizer::with_shape(Adafactor::new(1e-2), &params(n), &shape).unwrap();
+    a.step(&grads(n, 1)).unwrap();
+    c.step(&grads(n, 1)).unwrap();
+    let got = a.read_params().unwrap();
+    assert_close("adafactor", got.as_slice().unwrap(), c.params().as_slice().unwrap(), 1e-2, 1, 36.0);
+}
