@@ -81,11 +81,13 @@ impl CpuOptimizer {
             return Err(Error::LengthMismatch { what: "params (shape)", expected: numel, actual: params.len() });
         }
         let state = (0..optimizer.kernel().state.len())
-            .map(|i| Array1::from_elem(optimizer.state_len(i, shape), optimizer.state_init(i)))
-            .collect();
+            .map(|i| host_array(optimizer.state_len(i, shape), optimizer.state_init(i)))
+            .collect::<Result<_>>()?;
+        let mut copy = host_array(params.len(), 0.0)?;
+        copy.as_slice_mut().ok_or_else(not_contiguous)?.copy_from_slice(params);
         Ok(CpuOptimizer {
             optimizer,
-            params: Array1::from(params.to_vec()),
+            params: copy,
             shape: shape.to_vec(),
             state,
             step: 0,
@@ -267,6 +269,18 @@ impl CpuOptimizer {
     pub fn state_tensor(&self, name: &str) -> Option<&Array1<f32>> {
         self.state().find(|(s, _)| s.role == name || s.torch_name == name).map(|(_, t)| t)
     }
+}
+
+/// `len` copies of `value`, or `Error::OutOfMemory` where the host cannot hold them (not an
+/// abort).
+fn host_array(len: usize, value: f32) -> Result<Array1<f32>> {
+    let mut v: Vec<f32> = Vec::new();
+    v.try_reserve_exact(len).map_err(|e| Error::OutOfMemory {
+        during: "allocating CPU optimizer state",
+        message: format!("{len} f32 values: {e}"),
+    })?;
+    v.resize(len, value);
+    Ok(Array1::from(v))
 }
 
 fn not_contiguous() -> Error {

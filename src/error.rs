@@ -47,7 +47,7 @@ pub enum Error {
     },
 
     /// A buffer handed in by the user lacks a usage flag the step needs.
-    #[error("{what}: the buffer lacks usage {missing:?}; create it with `BufferUsages::{missing:?}`")]
+    #[error("{what}: the buffer lacks usage {names}; create it with `wgpu::BufferUsages::{names}` added", names = usage_names(*missing))]
     MissingUsage {
         /// Which argument.
         what: &'static str,
@@ -134,6 +134,15 @@ pub enum Error {
         end: u64,
     },
 
+    /// A parameter group index past the last group.
+    #[error("param group {index} does not exist: there are {groups} groups (0..{groups})")]
+    NoSuchGroup {
+        /// The index given.
+        index: usize,
+        /// How many groups there are.
+        groups: usize,
+    },
+
     /// The optimizer's step uses something this build cannot run yet (a stage kind, say).
     #[error("unsupported: {0}")]
     Unsupported(String),
@@ -164,7 +173,7 @@ pub enum Error {
     },
 
     /// The device ran out of memory (allocating tensors, state or scratch buffers).
-    #[error("out of GPU memory during {during}: {message}; use fewer or smaller tensors, or free other buffers")]
+    #[error("out of memory during {during}: {message}; use fewer or smaller tensors, or free other buffers")]
     OutOfMemory {
         /// What the crate was doing.
         during: &'static str,
@@ -188,3 +197,8 @@ pub enum Error {
 
 /// Shorthand used throughout the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Usage flags by their names, `COPY_SRC | STORAGE`.
+fn usage_names(usages: wgpu::BufferUsages) -> String {
+    usages.iter_names().map(|(name, _)| name).collect::<Vec<_>>().join(" | ")
+}

@@ -273,6 +273,27 @@ impl GpuContext {
         }
     }
 
+    /// Refuses an allocation of `bytes` that cannot succeed, before anything is allocated: on
+    /// a CPU device (lavapipe, SwiftShader) buffers are host memory, and a request beyond the
+    /// host's available memory would abort the process inside the driver. A GPU's own memory
+    /// cannot be queried through wgpu; its out-of-memory errors come back as
+    /// [`Error::OutOfMemory`] from the allocation's error scope.
+    pub(crate) fn check_allocation(&self, during: &'static str, bytes: u64) -> Result<()> {
+        if self.adapter_info().device_type != wgpu::DeviceType::Cpu {
+            return Ok(());
+        }
+        match host_memory_available() {
+            Some(available) if bytes > available => Err(Error::OutOfMemory {
+                during,
+                message: format!(
+                    "{bytes} bytes requested, {available} bytes of host memory available (this CPU device's \
+                     buffers are host memory)"
+                ),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Blocks until all submitted work has finished.
     pub fn wait(&self) -> Result<()> {
         self.inner
@@ -298,4 +319,13 @@ fn adapter_rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
         _ => 0,
     };
     (kind, backend)
+}
+
+/// The host memory available to new allocations (Linux's `MemAvailable`), where the system
+/// says.
+fn host_memory_available() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
 }

@@ -91,6 +91,9 @@ impl ParamGroups {
         if groups.is_empty() {
             return Err(Error::Empty { what: "param groups" });
         }
+        if groups.iter().any(|g| g.params.is_empty()) {
+            return Err(Error::Empty { what: "a param group's tensors (give each group at least one)" });
+        }
         let tensors: Vec<(usize, &ParamGroup<'_>)> = groups.iter().enumerate().collect();
         check_groups_disjoint(&tensors)?;
         let all_grads: Vec<GpuTensor> = groups.iter().flat_map(|g| g.grads.iter().map(|t| (*t).clone())).collect();
@@ -103,6 +106,9 @@ impl ParamGroups {
     /// One group's optimizer over its tensors (each tensor's sub-ranges kept, for per-tensor
     /// reductions).
     fn build(ctx: &GpuContext, g: ParamGroup<'_>) -> Result<GpuOptimizer> {
+        if g.params.is_empty() {
+            return Err(Error::Empty { what: "a param group's tensors (give each group at least one)" });
+        }
         let shapes = g.checked_shapes()?;
         if g.params.len() != g.grads.len() {
             return Err(Error::LengthMismatch {
@@ -414,20 +420,14 @@ impl ParamGroups {
         schedule: Option<Box<dyn crate::schedule::Schedule>>,
     ) -> Result<()> {
         let n = self.groups.len();
-        self.groups
-            .get_mut(index)
-            .ok_or(Error::LengthMismatch { what: "group index", expected: n, actual: index })?
-            .set_schedule(schedule)
+        self.groups.get_mut(index).ok_or(Error::NoSuchGroup { index, groups: n })?.set_schedule(schedule)
     }
 
     /// Changes group `index`'s configuration between steps (see
     /// [`GpuOptimizer::reconfigure`]): a different learning rate or weight decay per group.
     pub fn reconfigure(&mut self, index: usize, optimizer: impl Into<Box<dyn Optimizer>>) -> Result<()> {
         let n = self.groups.len();
-        self.groups
-            .get_mut(index)
-            .ok_or(Error::LengthMismatch { what: "group index", expected: n, actual: index })?
-            .reconfigure(optimizer)
+        self.groups.get_mut(index).ok_or(Error::NoSuchGroup { index, groups: n })?.reconfigure(optimizer)
     }
 }
 

@@ -52,6 +52,10 @@ pub struct GpuTensor {
     segments: Vec<Segment>,
 }
 
+/// The most sub-ranges one tensor may have (2^20 sub-ranges of 128 MiB are 128 TiB): a
+/// bound on the host's bookkeeping before anything is allocated.
+const MAX_SEGMENTS: usize = 1 << 20;
+
 /// The usages of every buffer this crate allocates for a tensor.
 pub const TENSOR_USAGES: wgpu::BufferUsages =
     wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_SRC).union(wgpu::BufferUsages::COPY_DST);
@@ -72,6 +76,15 @@ impl GpuTensor {
         if len == 0 {
             return Err(Error::Empty { what: "tensor" });
         }
+        let bytes = format.size_of("tensor", len)?;
+        let segments = len.div_ceil(seg_len.max(1));
+        if segments > MAX_SEGMENTS {
+            return Err(Error::OverLimit(format!(
+                "a tensor of {len} elements ({bytes} bytes) would be {segments} sub-ranges, more than {MAX_SEGMENTS}: \
+                 no device holds it; split the model or raise Tuning::segment_bytes"
+            )));
+        }
+        ctx.check_allocation("allocating a tensor", bytes)?;
         Self::zeros_in(ctx, format, &segment_lens(len, seg_len))
     }
 
@@ -94,6 +107,10 @@ impl GpuTensor {
                 _ => plan.push((bytes, vec![(0, l)])),
             }
         }
+        let total = plan.iter().try_fold(0u64, |t, (size, _)| t.checked_add(size.next_multiple_of(16)));
+        let total =
+            total.ok_or_else(|| Error::OverLimit(format!("a tensor of {lens:?} elements exceeds u64 bytes")))?;
+        ctx.check_allocation("allocating a tensor", total)?;
         let mut segments = Vec::with_capacity(lens.len());
         ctx.scoped("allocating a tensor", || {
             for (size, parts) in plan {
@@ -356,6 +373,9 @@ impl GpuTensor {
 
     /// Overwrites the tensor with `bytes`, its elements in its own format.
     pub fn write_bytes(&self, ctx: &GpuContext, bytes: &[u8]) -> Result<()> {
+        if self.segments.iter().any(|s| !s.buffer.usage().contains(wgpu::BufferUsages::COPY_DST)) {
+            return Err(Error::MissingUsage { what: "tensor write", missing: wgpu::BufferUsages::COPY_DST });
+        }
         let expected = self.format.size_of("tensor write", self.len)?;
         if bytes.len() as u64 != expected {
             return Err(Error::LengthMismatch {

@@ -393,3 +393,64 @@ fn every_dispatch_covers_its_range_under_any_tuning_that_validates() {
     let got = a.read_params().unwrap();
     assert_close("adafactor", got.as_slice().unwrap(), c.params().as_slice().unwrap(), 1e-2, 1, 36.0);
 }
+
+#[test]
+fn sizes_beyond_the_device_or_the_host_are_errors_before_anything_is_allocated() {
+    use wgpu_optim::GpuTensor;
+    let ctx = ctx();
+    // Element counts whose bytes overflow, or whose bookkeeping alone would not fit.
+    for len in [usize::MAX, usize::MAX / 4, 1 << 61] {
+        match GpuTensor::zeros(&ctx, len) {
+            Err(Error::OverLimit(m)) => assert!(m.contains(&len.to_string()), "{m}"),
+            other => panic!("{len}: expected OverLimit, got {other:?}"),
+        }
+        assert!(matches!(GpuTensor::filled(&ctx, len, 1.0), Err(Error::OverLimit(_))));
+    }
+    // 4 TiB on a device whose buffers are host memory: refused, not an abort in the driver.
+    if ctx.adapter_info().device_type == wgpu::DeviceType::Cpu {
+        match GpuTensor::zeros(&ctx, 1 << 40) {
+            Err(e @ Error::OutOfMemory { .. }) => assert!(e.to_string().contains("host memory"), "{e}"),
+            other => panic!("expected OutOfMemory, got {other:?}"),
+        }
+    }
+    // An Adafactor shape whose product overflows.
+    assert!(matches!(
+        GpuOptimizer::with_shape(&ctx, wgpu_optim::Adafactor::default(), &params(4), &[usize::MAX, 2, 2]),
+        Err(Error::OverLimit(_))
+    ));
+}
+
+#[test]
+fn messages_name_what_failed() {
+    use wgpu_optim::{GpuTensor, ParamGroup};
+    let ctx = ctx();
+    let storage = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: 1024,
+        usage: wgpu::BufferUsages::STORAGE,
+        mapped_at_creation: false,
+    });
+    let t = GpuTensor::from_buffer(&ctx, &storage, 0, 256).unwrap();
+    let read = t.read(&ctx).unwrap_err().to_string();
+    assert!(read.contains("lacks usage COPY_SRC") && !read.contains("BufferUsages("), "{read}");
+    // Gradients the host cannot write: named, not wgpu's text.
+    let p = GpuTensor::from_slice(&ctx, &params(256)).unwrap();
+    let mut gpu = GpuOptimizer::from_tensors(&ctx, AdamW::new(1e-2), p, t).unwrap();
+    match gpu.step(&grads(256, 1)) {
+        Err(e @ Error::MissingUsage { .. }) => assert!(e.to_string().contains("COPY_DST"), "{e}"),
+        other => panic!("expected MissingUsage, got {other:?}"),
+    }
+    let a = GpuTensor::from_slice(&ctx, &params(8)).unwrap();
+    let ga = GpuTensor::zeros(&ctx, 8).unwrap();
+    let mut groups = ParamGroups::new(&ctx, vec![ParamGroup::new(AdamW::new(1e-2), vec![&a], vec![&ga])]).unwrap();
+    match groups.reconfigure(5, AdamW::new(1e-3)) {
+        Err(e @ Error::NoSuchGroup { index: 5, groups: 1 }) => assert!(e.to_string().contains("group 5"), "{e}"),
+        other => panic!("expected NoSuchGroup, got {other:?}"),
+    }
+    assert!(matches!(groups.set_group_schedule(2, None), Err(Error::NoSuchGroup { index: 2, .. })));
+    match ParamGroups::new(&ctx, vec![ParamGroup::new(AdamW::new(1e-2), vec![], vec![])]) {
+        Err(e @ Error::Empty { .. }) => assert!(e.to_string().contains("param group"), "{e}"),
+        Err(e) => panic!("expected Empty, got {e}"),
+        Ok(_) => panic!("expected Empty, got Ok"),
+    }
+}
