@@ -5,14 +5,12 @@
 #[non_exhaustive]
 pub enum Error {
     /// No GPU adapter matched the request (or none exists on this machine).
-    #[error(
-        "no GPU adapter found{detail}. Install a Vulkan driver; on a machine without a GPU, \
-         Mesa's software device lavapipe works (Debian/Ubuntu: `apt-get install mesa-vulkan-drivers libvulkan1`). \
-         WGPU_BACKEND and WGPU_ADAPTER_NAME select among several adapters"
-    )]
+    #[error("no GPU adapter found{detail}. {advice}")]
     NoAdapter {
         /// What was asked for, e.g. ` named "rtx"`.
         detail: String,
+        /// What to do, for the backends asked for.
+        advice: String,
     },
 
     /// The adapter refused to create a device.

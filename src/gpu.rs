@@ -121,6 +121,39 @@ pub struct AdapterRequest {
     pub name: Option<String>,
 }
 
+impl AdapterRequest {
+    /// From `WGPU_BACKEND` and `WGPU_ADAPTER_NAME`, as [`Default`], but a `WGPU_BACKEND` that
+    /// names no backend is an error instead of being ignored.
+    pub fn from_env() -> Result<Self> {
+        if let Ok(v) = std::env::var("WGPU_BACKEND")
+            && !v.trim().is_empty()
+            && wgpu::Backends::from_env().is_none()
+        {
+            return Err(Error::NoAdapter {
+                detail: format!(": WGPU_BACKEND={v:?} names no backend"),
+                advice: "Use vulkan, metal, dx12, gl or webgpu (comma-separated), or unset it".into(),
+            });
+        }
+        Ok(Self::default())
+    }
+}
+
+/// What to do when no adapter of `backends` exists.
+fn no_adapter_advice(backends: wgpu::Backends) -> String {
+    let select = "WGPU_BACKEND and WGPU_ADAPTER_NAME select among several adapters";
+    if backends.contains(wgpu::Backends::VULKAN) {
+        format!(
+            "Install a Vulkan driver; on a machine without a GPU, Mesa's software device lavapipe works \
+             (Debian/Ubuntu: `apt-get install mesa-vulkan-drivers libvulkan1`). {select}"
+        )
+    } else {
+        format!(
+            "This machine has no adapter of {backends:?}: choose a backend it has (unset WGPU_BACKEND to \
+             search Vulkan, Metal, DX12 and WebGPU). {select}"
+        )
+    }
+}
+
 impl Default for AdapterRequest {
     fn default() -> Self {
         AdapterRequest {
@@ -161,7 +194,7 @@ impl std::fmt::Debug for GpuContext {
 impl GpuContext {
     /// Opens the best adapter (see [`GpuContext::with_request`]) with default tuning.
     pub fn new() -> Result<Self> {
-        Self::with_request(&AdapterRequest::default())
+        Self::with_request(&AdapterRequest::from_env()?)
     }
 
     /// Opens an adapter: among those matching the request, a discrete GPU is preferred to an
@@ -184,6 +217,7 @@ impl GpuContext {
                     Some(n) => format!(" named like {n:?} on backends {:?}", request.backends),
                     None => format!(" on backends {:?}", request.backends),
                 },
+                advice: no_adapter_advice(request.backends),
             })?;
         let limits = adapter.limits();
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {

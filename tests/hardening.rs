@@ -454,3 +454,17 @@ fn messages_name_what_failed() {
         Ok(_) => panic!("expected Empty, got Ok"),
     }
 }
+
+#[test]
+fn no_adapter_advice_fits_the_backends_asked_for() {
+    use wgpu_optim::{AdapterRequest, GpuContext};
+    // A backend this machine lacks (Metal off Apple; Vulkan where there is Metal): no advice
+    // to install the other one's driver.
+    let missing = if cfg!(target_vendor = "apple") { wgpu::Backends::VULKAN } else { wgpu::Backends::METAL };
+    let err = GpuContext::with_request(&AdapterRequest { backends: missing, name: None }).unwrap_err();
+    assert!(matches!(err, Error::NoAdapter { .. }), "{err}");
+    let text = err.to_string();
+    if missing == wgpu::Backends::METAL {
+        assert!(!text.contains("mesa-vulkan-drivers") && text.contains("WGPU_BACKEND"), "{text}");
+    }
+}

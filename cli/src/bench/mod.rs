@@ -10,7 +10,7 @@ mod sets;
 
 pub use check::{Agreement, agreement, max_change, worst_error};
 pub use roof::{cpu_roof, gpu_copy_roof};
-pub use run::{Clock, GpuClock, GpuWorkload, Storage, Workload};
+pub use run::{Clock, GpuClock, GpuWorkload, Storage, Workload, state_bytes};
 pub use sets::{MODEL_SETS, TensorSet, gpt2_shapes};
 
 use wgpu_optim::optim::Optimizer;

@@ -163,8 +163,7 @@ impl Workload {
 
     /// GPU memory the workload takes: parameters, gradients and state.
     pub fn gpu_bytes(&self) -> u64 {
-        let states = (0..self.optimizer.kernel().state.len()).filter(|&i| self.optimizer.uses_state(i)).count();
-        4 * (2 + states as u64) * self.set.total() as u64
+        state_bytes(&*self.optimizer, &self.set)
     }
 
     /// The workload on the GPU, in `storage`, gradients resident.
@@ -306,4 +305,11 @@ impl GpuWorkload {
         run()?; // warm-up: first-use costs (pipelines, memory residency)
         best_of(3, Duration::from_millis(500), k, run)
     }
+}
+
+/// Bytes of parameters, gradients and state of `o` over `set` — on the GPU, and as large
+/// again in the host arrays of the CPU side: known before anything is allocated.
+pub fn state_bytes(o: &dyn Optimizer, set: &TensorSet) -> u64 {
+    let states = (0..o.kernel().state.len()).filter(|&i| o.uses_state(i)).count();
+    4 * (2 + states as u64) * set.total() as u64
 }

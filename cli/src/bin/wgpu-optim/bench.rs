@@ -20,6 +20,13 @@ pub fn bench(
     json: Option<PathBuf>,
     markdown: bool,
 ) -> AnyResult<()> {
+    // The output file is opened before any work, so a bad path fails at once, by name.
+    let json_file = match &json {
+        Some(path) => Some(
+            std::fs::File::create(path).map_err(|e| format!("--json {}: cannot write there: {e}", path.display()))?,
+        ),
+        None => None,
+    };
     let mut sets = Vec::new();
     for name in set {
         if name == "one" {
@@ -37,9 +44,11 @@ pub fn bench(
     if markdown {
         print!("{}", bench::markdown(&rows));
     }
-    if let Some(path) = json {
+    if let (Some(path), Some(mut file)) = (json, json_file) {
+        use std::io::Write;
         let report = serde_json::json!({ "machine": machine, "measurements": bench::json(&rows) });
-        std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+        file.write_all(serde_json::to_string_pretty(&report)?.as_bytes())
+            .map_err(|e| format!("--json {}: {e}", path.display()))?;
         println!("wrote {}", path.display());
     }
     Ok(())
@@ -82,15 +91,15 @@ fn bench_command(
     let mut rows = Vec::new();
     for o in opts {
         for set in sets {
-            let w = Workload::new(o.clone_box(), set.clone());
-            if w.gpu_bytes() > plan.max_bytes {
-                let gib = w.gpu_bytes() as f64 / 1073741824.0;
-                bar.suspend(|| {
-                    println!("{} {}: skipped, {gib:.1} GiB of GPU state exceeds --max-gib", o.name(), set.name)
-                });
+            // Checked before the workload's host arrays exist.
+            let bytes = bench::state_bytes(&**o, set);
+            if bytes > plan.max_bytes {
+                let gib = bytes as f64 / 1073741824.0;
+                bar.suspend(|| println!("{} {}: skipped, {gib:.1} GiB of state exceeds --max-gib", o.name(), set.name));
                 bar.inc(units_per(set, plan));
                 continue;
             }
+            let w = Workload::new(o.clone_box(), set.clone());
             match measure(&ctx, &clock, &w, plan, &bar) {
                 Ok(measured) => rows.extend(measured),
                 // A workload the device cannot hold is skipped; any other error, a wrong
@@ -122,6 +131,9 @@ fn bench_command(
     line(&bench::COLUMNS.map(String::from));
     for m in &rows {
         line(&m.cells());
+    }
+    if rows.is_empty() {
+        return Err("every workload was skipped: raise --max-gib or choose smaller --log2-sizes".into());
     }
     Ok((rows, machine))
 }

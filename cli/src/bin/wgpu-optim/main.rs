@@ -36,13 +36,15 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_value = "one")]
         set: Vec<String>,
         /// Sizes of `one`, as powers of two (parameters per step).
-        #[arg(long, value_delimiter = ',', default_values_t = [16u32, 18, 20, 22, 24, 26])]
+        #[arg(long, value_delimiter = ',', default_values_t = [16u32, 18, 20, 22, 24, 26],
+              value_parser = clap::value_parser!(u32).range(0..=40))]
         log2_sizes: Vec<u32>,
-        /// Skip workloads whose GPU state (parameters, gradients, optimizer state) exceeds this.
-        #[arg(long, default_value_t = 16.0)]
+        /// Skip workloads whose GPU state (parameters, gradients, optimizer state) — or the host
+        /// arrays of the CPU side, which are as large — exceeds this.
+        #[arg(long, default_value_t = 16.0, value_parser = positive_gib)]
         max_gib: f64,
-        /// GPU steps per submit (all in one compute pass).
-        #[arg(long, default_value_t = 20)]
+        /// GPU steps per submit (all in one compute pass), 1 to 128.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=128))]
         steps_per_submit: u32,
         /// Threads for the CPU parallel baseline (default: all cores).
         #[arg(long)]
@@ -60,11 +62,11 @@ enum Command {
     /// Measure AdamW on the GPU at each workgroup size, elements per invocation and physical
     /// buffer size, to choose the `Tuning` for an adapter.
     Tune {
-        /// Parameters, as a power of two.
-        #[arg(long, default_value_t = 24)]
+        /// Parameters, as a power of two (0 to 40).
+        #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u32).range(0..=40))]
         log2_size: u32,
-        /// GPU steps per submit.
-        #[arg(long, default_value_t = 20)]
+        /// GPU steps per submit, 1 to 128.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=128))]
         steps_per_submit: u32,
     },
     /// Check every optimizer on the GPU against the CPU reference and print the worst error.
@@ -79,8 +81,8 @@ enum Command {
     /// Every optimizer on the classic test functions (many starts as one GPU batch) and on
     /// small models trained on the GPU: pictures (PNG) and a convergence table (markdown, JSON).
     Demo {
-        /// Folder for the pictures and tables.
-        #[arg(long, default_value = "docs/demo")]
+        /// Folder for the pictures and tables (`--out docs/demo` regenerates README's copies).
+        #[arg(long, default_value = "demo-output")]
         out: PathBuf,
         /// Random starts per learning rate on each test function (a multiple of 32).
         #[arg(long, default_value_t = 1024)]
@@ -112,6 +114,14 @@ fn main() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `--max-gib`: a positive, finite number of GiB.
+fn positive_gib(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x.is_finite() && x > 0.0 => Ok(x),
+        _ => Err(format!("{s:?} is not a positive number of GiB (for example 16 or 0.5)")),
     }
 }
 
