@@ -78,6 +78,10 @@ impl Composition {
     }
 }
 
+/// Storage buffers a shaped step binds per stage: the step table and counter; p, g, the
+/// unfactored state, the factored state and the work buffer.
+pub(crate) const SHAPED_STORAGE: u32 = 7;
+
 /// Bytes of a sub-range's reduction window (`SegmentReduce` in shaders/reduce.wgsl).
 pub(crate) const SEGMENT_REDUCE_BYTES: u64 = 16;
 
@@ -175,8 +179,8 @@ pub(crate) struct Engine {
     /// A shaped step's groups ([`crate::factored`]): step table and counter, sub-range and
     /// layout uniforms, gradient control; p, g, the unfactored state, the factored state and
     /// the work buffer.
-    pub shaped_layouts: [wgpu::BindGroupLayout; 2],
-    shaped_pipeline_layout: wgpu::PipelineLayout,
+    /// `None` on a device that binds fewer than [`SHAPED_STORAGE`] storage buffers per stage.
+    shaped: Option<([wgpu::BindGroupLayout; 2], wgpu::PipelineLayout)>,
     /// The gradient-norm kernels' groups: control, partials and sub-range info; one gradient.
     pub norm_layouts: [wgpu::BindGroupLayout; 2],
     norm_pipeline_layout: wgpu::PipelineLayout,
@@ -260,14 +264,23 @@ impl Engine {
             .collect();
         let finalize_layout = group("wgpu-optim reduction finalize", &[storage(0), storage(1), storage(2)]);
         let finalize_pipeline_layout = pipeline_layout(&[&finalize_layout]);
-        let shaped_layouts = [
-            group(
-                "wgpu-optim shaped step uniforms",
-                &[storage(0), storage(1), uniform(2, true, UNIFORM_BYTES), uniform(3, false, UNIFORM_BYTES), control],
-            ),
-            group("wgpu-optim shaped step tensors", &(0..5).map(storage).collect::<Vec<_>>()),
-        ];
-        let shaped_pipeline_layout = pipeline_layout(&[&shaped_layouts[0], &shaped_layouts[1]]);
+        let shaped = (device.limits().max_storage_buffers_per_shader_stage >= SHAPED_STORAGE).then(|| {
+            let layouts = [
+                group(
+                    "wgpu-optim shaped step uniforms",
+                    &[
+                        storage(0),
+                        storage(1),
+                        uniform(2, true, UNIFORM_BYTES),
+                        uniform(3, false, UNIFORM_BYTES),
+                        control,
+                    ],
+                ),
+                group("wgpu-optim shaped step tensors", &(0..5).map(storage).collect::<Vec<_>>()),
+            ];
+            let pipeline = pipeline_layout(&[&layouts[0], &layouts[1]]);
+            (layouts, pipeline)
+        });
         let norm_layouts = [
             group("wgpu-optim grad norm", &[storage(0), storage(1), uniform(2, true, UNIFORM_BYTES), storage(3)]),
             group("wgpu-optim grad norm gradient", &[storage(0)]),
@@ -286,8 +299,7 @@ impl Engine {
             staged_pipeline_layouts,
             finalize_layout,
             finalize_pipeline_layout,
-            shaped_layouts,
-            shaped_pipeline_layout,
+            shaped,
             norm_layouts,
             norm_pipeline_layout,
             monitor_layouts,
@@ -384,7 +396,20 @@ impl Engine {
         let formats = Formats::f32(kernel.state.len());
         let (family, source) = (kernel.family, kernel.source);
         let module = Module { family, source, composition: Composition::OwnEntries, formats: &formats };
-        self.pipeline(ctx, &module, &self.shaped_pipeline_layout, true, entry, constants)
+        let (_, layout) = self.shaped(kernel)?;
+        self.pipeline(ctx, &module, layout, true, entry, constants)
+    }
+
+    /// A shaped step's bind-group and pipeline layouts, or an error naming the limit.
+    pub fn shaped(&self, kernel: &Kernel) -> Result<&([wgpu::BindGroupLayout; 2], wgpu::PipelineLayout)> {
+        self.shaped.as_ref().ok_or_else(|| {
+            Error::OverLimit(format!(
+                "{}'s step binds {SHAPED_STORAGE} storage buffers per shader stage, and this device binds {} \
+                 (max_storage_buffers_per_shader_stage): use a device with more",
+                kernel.family,
+                self.tensor_layouts.len() + 3
+            ))
+        })
     }
 
     /// One entry point of the gradient-norm shader, compiled on first use.

@@ -284,7 +284,8 @@ impl FactoredStep {
                 storage_buffer(ctx, "wgpu-optim unused state", 0),
             )
         })?;
-        let uniform_group = Self::bind_uniforms(ctx, &uniforms, layout_at, bound)?;
+        let uniform_group = Self::bind_uniforms(ctx, kernel, &uniforms, layout_at, bound)?;
+        let shaped_layouts = &ctx.engine().shaped(kernel)?.0;
         let tensor_groups = ctx.scoped("binding a shaped step's tensors", || {
             (0..params.segments().len())
                 .map(|i| {
@@ -298,7 +299,7 @@ impl FactoredStep {
                         factors.as_entire_binding(),
                         work.as_entire_binding(),
                     ];
-                    let layout = &ctx.engine().shaped_layouts[1];
+                    let layout = &shaped_layouts[1];
                     crate::engine::bind_in_order(ctx, "wgpu-optim shaped step tensors", layout, resources.to_vec())
                 })
                 .collect::<Vec<_>>()
@@ -352,14 +353,16 @@ impl FactoredStep {
 
     fn bind_uniforms(
         ctx: &GpuContext,
+        kernel: &Kernel,
         uniforms: &wgpu::Buffer,
         layout_at: u64,
         Bound { steps, control }: Bound<'_>,
     ) -> Result<wgpu::BindGroup> {
+        let layout = &ctx.engine().shaped(kernel)?.0[0];
         ctx.scoped("binding a shaped step's uniforms", || {
             ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
                 label: Some("wgpu-optim shaped step uniforms"),
-                layout: &ctx.engine().shaped_layouts[0],
+                layout,
                 entries: &[
                     wgpu::BindGroupEntry { binding: 0, resource: steps.table.as_entire_binding() },
                     wgpu::BindGroupEntry { binding: 1, resource: steps.counter.as_entire_binding() },
@@ -376,7 +379,7 @@ impl FactoredStep {
     /// unless everything was built.
     pub fn rebuilt(&self, ctx: &GpuContext, constants: &[(&'static str, f64)], bound: Bound<'_>) -> Result<Rebuilt> {
         let pipelines = Self::compile(ctx, self.kernel, self.shape.factored, constants)?;
-        let group = Self::bind_uniforms(ctx, &self.uniforms, self.layout_at, bound)?;
+        let group = Self::bind_uniforms(ctx, self.kernel, &self.uniforms, self.layout_at, bound)?;
         Ok(Rebuilt(pipelines, group))
     }
 

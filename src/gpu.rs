@@ -249,8 +249,20 @@ impl GpuContext {
         limits: wgpu::Limits,
         tuning: Tuning,
     ) -> Result<Self> {
+        check_compute(&limits)?;
         tuning.validate(&limits)?;
+        // The engine's layouts, inside error scopes: a device whose limits refuse one gives an
+        // error, not wgpu's panicking default handler.
+        let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let engine = Engine::new(&device);
+        let (v, o) = (pollster::block_on(validation.pop()), pollster::block_on(oom.pop()));
+        if let Some(e) = v {
+            return Err(Error::Wgpu { during: "creating the engine's layouts", message: e.to_string() });
+        }
+        if let Some(e) = o {
+            return Err(Error::OutOfMemory { during: "creating the engine's layouts", message: e.to_string() });
+        }
         Ok(GpuContext { inner: Arc::new(Inner { device_token, device, queue, info, limits, tuning, engine }) })
     }
 
@@ -362,4 +374,22 @@ fn host_memory_available() -> Option<u64> {
     let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     kib.checked_mul(1024)
+}
+
+/// Whether a device can run the step kernels at all: compute shaders, and the four storage
+/// buffers of the smallest step (the step table and counter, p and g).
+fn check_compute(limits: &wgpu::Limits) -> Result<()> {
+    let needs = [
+        ("max_compute_invocations_per_workgroup", limits.max_compute_invocations_per_workgroup, 1),
+        ("max_compute_workgroups_per_dimension", limits.max_compute_workgroups_per_dimension, 1),
+        ("max_compute_workgroup_size_x", limits.max_compute_workgroup_size_x, 1),
+        ("max_storage_buffers_per_shader_stage", limits.max_storage_buffers_per_shader_stage, 4),
+    ];
+    match needs.iter().find(|(_, has, need)| has < need) {
+        Some((name, has, need)) => Err(Error::OverLimit(format!(
+            "this device cannot run the step kernels: its {name} is {has}, they need at least {need} \
+             (a WebGL2-class device runs no compute shaders: use WebGPU, Vulkan, Metal or DX12)"
+        ))),
+        None => Ok(()),
+    }
 }

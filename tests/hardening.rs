@@ -468,3 +468,44 @@ fn no_adapter_advice_fits_the_backends_asked_for() {
         assert!(!text.contains("mesa-vulkan-drivers") && text.contains("WGPU_BACKEND"), "{text}");
     }
 }
+
+/// A device of this machine's adapter, created with `limits` (lower than the adapter's).
+fn device_with(limits: wgpu::Limits) -> (wgpu::Device, wgpu::Queue, wgpu::AdapterInfo) {
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+        backends: wgpu::Backends::PRIMARY,
+        ..wgpu::InstanceDescriptor::new_without_display_handle()
+    });
+    let adapter = pollster::block_on(instance.request_adapter(&Default::default())).expect(
+        "no GPU adapter: install a Vulkan driver (Debian/Ubuntu: apt-get install mesa-vulkan-drivers libvulkan1)",
+    );
+    let info = adapter.get_info();
+    let (device, queue) = pollster::block_on(
+        adapter.request_device(&wgpu::DeviceDescriptor { required_limits: limits, ..Default::default() }),
+    )
+    .unwrap();
+    (device, queue, info)
+}
+
+#[test]
+fn a_device_with_low_limits_gets_errors_naming_the_limit() {
+    use wgpu_optim::GpuContext;
+    // Four storage buffers per stage (the step table and counter, p and g): every optimizer
+    // here keeps state, so each is refused with an error naming the limit — no panic in wgpu's
+    // error handler while the engine's layouts are made — and tensors still work.
+    let (device, queue, info) = device_with(wgpu::Limits::downlevel_defaults());
+    let ctx = GpuContext::from_device(device, queue, info).unwrap();
+    let t = wgpu_optim::GpuTensor::from_slice(&ctx, &params(100)).unwrap();
+    assert_eq!(t.read(&ctx).unwrap(), params(100));
+    for (name, make) in wgpu_optim::optim::ALL {
+        match GpuOptimizer::new(&ctx, make(), &params(100)) {
+            Err(Error::OverLimit(m)) => assert!(m.contains("max_storage_buffers_per_shader_stage"), "{name}: {m}"),
+            other => panic!("{name}: expected OverLimit, got {other:?}"),
+        }
+    }
+    // No compute shaders at all (WebGL2's limits): refused when the context is made.
+    let (device, queue, info) = device_with(wgpu::Limits::downlevel_webgl2_defaults());
+    match GpuContext::from_device(device, queue, info) {
+        Err(Error::OverLimit(m)) => assert!(m.contains("max_compute") && m.contains("WebGL2"), "{m}"),
+        other => panic!("expected OverLimit, got {:?}", other.map(|_| ())),
+    }
+}
