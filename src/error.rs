@@ -132,6 +132,13 @@ pub enum Error {
         end: u64,
     },
 
+    /// The device was lost (destroyed, reset or removed): nothing more runs on it.
+    #[error("the GPU device was lost ({reason}): create a new GpuContext and load the last checkpoint")]
+    DeviceLost {
+        /// wgpu's reason and message, or the caller's.
+        reason: String,
+    },
+
     /// A parameter group index past the last group.
     #[error("param group {index} does not exist: there are {groups} groups (0..{groups})")]
     NoSuchGroup {

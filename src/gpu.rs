@@ -173,6 +173,8 @@ struct Inner {
     /// Shared by every context of one device (`with_tuning` keeps it): the device's identity,
     /// which wgpu's own ids cannot give across instances.
     device_token: Arc<()>,
+    /// Why the device was lost, once wgpu says so: every call after it is `DeviceLost`.
+    lost: Lost,
     device: wgpu::Device,
     queue: wgpu::Queue,
     info: wgpu::AdapterInfo,
@@ -230,19 +232,51 @@ impl GpuContext {
         // Every call of this crate runs inside error scopes; anything that still escapes is
         // reported on stderr rather than aborting the process through wgpu's default panic.
         device.on_uncaptured_error(Arc::new(|e| eprintln!("wgpu-optim: uncaptured wgpu error: {e}")));
-        Self::from_device(device, queue, adapter.get_info())
+        // The device is this crate's: its loss is recorded, and reported by every later call.
+        let lost = Lost::default();
+        let record = lost.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            record.set(if message.is_empty() { format!("{reason:?}") } else { format!("{reason:?}: {message}") })
+        });
+        let limits = device.limits();
+        let tuning = Tuning::for_limits(&limits);
+        Self::build(Arc::new(()), lost, device, queue, adapter.get_info(), limits, tuning)
     }
 
     /// Wraps a device and queue the caller already has (for instance a training pipeline's).
-    /// The device's own limits are used; nothing is changed on the device.
+    /// The device's own limits are used; nothing is changed on the device — its device-lost
+    /// callback stays the caller's, so tell this context of a loss with
+    /// [`mark_lost`](Self::mark_lost) to have every later call report [`Error::DeviceLost`].
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Result<Self> {
         let limits = device.limits();
         let tuning = Tuning::for_limits(&limits);
-        Self::build(Arc::new(()), device, queue, info, limits, tuning)
+        Self::build(Arc::new(()), Lost::default(), device, queue, info, limits, tuning)
+    }
+
+    /// Records that the device was lost (`reason` is kept for the errors): for a device the
+    /// caller made, whose device-lost callback is the caller's.
+    pub fn mark_lost(&self, reason: impl Into<String>) {
+        self.inner.lost.set(reason.into());
+    }
+
+    /// `Err(DeviceLost)` once the device is lost. wgpu reports a loss from its maintenance, so
+    /// this first lets it run without waiting (a poll that blocks nothing); with work in flight
+    /// wgpu reports it only once that work is waited for (a read, sync, save, health check or
+    /// `wait`), and every call after that returns the error.
+    pub(crate) fn check_alive(&self) -> Result<()> {
+        if self.inner.lost.get().is_none() {
+            // Its own errors are the loss itself, reported below, or nothing to report here.
+            let _ = self.inner.device.poll(wgpu::PollType::Poll);
+        }
+        match self.inner.lost.get() {
+            Some(reason) => Err(Error::DeviceLost { reason }),
+            None => Ok(()),
+        }
     }
 
     fn build(
         device_token: Arc<()>,
+        lost: Lost,
         device: wgpu::Device,
         queue: wgpu::Queue,
         info: wgpu::AdapterInfo,
@@ -263,14 +297,15 @@ impl GpuContext {
         if let Some(e) = o {
             return Err(Error::OutOfMemory { during: "creating the engine's layouts", message: e.to_string() });
         }
-        Ok(GpuContext { inner: Arc::new(Inner { device_token, device, queue, info, limits, tuning, engine }) })
+        Ok(GpuContext { inner: Arc::new(Inner { device_token, lost, device, queue, info, limits, tuning, engine }) })
     }
 
     /// The same device with other tuning (validated against its limits). Tensors and
     /// optimizers made through one context must not be mixed with another's sub-range size.
     pub fn with_tuning(&self, tuning: Tuning) -> Result<Self> {
         let i = &self.inner;
-        Self::build(i.device_token.clone(), i.device.clone(), i.queue.clone(), i.info.clone(), i.limits.clone(), tuning)
+        let (token, lost) = (i.device_token.clone(), i.lost.clone());
+        Self::build(token, lost, i.device.clone(), i.queue.clone(), i.info.clone(), i.limits.clone(), tuning)
     }
 
     /// Whether `other` runs on the same device (this context, or one made from it by
@@ -306,6 +341,7 @@ impl GpuContext {
     /// Runs `f` inside validation and out-of-memory error scopes and turns anything wgpu
     /// reports into [`Error::Wgpu`], so no wgpu error reaches its default panic handler.
     pub fn scoped<T>(&self, during: &'static str, f: impl FnOnce() -> T) -> Result<T> {
+        self.check_alive()?;
         let device = &self.inner.device;
         let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
@@ -342,11 +378,14 @@ impl GpuContext {
 
     /// Blocks until all submitted work has finished.
     pub fn wait(&self) -> Result<()> {
+        self.check_alive()?;
         self.inner
             .device
             .poll(wgpu::PollType::wait_indefinitely())
             .map(|_| ())
-            .map_err(|e| Error::Wgpu { during: "waiting for the GPU", message: e.to_string() })
+            .map_err(|e| Error::Wgpu { during: "waiting for the GPU", message: e.to_string() })?;
+        // A loss wgpu reported while waiting.
+        self.check_alive()
     }
 }
 
@@ -391,5 +430,19 @@ fn check_compute(limits: &wgpu::Limits) -> Result<()> {
              (a WebGL2-class device runs no compute shaders: use WebGPU, Vulkan, Metal or DX12)"
         ))),
         None => Ok(()),
+    }
+}
+
+/// Whether (and why) a device was lost: shared by its contexts and its lost callback.
+#[derive(Clone, Default)]
+struct Lost(Arc<std::sync::Mutex<Option<String>>>);
+
+impl Lost {
+    fn set(&self, reason: String) {
+        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        slot.get_or_insert(reason);
+    }
+    fn get(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }

@@ -324,6 +324,7 @@ impl GpuTensor {
         };
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(probe)) {
             Ok(Ok(())) => {}
+            Ok(Err(e @ Error::DeviceLost { .. })) => return Err(e),
             Ok(Err(_)) | Err(_) => return Err(Error::ForeignDevice { what: WHAT }),
         }
         let seg_len = ctx.tuning().segment_len(format);

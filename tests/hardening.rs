@@ -509,3 +509,31 @@ fn a_device_with_low_limits_gets_errors_naming_the_limit() {
         other => panic!("expected OverLimit, got {:?}", other.map(|_| ())),
     }
 }
+
+#[test]
+fn every_call_after_the_device_is_lost_says_so() {
+    use wgpu_optim::GpuContext;
+    // A context of its own: the device is destroyed.
+    let ctx = GpuContext::new().unwrap();
+    let mut gpu = GpuOptimizer::new(&ctx, AdamW::new(1e-2), &params(100)).unwrap();
+    gpu.step(&grads(100, 1)).unwrap();
+    ctx.device().destroy();
+    let lost = |r: wgpu_optim::Result<()>, what: &str| match r {
+        Err(e @ Error::DeviceLost { .. }) => assert!(e.to_string().contains("Destroyed"), "{what}: {e}"),
+        other => panic!("{what}: expected DeviceLost, got {other:?}"),
+    };
+    // wgpu reports the loss once the work in flight is waited for (a read, sync, save, health
+    // check or wait); from then on every call says so.
+    lost(ctx.wait(), "wait");
+    lost(gpu.step(&grads(100, 1)), "step");
+    lost(gpu.run(2), "run");
+    lost(gpu.read_params().map(|_| ()), "read");
+    lost(gpu.sync().map(|_| ()), "sync");
+    lost(GpuOptimizer::new(&ctx, AdamW::new(1e-2), &params(100)).map(|_| ()), "new");
+    // A device the caller made keeps the caller's callback; the caller reports the loss.
+    let (device, queue, info) = device_with(wgpu::Limits::default());
+    let theirs = GpuContext::from_device(device, queue, info).unwrap();
+    let mut gpu = GpuOptimizer::new(&theirs, AdamW::new(1e-2), &params(100)).unwrap();
+    theirs.mark_lost("Destroyed by the caller");
+    lost(gpu.step(&grads(100, 1)), "step on the caller's device");
+}
