@@ -62,6 +62,11 @@ pub struct GpuOptimizer {
     reduction: Option<Reduction>,
     /// The scalars of the steps about to be recorded, and the learning rate they end at.
     prepared: (Vec<ScalarBlock>, f64),
+    /// The learning rate before step `t`, at `t % SCALAR_SLOTS`, for the recorded steps:
+    /// where a sync finds steps not taken, the learning rate goes back to before the first.
+    lr_before: Vec<f64>,
+    /// The learning rate before each prepared step.
+    prepared_before: Vec<f64>,
 }
 
 impl std::fmt::Debug for GpuOptimizer {
@@ -192,6 +197,8 @@ impl GpuOptimizer {
             health: None,
             reduction: parts.reduction,
             prepared: (Vec::new(), 0.0),
+            lr_before: vec![0.0; SCALAR_SLOTS as usize],
+            prepared_before: Vec::new(),
         })
     }
 
@@ -242,8 +249,10 @@ impl GpuOptimizer {
         }
         let mut probe = self.optimizer.clone_box();
         let mut blocks = Vec::with_capacity(k as usize);
+        let mut before = Vec::with_capacity(k as usize);
         for j in 0..k {
             let t = self.step + 1 + u64::from(j);
+            before.push(probe.lr());
             if let Some((schedule, base, origin)) = &self.schedule {
                 crate::optim::set_lr_checked(&mut *probe, schedule.lr(*base, t - 1 - origin)).map_err(|e| {
                     Error::InvalidHyperParameter {
@@ -255,12 +264,22 @@ impl GpuOptimizer {
             blocks.push(probe.scalars(t));
         }
         self.prepared = (blocks, probe.lr());
+        self.prepared_before = before;
         Ok(())
     }
 
-    /// The learning rate of the last of `taken` steps: the schedule's for it, or the
-    /// current one without a schedule.
+    /// The learning rate of the last of `taken` steps: the current one if every recorded step
+    /// was taken, else the schedule's for the last taken one (its base before the first).
     fn lr_after(&self, taken: u64) -> f64 {
+        if taken == self.step {
+            // Every recorded step was taken: the learning rate is the current one (which a
+            // reconfiguration may have set since).
+            return self.optimizer.lr();
+        }
+        if taken < self.step && self.step - taken <= u64::from(SCALAR_SLOTS) {
+            // As before the first step not taken, as the CPU keeps it.
+            return self.lr_before[((taken + 1) % u64::from(SCALAR_SLOTS)) as usize];
+        }
         match &self.schedule {
             Some((schedule, base, origin)) if taken > *origin => schedule.lr(*base, taken - 1 - origin),
             Some((_, base, _)) => *base,
@@ -487,8 +506,8 @@ impl GpuOptimizer {
     /// skip-on-inf, every few hundred steps.
     pub fn sync(&mut self) -> Result<u64> {
         let (taken, stale) = self.steps.read_counter_and_stale(&self.ctx)?;
-        self.step = taken;
         let lr = self.lr_after(taken);
+        self.step = taken;
         self.optimizer.set_lr(lr);
         if stale {
             self.steps.set_counter(&self.ctx, taken as u32)?;
@@ -499,6 +518,10 @@ impl GpuOptimizer {
 
     /// Counts `k` recorded steps: the step count and the learning rate they end at.
     pub(crate) fn advance(&mut self, k: u32) {
+        for (j, &lr) in self.prepared_before.iter().take(k as usize).enumerate() {
+            let t = self.step + 1 + j as u64;
+            self.lr_before[(t % u64::from(SCALAR_SLOTS)) as usize] = lr;
+        }
         self.step += u64::from(k);
         if k > 0 {
             self.optimizer.set_lr(self.prepared.1);
