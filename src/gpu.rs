@@ -204,10 +204,7 @@ impl GpuContext {
     /// requested with the adapter's own limits, not wgpu's conservative defaults, so large
     /// bindings and buffers are available.
     pub fn with_request(request: &AdapterRequest) -> Result<Self> {
-        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
-            backends: request.backends,
-            ..wgpu::InstanceDescriptor::new_without_display_handle()
-        });
+        let instance = instance_for(request.backends);
         let adapters = pollster::block_on(instance.enumerate_adapters(request.backends));
         let wanted = request.name.as_ref().map(|n| n.to_lowercase());
         let adapter = adapters
@@ -445,4 +442,21 @@ impl Lost {
     fn get(&self) -> Option<String> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
+}
+
+/// One process-wide wgpu instance per set of backends: every context this crate creates draws
+/// its device from it, so buffer ids of two such contexts never collide (wgpu's ids are per
+/// instance), and a buffer of another context is told apart by its device.
+fn instance_for(backends: wgpu::Backends) -> wgpu::Instance {
+    static INSTANCES: std::sync::Mutex<Vec<(wgpu::Backends, wgpu::Instance)>> = std::sync::Mutex::new(Vec::new());
+    let mut all = INSTANCES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, i)) = all.iter().find(|(b, _)| *b == backends) {
+        return i.clone();
+    }
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+        backends,
+        ..wgpu::InstanceDescriptor::new_without_display_handle()
+    });
+    all.push((backends, instance.clone()));
+    instance
 }

@@ -169,6 +169,14 @@ impl GpuOptimizer {
             bound.push((format!("the gradient of tensor {i}"), g, false));
         }
         crate::tensor::check_disjoint(&bound)?;
+        // Every distinct buffer on this context's device (a bind group would not tell).
+        let mut buffers: Vec<&wgpu::Buffer> =
+            params.segments().iter().chain(grads.segments()).map(|s| &s.buffer).collect();
+        buffers.sort();
+        buffers.dedup();
+        for b in buffers {
+            crate::tensor::check_device(ctx, b, "a tensor bound to the optimizer")?;
+        }
         let kernel = optimizer.kernel();
         let steps = StepTable::new(ctx, kernel.scalar_size)?;
         let step_group = bind_step(ctx, &steps, &steps.control)?;

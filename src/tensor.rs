@@ -52,6 +52,30 @@ pub struct GpuTensor {
     segments: Vec<Segment>,
 }
 
+/// `Err(ForeignDevice)` unless `buffer` belongs to `ctx`'s device. wgpu validates a buffer's
+/// device when a command uses it, not when a bind group does: an (unsubmitted) state
+/// transition asks it now. A buffer of another wgpu *instance* makes wgpu 30 panic on the
+/// unknown id instead; that is caught and reported the same way — unless its id happens to be
+/// a live one of this instance, which no check can tell apart (contexts this crate creates
+/// share one process-wide instance, so their buffers never collide).
+pub(crate) fn check_device(ctx: &GpuContext, buffer: &wgpu::Buffer, what: &'static str) -> Result<()> {
+    let probe = || {
+        ctx.scoped("checking a buffer's device", || {
+            let mut probe = ctx.device().create_command_encoder(&Default::default());
+            probe.transition_resources(
+                std::iter::once(wgpu::BufferTransition { buffer, state: wgpu::BufferUses::STORAGE_READ_WRITE }),
+                std::iter::empty(),
+            );
+            drop(probe.finish());
+        })
+    };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(probe)) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e @ Error::DeviceLost { .. })) => Err(e),
+        Ok(Err(_)) | Err(_) => Err(Error::ForeignDevice { what }),
+    }
+}
+
 /// The most sub-ranges one tensor may have (2^20 sub-ranges of 128 MiB are 128 TiB): a
 /// bound on the host's bookkeeping before anything is allocated.
 const MAX_SEGMENTS: usize = 1 << 20;
@@ -308,25 +332,7 @@ impl GpuTensor {
                 ),
             });
         };
-        // wgpu validates a buffer's device when a command uses it, not when a bind group
-        // does: an (unsubmitted) state transition asks it now. A buffer of another wgpu
-        // *instance* makes wgpu 30 panic on the unknown id instead; that is caught and
-        // reported the same way.
-        let probe = || {
-            ctx.scoped("checking a buffer's device", || {
-                let mut probe = ctx.device().create_command_encoder(&Default::default());
-                probe.transition_resources(
-                    std::iter::once(wgpu::BufferTransition { buffer, state: wgpu::BufferUses::STORAGE_READ_WRITE }),
-                    std::iter::empty(),
-                );
-                drop(probe.finish());
-            })
-        };
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(probe)) {
-            Ok(Ok(())) => {}
-            Ok(Err(e @ Error::DeviceLost { .. })) => return Err(e),
-            Ok(Err(_)) | Err(_) => return Err(Error::ForeignDevice { what: WHAT }),
-        }
+        check_device(ctx, buffer, WHAT)?;
         let seg_len = ctx.tuning().segment_len(format);
         let seg_bytes = seg_len as u64 * format.bytes();
         let segments = segment_lens(len, seg_len)

@@ -537,3 +537,22 @@ fn every_call_after_the_device_is_lost_says_so() {
     theirs.mark_lost("Destroyed by the caller");
     lost(gpu.step(&grads(100, 1)), "step on the caller's device");
 }
+
+#[test]
+fn tensors_of_another_device_are_refused_wherever_they_are_bound() {
+    use wgpu_optim::{GpuContext, GpuTensor, ParamGroup};
+    // Two contexts of this crate: one process-wide instance, two devices.
+    let (a, b) = (GpuContext::new().unwrap(), GpuContext::new().unwrap());
+    let (p, g) = (GpuTensor::from_slice(&a, &params(64)).unwrap(), GpuTensor::zeros(&a, 64).unwrap());
+    match GpuOptimizer::from_tensors(&b, AdamW::new(1e-2), p.clone(), g.clone()) {
+        Err(Error::ForeignDevice { .. }) => {}
+        other => panic!("expected ForeignDevice, got {other:?}"),
+    }
+    match ParamGroups::new(&b, vec![ParamGroup::new(AdamW::new(1e-2), vec![&p], vec![&g])]) {
+        Err(Error::ForeignDevice { .. }) => {}
+        Err(e) => panic!("expected ForeignDevice, got {e}"),
+        Ok(_) => panic!("expected ForeignDevice, got Ok"),
+    }
+    // On their own device they are fine.
+    GpuOptimizer::from_tensors(&a, AdamW::new(1e-2), p, g).unwrap();
+}
