@@ -680,7 +680,9 @@ pub(crate) fn grid(groups: u64, max_dim: u32) -> Result<(u32, u32)> {
     let y = groups.div_ceil(x.max(1));
     if y > u64::from(max_dim) {
         return Err(Error::OverLimit(format!(
-            "{groups} workgroups exceed a {max_dim}×{max_dim} grid; lower Tuning::segment_bytes"
+            "{groups} workgroups exceed a {max_dim}×{max_dim} grid (Tuning::max_workgroups_per_dimension): raise \
+             it up to the device's max_compute_workgroups_per_dimension, or split the work (fewer tensors per \
+             group, smaller Tuning::segment_bytes)"
         )));
     }
     Ok((x as u32, y as u32))
