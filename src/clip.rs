@@ -140,7 +140,7 @@ impl NormReducer {
     pub fn new(ctx: &GpuContext, grads: &GpuTensor, control: GradControl) -> Result<Self> {
         control.validate()?;
         // shaders/grad_norm.wgsl sums f32 squares.
-        grads.format().expect("the gradients of a gradient control", crate::ElementFormat::F32)?;
+        grads.format().require("the gradients of a gradient control", crate::ElementFormat::F32)?;
         let engine = ctx.engine();
         let (partial_sums, finalize) =
             (engine.norm_pipeline(ctx, "partial_sums")?, engine.norm_pipeline(ctx, "finalize")?);

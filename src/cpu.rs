@@ -69,17 +69,14 @@ impl CpuOptimizer {
         // The CPU keeps f32 state: another format's slot needs its CPU codec first.
         for (i, slot) in optimizer.kernel().state.iter().enumerate() {
             if optimizer.uses_state(i) {
-                optimizer.state_format(i).expect(slot.torch_name, crate::ElementFormat::F32)?;
+                optimizer.state_format(i).require(slot.torch_name, crate::ElementFormat::F32)?;
             }
         }
         let params = params.as_f32s()?;
         if params.is_empty() {
             return Err(Error::Empty { what: "params" });
         }
-        let numel = crate::optim::numel(shape)?;
-        if numel != params.len() {
-            return Err(Error::LengthMismatch { what: "params (shape)", expected: numel, actual: params.len() });
-        }
+        crate::optim::check_shape("params (shape)", shape, params.len())?;
         let state = (0..optimizer.kernel().state.len())
             .map(|i| host_array(optimizer.state_len(i, shape), optimizer.state_init(i)))
             .collect::<Result<_>>()?;
@@ -139,20 +136,31 @@ impl CpuOptimizer {
                 &self.controlled
             }
         };
-        let p = self.params.as_slice_mut().ok_or_else(not_contiguous)?;
-        let mut state: Vec<&mut [f32]> =
-            self.state.iter_mut().map(|a| a.as_slice_mut().ok_or_else(not_contiguous)).collect::<Result<_>>()?;
-        let state = &mut state[..];
-        let o = &*self.optimizer;
         let parallel = self.threads == Threads::Parallel;
-        if o.kernel().is_shaped() {
-            o.shaped_cpu(step, &self.shape, p, g, state, parallel).inspect_err(|_| self.optimizer.set_lr(old_lr))?;
-        } else if o.kernel().is_staged() {
-            run_stages(o, step, p, g, state, parallel)?;
-        } else if parallel {
-            parallel_split(p, g, state, &|p, g, s| o.update_cpu(step, p, g, s));
-        } else {
-            o.update_cpu(step, p, g, state);
+        let (o, shape) = (&*self.optimizer, &self.shape);
+        let (params, states) = (&mut self.params, &mut self.state);
+        let mut update = || -> Result<()> {
+            let p = params.as_slice_mut().ok_or_else(not_contiguous)?;
+            let mut state: Vec<&mut [f32]> =
+                states.iter_mut().map(|a| a.as_slice_mut().ok_or_else(not_contiguous)).collect::<Result<_>>()?;
+            let state = &mut state[..];
+            if o.kernel().is_shaped() {
+                o.shaped_cpu(step, shape, p, g, state, parallel)
+            } else if o.kernel().is_staged() {
+                run_stages(o, step, p, g, state, parallel)
+            } else {
+                if parallel {
+                    parallel_split(p, g, state, &|p, g, s| o.update_cpu(step, p, g, s));
+                } else {
+                    o.update_cpu(step, p, g, state);
+                }
+                Ok(())
+            }
+        };
+        // A step that fails leaves the learning rate as it was, too.
+        if let Err(e) = update() {
+            self.optimizer.set_lr(old_lr);
+            return Err(e);
         }
         self.step = step;
         if let Some(control) = &mut self.control {
@@ -192,7 +200,10 @@ impl CpuOptimizer {
     /// Saves the state to a safetensors checkpoint, atomically (see
     /// [`GpuOptimizer::save`](crate::GpuOptimizer::save); the two read each other's files).
     pub fn save(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
-        let state = self.state().map(|(slot, t)| (slot, HostTensor::from_f32s(&t.to_vec()))).collect();
+        let state = self
+            .state()
+            .map(|(slot, t)| Ok((slot, HostTensor::from_f32s(t.as_slice().ok_or_else(not_contiguous)?))))
+            .collect::<Result<_>>()?;
         let group = GroupSnapshot::of(&*self.optimizer, self.step, vec![self.shape.clone()], state, &self.schedule);
         let scaler = self.control.and_then(|c| {
             let growth = c.control.scaler?;

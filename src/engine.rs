@@ -34,7 +34,7 @@ impl Formats {
         // The families' WGSL computes in f32 and binds its tensors as `array<V>`: a format whose
         // elements are not f32 needs that family's load and store functions first.
         for f in std::iter::once(&self.params).chain(&self.state) {
-            f.expect("a tensor bound to a step kernel", ElementFormat::F32)?;
+            f.require("a tensor bound to a step kernel", ElementFormat::F32)?;
         }
         let (scalar, vector) = self.params.wgsl();
         Ok(if tail {
@@ -771,7 +771,7 @@ mod tests {
             };
             let formats = super::Formats::f32(kernel.state.len());
             for tail in [false, true] {
-                let source = composition.source(&formats, tail, kernel.source).unwrap();
+                let source = composition.source(&formats, tail, kernel.source).unwrap(); // ok: a test; f32 formats compose
                 let module = naga::front::wgsl::parse_str(&source).unwrap_or_else(|e| panic!("{name}: {e}"));
                 assert_eq!(
                     struct_size(&module, "Scalars"),

@@ -165,7 +165,7 @@ impl FactoredStep {
                 optimizer.name()
             )));
         }
-        params.format().expect("the parameters of a shaped step", ElementFormat::F32)?;
+        params.format().require("the parameters of a shaped step", ElementFormat::F32)?;
         let Factoring { matrices, rows: m, cols: n, factored } = shape;
         if factored && params.segments().iter().any(|s| s.len % (m * n) != 0) {
             return Err(Error::LayoutMismatch {

@@ -66,7 +66,7 @@ impl ElementFormat {
 
     /// `Err(Unsupported)` unless this is `expected`: where a kernel or a host API reads one
     /// format only.
-    pub(crate) fn expect(self, what: &str, expected: ElementFormat) -> Result<()> {
+    pub(crate) fn require(self, what: &str, expected: ElementFormat) -> Result<()> {
         if self == expected {
             Ok(())
         } else {
@@ -107,7 +107,7 @@ impl HostTensor {
     /// The values as f32 (an f32 tensor's own values; other formats are an error until their
     /// conversion exists).
     pub fn to_f32s(&self) -> Result<Vec<f32>> {
-        self.format.expect("a host tensor", ElementFormat::F32)?;
+        self.format.require("a host tensor", ElementFormat::F32)?;
         Ok(self.bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
     }
 }

@@ -256,15 +256,11 @@ impl GpuContext {
         self.inner.lost.set(reason.into());
     }
 
-    /// `Err(DeviceLost)` once the device is lost. wgpu reports a loss from its maintenance, so
-    /// this first lets it run without waiting (a poll that blocks nothing); with work in flight
-    /// wgpu reports it only once that work is waited for (a read, sync, save, health check or
-    /// `wait`), and every call after that returns the error.
+    /// `Err(DeviceLost)` once the device is lost. wgpu reports a loss from its maintenance,
+    /// which runs when work is waited for (a read, sync, save, health check or `wait`); from
+    /// then on every call returns the error. Nothing is polled here: this is on every call's
+    /// path, recording included.
     pub(crate) fn check_alive(&self) -> Result<()> {
-        if self.inner.lost.get().is_none() {
-            // Its own errors are the loss itself, reported below, or nothing to report here.
-            let _ = self.inner.device.poll(wgpu::PollType::Poll);
-        }
         match self.inner.lost.get() {
             Some(reason) => Err(Error::DeviceLost { reason }),
             None => Ok(()),

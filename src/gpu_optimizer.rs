@@ -120,10 +120,8 @@ impl GpuOptimizer {
         let optimizer = optimizer.into();
         optimizer.validate()?;
         let data = params.as_f32s()?;
-        let numel = crate::optim::numel(shape)?;
-        if data.len() != numel {
-            return Err(Error::LengthMismatch { what: "params (shape)", expected: numel, actual: data.len() });
-        }
+        crate::optim::check_shape("params (shape)", shape, data.len())?;
+        let numel = data.len();
         let seg_len = if optimizer.kernel().is_shaped() {
             crate::factored::segment_len(ctx, shape)?
         } else {
@@ -163,7 +161,7 @@ impl GpuOptimizer {
             )));
         }
         let (param_parts, grad_parts) = (params.split(&segment_tensor), grads.split(&segment_tensor));
-        let mut bound: Vec<crate::tensor::Bound<'_>> = Vec::new();
+        let mut bound: Vec<crate::tensor::BoundTensor<'_>> = Vec::new();
         for (i, (p, g)) in param_parts.iter().zip(&grad_parts).enumerate() {
             bound.push((format!("parameter tensor {i}"), p, true));
             bound.push((format!("the gradient of tensor {i}"), g, false));
@@ -181,7 +179,7 @@ impl GpuOptimizer {
         let steps = StepTable::new(ctx, kernel.scalar_size)?;
         let step_group = bind_step(ctx, &steps, &steps.control)?;
         let parts = if kernel.is_shaped() {
-            Parts::shaped(ctx, &*optimizer, (&params, &grads), &segment_tensor, &shapes, &steps)?
+            Parts::shaped(ctx, &*optimizer, (&param_parts, &grad_parts), &shapes, &steps)?
         } else {
             Parts::elementwise(ctx, &*optimizer, (&params, &grads), &segment_tensor)?
         };
@@ -255,23 +253,37 @@ impl GpuOptimizer {
                 self.step
             )));
         }
-        let mut probe = self.optimizer.clone_box();
-        let mut blocks = Vec::with_capacity(k as usize);
-        let mut before = Vec::with_capacity(k as usize);
+        // The buffers of the last call, reused; a copy of the configuration only where a
+        // schedule moves the learning rate (on the copy, and on the optimizer only once the
+        // steps are recorded).
+        let (mut blocks, mut before) =
+            (std::mem::take(&mut self.prepared.0), std::mem::take(&mut self.prepared_before));
+        blocks.clear();
+        before.clear();
+        let name = self.optimizer.name();
+        let mut probe = self.schedule.as_ref().map(|_| self.optimizer.clone_box());
         for j in 0..k {
             let t = self.step + 1 + u64::from(j);
-            before.push(probe.lr());
-            if let Some((schedule, base, origin)) = &self.schedule {
-                crate::optim::set_lr_checked(&mut *probe, schedule.lr(*base, t - 1 - origin)).map_err(|e| {
-                    Error::InvalidHyperParameter {
-                        optimizer: self.optimizer.name(),
-                        message: format!("the schedule's learning rate for step {t} is refused: {e}"),
-                    }
-                })?;
-            }
-            blocks.push(probe.scalars(t));
+            let o: &dyn Optimizer = match (&mut probe, &self.schedule) {
+                (Some(p), Some((schedule, base, origin))) => {
+                    before.push(p.lr());
+                    crate::optim::set_lr_checked(&mut **p, schedule.lr(*base, t - 1 - origin)).map_err(|e| {
+                        Error::InvalidHyperParameter {
+                            optimizer: name,
+                            message: format!("the schedule's learning rate for step {t} is refused: {e}"),
+                        }
+                    })?;
+                    &**p
+                }
+                _ => {
+                    before.push(self.optimizer.lr());
+                    &*self.optimizer
+                }
+            };
+            blocks.push(o.scalars(t));
         }
-        self.prepared = (blocks, probe.lr());
+        let lr = probe.as_ref().map_or_else(|| self.optimizer.lr(), |p| p.lr());
+        self.prepared = (blocks, lr);
         self.prepared_before = before;
         Ok(())
     }
@@ -707,15 +719,14 @@ impl Parts {
 
     /// A shaped step: each tensor's own buffers and entry points over one step table, the
     /// state of each slot the tensors' parts end to end.
+    /// `param_parts` and `grad_parts` are the group's tensors, one by one.
     fn shaped(
         ctx: &GpuContext,
         optimizer: &dyn Optimizer,
-        (params, grads): (&GpuTensor, &GpuTensor),
-        segment_tensor: &[u32],
+        (param_parts, grad_parts): (&[GpuTensor], &[GpuTensor]),
         shapes: &[Vec<usize>],
         steps: &StepTable,
     ) -> Result<Self> {
-        let (param_parts, grad_parts) = (params.split(segment_tensor), grads.split(segment_tensor));
         if param_parts.len() != shapes.len() {
             return Err(Error::LengthMismatch {
                 what: "shapes (one per tensor)",
@@ -727,7 +738,7 @@ impl Parts {
         let bound = Bound { steps, control: &steps.control };
         let mut factored = Vec::with_capacity(shapes.len());
         let mut parts: Vec<Vec<GpuTensor>> = vec![Vec::new(); optimizer.kernel().state.len()];
-        for ((p, g), shape) in param_parts.iter().zip(&grad_parts).zip(shapes) {
+        for ((p, g), shape) in param_parts.iter().zip(grad_parts).zip(shapes) {
             let (step, state) = FactoredStep::new(ctx, optimizer, (p, g), shape, bound, &constants)?;
             factored.push(step);
             for (all, t) in parts.iter_mut().zip(state) {

@@ -53,14 +53,7 @@ impl<'a> ParamGroup<'a> {
             });
         }
         for (shape, t) in self.shapes.iter().zip(&self.params) {
-            let n = crate::optim::numel(shape)?;
-            if n != t.len() {
-                return Err(Error::LengthMismatch {
-                    what: "a tensor of the group (shape)",
-                    expected: n,
-                    actual: t.len(),
-                });
-            }
+            crate::optim::check_shape("a tensor of the group (shape)", shape, t.len())?;
         }
         Ok(self.shapes.clone())
     }
@@ -144,7 +137,7 @@ impl ParamGroups {
     /// before anything changes; an error leaves the groups as they were.
     pub fn add_param_group(&mut self, group: ParamGroup<'_>) -> Result<()> {
         // The new tensors against every group's (as torch: a parameter in two groups is an error).
-        let mut bound: Vec<crate::tensor::Bound<'_>> = Vec::new();
+        let mut bound: Vec<crate::tensor::BoundTensor<'_>> = Vec::new();
         for (g, o) in self.groups.iter().enumerate() {
             bound.push((format!("group {g}'s parameters"), o.params(), true));
             bound.push((format!("group {g}'s gradients"), o.grads(), false));
@@ -187,7 +180,7 @@ impl ParamGroups {
         if !optimizers.iter().all(|o| o.context().same_device(&ctx)) {
             return Err(Error::ForeignDevice { what: "optimizers of different GpuContexts (devices)" });
         }
-        let mut bound: Vec<crate::tensor::Bound<'_>> = Vec::new();
+        let mut bound: Vec<crate::tensor::BoundTensor<'_>> = Vec::new();
         for (g, o) in optimizers.iter().enumerate() {
             bound.push((format!("optimizer {g}'s parameters"), o.params(), true));
             bound.push((format!("optimizer {g}'s gradients"), o.grads(), false));
@@ -448,7 +441,7 @@ impl engine::Stepper for ParamGroups {
 }
 
 /// The tensors of group `g`, named for messages: parameters (written) and gradients (read).
-fn group_bindings<'a>(g: usize, group: &ParamGroup<'a>) -> Vec<crate::tensor::Bound<'a>> {
+fn group_bindings<'a>(g: usize, group: &ParamGroup<'a>) -> Vec<crate::tensor::BoundTensor<'a>> {
     let params = group.params.iter().enumerate().map(move |(t, p)| (format!("group {g} tensor {t}"), *p, true));
     let grads =
         group.grads.iter().enumerate().map(move |(t, q)| (format!("group {g} tensor {t}'s gradient"), *q, false));

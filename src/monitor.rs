@@ -73,7 +73,7 @@ impl HealthCheck {
     pub fn new(ctx: &GpuContext, tensors: &[Checked<'_>]) -> Result<Self> {
         // shaders/monitor.wgsl classifies f32 bit patterns.
         for (_, name, t, _) in tensors {
-            t.format().expect(name, crate::ElementFormat::F32)?;
+            t.format().require(name, crate::ElementFormat::F32)?;
         }
         let engine = ctx.engine();
         let pipeline = engine.monitor_pipeline(ctx)?;

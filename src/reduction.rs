@@ -63,39 +63,43 @@ impl Reduction {
         let mut next = 0u64;
         let max_dim = ctx.tuning().max_workgroups_per_dimension;
         let mut block_grids = Vec::new();
-        if let Scope::Block(block) = scope {
-            // One slot per block; a block never crosses a sub-range, so each sub-range but a
-            // tensor's last holds whole blocks.
-            for (i, (&len, &tensor)) in lens.iter().zip(segment_tensor).enumerate() {
-                let last_of_tensor = segment_tensor.get(i + 1) != Some(&tensor);
-                if !last_of_tensor && len % block as usize != 0 {
-                    return Err(Error::OverLimit(format!(
-                        "a sub-range of {len} elements inside a tensor is not whole blocks of {block}: make \
-                         Tuning::segment_bytes a multiple of {} bytes",
-                        u64::from(block) * 4
-                    )));
+        match scope {
+            Scope::Block(block) => {
+                // One slot per block; a block never crosses a sub-range, so each sub-range but
+                // a tensor's last holds whole blocks.
+                for (i, (&len, &tensor)) in lens.iter().zip(segment_tensor).enumerate() {
+                    let last_of_tensor = segment_tensor.get(i + 1) != Some(&tensor);
+                    if !last_of_tensor && len % block as usize != 0 {
+                        return Err(Error::OverLimit(format!(
+                            "a sub-range of {len} elements inside a tensor is not whole blocks of {block}: make \
+                             Tuning::segment_bytes a multiple of {} bytes",
+                            u64::from(block) * 4
+                        )));
+                    }
+                    let blocks = len.div_ceil(block as usize) as u64;
+                    windows.push(SegmentReduce { tensor, vec4_partials: slot(next)?, tail_partials: 0, _pad: 0 });
+                    block_grids.push(grid(blocks, max_dim)?);
+                    next += blocks;
                 }
-                let blocks = len.div_ceil(block as usize) as u64;
-                windows.push(SegmentReduce { tensor, vec4_partials: slot(next)?, tail_partials: 0, _pad: 0 });
-                block_grids.push(grid(blocks, max_dim)?);
-                next += blocks;
             }
-        }
-        for (plan, &tensor) in plans.iter().zip(segment_tensor).filter(|_| !matches!(scope, Scope::Block(_))) {
-            let (vec4, tail) = plan.workgroups();
-            let tensor = if scope == Scope::Group { 0 } else { tensor };
-            windows.push(SegmentReduce {
-                tensor,
-                vec4_partials: slot(next)?,
-                tail_partials: slot(next + vec4)?,
-                _pad: 0,
-            });
-            let end = slot(next + vec4 + tail)?;
-            match ranges.get_mut(tensor as usize) {
-                Some(range) => range[1] = end,
-                None => ranges.push([slot(next)?, end]),
+            _ => {
+                for (plan, &tensor) in plans.iter().zip(segment_tensor) {
+                    let (vec4, tail) = plan.workgroups();
+                    let tensor = if scope == Scope::Group { 0 } else { tensor };
+                    windows.push(SegmentReduce {
+                        tensor,
+                        vec4_partials: slot(next)?,
+                        tail_partials: slot(next + vec4)?,
+                        _pad: 0,
+                    });
+                    let end = slot(next + vec4 + tail)?;
+                    match ranges.get_mut(tensor as usize) {
+                        Some(range) => range[1] = end,
+                        None => ranges.push([slot(next)?, end]),
+                    }
+                    next += vec4 + tail;
+                }
             }
-            next += vec4 + tail;
         }
         // Partials and sums are f32 accumulators whatever the tensors' format.
         let terms = REDUCED_TERMS as u64 * crate::ElementFormat::F32.bytes();

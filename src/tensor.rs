@@ -265,7 +265,7 @@ impl GpuTensor {
         let t = self;
         let len = t.len;
         if value.to_bits() != 0 {
-            t.format.expect("a tensor filled with an f32 value", ElementFormat::F32)?;
+            t.format.require("a tensor filled with an f32 value", ElementFormat::F32)?;
             // Written from one reusable block of at most 1 MiB, not a host copy of the tensor.
             let block = vec![value; len.min(1 << 18)];
             ctx.scoped("filling a tensor", || {
@@ -371,7 +371,7 @@ impl GpuTensor {
     /// Overwrites an f32 tensor with `data` (through the queue; takes effect in submission
     /// order).
     pub fn write(&self, ctx: &GpuContext, data: &[f32]) -> Result<()> {
-        self.format.expect("the tensor written with f32 values", ElementFormat::F32)?;
+        self.format.require("the tensor written with f32 values", ElementFormat::F32)?;
         if data.len() != self.len {
             return Err(Error::LengthMismatch { what: "tensor write", expected: self.len, actual: data.len() });
         }
@@ -403,7 +403,7 @@ impl GpuTensor {
 
     /// Copies an f32 tensor back to the host (blocks until the GPU is done).
     pub fn read(&self, ctx: &GpuContext) -> Result<Vec<f32>> {
-        self.format.expect("the tensor read as f32 values", ElementFormat::F32)?;
+        self.format.require("the tensor read as f32 values", ElementFormat::F32)?;
         let bytes = self.read_bytes(ctx)?;
         Ok(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
     }
@@ -442,12 +442,12 @@ impl GpuTensor {
 
 /// One tensor an optimizer binds, for [`check_disjoint`]: a name for messages, the tensor,
 /// and whether the step writes it (a parameter) or only reads it (a gradient).
-pub(crate) type Bound<'a> = (String, &'a GpuTensor, bool);
+pub(crate) type BoundTensor<'a> = (String, &'a GpuTensor, bool);
 
 /// Refuses bindings where a step would race with itself: parameters that overlap each other
 /// (a tensor twice in a group, or in two groups) or a gradient. Gradients may share memory
 /// with each other (both only read). Sorted sweep, O(n log n) in the sub-ranges.
-pub(crate) fn check_disjoint<'a>(bound: &'a [Bound<'a>]) -> Result<()> {
+pub(crate) fn check_disjoint<'a>(bound: &'a [BoundTensor<'a>]) -> Result<()> {
     // (buffer, start, end, writes, name) of every sub-range.
     let mut ranges: Vec<(&'a wgpu::Buffer, u64, u64, bool, &'a str)> = Vec::new();
     for (name, t, writes) in bound {

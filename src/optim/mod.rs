@@ -78,6 +78,12 @@ impl Kernel {
     }
 }
 
+/// Checks that `shape` (see [`numel`]) describes `len` elements; `what` names the tensor.
+pub(crate) fn check_shape(what: &'static str, shape: &[usize], len: usize) -> Result<()> {
+    let n = numel(shape)?;
+    if n == len { Ok(()) } else { Err(Error::LengthMismatch { what, expected: n, actual: len }) }
+}
+
 /// Elements of a tensor of `shape`, checked: `Err` names the shape when the product
 /// overflows, and an empty tensor is refused.
 pub fn numel(shape: &[usize]) -> Result<usize> {
