@@ -10,10 +10,12 @@ override WORKGROUP_SIZE: u32 = 256u;
 // host writes the scalars of step t (computed in f64, as torch does) into slot
 // t % SCALAR_SLOTS of `scalar_table`, and t itself into `step_counter[2 + slot]`, before the
 // submit that records it; every kernel of a step reads the slot of step counter + 1.
-// `advance` runs once after each step's kernels. `Scalars` is each family's own struct.
+// `advance` (shaders/advance.wgsl) runs once after each step's kernels. `Scalars` is each
+// family's own struct. Both are read-only here: a buffer that every dispatch of a step wrote
+// would make wgpu put a barrier between any two of them.
 const SCALAR_SLOTS: u32 = 256u;
-@group(0) @binding(0) var<storage, read_write> scalar_table: array<Scalars>;
-@group(0) @binding(1) var<storage, read_write> step_counter: array<u32>;
+@group(0) @binding(0) var<storage, read> scalar_table: array<Scalars>;
+@group(0) @binding(1) var<storage, read> step_counter: array<u32>;
 
 fn step_scalars() -> Scalars {
     return scalar_table[(step_counter[0] + 1u) % SCALAR_SLOTS];
@@ -40,15 +42,6 @@ override CONTROLLED: bool = false;
 // submits, or skipped since the last sync): always checked, so no step reads wrong scalars.
 fn skipped() -> bool {
     return (CONTROLLED && grad_control[2] != 0.0) || scalars_stale();
-}
-
-@compute @workgroup_size(1)
-fn advance() {
-    if !skipped() {
-        step_counter[0] = step_counter[0] + 1u;
-    } else if scalars_stale() {
-        step_counter[1] = 1u;
-    }
 }
 // Variant flags most families share (each family passes the ones it has).
 override MAXIMIZE: bool = false;

@@ -115,15 +115,13 @@ pub(crate) fn bind_in_order(
     ctx.device().create_bind_group(&wgpu::BindGroupDescriptor { label: Some(label), layout, entries: &entries })
 }
 
-/// The two compiled widths of one variant, and its step-counter advance.
+/// The two compiled widths of one variant (and a staged family's reductions).
 #[derive(Clone, Debug)]
 pub(crate) struct Pipelines {
     /// Four elements per invocation over the whole vec4s of a sub-range.
     pub vec4: wgpu::ComputePipeline,
     /// One element per invocation over the last `len % 4` elements.
     pub tail: wgpu::ComputePipeline,
-    /// One invocation: the GPU step counter + 1, after a step's dispatches.
-    pub advance: wgpu::ComputePipeline,
     /// A staged family's reduction stage, at vec4 and at scalar width.
     pub reduce: Option<(wgpu::ComputePipeline, wgpu::ComputePipeline)>,
     /// A per-block reduction stage (one workgroup per block, scalar width).
@@ -164,8 +162,11 @@ struct VariantKey {
 
 /// Compiled state shared by every optimizer of one context.
 pub(crate) struct Engine {
-    /// Group 0: the step table and the GPU step counter.
+    /// Group 0: the step table and the GPU step counter (read-only), the gradient control.
     pub step_layout: wgpu::BindGroupLayout,
+    /// The advance's group 0: the step counter (read-write) and the gradient control.
+    pub advance_layout: wgpu::BindGroupLayout,
+    advance_pipeline_layout: wgpu::PipelineLayout,
     /// Group 1 for a family with `n` state tensors: p, g, then the states.
     tensor_layouts: Vec<wgpu::BindGroupLayout>,
     pipeline_layouts: Vec<wgpu::PipelineLayout>,
@@ -194,11 +195,21 @@ pub(crate) struct Engine {
 /// bound read-only and read-write in the same dispatch, and parameters and gradients often
 /// share one arena buffer.
 fn storage(binding: u32) -> wgpu::BindGroupLayoutEntry {
+    storage_buffer(binding, false)
+}
+
+/// A storage binding the kernels only read (the step table and counter): wgpu orders
+/// dispatches that write a buffer with a barrier, and none is needed between readers.
+fn read_only(binding: u32) -> wgpu::BindGroupLayoutEntry {
+    storage_buffer(binding, true)
+}
+
+fn storage_buffer(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
     wgpu::BindGroupLayoutEntry {
         binding,
         visibility: wgpu::ShaderStages::COMPUTE,
         ty: wgpu::BindingType::Buffer {
-            ty: wgpu::BufferBindingType::Storage { read_only: false },
+            ty: wgpu::BufferBindingType::Storage { read_only },
             has_dynamic_offset: false,
             min_binding_size: None,
         },
@@ -246,7 +257,10 @@ impl Engine {
         };
         // The gradient control, binding 5 of every step kernel's group 0.
         let control = uniform(5, false, CONTROL_BYTES);
-        let step_layout = group("wgpu-optim step", &[storage(0), storage(1), control]);
+        let step_layout = group("wgpu-optim step", &[read_only(0), read_only(1), control]);
+        // The counter's advance: the counter read-write, the gradient control.
+        let advance_layout = group("wgpu-optim step advance", &[storage(2), control]);
+        let advance_pipeline_layout = pipeline_layout(&[&advance_layout]);
         // As many state tensors as the device binds beside the step table, the counter, p and
         // g (storage buffers per stage: 8 in WebGPU and Metal, so up to 4 states).
         let max_state = (device.limits().max_storage_buffers_per_shader_stage as usize).saturating_sub(4);
@@ -269,8 +283,8 @@ impl Engine {
                 group(
                     "wgpu-optim shaped step uniforms",
                     &[
-                        storage(0),
-                        storage(1),
+                        read_only(0),
+                        read_only(1),
                         uniform(2, true, UNIFORM_BYTES),
                         uniform(3, false, UNIFORM_BYTES),
                         control,
@@ -293,6 +307,8 @@ impl Engine {
         let monitor_pipeline_layout = pipeline_layout(&[&monitor_layouts[0], &monitor_layouts[1]]);
         Engine {
             step_layout,
+            advance_layout,
+            advance_pipeline_layout,
             tensor_layouts,
             pipeline_layouts,
             reduce_layout,
@@ -371,10 +387,18 @@ impl Engine {
         Ok(Pipelines {
             vec4: self.pipeline(ctx, &module, layout, false, "main", c)?,
             tail: self.pipeline(ctx, &module, layout, true, "main", c)?,
-            advance: self.pipeline(ctx, &module, layout, false, "advance", c)?,
             reduce,
             reduce_blocks,
         })
+    }
+
+    /// The step counter's advance (shaders/advance.wgsl), reading a gradient control or not:
+    /// one module for every family, compiled on first use.
+    pub fn advance_pipeline(&self, ctx: &GpuContext, controlled: bool) -> Result<wgpu::ComputePipeline> {
+        const SOURCE: &str = include_str!("../shaders/advance.wgsl");
+        let module = Module::standalone("advance", SOURCE);
+        let constants = [("CONTROLLED", crate::optim::flag(controlled))];
+        self.pipeline(ctx, &module, &self.advance_pipeline_layout, true, "advance", &constants)
     }
 
     /// The reduction's finalize kernel (shaders/reduce_finalize.wgsl), compiled on first use.
@@ -508,6 +532,10 @@ const COUNTER_WORDS: u64 = 2;
 /// Bytes of one u32 word of the counter buffer.
 const WORD: u64 = size_of::<u32>() as u64;
 
+fn entry(binding: u32, buffer: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
+    wgpu::BindGroupEntry { binding, resource: buffer.as_entire_binding() }
+}
+
 impl StepTable {
     pub fn new(ctx: &GpuContext, scalar_size: usize) -> Result<Self> {
         let stride = scalar_size.max(4);
@@ -587,13 +615,23 @@ impl StepTable {
         })
     }
 
-    /// Bind-group entries 0, 1 and 5: the table, the counter and the gradient control.
-    pub fn entries<'a>(&'a self, control: &'a wgpu::Buffer) -> [wgpu::BindGroupEntry<'a>; 3] {
-        [
-            wgpu::BindGroupEntry { binding: 0, resource: self.table.as_entire_binding() },
-            wgpu::BindGroupEntry { binding: 1, resource: self.counter.as_entire_binding() },
-            wgpu::BindGroupEntry { binding: 5, resource: control.as_entire_binding() },
-        ]
+    /// Binds the table, the counter and `control` for the step kernels (group 0, read-only),
+    /// and the counter and `control` for the advance: `(step, advance)`.
+    pub fn bind(&self, ctx: &GpuContext, control: &wgpu::Buffer) -> Result<(wgpu::BindGroup, wgpu::BindGroup)> {
+        let engine = ctx.engine();
+        ctx.scoped("binding the step table", || {
+            let step = ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("wgpu-optim step"),
+                layout: &engine.step_layout,
+                entries: &[entry(0, &self.table), entry(1, &self.counter), entry(5, control)],
+            });
+            let advance = ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("wgpu-optim step advance"),
+                layout: &engine.advance_layout,
+                entries: &[entry(2, &self.counter), entry(5, control)],
+            });
+            (step, advance)
+        })
     }
 }
 
@@ -609,17 +647,28 @@ pub(crate) trait Stepper {
     fn taken(&mut self, k: u32);
 }
 
-/// Records `k` steps as one compute pass; where update tracking gives (params, before)
-/// pairs, the last step gets a second pass, behind copies of those parameters.
+/// Records `k` steps of optimizers over `params`; where update tracking gives (params,
+/// before) pairs, the last step gets a pass of its own, behind copies of those parameters.
+///
+/// All steps go into one compute pass where a step writes one parameter buffer, else each
+/// step gets a pass: wgpu orders every dispatch of a pass that uses a buffer an earlier
+/// dispatch of the pass wrote with a barrier, while the first uses of buffers in a pass are
+/// ordered by one barrier before it. A pass per step thus turns a barrier per tensor into one
+/// per step for tensors in separate buffers (for one pass of host time per step).
 pub(crate) fn encode_passes(
     encoder: &mut wgpu::CommandEncoder,
     k: u32,
+    params: &[&GpuTensor],
     tracked: &[Option<(&GpuTensor, &GpuTensor)>],
     record_step: impl Fn(&mut wgpu::ComputePass<'_>),
 ) {
     if k == 0 {
         return; // nothing recorded, nothing copied
     }
+    let mut buffers: Vec<&wgpu::Buffer> = params.iter().flat_map(|p| p.segments()).map(|s| &s.buffer).collect();
+    buffers.sort();
+    buffers.dedup();
+    let per_pass = if buffers.len() > 1 { 1 } else { k };
     let copies: Vec<_> = tracked.iter().flatten().collect();
     let split = if copies.is_empty() { k } else { k - 1 };
     let pass = |encoder: &mut wgpu::CommandEncoder, steps: u32| {
@@ -631,8 +680,11 @@ pub(crate) fn encode_passes(
             record_step(&mut pass);
         }
     };
-    if split > 0 {
-        pass(encoder, split);
+    let mut done = 0;
+    while done < split {
+        let steps = per_pass.min(split - done);
+        pass(encoder, steps);
+        done += steps;
     }
     if split < k {
         for (params, before) in copies {
@@ -746,8 +798,8 @@ mod tests {
     /// Each layout shared by Rust and WGSL, checked against the WGSL as naga reads it: the
     /// family's `Scalars` struct has the Rust struct's size, its state tensors are bound in
     /// `Kernel::state` order under their torch names after `p` and `g` (a shaped family: the
-    /// bindings and uniform structs of `crate::factored`), and the prelude's `SCALAR_SLOTS` is
-    /// the Rust constant.
+    /// bindings and uniform structs of `crate::factored`), and the prelude's and the advance's
+    /// `SCALAR_SLOTS` is the Rust constant.
     /// Bytes of the WGSL struct `name` of `module`, as naga lays it out.
     fn struct_size(module: &naga::Module, name: &str) -> usize {
         let (_, t) = module
@@ -798,16 +850,23 @@ mod tests {
                 let expected: Vec<(u32, String)> =
                     names.into_iter().enumerate().map(|(i, n)| (i as u32, n.to_string())).collect();
                 assert_eq!(bound, expected, "{name}: tensor bindings");
-                let slots = module
-                    .constants
-                    .iter()
-                    .find(|(_, c)| c.name.as_deref() == Some("SCALAR_SLOTS"))
-                    .map(|(_, c)| &module.global_expressions[c.init]);
-                assert!(
-                    matches!(slots, Some(naga::Expression::Literal(naga::Literal::U32(n))) if *n == SCALAR_SLOTS),
-                    "{name}: SCALAR_SLOTS {slots:?}"
-                );
+                assert_slots(name, &module);
             }
         }
+        let advance = naga::front::wgsl::parse_str(include_str!("../shaders/advance.wgsl")).unwrap(); // ok: a test
+        assert_slots("advance.wgsl", &advance);
+    }
+
+    /// The module's `SCALAR_SLOTS` is the Rust constant.
+    fn assert_slots(name: &str, module: &naga::Module) {
+        let slots = module
+            .constants
+            .iter()
+            .find(|(_, c)| c.name.as_deref() == Some("SCALAR_SLOTS"))
+            .map(|(_, c)| &module.global_expressions[c.init]);
+        assert!(
+            matches!(slots, Some(naga::Expression::Literal(naga::Literal::U32(n))) if *n == SCALAR_SLOTS),
+            "{name}: SCALAR_SLOTS {slots:?}"
+        );
     }
 }

@@ -72,7 +72,6 @@ struct Pipelines {
     u_sums: wgpu::ComputePipeline,
     finalize_coef: wgpu::ComputePipeline,
     update: wgpu::ComputePipeline,
-    advance: wgpu::ComputePipeline,
 }
 
 /// What a shaped step's kernels bind beside their tensors: the step table and counter, and
@@ -347,7 +346,6 @@ impl FactoredStep {
             u_sums: compile("u_sums")?,
             finalize_coef: compile("finalize_coef")?,
             update: compile("update")?,
-            advance: compile("advance")?,
         })
     }
 
@@ -386,14 +384,6 @@ impl FactoredStep {
     /// Puts what [`rebuilt`](Self::rebuilt) made in place.
     pub fn install(&mut self, Rebuilt(pipelines, group): Rebuilt) {
         (self.pipelines, self.uniform_group) = (pipelines, group);
-    }
-
-    /// Records the step counter's advance, once after every tensor's stages.
-    pub fn record_advance(&self, pass: &mut wgpu::ComputePass<'_>) {
-        pass.set_pipeline(&self.pipelines.advance);
-        pass.set_bind_group(0, &self.uniform_group, &[0]);
-        pass.set_bind_group(1, &self.tensor_groups[0], &[]);
-        pass.dispatch_workgroups(1, 1, 1);
     }
 
     /// Records this tensor's stages of one step, over the grids planned in `new`.

@@ -30,8 +30,10 @@ fn formats(o: &dyn Optimizer, params: &GpuTensor) -> Formats {
 /// variant, one bind group per sub-range, and the GPU-resident step (a counter on the GPU and
 /// a table of per-step scalars it indexes). A step then queues its scalars into the table and
 /// records one dispatch (plus one for a tail of `len % 4` elements) per sub-range and one
-/// that advances the counter; `K` steps are `K` rounds of dispatches inside one compute pass
-/// and one submit.
+/// that advances the counter; `K` steps are `K` rounds of dispatches in one submit (one
+/// compute pass over one parameter buffer, a pass per step over several). The step kernels
+/// bind the table and the counter read-only, so dispatches over separate tensors share no
+/// written buffer.
 pub struct GpuOptimizer {
     ctx: GpuContext,
     optimizer: Box<dyn Optimizer>,
@@ -50,6 +52,8 @@ pub struct GpuOptimizer {
     tensor_groups: Vec<wgpu::BindGroup>,
     steps: StepTable,
     step_group: wgpu::BindGroup,
+    /// The counter's advance: its pipeline (reading the gradient control or not) and group.
+    advance: (wgpu::ComputePipeline, wgpu::BindGroup),
     /// The schedule, the learning rate it scales, and the step it started after.
     schedule: Option<(Box<dyn Schedule>, f64, u64)>,
     /// A shared gradient control the kernels read (clipping, loss scale, skip-on-inf).
@@ -176,8 +180,19 @@ impl GpuOptimizer {
             crate::tensor::check_device(ctx, b, "a tensor bound to the optimizer")?;
         }
         let kernel = optimizer.kernel();
+        // Sub-ranges end to end in one buffer (an arena's views, handed over one by one) step
+        // as one: a dispatch for the run, not one per view. A per-tensor reduction and a
+        // shaped step keep each tensor's own.
+        let (params, grads) = if kernel.is_staged() || kernel.is_shaped() {
+            (params, grads)
+        } else {
+            let max_len = ctx.tuning().segment_len(params.format());
+            let [p, g] = crate::tensor::merge_contiguous([&params, &grads], max_len);
+            (p, g)
+        };
         let steps = StepTable::new(ctx, kernel.scalar_size)?;
-        let step_group = bind_step(ctx, &steps, &steps.control)?;
+        let (step_group, advance_group) = steps.bind(ctx, &steps.control)?;
+        let advance = (ctx.engine().advance_pipeline(ctx, false)?, advance_group);
         let parts = if kernel.is_shaped() {
             Parts::shaped(ctx, &*optimizer, (&param_parts, &grad_parts), &shapes, &steps)?
         } else {
@@ -197,6 +212,7 @@ impl GpuOptimizer {
             tensor_groups: parts.tensor_groups,
             steps,
             step_group,
+            advance,
             schedule: None,
             control: None,
             before: None,
@@ -232,7 +248,7 @@ impl GpuOptimizer {
     /// records their dispatches in one compute pass.
     fn encode_steps(&mut self, encoder: &mut wgpu::CommandEncoder, k: u32) {
         self.write_scalars(k);
-        engine::encode_passes(encoder, k, &[self.tracked()], |pass| self.record_step(pass));
+        engine::encode_passes(encoder, k, &[&self.params], &[self.tracked()], |pass| self.record_step(pass));
     }
 
     /// Queues the scalars of the next `k` steps into the step table.
@@ -329,9 +345,7 @@ impl GpuOptimizer {
             for f in &self.factored {
                 f.record_stages(pass);
             }
-            if let Some(f) = self.factored.first() {
-                f.record_advance(pass);
-            }
+            self.record_advance(pass);
             return;
         };
         pass.set_bind_group(0, &self.step_group, &[]);
@@ -363,7 +377,13 @@ impl GpuOptimizer {
                 }
             }
         }
-        pass.set_pipeline(&pipelines.advance);
+        self.record_advance(pass);
+    }
+
+    /// Records the step counter's advance, once after every dispatch of a step.
+    fn record_advance(&self, pass: &mut wgpu::ComputePass<'_>) {
+        pass.set_pipeline(&self.advance.0);
+        pass.set_bind_group(0, &self.advance.1, &[]);
         pass.dispatch_workgroups(1, 1, 1);
     }
 
@@ -448,6 +468,8 @@ impl GpuOptimizer {
         let ctx = self.ctx.clone();
         let constants = Self::variant(next, control.is_some());
         let buffer = control.unwrap_or(&self.steps.control);
+        let (step_group, advance_group) = self.steps.bind(&ctx, buffer)?;
+        let advance = (ctx.engine().advance_pipeline(&ctx, control.is_some())?, advance_group);
         if !self.factored.is_empty() {
             let bound = Bound { steps: &self.steps, control: buffer };
             let rebuilt =
@@ -455,12 +477,12 @@ impl GpuOptimizer {
             for (f, r) in self.factored.iter_mut().zip(rebuilt) {
                 f.install(r);
             }
+            self.advance = advance;
             return Ok(());
         }
         let formats = formats(next, &self.params);
         let pipelines = ctx.engine().pipelines(&ctx, next.kernel(), &formats, &constants)?;
-        let step_group = bind_step(&ctx, &self.steps, buffer)?;
-        (self.pipelines, self.step_group) = (Some(pipelines), step_group);
+        (self.pipelines, self.step_group, self.advance) = (Some(pipelines), step_group, advance);
         Ok(())
     }
 
@@ -638,17 +660,6 @@ impl engine::Stepper for GpuOptimizer {
     }
 }
 
-/// Binds the step table, its counter and the gradient control `control` (group 0).
-fn bind_step(ctx: &GpuContext, steps: &StepTable, control: &wgpu::Buffer) -> Result<wgpu::BindGroup> {
-    ctx.scoped("binding the step table", || {
-        ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("wgpu-optim step"),
-            layout: &ctx.engine().step_layout,
-            entries: &steps.entries(control),
-        })
-    })
-}
-
 /// What a step records beside the step table: the state, and the pipelines, dispatch plans
 /// and bind groups of an element-wise or staged step, or a shaped step's per tensor.
 struct Parts {
@@ -675,7 +686,7 @@ impl Parts {
             .map(|i| {
                 optimizer
                     .uses_state(i)
-                    .then(|| GpuTensor::filled_in(ctx, optimizer.state_format(i), &lens, optimizer.state_init(i)))
+                    .then(|| GpuTensor::filled_like(ctx, optimizer.state_format(i), params, optimizer.state_init(i)))
                     .transpose()
             })
             .collect::<Result<Vec<_>>>()?;
@@ -694,20 +705,27 @@ impl Parts {
         };
         let layout = ctx.engine().tensor_layout(kernel)?;
         let tensor_groups = ctx.scoped("binding tensors", || {
-            // Unused state slots (v_max without AMSGrad, ...) are bound to a small placeholder.
-            let placeholder = ctx.device().create_buffer(&wgpu::BufferDescriptor {
-                label: Some("wgpu-optim unused state"),
-                size: 16,
-                usage: wgpu::BufferUsages::STORAGE,
-                mapped_at_creation: false,
-            });
-            (0..params.segments().len())
+            // Unused state slots (v_max without AMSGrad, ...) are bound to a small placeholder,
+            // one per parameter buffer: a placeholder shared by separate tensors' dispatches
+            // would be a written buffer in common, and a barrier between each two.
+            let placeholder = || {
+                ctx.device().create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("wgpu-optim unused state"),
+                    size: 16,
+                    usage: wgpu::BufferUsages::STORAGE,
+                    mapped_at_creation: false,
+                })
+            };
+            let segments = params.segments();
+            let runs = params.buffer_runs();
+            let placeholders: Vec<_> = (0..=runs.last().copied().unwrap_or(0)).map(|_| placeholder()).collect();
+            (0..segments.len())
                 .map(|i| {
-                    let mut resources = vec![params.segments()[i].binding(), grads.segments()[i].binding()];
+                    let mut resources = vec![segments[i].binding(), grads.segments()[i].binding()];
                     for s in &state {
                         resources.push(match s {
                             Some(t) => t.segments()[i].binding(),
-                            None => placeholder.as_entire_binding(),
+                            None => placeholders[runs[i]].as_entire_binding(),
                         });
                     }
                     engine::bind_in_order(ctx, "wgpu-optim tensors", layout, resources)

@@ -59,12 +59,16 @@ impl<'a> ParamGroup<'a> {
     }
 }
 
-/// Optimizers over groups of tensors, stepped together: one compute pass per submit holds
-/// every group's dispatches for every step, so a step of 148 tensors costs one pass.
+/// Optimizers over groups of tensors, stepped together: every group's dispatches of a step
+/// in one compute pass, one submit per `run` of up to [`SCALAR_SLOTS`] steps.
 ///
 /// A group's tensors are bound as one logical tensor ([`GpuTensor::concat`]): tensors in
-/// separate buffers cost one dispatch per tensor (per sub-range); tensors that are one
-/// contiguous slice of an arena buffer cost one dispatch per sub-range of the slice.
+/// separate buffers cost one dispatch per tensor (per sub-range), each with state in
+/// buffers of its own, so that no two of a step's dispatches write one buffer and the GPU
+/// runs them without a barrier between them; tensors that lie end to end in one buffer (an
+/// arena's views, handed over one by one or as one slice) cost one dispatch per sub-range
+/// of the run. Steps over one parameter buffer share one pass; over several, each step has
+/// a pass of its own (see the README's table of barriers per step).
 pub struct ParamGroups {
     ctx: GpuContext,
     groups: Vec<GpuOptimizer>,
@@ -90,7 +94,7 @@ impl ParamGroups {
         let tensors: Vec<(usize, &ParamGroup<'_>)> = groups.iter().enumerate().collect();
         check_groups_disjoint(&tensors)?;
         let all_grads: Vec<GpuTensor> = groups.iter().flat_map(|g| g.grads.iter().map(|t| (*t).clone())).collect();
-        let grads = GpuTensor::concat(&all_grads.iter().collect::<Vec<_>>())?;
+        let grads = merged(ctx, GpuTensor::concat(&all_grads.iter().collect::<Vec<_>>())?);
         let shapes = groups.iter().map(ParamGroup::checked_shapes).collect::<Result<_>>()?;
         let groups = groups.into_iter().map(|g| Self::build(ctx, g)).collect::<Result<Vec<_>>>()?;
         Ok(ParamGroups { ctx: ctx.clone(), groups, grads, control: None, health: None, shapes, unsynced: 0 })
@@ -147,7 +151,7 @@ impl ParamGroups {
         crate::tensor::check_disjoint(&bound)?;
         let shapes = group.checked_shapes()?;
         let mut added = Self::build(&self.ctx, group)?;
-        let grads = GpuTensor::concat(&[&self.grads, added.grads()])?;
+        let grads = merged(&self.ctx, GpuTensor::concat(&[&self.grads, added.grads()])?);
         if let Some((old, c)) = &self.control {
             let reducer = NormReducer::new(&self.ctx, &grads, *c)?;
             added.attach_control(Some(reducer.control.clone()))?;
@@ -220,7 +224,8 @@ impl ParamGroups {
     fn encode_steps(&mut self, encoder: &mut wgpu::CommandEncoder, k: u32) {
         self.groups.iter_mut().for_each(|g| g.write_scalars(k));
         let tracked: Vec<_> = self.groups.iter().map(GpuOptimizer::tracked).collect();
-        engine::encode_passes(encoder, k, &tracked, |pass| {
+        let params: Vec<_> = self.groups.iter().map(GpuOptimizer::params).collect();
+        engine::encode_passes(encoder, k, &params, &tracked, |pass| {
             if let Some((reducer, _)) = &self.control {
                 reducer.record(pass);
             }
@@ -453,4 +458,12 @@ fn group_bindings<'a>(g: usize, group: &ParamGroup<'a>) -> Vec<crate::tensor::Bo
 fn check_groups_disjoint(groups: &[(usize, &ParamGroup<'_>)]) -> Result<()> {
     let bound: Vec<_> = groups.iter().flat_map(|(g, group)| group_bindings(*g, group)).collect();
     crate::tensor::check_disjoint(&bound)
+}
+
+/// Every group's gradients as the gradient control reads them: sub-ranges end to end in one
+/// buffer as one, so that an arena's views cost the norm one dispatch per run, not per view.
+fn merged(ctx: &GpuContext, grads: GpuTensor) -> GpuTensor {
+    let max_len = ctx.tuning().segment_len(grads.format());
+    let [merged] = crate::tensor::merge_contiguous([&grads], max_len);
+    merged
 }

@@ -210,5 +210,5 @@ pub(crate) fn tracking_copy(ctx: &GpuContext, params: &GpuTensor) -> Result<GpuT
             missing: wgpu::BufferUsages::COPY_SRC,
         });
     }
-    GpuTensor::zeros_in(ctx, params.format(), &params.segment_lens())
+    GpuTensor::zeros_like(ctx, params.format(), params)
 }

@@ -116,14 +116,44 @@ impl GpuTensor {
     /// bound beside a tensor of that layout. Consecutive sub-ranges share a physical buffer up
     /// to [`Tuning::buffer_bytes`](crate::Tuning), each starting at an aligned offset.
     pub(crate) fn zeros_in(ctx: &GpuContext, format: ElementFormat, lens: &[usize]) -> Result<Self> {
+        Self::zeros_packed(ctx, format, lens, &[])
+    }
+
+    /// Zeros of `format` laid out like `like`, sub-range for sub-range, sharing a physical
+    /// buffer only where `like`'s sub-ranges share one: the state of tensors in separate
+    /// buffers is in separate buffers too, so that their dispatches write no common buffer
+    /// (wgpu puts a barrier between two dispatches that write one buffer).
+    pub(crate) fn zeros_like(ctx: &GpuContext, format: ElementFormat, like: &GpuTensor) -> Result<Self> {
+        let runs = like.buffer_runs();
+        let apart: Vec<bool> = (0..runs.len()).map(|i| i > 0 && runs[i] != runs[i - 1]).collect();
+        Self::zeros_packed(ctx, format, &like.segment_lens(), &apart)
+    }
+
+    /// For each sub-range, the run of consecutive sub-ranges in one physical buffer it is in
+    /// (0, 0, 1, …): what must not share a written buffer with the others to step without
+    /// barriers between them.
+    pub(crate) fn buffer_runs(&self) -> Vec<usize> {
+        let s = &self.segments;
+        (0..s.len())
+            .scan(0, |run, i| {
+                *run += usize::from(i > 0 && s[i].buffer != s[i - 1].buffer);
+                Some(*run)
+            })
+            .collect()
+    }
+
+    /// Zeros in sub-ranges of `lens`, packed into physical buffers of at most
+    /// [`Tuning::buffer_bytes`](crate::Tuning), a new one wherever `apart[i]` says so.
+    fn zeros_packed(ctx: &GpuContext, format: ElementFormat, lens: &[usize], apart: &[bool]) -> Result<Self> {
         let align = u64::from(ctx.limits().min_storage_buffer_offset_alignment).max(16);
         let cap = ctx.tuning().buffer_bytes;
         // Pack sub-ranges into buffers: (buffer size, [(offset, len)]).
         let mut plan: Vec<(u64, Vec<(u64, usize)>)> = Vec::new();
-        for &l in lens {
+        for (i, &l) in lens.iter().enumerate() {
             let bytes = format.size_of("tensor", l)?;
+            let together = !apart.get(i).copied().unwrap_or(false);
             match plan.last_mut() {
-                Some((size, parts)) if size.next_multiple_of(align) + bytes <= cap => {
+                Some((size, parts)) if together && size.next_multiple_of(align) + bytes <= cap => {
                     let at = size.next_multiple_of(align);
                     parts.push((at, l));
                     *size = at + bytes;
@@ -155,7 +185,8 @@ impl GpuTensor {
 
     /// The tensors one after another, as one tensor: no copy, the sub-ranges of each in
     /// order. An optimizer bound to a concatenation updates every part in one step — many
-    /// separate buffers, one dispatch per sub-range, all in one compute pass.
+    /// separate buffers, one dispatch per sub-range (parts that lie end to end in one buffer
+    /// step as one).
     /// The parts must share one element format.
     pub fn concat(parts: &[&GpuTensor]) -> Result<Self> {
         let segments: Vec<Segment> = parts.iter().flat_map(|t| t.segments.iter().cloned()).collect();
@@ -256,9 +287,9 @@ impl GpuTensor {
         Self::zeros(ctx, len)?.fill(ctx, value)
     }
 
-    /// Copies of `value` in `format` laid out in sub-ranges of `lens` elements.
-    pub(crate) fn filled_in(ctx: &GpuContext, format: ElementFormat, lens: &[usize], value: f32) -> Result<Self> {
-        Self::zeros_in(ctx, format, lens)?.fill(ctx, value)
+    /// Copies of `value` in `format` laid out like `like` ([`zeros_like`](Self::zeros_like)).
+    pub(crate) fn filled_like(ctx: &GpuContext, format: ElementFormat, like: &GpuTensor, value: f32) -> Result<Self> {
+        Self::zeros_like(ctx, format, like)?.fill(ctx, value)
     }
 
     fn fill(self, ctx: &GpuContext, value: f32) -> Result<Self> {
@@ -487,6 +518,31 @@ pub(crate) fn check_disjoint<'a>(bound: &'a [BoundTensor<'a>]) -> Result<()> {
 }
 
 /// Lengths of the sub-ranges of a tensor of `len` elements.
+/// `tensors` (laid out alike), each run of consecutive sub-ranges that lie end to end in one
+/// buffer in every one of them merged into one sub-range of at most `max_len` elements: the
+/// same elements, one dispatch where there were several (views of an arena handed over one
+/// by one step as the arena itself does).
+pub(crate) fn merge_contiguous<const N: usize>(tensors: [&GpuTensor; N], max_len: usize) -> [GpuTensor; N] {
+    let follows = |a: &Segment, b: &Segment| a.buffer == b.buffer && a.offset + a.bytes() == b.offset;
+    let mut merged = tensors.map(|t| GpuTensor { segments: Vec::new(), ..t.clone() });
+    let count = tensors.first().map_or(0, |t| t.segments.len());
+    for i in 0..count {
+        let joins = tensors.iter().zip(&merged).all(|(t, m)| {
+            m.segments
+                .last()
+                .is_some_and(|last| last.len + t.segments[i].len <= max_len && follows(last, &t.segments[i]))
+        });
+        for (t, m) in tensors.iter().zip(merged.iter_mut()) {
+            let s = &t.segments[i];
+            match m.segments.last_mut() {
+                Some(last) if joins => last.len += s.len,
+                _ => m.segments.push(s.clone()),
+            }
+        }
+    }
+    merged
+}
+
 pub(crate) fn segment_lens(len: usize, seg_len: usize) -> Vec<usize> {
     (0..len.div_ceil(seg_len)).map(|i| seg_len.min(len - i * seg_len)).collect()
 }

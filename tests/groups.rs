@@ -323,3 +323,111 @@ fn add_param_group_equals_building_the_groups_together() {
         assert_eq!(p1[t].read(&ctx).unwrap(), p2[t].read(&ctx).unwrap(), "tensor {t}");
     }
 }
+
+/// Distinct physical buffers among a tensor's sub-ranges.
+fn distinct_buffers(t: &GpuTensor) -> usize {
+    let mut b: Vec<&wgpu::Buffer> = t.segments().iter().map(|s| &s.buffer).collect();
+    b.sort();
+    b.dedup();
+    b.len()
+}
+
+#[test]
+fn arena_views_handed_over_one_by_one_step_as_one_dispatch_and_as_the_arena_does() {
+    // Lengths in multiples of 64 elements, so that the views of an arena lie end to end on
+    // every device (alignment at most 256 bytes).
+    let lens: Vec<usize> = (0..24).map(|i| 64 * (1 + (i * 7) % 11)).collect();
+    let total: usize = lens.iter().sum();
+    let config = AdamW::new(1e-2).with_weight_decay(0.1);
+    let steps = 3;
+    let ctx = ctx();
+    let (p_whole, p_views) = GpuTensor::arena(&ctx, &lens).unwrap();
+    let (g_whole, g_views) = GpuTensor::arena(&ctx, &lens).unwrap();
+    assert_eq!(p_whole.len(), total, "views end to end");
+    p_whole.write(&ctx, &params(total)).unwrap();
+    let mut views = ParamGroups::new(
+        &ctx,
+        vec![ParamGroup::new(config.clone(), p_views.iter().collect(), g_views.iter().collect())],
+    )
+    .unwrap();
+    // The reference: the same values in tensors of their own, stepped as the whole arena.
+    let (p_ref, g_ref) = (GpuTensor::from_slice(&ctx, &params(total)).unwrap(), GpuTensor::zeros(&ctx, total).unwrap());
+    let mut whole = GpuOptimizer::from_tensors(&ctx, config.clone(), p_ref.clone(), g_ref.clone()).unwrap();
+    let mut cpu = CpuOptimizer::new(config, &params(total)).unwrap();
+    for k in 1..=steps {
+        g_whole.write(&ctx, &grads(total, k)).unwrap();
+        g_ref.write(&ctx, &grads(total, k)).unwrap();
+        views.run(1).unwrap();
+        whole.run(1).unwrap();
+        cpu.step(&grads(total, k)).unwrap();
+    }
+    let group = &views.groups()[0];
+    // 24 views in one buffer: one sub-range, one dispatch per step; state alike.
+    assert_eq!(group.params().segments().len(), 1, "views merged into one sub-range");
+    assert_eq!(group.state_tensor("exp_avg").unwrap().segments().len(), 1);
+    let (got, want) = (p_whole.read(&ctx).unwrap(), whole.read_params().unwrap().to_vec());
+    assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "views vs whole: bit for bit");
+    assert_eq!(group.read_state("exp_avg").unwrap().to_vec(), whole.read_state("exp_avg").unwrap().to_vec());
+    let change = max_change(&got, &params(total));
+    assert_close("views vs cpu", &got, cpu.params().as_slice().unwrap(), change, steps, 4.0);
+
+    // Views with gaps between them (every other tensor) are not merged: the gaps are memory
+    // no optimizer was given, and stay as they were.
+    let every_other: Vec<&GpuTensor> = p_views.iter().step_by(2).collect();
+    let every_other_g: Vec<&GpuTensor> = g_views.iter().step_by(2).collect();
+    let before = p_whole.read(&ctx).unwrap();
+    let mut gaps = ParamGroups::new(&ctx, vec![ParamGroup::new(AdamW::new(1e-2), every_other, every_other_g)]).unwrap();
+    gaps.run(1).unwrap();
+    assert_eq!(gaps.groups()[0].params().segments().len(), 12, "no merge across a gap");
+    let after = p_whole.read(&ctx).unwrap();
+    let starts = GpuTensor::arena_starts(&ctx, &lens);
+    for (t, (&s, &n)) in starts.iter().zip(&lens).enumerate().filter(|(t, _)| t % 2 == 1) {
+        assert_eq!(&after[s..s + n], &before[s..s + n], "tensor {t}, not in the group, is untouched");
+    }
+
+    // A merged sub-range never exceeds one binding's worth of elements.
+    let small = ctx_with(|t| t.segment_bytes = 4 << 10);
+    let (_, spv) = GpuTensor::arena(&small, &lens).unwrap();
+    let (_, sgv) = GpuTensor::arena(&small, &lens).unwrap();
+    let limited =
+        ParamGroups::new(&small, vec![ParamGroup::new(AdamW::new(1e-2), spv.iter().collect(), sgv.iter().collect())])
+            .unwrap();
+    let merged = limited.groups()[0].params().segment_lens();
+    assert!(merged.iter().all(|&n| n <= 1024), "{merged:?}");
+    assert!(merged.len() < lens.len() && merged.iter().sum::<usize>() == total, "{merged:?}");
+}
+
+#[test]
+fn separate_tensors_get_state_in_separate_buffers() {
+    // A written buffer two tensors' dispatches share is a barrier between them on the GPU.
+    let ctx = ctx();
+    let lens = [300, 64, 1000, 7];
+    let p: Vec<GpuTensor> = lens.iter().map(|&n| GpuTensor::from_slice(&ctx, &params(n)).unwrap()).collect();
+    let g: Vec<GpuTensor> = lens.iter().map(|&n| GpuTensor::zeros(&ctx, n).unwrap()).collect();
+    let mut groups =
+        ParamGroups::new(&ctx, vec![ParamGroup::new(AdamW::new(1e-2), p.iter().collect(), g.iter().collect())])
+            .unwrap();
+    groups.run(2).unwrap();
+    let group = &groups.groups()[0];
+    assert_eq!(group.params().segments().len(), lens.len(), "separate buffers are not merged");
+    for name in ["exp_avg", "exp_avg_sq"] {
+        let state = group.state_tensor(name).unwrap();
+        assert_eq!(state.segment_lens(), lens.to_vec());
+        assert_eq!(distinct_buffers(state), lens.len(), "{name}: a buffer per tensor");
+    }
+    // The same values as tensors in one buffer.
+    let (_, whole_p) = GpuTensor::arena(&ctx, &lens).unwrap();
+    let (_, whole_g) = GpuTensor::arena(&ctx, &lens).unwrap();
+    for (t, &n) in whole_p.iter().zip(&lens) {
+        t.write(&ctx, &params(n)).unwrap();
+    }
+    let mut packed = ParamGroups::new(
+        &ctx,
+        vec![ParamGroup::new(AdamW::new(1e-2), whole_p.iter().collect(), whole_g.iter().collect())],
+    )
+    .unwrap();
+    packed.run(2).unwrap();
+    for (a, b) in p.iter().zip(&whole_p) {
+        assert_eq!(a.read(&ctx).unwrap(), b.read(&ctx).unwrap());
+    }
+}
