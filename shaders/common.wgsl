@@ -6,16 +6,20 @@
 
 override WORKGROUP_SIZE: u32 = 256u;
 
-// The GPU-resident step. `step_counter[0]` counts the steps this optimizer has taken; the
-// host writes the scalars of step t (computed in f64, as torch does) into slot
-// t % SCALAR_SLOTS of `scalar_table`, and t itself into `step_counter[2 + slot]`, before the
-// submit that records it; every kernel of a step reads the slot of step counter + 1.
-// `advance` (shaders/advance.wgsl) runs once after each step's kernels. `Scalars` is each
-// family's own struct. Both are read-only here: a buffer that every dispatch of a step wrote
-// would make wgpu put a barrier between any two of them.
+// The GPU-resident step. The step counter is two buffers, `[steps taken, stale flag, tag of
+// slot 0, tag of slot 1, ...]` each, used in turn: the kernels of a step read the count in
+// `step_counter`, and the step's last dispatch writes the next count into `next_counter`,
+// which the next step reads as its `step_counter` (the host binds them crosswise on
+// alternate steps). No dispatch of a step then writes what another reads, and wgpu puts no
+// barrier between them; the one barrier before the next step orders everything.
+// The host writes the scalars of step t (computed in f64, as torch does) into slot
+// t % SCALAR_SLOTS of `scalar_table`, and t itself into the slot's tag in both counter
+// buffers, before the submit that records it; every kernel of a step reads the slot of
+// step counter + 1. `Scalars` is each family's own struct.
 const SCALAR_SLOTS: u32 = 256u;
 @group(0) @binding(0) var<storage, read> scalar_table: array<Scalars>;
 @group(0) @binding(1) var<storage, read> step_counter: array<u32>;
+@group(0) @binding(4) var<storage, read_write> next_counter: array<u32>;
 
 fn step_scalars() -> Scalars {
     return scalar_table[(step_counter[0] + 1u) % SCALAR_SLOTS];
@@ -87,4 +91,18 @@ fn sgn(x: V) -> V {
 // torch.maximum: NaN-propagating maximum (WGSL's max leaves NaN handling undefined).
 fn nan_max(a: V, b: V) -> V {
     return select(max(a, b), a + b, is_nan(a) | is_nan(b));
+}
+
+// The counter after this step: + 1 where it was taken, and the stale flag kept or raised.
+// Run by one invocation of the step's last dispatch (or by `advance`).
+fn advance_counter() {
+    next_counter[0] = select(step_counter[0], step_counter[0] + 1u, !skipped());
+    next_counter[1] = step_counter[1] | u32(scalars_stale());
+}
+
+// The advance as a dispatch of its own, after a step whose last kernel does not run it
+// (a staged or shaped family's, or one whose layout has no room for `next_counter`).
+@compute @workgroup_size(1)
+fn advance() {
+    advance_counter();
 }

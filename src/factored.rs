@@ -72,6 +72,8 @@ struct Pipelines {
     u_sums: wgpu::ComputePipeline,
     finalize_coef: wgpu::ComputePipeline,
     update: wgpu::ComputePipeline,
+    /// The step counter's advance, after every tensor's stages (shaders/common.wgsl).
+    advance: wgpu::ComputePipeline,
 }
 
 /// What a shaped step's kernels bind beside their tensors: the step table and counter, and
@@ -83,7 +85,7 @@ pub(crate) struct Bound<'a> {
 }
 
 /// Pipelines and a uniforms binding built for a new variant, not yet in place.
-pub(crate) struct Rebuilt(Pipelines, wgpu::BindGroup);
+pub(crate) struct Rebuilt(Pipelines, [wgpu::BindGroup; 2]);
 
 /// The grids of one sub-range's dispatches, planned (and checked against the device's
 /// limits) at construction, so that recording cannot fail or cover part of a range.
@@ -106,7 +108,8 @@ pub(crate) struct FactoredStep {
     /// Sub-range windows, then the layout.
     uniforms: wgpu::Buffer,
     layout_at: u64,
-    uniform_group: wgpu::BindGroup,
+    /// Group 0 at each parity of the recorded step (which counter it reads).
+    uniform_groups: [wgpu::BindGroup; 2],
     tensor_groups: Vec<wgpu::BindGroup>,
     segment_stride: u32,
     /// Sums between the stages of a step, and [alpha, coef].
@@ -283,7 +286,7 @@ impl FactoredStep {
                 storage_buffer(ctx, "wgpu-optim unused state", 0),
             )
         })?;
-        let uniform_group = Self::bind_uniforms(ctx, kernel, &uniforms, layout_at, bound)?;
+        let uniform_groups = Self::bind_uniforms(ctx, kernel, &uniforms, layout_at, bound)?;
         let shaped_layouts = &ctx.engine().shaped(kernel)?.0;
         let tensor_groups = ctx.scoped("binding a shaped step's tensors", || {
             (0..params.segments().len())
@@ -319,7 +322,7 @@ impl FactoredStep {
             pipelines,
             uniforms,
             layout_at,
-            uniform_group,
+            uniform_groups,
             tensor_groups,
             segment_stride: stride as u32,
             _work: work,
@@ -346,6 +349,7 @@ impl FactoredStep {
             u_sums: compile("u_sums")?,
             finalize_coef: compile("finalize_coef")?,
             update: compile("update")?,
+            advance: compile("advance")?,
         })
     }
 
@@ -355,19 +359,22 @@ impl FactoredStep {
         uniforms: &wgpu::Buffer,
         layout_at: u64,
         Bound { steps, control }: Bound<'_>,
-    ) -> Result<wgpu::BindGroup> {
+    ) -> Result<[wgpu::BindGroup; 2]> {
         let layout = &ctx.engine().shaped(kernel)?.0[0];
         ctx.scoped("binding a shaped step's uniforms", || {
-            ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some("wgpu-optim shaped step uniforms"),
-                layout,
-                entries: &[
-                    wgpu::BindGroupEntry { binding: 0, resource: steps.table.as_entire_binding() },
-                    wgpu::BindGroupEntry { binding: 1, resource: steps.counter.as_entire_binding() },
-                    wgpu::BindGroupEntry { binding: 2, resource: uniform_window(uniforms, 0) },
-                    wgpu::BindGroupEntry { binding: 3, resource: uniform_window(uniforms, layout_at) },
-                    wgpu::BindGroupEntry { binding: 5, resource: control.as_entire_binding() },
-                ],
+            [0, 1].map(|parity| {
+                let [table, counter] = steps.shaped_entries(parity);
+                ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some("wgpu-optim shaped step uniforms"),
+                    layout,
+                    entries: &[
+                        table,
+                        counter,
+                        wgpu::BindGroupEntry { binding: 2, resource: uniform_window(uniforms, 0) },
+                        wgpu::BindGroupEntry { binding: 3, resource: uniform_window(uniforms, layout_at) },
+                        wgpu::BindGroupEntry { binding: 5, resource: control.as_entire_binding() },
+                    ],
+                })
             })
         })
     }
@@ -383,11 +390,17 @@ impl FactoredStep {
 
     /// Puts what [`rebuilt`](Self::rebuilt) made in place.
     pub fn install(&mut self, Rebuilt(pipelines, group): Rebuilt) {
-        (self.pipelines, self.uniform_group) = (pipelines, group);
+        (self.pipelines, self.uniform_groups) = (pipelines, group);
+    }
+
+    /// The counter's advance, recorded once after every tensor's stages of a step.
+    pub fn advance_pipeline(&self) -> &wgpu::ComputePipeline {
+        &self.pipelines.advance
     }
 
     /// Records this tensor's stages of one step, over the grids planned in `new`.
-    pub fn record_stages(&self, pass: &mut wgpu::ComputePass<'_>) {
+    pub fn record_stages(&self, pass: &mut wgpu::ComputePass<'_>, parity: usize) {
+        let uniforms = &self.uniform_groups[parity];
         let stride = self.segment_stride;
         let p = &self.pipelines;
         // One dispatch per sub-range, with its own window of the segment table.
@@ -395,7 +408,7 @@ impl FactoredStep {
             |pass: &mut wgpu::ComputePass<'_>, pipeline: &wgpu::ComputePipeline, grid: fn(&Grids) -> (u32, u32)| {
                 pass.set_pipeline(pipeline);
                 for (i, g) in self.grids.iter().enumerate() {
-                    pass.set_bind_group(0, &self.uniform_group, &[stride * i as u32]);
+                    pass.set_bind_group(0, uniforms, &[stride * i as u32]);
                     pass.set_bind_group(1, &self.tensor_groups[i], &[]);
                     let (x, y) = grid(g);
                     pass.dispatch_workgroups(x, y, 1);
@@ -404,7 +417,7 @@ impl FactoredStep {
         // One dispatch over the whole tensor's sums (any sub-range's bind group will do).
         let once = |pass: &mut wgpu::ComputePass<'_>, pipeline: &wgpu::ComputePipeline, (x, y): (u32, u32)| {
             pass.set_pipeline(pipeline);
-            pass.set_bind_group(0, &self.uniform_group, &[0]);
+            pass.set_bind_group(0, uniforms, &[0]);
             pass.set_bind_group(1, &self.tensor_groups[0], &[]);
             pass.dispatch_workgroups(x, y, 1);
         };

@@ -3,7 +3,7 @@
 use ndarray::Array1;
 
 use crate::checkpoint::{GroupSnapshot, Restore, Snapshot};
-use crate::engine::{self, Formats, Pipelines, SegmentPlan, StepTable};
+use crate::engine::{self, Formats, Pipelines, SegmentPlan, StepGroups, StepTable};
 use crate::error::{Error, Result};
 use crate::factored::{Bound, FactoredStep};
 use crate::gpu::GpuContext;
@@ -51,9 +51,10 @@ pub struct GpuOptimizer {
     plans: Vec<SegmentPlan>,
     tensor_groups: Vec<wgpu::BindGroup>,
     steps: StepTable,
-    step_group: wgpu::BindGroup,
-    /// The counter's advance: its pipeline (reading the gradient control or not) and group.
-    advance: (wgpu::ComputePipeline, wgpu::BindGroup),
+    step_groups: StepGroups,
+    /// The counter's advance as a dispatch of its own (where the step's last kernel does not
+    /// advance it).
+    advance: wgpu::ComputePipeline,
     /// The schedule, the learning rate it scales, and the step it started after.
     schedule: Option<(Box<dyn Schedule>, f64, u64)>,
     /// A shared gradient control the kernels read (clipping, loss scale, skip-on-inf).
@@ -191,8 +192,7 @@ impl GpuOptimizer {
             (p, g)
         };
         let steps = StepTable::new(ctx, kernel.scalar_size)?;
-        let (step_group, advance_group) = steps.bind(ctx, &steps.control)?;
-        let advance = (ctx.engine().advance_pipeline(ctx, false)?, advance_group);
+        let step_groups = steps.bind(ctx, &steps.control)?;
         let parts = if kernel.is_shaped() {
             Parts::shaped(ctx, &*optimizer, (&param_parts, &grad_parts), &shapes, &steps)?
         } else {
@@ -211,8 +211,8 @@ impl GpuOptimizer {
             plans: parts.plans,
             tensor_groups: parts.tensor_groups,
             steps,
-            step_group,
-            advance,
+            step_groups,
+            advance: parts.advance,
             schedule: None,
             control: None,
             before: None,
@@ -248,7 +248,7 @@ impl GpuOptimizer {
     /// records their dispatches in one compute pass.
     fn encode_steps(&mut self, encoder: &mut wgpu::CommandEncoder, k: u32) {
         self.write_scalars(k);
-        engine::encode_passes(encoder, k, &[&self.params], &[self.tracked()], |pass| self.record_step(pass));
+        engine::encode_passes(encoder, k, &[&self.params], &[self.tracked()], |pass, j| self.record_step(pass, j));
     }
 
     /// Queues the scalars of the next `k` steps into the step table.
@@ -338,17 +338,20 @@ impl GpuOptimizer {
         self.schedule = slot;
     }
 
-    /// Records one step: every sub-range's dispatches, reading the scalars of the GPU's
-    /// step counter + 1, then the counter's advance.
-    pub(crate) fn record_step(&self, pass: &mut wgpu::ComputePass<'_>) {
+    /// Records step `j` of the steps being recorded: every sub-range's dispatches, reading
+    /// the scalars of the GPU's step counter + 1, the last one (or a dispatch after them)
+    /// writing the next count.
+    pub(crate) fn record_step(&self, pass: &mut wgpu::ComputePass<'_>, j: u32) {
+        let parity = self.steps.parity(j);
+        let step_group = &self.step_groups.step[parity];
         let Some(pipelines) = &self.pipelines else {
             for f in &self.factored {
-                f.record_stages(pass);
+                f.record_stages(pass, parity);
             }
-            self.record_advance(pass);
+            self.record_advance(pass, parity);
             return;
         };
-        pass.set_bind_group(0, &self.step_group, &[]);
+        pass.set_bind_group(0, step_group, &[]);
         match &self.reduction {
             Some(r) => {
                 for stage in self.optimizer.kernel().stages {
@@ -366,24 +369,33 @@ impl GpuOptimizer {
                     }
                     if reducing && pipelines.reduce_blocks.is_none() {
                         r.record_finalize(pass);
-                        pass.set_bind_group(0, &self.step_group, &[]);
+                        pass.set_bind_group(0, step_group, &[]);
                     }
                 }
+                self.record_advance(pass, parity);
             }
             None => {
-                for (plan, group) in self.plans.iter().zip(&self.tensor_groups) {
+                let last = self.plans.len() - 1;
+                for (i, (plan, group)) in self.plans.iter().zip(&self.tensor_groups).enumerate() {
                     pass.set_bind_group(1, group, &[]);
-                    plan.record(pass, pipelines);
+                    match &pipelines.advancing {
+                        Some(advancing) if i == last => {
+                            plan.record_advancing(pass, pipelines, advancing, &self.step_groups.advancing[parity])
+                        }
+                        _ => plan.record(pass, pipelines),
+                    }
+                }
+                if pipelines.advancing.is_none() {
+                    self.record_advance(pass, parity);
                 }
             }
         }
-        self.record_advance(pass);
     }
 
-    /// Records the step counter's advance, once after every dispatch of a step.
-    fn record_advance(&self, pass: &mut wgpu::ComputePass<'_>) {
-        pass.set_pipeline(&self.advance.0);
-        pass.set_bind_group(0, &self.advance.1, &[]);
+    /// Records the step counter's advance as a dispatch of its own, after a step's.
+    fn record_advance(&self, pass: &mut wgpu::ComputePass<'_>, parity: usize) {
+        pass.set_pipeline(&self.advance);
+        pass.set_bind_group(0, &self.step_groups.advancing[parity], &[]);
         pass.dispatch_workgroups(1, 1, 1);
     }
 
@@ -468,8 +480,7 @@ impl GpuOptimizer {
         let ctx = self.ctx.clone();
         let constants = Self::variant(next, control.is_some());
         let buffer = control.unwrap_or(&self.steps.control);
-        let (step_group, advance_group) = self.steps.bind(&ctx, buffer)?;
-        let advance = (ctx.engine().advance_pipeline(&ctx, control.is_some())?, advance_group);
+        let step_groups = self.steps.bind(&ctx, buffer)?;
         if !self.factored.is_empty() {
             let bound = Bound { steps: &self.steps, control: buffer };
             let rebuilt =
@@ -477,12 +488,15 @@ impl GpuOptimizer {
             for (f, r) in self.factored.iter_mut().zip(rebuilt) {
                 f.install(r);
             }
-            self.advance = advance;
+            self.advance = self.factored[0].advance_pipeline().clone();
+            self.step_groups = step_groups;
             return Ok(());
         }
         let formats = formats(next, &self.params);
-        let pipelines = ctx.engine().pipelines(&ctx, next.kernel(), &formats, &constants)?;
-        (self.pipelines, self.step_group, self.advance) = (Some(pipelines), step_group, advance);
+        let last_tail = self.plans.last().is_some_and(SegmentPlan::ends_in_tail);
+        let pipelines = ctx.engine().pipelines(&ctx, next.kernel(), &formats, &constants, last_tail)?;
+        self.advance = pipelines.advance.clone();
+        (self.pipelines, self.step_groups) = (Some(pipelines), step_groups);
         Ok(())
     }
 
@@ -565,6 +579,7 @@ impl GpuOptimizer {
             self.lr_before[(t % u64::from(SCALAR_SLOTS)) as usize] = lr;
         }
         self.step += u64::from(k);
+        self.steps.recorded(k);
         if k > 0 {
             self.optimizer.set_lr(self.prepared.1);
         }
@@ -665,6 +680,7 @@ impl engine::Stepper for GpuOptimizer {
 struct Parts {
     state: Vec<Option<GpuTensor>>,
     pipelines: Option<Pipelines>,
+    advance: wgpu::ComputePipeline,
     factored: Vec<FactoredStep>,
     plans: Vec<SegmentPlan>,
     tensor_groups: Vec<wgpu::BindGroup>,
@@ -690,14 +706,15 @@ impl Parts {
                     .transpose()
             })
             .collect::<Result<Vec<_>>>()?;
-        let constants = GpuOptimizer::variant(optimizer, false);
-        let pipelines = ctx.engine().pipelines(ctx, kernel, &formats(optimizer, params), &constants)?;
         let t = ctx.tuning();
         let plans = params
             .segments()
             .iter()
             .map(|s| SegmentPlan::new(s.len, t.workgroup_size * t.items_per_invocation, t.max_workgroups_per_dimension))
             .collect::<Result<Vec<_>>>()?;
+        let constants = GpuOptimizer::variant(optimizer, false);
+        let last_tail = plans.last().is_some_and(SegmentPlan::ends_in_tail);
+        let pipelines = ctx.engine().pipelines(ctx, kernel, &formats(optimizer, params), &constants, last_tail)?;
         let reduction = if kernel.is_staged() {
             Some(Reduction::new(ctx, kernel.stages, &plans, &lens, segment_tensor)?)
         } else {
@@ -732,7 +749,8 @@ impl Parts {
                 })
                 .collect::<Vec<_>>()
         })?;
-        Ok(Parts { state, pipelines: Some(pipelines), factored: Vec::new(), plans, tensor_groups, reduction })
+        let advance = pipelines.advance.clone();
+        Ok(Parts { state, pipelines: Some(pipelines), advance, factored: Vec::new(), plans, tensor_groups, reduction })
     }
 
     /// A shaped step: each tensor's own buffers and entry points over one step table, the
@@ -768,6 +786,18 @@ impl Parts {
             .iter()
             .map(|p| (!p.is_empty()).then(|| GpuTensor::concat(&p.iter().collect::<Vec<_>>())).transpose())
             .collect::<Result<Vec<_>>>()?;
-        Ok(Parts { state, pipelines: None, factored, plans: Vec::new(), tensor_groups: Vec::new(), reduction: None })
+        let advance = match factored.first() {
+            Some(f) => f.advance_pipeline().clone(),
+            None => return Err(Error::Empty { what: "a shaped step's tensors" }),
+        };
+        Ok(Parts {
+            state,
+            pipelines: None,
+            advance,
+            factored,
+            plans: Vec::new(),
+            tensor_groups: Vec::new(),
+            reduction: None,
+        })
     }
 }

@@ -225,12 +225,12 @@ impl ParamGroups {
         self.groups.iter_mut().for_each(|g| g.write_scalars(k));
         let tracked: Vec<_> = self.groups.iter().map(GpuOptimizer::tracked).collect();
         let params: Vec<_> = self.groups.iter().map(GpuOptimizer::params).collect();
-        engine::encode_passes(encoder, k, &params, &tracked, |pass| {
+        engine::encode_passes(encoder, k, &params, &tracked, |pass, j| {
             if let Some((reducer, _)) = &self.control {
                 reducer.record(pass);
             }
             for g in &self.groups {
-                g.record_step(pass);
+                g.record_step(pass, j);
             }
             if let Some((reducer, _)) = &self.control {
                 reducer.record_after(pass);
