@@ -700,6 +700,10 @@ pub(crate) trait Stepper {
     fn prepare(&mut self, k: u32) -> Result<()>;
     /// Records `k <= SCALAR_SLOTS` steps into `encoder`.
     fn encode(&mut self, encoder: &mut wgpu::CommandEncoder, k: u32);
+    /// Records `k <= SCALAR_SLOTS` steps into an open compute pass.
+    fn encode_in_pass(&mut self, pass: &mut wgpu::ComputePass<'_>, k: u32);
+    /// Whether update tracking is on (it copies parameters between passes).
+    fn tracks_updates(&self) -> bool;
     /// Counts `k` recorded steps as taken (only once they were recorded without error).
     fn taken(&mut self, k: u32);
 }
@@ -770,13 +774,35 @@ pub(crate) fn run(s: &mut impl Stepper, steps: u32) -> Result<()> {
     Ok(())
 }
 
-/// Records `steps` steps into the caller's encoder.
-pub(crate) fn record(s: &mut impl Stepper, encoder: &mut wgpu::CommandEncoder, steps: u32) -> Result<()> {
+/// `Err` unless `steps` fit between two submits.
+fn check_slots(steps: u32) -> Result<()> {
     if steps > SCALAR_SLOTS {
         return Err(Error::OverLimit(format!(
             "{steps} steps recorded at once; at most {SCALAR_SLOTS} fit between two submits"
         )));
     }
+    Ok(())
+}
+
+/// Records `steps` steps into the caller's compute pass, after what it already holds.
+pub(crate) fn record_in_pass(s: &mut impl Stepper, pass: &mut wgpu::ComputePass<'_>, steps: u32) -> Result<()> {
+    check_slots(steps)?;
+    if s.tracks_updates() {
+        return Err(Error::Unsupported(
+            "recording into a compute pass with update tracking on: tracking copies the parameters between \
+             passes; record into an encoder (`record`), or turn tracking off"
+                .into(),
+        ));
+    }
+    s.prepare(steps)?;
+    s.context().scoped("recording a step", || s.encode_in_pass(pass, steps))?;
+    s.taken(steps);
+    Ok(())
+}
+
+/// Records `steps` steps into the caller's encoder.
+pub(crate) fn record(s: &mut impl Stepper, encoder: &mut wgpu::CommandEncoder, steps: u32) -> Result<()> {
+    check_slots(steps)?;
     s.prepare(steps)?;
     s.context().scoped("recording a step", || s.encode(encoder, steps))?;
     s.taken(steps);

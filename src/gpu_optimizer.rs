@@ -236,12 +236,26 @@ impl GpuOptimizer {
         engine::run(self, steps)
     }
 
-    /// Records `steps` steps into the caller's encoder, as dispatches of one compute pass,
-    /// so they run in the caller's submit after whatever the encoder already holds (a
-    /// backward pass writing the gradients, say). The step count advances now; at most
-    /// [`SCALAR_SLOTS`] steps may be recorded between two submits of the queue.
+    /// Records `steps` steps into the caller's encoder, in compute passes of their own (one
+    /// for every step over one parameter buffer, one per step over several), so they run in
+    /// the caller's submit after whatever the encoder already holds (a backward pass writing
+    /// the gradients, say). The step count advances now; at most [`SCALAR_SLOTS`] steps may
+    /// be recorded between two submits of the queue.
     pub fn record(&mut self, encoder: &mut wgpu::CommandEncoder, steps: u32) -> Result<()> {
         engine::record(self, encoder, steps)
+    }
+
+    /// Records `steps` steps into the caller's open compute pass, after the dispatches it
+    /// already holds (the backward kernels that write the gradients, say): a pipeline that
+    /// keeps one pass open saves a pass per step. The step count advances now; the same
+    /// bound of [`SCALAR_SLOTS`] steps between two submits holds. Inside one pass wgpu
+    /// orders each dispatch after an earlier one that wrote its buffers; tensors in separate
+    /// buffers cost fewer barriers through [`record`](Self::record), which gives each step a
+    /// pass. Refused with update tracking on (it copies parameters between passes).
+    /// wgpu validates a pass when it ends: errors of the pass surface where the caller ends
+    /// it, under the caller's error handling.
+    pub fn record_in_pass(&mut self, pass: &mut wgpu::ComputePass<'_>, steps: u32) -> Result<()> {
+        engine::record_in_pass(self, pass, steps)
     }
 
     /// Queues the scalars of steps `self.step + 1 ..= self.step + k` into the step table and
@@ -669,6 +683,15 @@ impl engine::Stepper for GpuOptimizer {
     }
     fn encode(&mut self, encoder: &mut wgpu::CommandEncoder, k: u32) {
         self.encode_steps(encoder, k)
+    }
+    fn encode_in_pass(&mut self, pass: &mut wgpu::ComputePass<'_>, k: u32) {
+        self.write_scalars(k);
+        for j in 0..k {
+            self.record_step(pass, j);
+        }
+    }
+    fn tracks_updates(&self) -> bool {
+        self.before.is_some()
     }
     fn taken(&mut self, k: u32) {
         self.advance(k);

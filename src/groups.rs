@@ -215,27 +215,38 @@ impl ParamGroups {
         Ok(())
     }
 
-    /// Records `steps` steps of every group into the caller's encoder, in one compute pass,
-    /// after whatever the encoder already holds (the backward pass writing the gradients).
+    /// Records `steps` steps of every group into the caller's encoder, after whatever the
+    /// encoder already holds (the backward pass writing the gradients); see
+    /// [`GpuOptimizer::record`].
     pub fn record(&mut self, encoder: &mut wgpu::CommandEncoder, steps: u32) -> Result<()> {
         engine::record(self, encoder, steps)
+    }
+
+    /// Records `steps` steps of every group into the caller's open compute pass (see
+    /// [`GpuOptimizer::record_in_pass`]).
+    pub fn record_in_pass(&mut self, pass: &mut wgpu::ComputePass<'_>, steps: u32) -> Result<()> {
+        engine::record_in_pass(self, pass, steps)
     }
 
     fn encode_steps(&mut self, encoder: &mut wgpu::CommandEncoder, k: u32) {
         self.groups.iter_mut().for_each(|g| g.write_scalars(k));
         let tracked: Vec<_> = self.groups.iter().map(GpuOptimizer::tracked).collect();
         let params: Vec<_> = self.groups.iter().map(GpuOptimizer::params).collect();
-        engine::encode_passes(encoder, k, &params, &tracked, |pass, j| {
-            if let Some((reducer, _)) = &self.control {
-                reducer.record(pass);
-            }
-            for g in &self.groups {
-                g.record_step(pass, j);
-            }
-            if let Some((reducer, _)) = &self.control {
-                reducer.record_after(pass);
-            }
-        });
+        engine::encode_passes(encoder, k, &params, &tracked, |pass, j| self.record_step(pass, j));
+    }
+
+    /// Records step `j` of the steps being recorded: the gradient control's kernels, then
+    /// every group's step.
+    fn record_step(&self, pass: &mut wgpu::ComputePass<'_>, j: u32) {
+        if let Some((reducer, _)) = &self.control {
+            reducer.record(pass);
+        }
+        for g in &self.groups {
+            g.record_step(pass, j);
+        }
+        if let Some((reducer, _)) = &self.control {
+            reducer.record_after(pass);
+        }
     }
 
     /// Turns update tracking on or off for every group (see
@@ -438,6 +449,15 @@ impl engine::Stepper for ParamGroups {
     }
     fn encode(&mut self, encoder: &mut wgpu::CommandEncoder, k: u32) {
         self.encode_steps(encoder, k)
+    }
+    fn encode_in_pass(&mut self, pass: &mut wgpu::ComputePass<'_>, k: u32) {
+        self.groups.iter_mut().for_each(|g| g.write_scalars(k));
+        for j in 0..k {
+            self.record_step(pass, j);
+        }
+    }
+    fn tracks_updates(&self) -> bool {
+        self.groups.iter().any(|g| g.tracked().is_some())
     }
     fn taken(&mut self, k: u32) {
         self.unsynced = self.unsynced.saturating_add(k);

@@ -511,6 +511,38 @@ fn a_device_with_low_limits_gets_errors_naming_the_limit() {
 }
 
 #[test]
+fn with_webgpus_default_limits_every_family_steps_as_with_the_adapters() {
+    use wgpu_optim::{GpuContext, Optimizer};
+    // Eight storage buffers per stage (WebGPU's and Metal's default): a family with four
+    // state tensors has no room for the next step counter in its last dispatch and advances
+    // the counter in a dispatch of its own; every family's results are bit for bit those of
+    // the adapter's own limits, where every element-wise step's last dispatch advances it.
+    let (device, queue, info) = device_with(wgpu::Limits::default());
+    let webgpu = GpuContext::from_device(device, queue, info).unwrap();
+    let full = ctx();
+    let n = 1001; // the last dispatch is the tail's
+    for (name, make) in wgpu_optim::optim::ALL {
+        let o: Box<dyn Optimizer> = make();
+        let run = |ctx: &GpuContext| {
+            let mut gpu = if o.kernel().is_shaped() {
+                GpuOptimizer::with_shape(ctx, o.clone_box(), &params(7 * 143), &[7, 143]).unwrap()
+            } else {
+                GpuOptimizer::new(ctx, o.clone_box(), &params(n)).unwrap()
+            };
+            for k in 1..=3 {
+                gpu.step(&grads(gpu.params().len(), k)).unwrap();
+            }
+            gpu.run(2).unwrap();
+            (gpu.read_params().unwrap().to_vec(), gpu.sync().unwrap())
+        };
+        let ((a, steps_a), (b, steps_b)) = (run(&webgpu), run(&full));
+        assert_eq!((steps_a, steps_b), (5, 5), "{name}: steps taken");
+        assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()), "{name}: bit for bit");
+        assert_ne!(a, params(a.len()), "{name}: the steps moved the parameters");
+    }
+}
+
+#[test]
 fn every_call_after_the_device_is_lost_says_so() {
     use wgpu_optim::GpuContext;
     // A context of its own: the device is destroyed.

@@ -99,3 +99,116 @@ fn adafactor_counts_its_steps_on_the_gpu() {
     assert_eq!(calls.read_params().unwrap(), recorded.read_params().unwrap());
     assert_eq!(recorded.read_gpu_step().unwrap(), 9);
 }
+
+/// The caller's own kernel: halves a gradient in place.
+fn halving_kernel(ctx: &wgpu_optim::GpuContext) -> wgpu::ComputePipeline {
+    let module = ctx.device().create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some("halve"),
+        source: wgpu::ShaderSource::Wgsl(
+            "@group(0) @binding(0) var<storage, read_write> g: array<f32>;
+             @compute @workgroup_size(64) fn main(@builtin(global_invocation_id) id: vec3<u32>) {
+                 if id.x < arrayLength(&g) { g[id.x] = g[id.x] * 0.5; }
+             }"
+            .into(),
+        ),
+    });
+    ctx.device().create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some("halve"),
+        layout: None,
+        module: &module,
+        entry_point: Some("main"),
+        compilation_options: Default::default(),
+        cache: None,
+    })
+}
+
+#[test]
+fn steps_recorded_into_the_callers_compute_pass_equal_steps_run_alone() {
+    use wgpu_optim::{AdamW, Error, GpuTensor};
+    let ctx = ctx();
+    let n = 1001;
+    let halve = halving_kernel(&ctx);
+    let half = |k| grads(n, k).iter().map(|g| g * 0.5).collect::<Vec<f32>>();
+    let mut theirs = GpuOptimizer::new(&ctx, AdamW::new(1e-2).with_weight_decay(0.1), &params(n)).unwrap();
+    let mut alone = GpuOptimizer::new(&ctx, AdamW::new(1e-2).with_weight_decay(0.1), &params(n)).unwrap();
+    let group = ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
+        label: None,
+        layout: &halve.get_bind_group_layout(0),
+        entries: &[wgpu::BindGroupEntry { binding: 0, resource: theirs.grads().segments()[0].binding() }],
+    });
+    for k in 1..=3 {
+        // The caller's pass: its kernel writes the gradients, then the step reads them.
+        theirs.grads().write(&ctx, &grads(n, k)).unwrap();
+        let mut encoder = ctx.device().create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            pass.set_pipeline(&halve);
+            pass.set_bind_group(0, &group, &[]);
+            pass.dispatch_workgroups((n as u32).div_ceil(64), 1, 1);
+            theirs.record_in_pass(&mut pass, 1).unwrap();
+        }
+        ctx.queue().submit([encoder.finish()]);
+        alone.step(&half(k)).unwrap();
+    }
+    // Several steps in one pass, then one alone.
+    let mut encoder = ctx.device().create_command_encoder(&Default::default());
+    {
+        let mut pass = encoder.begin_compute_pass(&Default::default());
+        theirs.record_in_pass(&mut pass, 4).unwrap();
+    }
+    ctx.queue().submit([encoder.finish()]);
+    alone.run(4).unwrap();
+    assert_eq!((theirs.step_count(), theirs.sync().unwrap()), (7, 7));
+    let bits = |t: &GpuOptimizer, what: &str| -> Vec<u32> {
+        let v = if what == "params" { t.read_params() } else { t.read_state(what) };
+        v.unwrap().iter().map(|x| x.to_bits()).collect()
+    };
+    for what in ["params", "exp_avg", "exp_avg_sq"] {
+        assert_eq!(bits(&theirs, what), bits(&alone, what), "{what}: bit for bit");
+    }
+
+    // Update tracking copies between passes: refused, and nothing changes.
+    theirs.track_updates(true).unwrap();
+    let before = bits(&theirs, "params");
+    let mut encoder = ctx.device().create_command_encoder(&Default::default());
+    {
+        let mut pass = encoder.begin_compute_pass(&Default::default());
+        match theirs.record_in_pass(&mut pass, 1) {
+            Err(Error::Unsupported(m)) => assert!(m.contains("update tracking") && m.contains("record"), "{m}"),
+            other => panic!("expected Unsupported, got {other:?}"),
+        }
+        assert!(matches!(theirs.record_in_pass(&mut pass, 257), Err(Error::OverLimit(_))));
+    }
+    ctx.queue().submit([encoder.finish()]);
+    assert_eq!((theirs.step_count(), bits(&theirs, "params")), (7, before));
+
+    // Parameter groups, two of them, in the caller's pass.
+    let lens = [300, 64, 1000];
+    let make = || -> (Vec<GpuTensor>, Vec<GpuTensor>) {
+        let p = lens.iter().map(|&n| GpuTensor::from_slice(&ctx, &params(n)).unwrap()).collect();
+        let g = lens.iter().map(|&n| GpuTensor::from_slice(&ctx, &grads(n, 1)).unwrap()).collect();
+        (p, g)
+    };
+    let ((pa, ga), (pb, gb)) = (make(), make());
+    let groups = |p: &[GpuTensor], g: &[GpuTensor]| {
+        ParamGroups::new(
+            &ctx,
+            vec![
+                ParamGroup::new(AdamW::new(1e-2), vec![&p[0], &p[1]], vec![&g[0], &g[1]]),
+                ParamGroup::new(AdamW::new(3e-3).with_weight_decay(0.0), vec![&p[2]], vec![&g[2]]),
+            ],
+        )
+        .unwrap()
+    };
+    let (mut in_pass, mut run) = (groups(&pa, &ga), groups(&pb, &gb));
+    let mut encoder = ctx.device().create_command_encoder(&Default::default());
+    {
+        let mut pass = encoder.begin_compute_pass(&Default::default());
+        in_pass.record_in_pass(&mut pass, 3).unwrap();
+    }
+    ctx.queue().submit([encoder.finish()]);
+    run.run(3).unwrap();
+    for (a, b) in pa.iter().zip(&pb) {
+        assert_eq!(a.read(&ctx).unwrap(), b.read(&ctx).unwrap());
+    }
+}
