@@ -1,8 +1,6 @@
 //! Running a workload — one optimizer over a tensor set — on the GPU and on the CPU from the
 //! same inputs, checking the GPU against the CPU, and timing each side.
 
-use std::time::Duration;
-
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
@@ -14,7 +12,7 @@ use wgpu_optim::optim::Optimizer;
 use wgpu_optim::tensor::GpuTensor;
 
 use super::check::{max_change, worst_error};
-use super::roof::{best_of, timed};
+use super::timing::{Timed, timed};
 use super::{TensorSet, bytes_per_param, inputs};
 
 /// How GPU time is measured.
@@ -222,22 +220,27 @@ impl Workload {
             .collect()
     }
 
-    /// Best seconds per step on the CPU over every tensor: one thread, or the rayon pool
-    /// across tensors and within each (work stealing balances a large embedding against
-    /// many small tensors).
-    pub fn time_cpu(&self, threads: Threads) -> Result<f64> {
-        let mut cpu = self.cpu(threads)?;
-        let mut run = || {
+    /// Steps on the CPU over every tensor as one side of an interleaved measurement
+    /// (seconds per step), after one untimed step: one thread, or the rayon pool across
+    /// tensors and within each (work stealing balances a large embedding against many small
+    /// tensors). `cpu` is [`cpu`](Self::cpu)`(threads)`.
+    pub fn cpu_steps<'a>(
+        &'a self,
+        cpu: &'a mut [CpuOptimizer],
+        threads: Threads,
+    ) -> Result<Timed<impl FnMut() -> Result<f64> + 'a>> {
+        let grads = &self.grads;
+        let mut run = move || {
             timed(|| {
                 match threads {
-                    Threads::Sequential => cpu.iter_mut().zip(&self.grads).try_for_each(|(c, g)| c.step(g))?,
-                    Threads::Parallel => cpu.par_iter_mut().zip(&self.grads).try_for_each(|(c, g)| c.step(g))?,
+                    Threads::Sequential => cpu.iter_mut().zip(grads).try_for_each(|(c, g)| c.step(g))?,
+                    Threads::Parallel => cpu.par_iter_mut().zip(grads).try_for_each(|(c, g)| c.step(g))?,
                 }
                 Ok(())
             })
         };
         run()?;
-        best_of(3, Duration::from_millis(500), 1, run)
+        Ok(Timed { run, units: 1 })
     }
 
     /// Checks the GPU against the CPU: `steps` steps on each side from the same inputs, every
@@ -296,14 +299,20 @@ impl GpuWorkload {
         &self.params
     }
 
-    /// Best seconds per step, `steps_per_submit` steps recorded into one encoder per
-    /// measurement (all in one compute pass).
-    pub fn time(&mut self, ctx: &GpuContext, clock: &GpuClock, steps_per_submit: u32) -> Result<f64> {
+    /// Steps as one side of an interleaved measurement (seconds per step), after one untimed
+    /// submit (first-use costs: pipelines, memory residency): `steps_per_submit` steps
+    /// recorded into one encoder per sample, timed by `clock`.
+    pub fn steps<'a>(
+        &'a mut self,
+        ctx: &'a GpuContext,
+        clock: &'a GpuClock,
+        steps_per_submit: u32,
+    ) -> Result<Timed<impl FnMut() -> Result<f64> + 'a>> {
         let k = steps_per_submit.clamp(1, SCALAR_SLOTS / 2);
         let groups = &mut self.groups;
-        let mut run = || clock.time(ctx, |encoder| Ok(groups.record(encoder, k)?));
-        run()?; // warm-up: first-use costs (pipelines, memory residency)
-        best_of(3, Duration::from_millis(500), k, run)
+        let mut run = move || clock.time(ctx, |encoder| Ok(groups.record(encoder, k)?));
+        run()?;
+        Ok(Timed { run, units: k })
     }
 }
 

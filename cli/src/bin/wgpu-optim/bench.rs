@@ -2,10 +2,12 @@
 //! every GPU result checked before its speed is reported.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use wgpu_optim::{GpuContext, Optimizer, Threads};
-use wgpu_optim_cli::bench::{self, GpuClock, Measurement, Side, Storage, TensorSet, Workload};
+use wgpu_optim_cli::bench::timing::{self, Interleaved};
+use wgpu_optim_cli::bench::{self, CpuPass, GpuClock, GpuCopy, Measurement, Side, Storage, TensorSet, Workload};
 
 use crate::{AnyResult, describe};
 
@@ -43,6 +45,9 @@ pub fn bench(
     let (rows, machine) = pool.install(|| bench_command(opts, &sets, plan))?;
     if markdown {
         print!("{}", bench::markdown(&rows));
+        if rows.iter().any(|m| m.roof_fraction() > 1.0) {
+            println!("\n{}", bench::ABOVE_ROOF);
+        }
     }
     if let (Some(path), Some(mut file)) = (json, json_file) {
         use std::io::Write;
@@ -77,7 +82,9 @@ fn bench_command(
     println!("GPU time: {}, {} steps per submit", clock.clock().label(), plan.steps_per_submit);
     println!(
         "roof: the step's own memory traffic with no arithmetic, at the same size \
-         (GPU: a buffer copy, at most 4 GiB; CPU: p += g and s += g for each state, in place)"
+         (GPU: a buffer copy, at most 4 GiB; CPU: p += g and s += g for each state, in place), \
+         timed in turn with the step (A B A B ...); medians, with the step's interquartile range \
+         and the process's CPU time per step"
     );
     println!("every GPU result is checked against the CPU reference before its speed is reported");
     let units: u64 = sets.iter().map(|s| units_per(s, plan)).sum::<u64>() * opts.len() as u64;
@@ -119,7 +126,7 @@ fn bench_command(
     );
     // Text columns left-aligned, numbers right-aligned.
     let line = |cells: &[String]| {
-        let widths = [9, 9, 11, 22, 10, 9, 8, 10, 10];
+        let widths = [9, 9, 11, 22, 9, 15, 11, 9, 8, 10, 10];
         let padded: Vec<String> = cells
             .iter()
             .zip(widths)
@@ -132,20 +139,46 @@ fn bench_command(
     for m in &rows {
         line(&m.cells());
     }
+    if rows.iter().any(|m| m.roof_fraction() > 1.0) {
+        println!("{}", bench::ABOVE_ROOF);
+    }
     if rows.is_empty() {
         return Err("every workload was skipped: raise --max-gib or choose smaller --log2-sizes".into());
     }
     Ok((rows, machine))
 }
 
-/// AdamW at every workgroup size and elements per invocation the adapter allows.
+/// AdamW at every workgroup size and elements per invocation the adapter allows, each
+/// timed in turn with the copy roof: medians, the interquartile range, and the fraction of
+/// the roof's median.
 pub fn tune(n: usize, steps_per_submit: u32) -> AnyResult<()> {
     let base = GpuContext::new()?;
     println!("adapter: {}", describe(&base));
     let w = Workload::new(wgpu_optim::AdamW::default().into(), TensorSet::one(n));
-    let roof = bench::gpu_copy_roof(&base, w.bytes_per_step())?;
-    println!("AdamW, {} params, roof {:.1} GB/s; default tuning {:?}", n, roof / 1e9, base.tuning());
-    println!("{:>14} {:>12} {:>10} {:>8} {:>10}", "workgroup size", "items/invoc.", "ms/step", "GB/s", "% of roof");
+    let clock = GpuClock::new(&base)?;
+    let copy = GpuCopy::new(&base, &clock, w.bytes_per_step())?;
+    println!(
+        "AdamW, {n} params; each setting timed in turn with a copy of the same traffic (the roof); default tuning {:?}",
+        base.tuning()
+    );
+    let header = |first: &str| {
+        println!("{first:>26} {:>10} {:>17} {:>8} {:>10} {:>10}", "ms/step", "IQR ms", "GB/s", "roof GB/s", "% of roof")
+    };
+    let row = |setting: String, m: &Interleaved| {
+        let (q1, q3) = m.step.quartiles();
+        let gbs = w.bytes_per_step() as f64 / m.step.median();
+        let roof = copy.bytes_per_copy() / m.roof.median();
+        println!(
+            "{setting:>26} {:>10.3} {:>17} {:>8.1} {:>10.1} {:>9.0}%",
+            m.step.median() * 1e3,
+            format!("{:.3}–{:.3}", q1 * 1e3, q3 * 1e3),
+            gbs / 1e9,
+            roof / 1e9,
+            100.0 * gbs / roof
+        );
+        gbs / roof
+    };
+    header("workgroup size × items");
     let max_wg = base.limits().max_compute_invocations_per_workgroup.min(base.limits().max_compute_workgroup_size_x);
     let mut best = (0.0, 0, 0);
     for wg in [64u32, 128, 256, 512, 1024].into_iter().filter(|&w| w <= max_wg) {
@@ -155,22 +188,22 @@ pub fn tune(n: usize, steps_per_submit: u32) -> AnyResult<()> {
                 items_per_invocation: items,
                 ..*base.tuning()
             })?;
-            let clock = GpuClock::new(&ctx)?;
             let mut gpu = w.gpu(&ctx, Storage::Arena)?;
             w.check(&ctx, &mut gpu, 1)?;
-            let seconds = gpu.time(&ctx, &clock, steps_per_submit)?;
-            let gbs = w.bytes_per_step() as f64 / seconds;
-            println!("{wg:>14} {items:>12} {:>10.3} {:>8.1} {:>9.0}%", seconds * 1e3, gbs / 1e9, 100.0 * gbs / roof);
-            if gbs > best.0 {
-                best = (gbs, wg, items);
+            let steps = gpu.steps(&ctx, &clock, steps_per_submit)?;
+            let m = timing::interleaved(5, Duration::from_millis(300), copy.timed(&clock), steps)?;
+            let fraction = row(format!("{wg} × {items}"), &m);
+            if fraction > best.0 {
+                best = (fraction, wg, items);
             }
         }
     }
-    println!("best: workgroup size {}, {} items per invocation ({:.1} GB/s)", best.1, best.2, best.0 / 1e9);
+    println!("best: workgroup size {}, {} items per invocation ({:.0} % of the roof)", best.1, best.2, 100.0 * best.0);
 
     // Physical buffer size (and the binding sub-range with it): drivers differ in how fast
     // they run large buffers. Only sizes below the tensor's own change its layout.
-    println!("\n{:>12} {:>10} {:>8} {:>10}", "buffer MiB", "ms/step", "GB/s", "% of roof");
+    println!();
+    header("buffer MiB");
     let max = base.limits().max_buffer_size.min(base.limits().max_storage_buffer_binding_size);
     for mib in [64u64, 128, 256, 512, 1024, 2048].into_iter().filter(|&m| m << 20 <= max) {
         let bytes = mib << 20;
@@ -178,9 +211,8 @@ pub fn tune(n: usize, steps_per_submit: u32) -> AnyResult<()> {
         let ctx = base.with_tuning(tuning)?;
         let mut gpu = w.gpu(&ctx, Storage::Arena)?;
         w.check(&ctx, &mut gpu, 1)?;
-        let seconds = gpu.time(&ctx, &GpuClock::new(&ctx)?, steps_per_submit)?;
-        let gbs = w.bytes_per_step() as f64 / seconds;
-        println!("{mib:>12} {:>10.3} {:>8.1} {:>9.0}%", seconds * 1e3, gbs / 1e9, 100.0 * gbs / roof);
+        let steps = gpu.steps(&ctx, &clock, steps_per_submit)?;
+        row(mib.to_string(), &timing::interleaved(5, Duration::from_millis(300), copy.timed(&clock), steps)?);
         if bytes >= 4 * n as u64 {
             break; // one buffer holds the whole tensor from here on
         }
@@ -193,7 +225,13 @@ fn units_per(set: &TensorSet, plan: &BenchPlan) -> u64 {
     1 + if set.lens.len() > 1 { 2 } else { 1 } + if plan.sequential { 2 } else { 1 }
 }
 
-/// Measures one workload: both roofs, the GPU (checked first) in each storage, the CPU sides.
+/// Samples of a step and of its roof, taken in turn, per measurement: at least this many…
+const MIN_ROUNDS: usize = 7;
+/// …and for at least this long.
+const MIN_TIME: Duration = Duration::from_millis(600);
+
+/// Measures one workload: the GPU (checked first) in each storage and the CPU sides, each
+/// in turn with its own roof.
 fn measure(
     ctx: &GpuContext,
     clock: &GpuClock,
@@ -208,38 +246,45 @@ fn measure(
     } else {
         &[(Storage::Arena, Side::Gpu)]
     };
-    let measured = |side, seconds, roof| Measurement {
+    let measured = |side, m: &Interleaved, roof_bytes: f64| Measurement {
         optimizer: w.optimizer.name().to_string(),
         workload: w.set.name.clone(),
         tensors: w.set.lens.len(),
         params: w.set.total(),
         side,
-        seconds_per_step: seconds,
+        seconds_per_step: m.step.median(),
+        quartiles: m.step.quartiles(),
+        cpu_seconds_per_step: m.step_cpu,
         bytes_per_step: w.bytes_per_step(),
-        roof_bytes_per_second: roof,
+        roof_bytes_per_second: roof_bytes / m.roof.median(),
     };
     bar.set_message(label("roofs"));
-    let gpu_roof = bench::gpu_copy_roof(ctx, w.bytes_per_step())?;
-    let cpu_roof = bench::cpu_roof(&*w.optimizer, w.set.total())?;
+    let copy = GpuCopy::new(ctx, clock, w.bytes_per_step())?;
     bar.inc(1);
     for &(storage, side) in storages {
         bar.set_message(label(&format!("{} check", side.label())));
         let mut gpu = w.gpu(ctx, storage)?;
         w.check(ctx, &mut gpu, 2)?;
         bar.set_message(label(side.label()));
-        let seconds = gpu.time(ctx, clock, plan.steps_per_submit)?;
-        rows.push(measured(side, seconds, gpu_roof));
+        let steps = gpu.steps(ctx, clock, plan.steps_per_submit)?;
+        let m = timing::interleaved(MIN_ROUNDS, MIN_TIME, copy.timed(clock), steps)?;
+        rows.push(measured(side, &m, copy.bytes_per_copy()));
         bar.inc(1);
     }
+    drop(copy);
     let cpu_sides: &[(Threads, Side)] = if plan.sequential {
         &[(Threads::Sequential, Side::CpuSequential), (Threads::Parallel, Side::CpuParallel)]
     } else {
         &[(Threads::Parallel, Side::CpuParallel)]
     };
+    let mut pass = CpuPass::new(&*w.optimizer, w.set.total())?;
     for &(threads, side) in cpu_sides {
         bar.set_message(label(side.label()));
-        let seconds = w.time_cpu(threads)?;
-        rows.push(measured(side, seconds, cpu_roof));
+        let mut cpu = w.cpu(threads)?;
+        let steps = w.cpu_steps(&mut cpu, threads)?;
+        let bytes = pass.bytes_per_pass();
+        let m = timing::interleaved(MIN_ROUNDS, MIN_TIME, pass.timed(), steps)?;
+        rows.push(measured(side, &m, bytes));
         bar.inc(1);
     }
     Ok(rows)
