@@ -6,23 +6,27 @@
 
 override WORKGROUP_SIZE: u32 = 256u;
 
-// The GPU-resident step. The step counter is two buffers, `[steps taken, stale flag, tag of
-// slot 0, tag of slot 1, ...]` each, used in turn: the kernels of a step read the count in
-// `step_counter`, and the step's last dispatch writes the next count into `next_counter`,
-// which the next step reads as its `step_counter` (the host binds them crosswise on
-// alternate steps). No dispatch of a step then writes what another reads, and wgpu puts no
-// barrier between them; the one barrier before the next step orders everything.
-// The host writes the scalars of step t (computed in f64, as torch does) into slot
-// t % SCALAR_SLOTS of `scalar_table`, and t itself into the slot's tag in both counter
-// buffers, before the submit that records it; every kernel of a step reads the slot of
-// step counter + 1. `Scalars` is each family's own struct.
+// The GPU-resident step. The step counter is two buffers, `[steps taken, stale flag]` each,
+// used in turn: the kernels of a step read the count in `step_counter`, and the step's last
+// dispatch writes the next count into `next_counter`, which the next step reads as its
+// `step_counter` (the host binds them crosswise on alternate steps). No dispatch of a step
+// then writes what another reads, and wgpu puts no barrier between them; the one barrier
+// before the next step orders everything.
+// The host writes the scalars of step t (computed in f64, as torch does) and t itself, the
+// slot's tag, into slot t % SCALAR_SLOTS of `scalar_table` before the submit that records
+// it; every kernel of a step reads the slot of step counter + 1. `Scalars` is each family's
+// own struct.
 const SCALAR_SLOTS: u32 = 256u;
-@group(0) @binding(0) var<storage, read> scalar_table: array<Scalars>;
+struct Slot {
+    s: Scalars,
+    tag: u32,
+}
+@group(0) @binding(0) var<storage, read> scalar_table: array<Slot>;
 @group(0) @binding(1) var<storage, read> step_counter: array<u32>;
 @group(0) @binding(4) var<storage, read_write> next_counter: array<u32>;
 
 fn step_scalars() -> Scalars {
-    return scalar_table[(step_counter[0] + 1u) % SCALAR_SLOTS];
+    return scalar_table[(step_counter[0] + 1u) % SCALAR_SLOTS].s;
 }
 
 // Skipped steps leave the host's count ahead of the GPU's; once it is SCALAR_SLOTS ahead the
@@ -30,7 +34,7 @@ fn step_scalars() -> Scalars {
 // skipped) and `step_counter[1]` records it until the host syncs its count.
 fn scalars_stale() -> bool {
     let t = step_counter[0] + 1u;
-    return step_counter[2u + t % SCALAR_SLOTS] != t;
+    return scalar_table[t % SCALAR_SLOTS].tag != t;
 }
 
 // Gradient control, written by the gradient-norm kernels ahead of each step when clipping

@@ -529,12 +529,12 @@ impl Engine {
 /// `counter + 1`, and the step's last dispatch (or an `advance` after it) writes the next
 /// count. Recording creates nothing and reads nothing back.
 ///
-/// The counter is two buffers of `[steps taken, stale flag, tag of slot 0, tag of slot 1,
-/// …]`, read and written crosswise on alternate recorded steps (shaders/common.wgsl): step
-/// `r` (counting every step recorded) reads `counters[r % 2]` and writes
-/// `counters[(r + 1) % 2]`, so the current count is in `counters[recorded % 2]`. With
-/// skip-on-inf a step whose slot is tagged with another step is not taken and sets the flag
-/// (see `scalars_stale`).
+/// A slot is the step's scalars, then its tag (`struct Slot` in shaders/common.wgsl): one
+/// queue write per submit covers both. The counter is two buffers of `[steps taken, stale
+/// flag]`, read and written crosswise on alternate recorded steps: step `r` (counting every
+/// step recorded) reads `counters[r % 2]` and writes `counters[(r + 1) % 2]`, so the current
+/// count is in `counters[recorded % 2]`. A step whose slot is tagged with another step is
+/// not taken and sets the flag (see `scalars_stale`).
 pub(crate) struct StepTable {
     pub table: wgpu::Buffer,
     counters: [wgpu::Buffer; 2],
@@ -543,10 +543,11 @@ pub(crate) struct StepTable {
     pub control: wgpu::Buffer,
     /// Steps recorded so far, taken or not (its parity says which counter is current).
     recorded: u64,
+    /// Bytes of a slot: the family's scalars, then a u32 tag.
+    slot_size: usize,
     scalar_size: usize,
+    /// The table as last written.
     staging: Vec<u8>,
-    /// The step each slot holds, as last written.
-    tags: Vec<u32>,
 }
 
 /// Group 0 of a step's dispatches, for each parity of the recorded step: the step kernels'
@@ -557,10 +558,10 @@ pub(crate) struct StepGroups {
     pub advancing: [wgpu::BindGroup; 2],
 }
 
-/// Words of the counter buffer before the slot tags: steps taken, stale flag.
-const COUNTER_WORDS: u64 = 2;
-/// Bytes of one u32 word of the counter buffer.
-const WORD: u64 = size_of::<u32>() as u64;
+/// Bytes of a counter buffer: steps taken, stale flag (u32 each), padded.
+const COUNTER_BYTES: u64 = 16;
+/// Bytes of a slot's tag.
+const TAG_BYTES: usize = size_of::<u32>();
 
 fn entry(binding: u32, buffer: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
     wgpu::BindGroupEntry { binding, resource: buffer.as_entire_binding() }
@@ -568,7 +569,7 @@ fn entry(binding: u32, buffer: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
 
 impl StepTable {
     pub fn new(ctx: &GpuContext, scalar_size: usize) -> Result<Self> {
-        let stride = scalar_size.max(4);
+        let slot_size = scalar_size + TAG_BYTES;
         let (table, counters, control) = ctx.scoped("creating the step table", || {
             let buffer = |label, size: u64, usage| {
                 ctx.device().create_buffer(&wgpu::BufferDescriptor {
@@ -584,17 +585,17 @@ impl StepTable {
             };
             let control = buffer("wgpu-optim gradient control", CONTROL_BYTES, CONTROL_USAGES);
             ctx.queue().write_buffer(&control, 0, bytemuck::cast_slice(&[1.0f32, 1.0, 0.0, 0.0]));
-            let counter = || make("wgpu-optim step counter", WORD * (COUNTER_WORDS + u64::from(SCALAR_SLOTS)));
-            (make("wgpu-optim step table", stride as u64 * u64::from(SCALAR_SLOTS)), [counter(), counter()], control)
+            let counter = || make("wgpu-optim step counter", COUNTER_BYTES);
+            (make("wgpu-optim step table", slot_size as u64 * u64::from(SCALAR_SLOTS)), [counter(), counter()], control)
         })?;
         Ok(StepTable {
             table,
             counters,
             control,
             recorded: 0,
-            scalar_size: stride,
-            staging: vec![0; stride * SCALAR_SLOTS as usize],
-            tags: vec![0; SCALAR_SLOTS as usize],
+            slot_size,
+            scalar_size,
+            staging: vec![0; slot_size * SCALAR_SLOTS as usize],
         })
     }
 
@@ -613,29 +614,24 @@ impl StepTable {
         &self.counters[self.parity(0)]
     }
 
-    /// Queues the scalars `block(j)` of steps `first + j`, `j in 0..k`, into their slots, and
-    /// their tags into both counters: one queue write per contiguous run of slots (two where
-    /// the run wraps).
+    /// Queues the scalars `block(j)` of steps `first + j`, `j in 0..k`, with their tags,
+    /// into their slots: one queue write per contiguous run of slots (two where the run
+    /// wraps).
     pub fn write(&mut self, ctx: &GpuContext, first: u64, k: u32, block: impl Fn(u32) -> ScalarBlock) {
-        let size = self.scalar_size;
+        let (size, scalars) = (self.slot_size, self.scalar_size);
         let slot = |j: u32| ((first + u64::from(j)) % u64::from(SCALAR_SLOTS)) as usize;
         for j in 0..k {
             let at = slot(j) * size;
             let block = block(j);
-            self.staging[at..at + size].copy_from_slice(&bytemuck::bytes_of(&block)[..size]);
-        }
-        for j in 0..k {
+            self.staging[at..at + scalars].copy_from_slice(&bytemuck::bytes_of(&block)[..scalars]);
             // The counter is u32 on the GPU and wraps with it.
-            self.tags[slot(j)] = (first + u64::from(j)) as u32;
+            let tag = (first + u64::from(j)) as u32;
+            self.staging[at + scalars..at + size].copy_from_slice(&tag.to_ne_bytes());
         }
         let start = slot(0);
         let end = start + k as usize;
         let write = |from: usize, to: usize| {
             ctx.queue().write_buffer(&self.table, (from * size) as u64, &self.staging[from * size..to * size]);
-            let tags = bytemuck::cast_slice(&self.tags[from..to]);
-            for counter in &self.counters {
-                ctx.queue().write_buffer(counter, WORD * (COUNTER_WORDS + from as u64), tags);
-            }
         };
         write(start, end.min(SCALAR_SLOTS as usize));
         if end > SCALAR_SLOTS as usize {
@@ -940,6 +936,11 @@ mod tests {
                     struct_size(&module, "Scalars"),
                     kernel.scalar_size,
                     "{name}: WGSL Scalars vs the Rust struct"
+                );
+                assert_eq!(
+                    struct_size(&module, "Slot"),
+                    kernel.scalar_size + super::TAG_BYTES,
+                    "{name}: a slot is the scalars and a u32 tag, unpadded"
                 );
                 let mut bound: Vec<(u32, String)> = module
                     .global_variables
