@@ -745,27 +745,34 @@ impl Parts {
         };
         let layout = ctx.engine().tensor_layout(kernel)?;
         let tensor_groups = ctx.scoped("binding tensors", || {
-            // Unused state slots (v_max without AMSGrad, ...) are bound to a small placeholder,
-            // one per parameter buffer: a placeholder shared by separate tensors' dispatches
-            // would be a written buffer in common, and a barrier between each two.
-            let placeholder = || {
-                ctx.device().create_buffer(&wgpu::BufferDescriptor {
-                    label: Some("wgpu-optim unused state"),
-                    size: 16,
-                    usage: wgpu::BufferUsages::STORAGE,
-                    mapped_at_creation: false,
-                })
-            };
+            // Unused state slots (v_max without AMSGrad, ...) are bound to the sub-range of a
+            // slot in use, which their variant never reads or writes, or where none is in use
+            // to a small placeholder per parameter buffer: one buffer shared by separate
+            // tensors' dispatches would be a written buffer in common (a barrier between each
+            // two), and a buffer more per tensor costs host time at every submit.
             let segments = params.segments();
             let runs = params.buffer_runs();
-            let placeholders: Vec<_> = (0..=runs.last().copied().unwrap_or(0)).map(|_| placeholder()).collect();
+            let in_use = state.iter().flatten().next();
+            let placeholders: Vec<wgpu::Buffer> = match in_use {
+                Some(_) => Vec::new(),
+                None => (0..=runs.last().copied().unwrap_or(0))
+                    .map(|_| {
+                        ctx.device().create_buffer(&wgpu::BufferDescriptor {
+                            label: Some("wgpu-optim unused state"),
+                            size: 16,
+                            usage: wgpu::BufferUsages::STORAGE,
+                            mapped_at_creation: false,
+                        })
+                    })
+                    .collect(),
+            };
             (0..segments.len())
                 .map(|i| {
                     let mut resources = vec![segments[i].binding(), grads.segments()[i].binding()];
                     for s in &state {
-                        resources.push(match s {
-                            Some(t) => t.segments()[i].binding(),
-                            None => placeholders[runs[i]].as_entire_binding(),
+                        resources.push(match (s, in_use) {
+                            (Some(t), _) | (None, Some(t)) => t.segments()[i].binding(),
+                            (None, None) => placeholders[runs[i]].as_entire_binding(),
                         });
                     }
                     engine::bind_in_order(ctx, "wgpu-optim tensors", layout, resources)

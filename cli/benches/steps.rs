@@ -1,6 +1,7 @@
 //! criterion benches of the CPU paths (reference and parallel baseline) and of the GPU
-//! engine's host-side cost of recording steps: one tensor, and GPT-2's 148 tensors as
-//! separate buffers (one dispatch per tensor) or as one arena (one dispatch per group).
+//! engine's host-side cost of recording steps: one tensor, GPT-2's 148 tensors as separate
+//! buffers (one dispatch per tensor) or as one arena (one dispatch per group), and 10 000
+//! tensors as separate buffers.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use wgpu_optim::{
@@ -29,10 +30,7 @@ fn cpu_steps(c: &mut Criterion) {
 /// Host time to record and submit steps, without waiting for the GPU: the per-step
 /// overhead a training loop pays on the CPU.
 fn host_overhead(c: &mut Criterion) {
-    let Ok(ctx) = GpuContext::new() else {
-        eprintln!("no GPU adapter: skipping the host-overhead bench (install mesa-vulkan-drivers for lavapipe)");
-        return;
-    };
+    let ctx = context();
     let mut group = c.benchmark_group("host overhead");
     let (p, g) = inputs(1024);
     for k in [1u32, 100] {
@@ -64,10 +62,7 @@ fn gpt2_lens(d: usize) -> Vec<(usize, bool)> {
 
 /// Host time per step of 148 tensors in two groups (weight decay on matrices only).
 fn host_overhead_148_tensors(c: &mut Criterion) {
-    let Ok(ctx) = GpuContext::new() else {
-        eprintln!("no GPU adapter: skipping (install mesa-vulkan-drivers for lavapipe)");
-        return;
-    };
+    let ctx = context();
     let shapes = gpt2_lens(64);
     let configs = || [AdamW::new(1e-3).with_weight_decay(0.1), AdamW::new(1e-3).with_weight_decay(0.0)];
     // Separate buffers.
@@ -106,26 +101,61 @@ fn host_overhead_148_tensors(c: &mut Criterion) {
         for k in [1u32, 100] {
             group.throughput(Throughput::Elements(u64::from(k)));
             group.bench_function(BenchmarkId::new(format!("{label}, steps per submit"), k), |bench| {
-                bench.iter_custom(|iters| {
-                    let mut host = std::time::Duration::ZERO;
-                    for _ in 0..iters {
-                        let t = std::time::Instant::now();
-                        groups.run(k).unwrap();
-                        host += t.elapsed();
-                        ctx.wait().unwrap();
-                    }
-                    host
-                })
+                bench.iter_custom(|iters| host_time(&ctx, groups, k, iters))
             });
         }
     }
     group.finish();
 }
 
+/// Host time per step of 10 000 tensors of 64 elements, each its own buffer, in one group.
+fn host_overhead_10000_tensors(c: &mut Criterion) {
+    let ctx = context();
+    let tensors: Vec<(GpuTensor, GpuTensor)> =
+        (0..10_000).map(|_| (GpuTensor::zeros(&ctx, 64).unwrap(), GpuTensor::zeros(&ctx, 64).unwrap())).collect();
+    let mut groups = ParamGroups::new(
+        &ctx,
+        vec![ParamGroup::new(
+            AdamW::new(1e-3),
+            tensors.iter().map(|t| &t.0).collect(),
+            tensors.iter().map(|t| &t.1).collect(),
+        )],
+    )
+    .unwrap();
+    let mut group = c.benchmark_group("host overhead, 10 000 tensors");
+    group.sample_size(10);
+    for k in [1u32, 16] {
+        group.throughput(Throughput::Elements(u64::from(k)));
+        group.bench_function(BenchmarkId::new("separate buffers, steps per submit", k), |bench| {
+            bench.iter_custom(|iters| host_time(&ctx, &mut groups, k, iters))
+        });
+    }
+    group.finish();
+}
+
+/// Host time of `iters` runs of `k` steps: record and submit are timed, the wait for the GPU
+/// after each is not.
+fn host_time(ctx: &GpuContext, groups: &mut ParamGroups, k: u32, iters: u64) -> std::time::Duration {
+    let mut host = std::time::Duration::ZERO;
+    for _ in 0..iters {
+        let t = std::time::Instant::now();
+        groups.run(k).unwrap();
+        host += t.elapsed();
+        ctx.wait().unwrap();
+    }
+    host
+}
+
+/// The default adapter's context; without one the bench fails and says how to get one.
+fn context() -> GpuContext {
+    GpuContext::new()
+        .expect("no GPU adapter: install a Vulkan driver (Debian/Ubuntu: apt-get install mesa-vulkan-drivers)")
+}
+
 criterion_group! {
     name = benches;
     // Numbers, not pictures: criterion's plots need system fonts that headless machines lack.
     config = Criterion::default().without_plots();
-    targets = cpu_steps, host_overhead, host_overhead_148_tensors
+    targets = cpu_steps, host_overhead, host_overhead_148_tensors, host_overhead_10000_tensors
 }
 criterion_main!(benches);
