@@ -751,7 +751,7 @@ pub(crate) fn encode_passes(
     }
 }
 
-/// Takes `steps` steps, `SCALAR_SLOTS` per submit, each submit one compute pass.
+/// Takes `steps` steps, `SCALAR_SLOTS` per submit (see [`encode_passes`] for the passes).
 pub(crate) fn run(s: &mut impl Stepper, steps: u32) -> Result<()> {
     let ctx = s.context();
     let mut left = steps;

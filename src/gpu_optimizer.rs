@@ -231,7 +231,7 @@ impl GpuOptimizer {
     }
 
     /// Takes `steps` steps on the gradients already on the GPU, `SCALAR_SLOTS` steps per
-    /// submit, each submit one compute pass. Does not wait for the GPU.
+    /// submit. Does not wait for the GPU.
     pub fn run(&mut self, steps: u32) -> Result<()> {
         engine::run(self, steps)
     }
@@ -259,7 +259,7 @@ impl GpuOptimizer {
     }
 
     /// Queues the scalars of steps `self.step + 1 ..= self.step + k` into the step table and
-    /// records their dispatches in one compute pass.
+    /// records their dispatches (see [`engine::encode_passes`] for the passes).
     fn encode_steps(&mut self, encoder: &mut wgpu::CommandEncoder, k: u32) {
         self.write_scalars(k);
         engine::encode_passes(encoder, k, &[&self.params], &[self.tracked()], |pass, j| self.record_step(pass, j));

@@ -1,5 +1,5 @@
 //! Parameter groups, as torch's `param_groups`: several tensors per group, a configuration
-//! per group, every group's step recorded into one compute pass.
+//! per group, every group's step recorded together.
 
 use crate::checkpoint::{ScalerState, Snapshot};
 use crate::clip::{GradControl, NormReducer};
@@ -196,7 +196,7 @@ impl ParamGroups {
     }
 
     /// Takes `steps` steps of every group on the gradients on the GPU, `SCALAR_SLOTS` steps
-    /// per submit, each submit one compute pass.
+    /// per submit.
     pub fn run(&mut self, steps: u32) -> Result<()> {
         if self.control.is_none() {
             return engine::run(self, steps);

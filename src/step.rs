@@ -1,5 +1,5 @@
 //! The step model: an optimizer's step as a short list of stages, which the engine records
-//! into one compute pass (every tensor of every group, K steps per submit) and the CPU runs
+//! as dispatches (every tensor of every group, K steps per submit) and the CPU runs
 //! in the same order.
 //!
 //! * [`Stage::Elementwise`]: each element of the parameters and state updated from its own

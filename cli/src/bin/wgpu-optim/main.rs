@@ -43,7 +43,7 @@ enum Command {
         /// arrays of the CPU side, which are as large — exceeds this.
         #[arg(long, default_value_t = 16.0, value_parser = positive_gib)]
         max_gib: f64,
-        /// GPU steps per submit (all in one compute pass), 1 to 128.
+        /// GPU steps per submit, 1 to 128.
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=128))]
         steps_per_submit: u32,
         /// Threads for the CPU parallel baseline (default: all cores).
