@@ -39,16 +39,7 @@ fn host_overhead(c: &mut Criterion) {
         group.throughput(Throughput::Elements(u64::from(k)));
         // Only the host's record + submit is timed; the wait for the GPU is outside the clock.
         group.bench_function(BenchmarkId::new("record+submit AdamW, steps per submit", k), |b| {
-            b.iter_custom(|iters| {
-                let mut host = std::time::Duration::ZERO;
-                for _ in 0..iters {
-                    let t = std::time::Instant::now();
-                    gpu.run(k).unwrap();
-                    host += t.elapsed();
-                    ctx.wait().unwrap();
-                }
-                host
-            })
+            b.iter_custom(|iters| host_time(&ctx, iters, || gpu.run(k).unwrap()))
         });
     }
     group.finish();
@@ -101,7 +92,7 @@ fn host_overhead_148_tensors(c: &mut Criterion) {
         for k in [1u32, 100] {
             group.throughput(Throughput::Elements(u64::from(k)));
             group.bench_function(BenchmarkId::new(format!("{label}, steps per submit"), k), |bench| {
-                bench.iter_custom(|iters| host_time(&ctx, groups, k, iters))
+                bench.iter_custom(|iters| host_time(&ctx, iters, || groups.run(k).unwrap()))
             });
         }
     }
@@ -127,19 +118,19 @@ fn host_overhead_10000_tensors(c: &mut Criterion) {
     for k in [1u32, 16] {
         group.throughput(Throughput::Elements(u64::from(k)));
         group.bench_function(BenchmarkId::new("separate buffers, steps per submit", k), |bench| {
-            bench.iter_custom(|iters| host_time(&ctx, &mut groups, k, iters))
+            bench.iter_custom(|iters| host_time(&ctx, iters, || groups.run(k).unwrap()))
         });
     }
     group.finish();
 }
 
-/// Host time of `iters` runs of `k` steps: record and submit are timed, the wait for the GPU
-/// after each is not.
-fn host_time(ctx: &GpuContext, groups: &mut ParamGroups, k: u32, iters: u64) -> std::time::Duration {
+/// Host time of `iters` calls of `run` (recording and submitting steps); the wait for the
+/// GPU after each is outside the clock.
+fn host_time(ctx: &GpuContext, iters: u64, mut run: impl FnMut()) -> std::time::Duration {
     let mut host = std::time::Duration::ZERO;
     for _ in 0..iters {
         let t = std::time::Instant::now();
-        groups.run(k).unwrap();
+        run();
         host += t.elapsed();
         ctx.wait().unwrap();
     }

@@ -134,30 +134,20 @@ mod tests {
     #[test]
     fn measurements_alternate_and_cpu_time_is_counted() {
         let order = std::cell::RefCell::new(String::new());
-        let spin = |ms| {
-            let t = Instant::now();
-            while t.elapsed() < Duration::from_millis(ms) {}
-        };
-        let roof = Timed {
-            run: || {
-                order.borrow_mut().push('A');
+        // A call that notes its name in `order` and spins for `ms` milliseconds.
+        let spinning = |name: char, ms: u64| {
+            let order = &order;
+            move || {
+                order.borrow_mut().push(name);
                 timed(|| {
-                    spin(1);
+                    let t = Instant::now();
+                    while t.elapsed() < Duration::from_millis(ms) {}
                     Ok(())
                 })
-            },
-            units: 1,
+            }
         };
-        let step = Timed {
-            run: || {
-                order.borrow_mut().push('B');
-                timed(|| {
-                    spin(4);
-                    Ok(())
-                })
-            },
-            units: 2,
-        };
+        let roof = Timed { run: spinning('A', 1), units: 1 };
+        let step = Timed { run: spinning('B', 4), units: 2 };
         let m = interleaved(3, Duration::ZERO, roof, step).unwrap();
         assert_eq!(order.into_inner(), "ABABAB");
         assert_eq!((m.roof.len(), m.step.len()), (3, 3));
