@@ -241,6 +241,12 @@ impl GpuOptimizer {
     /// the caller's submit after whatever the encoder already holds (a backward pass writing
     /// the gradients, say). The step count advances now; at most [`SCALAR_SLOTS`] steps may
     /// be recorded between two submits of the queue.
+    ///
+    /// Submit every encoder recorded into, in the order recorded: the GPU's step counter is
+    /// two buffers used in turn by the recorded steps, and a recorded step that never runs
+    /// (an encoder dropped, a submit that failed) leaves the next step reading the older of
+    /// the two — it then repeats an earlier step's scalars. After such a loss, rebuild the
+    /// optimizer from a checkpoint.
     pub fn record(&mut self, encoder: &mut wgpu::CommandEncoder, steps: u32) -> Result<()> {
         engine::record(self, encoder, steps)
     }
@@ -253,7 +259,8 @@ impl GpuOptimizer {
     /// buffers cost fewer barriers through [`record`](Self::record), which gives each step a
     /// pass. Refused with update tracking on (it copies parameters between passes).
     /// wgpu validates a pass when it ends: errors of the pass surface where the caller ends
-    /// it, under the caller's error handling.
+    /// it, under the caller's error handling. As with [`record`](Self::record), every pass
+    /// recorded into must be submitted, in order.
     pub fn record_in_pass(&mut self, pass: &mut wgpu::ComputePass<'_>, steps: u32) -> Result<()> {
         engine::record_in_pass(self, pass, steps)
     }
