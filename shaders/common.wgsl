@@ -6,8 +6,8 @@
 
 override WORKGROUP_SIZE: u32 = 256u;
 
-// The GPU-resident step. The step counter is two buffers, `[steps taken, stale flag]` each,
-// used in turn: the kernels of a step read the count in `step_counter`, and the step's last
+// The GPU-resident step. The step counter is two buffers, `[steps taken, stale flag, stamp]`
+// each, used in turn: the kernels of a step read the count in `step_counter`, and the step's last
 // dispatch writes the next count into `next_counter`, which the next step reads as its
 // `step_counter` (the host binds them crosswise on alternate steps). No dispatch of a step
 // then writes what another reads, and wgpu puts no barrier between them; the one barrier
@@ -24,6 +24,14 @@ struct Slot {
 @group(0) @binding(0) var<storage, read> scalar_table: array<Slot>;
 @group(0) @binding(1) var<storage, read> step_counter: array<u32>;
 @group(0) @binding(4) var<storage, read_write> next_counter: array<u32>;
+// This step's index among every step recorded (mod 2^32). The counter a step reads carries
+// the index of the step its writer expected next: where they differ a recorded step never ran
+// (an encoder dropped), the counter is older than the other, and the step is not taken.
+@group(0) @binding(6) var<uniform> recorded: vec4<u32>;
+
+fn counter_current() -> bool {
+    return step_counter[2] == recorded.x;
+}
 
 fn step_scalars() -> Scalars {
     return scalar_table[(step_counter[0] + 1u) % SCALAR_SLOTS].s;
@@ -49,7 +57,7 @@ override CONTROLLED: bool = false;
 // slot holds another step's scalars (more than SCALAR_SLOTS steps recorded between two
 // submits, or skipped since the last sync): always checked, so no step reads wrong scalars.
 fn skipped() -> bool {
-    return (CONTROLLED && grad_control[2] != 0.0) || scalars_stale();
+    return (CONTROLLED && grad_control[2] != 0.0) || scalars_stale() || !counter_current();
 }
 // Variant flags most families share (each family passes the ones it has).
 override MAXIMIZE: bool = false;
@@ -98,10 +106,20 @@ fn nan_max(a: V, b: V) -> V {
 }
 
 // The counter after this step: + 1 where it was taken, and the stale flag kept or raised.
-// Run by one invocation of the step's last dispatch (or by `advance`).
+// Where the counter read is not current (a recorded step never ran), the other one — the
+// newer, if it was written since — is kept, and the flag raised: the host learns it at the
+// next sync (`Error::StaleSteps`). Run by one invocation of the step's last dispatch (or by
+// `advance`).
 fn advance_counter() {
-    next_counter[0] = select(step_counter[0], step_counter[0] + 1u, !skipped());
-    next_counter[1] = step_counter[1] | u32(scalars_stale());
+    if counter_current() {
+        next_counter[0] = select(step_counter[0], step_counter[0] + 1u, !skipped());
+        next_counter[1] = step_counter[1] | u32(scalars_stale());
+    } else {
+        let newer = i32(next_counter[2] - step_counter[2]) > 0;
+        next_counter[0] = select(step_counter[0], next_counter[0], newer);
+        next_counter[1] = 1u;
+    }
+    next_counter[2] = recorded.x + 1u;
 }
 
 // The advance as a dispatch of its own, after a step whose last kernel does not run it

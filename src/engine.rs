@@ -266,9 +266,12 @@ impl Engine {
         };
         // The gradient control, binding 5 of every step kernel's group 0.
         let control = uniform(5, false, CONTROL_BYTES);
-        let step_layout = group("wgpu-optim step", &[read_only(0), read_only(1), control]);
+        // The recorded index of the step (a window moved by dynamic offset), binding 6.
+        let stamp = uniform(6, true, STAMP_BYTES);
+        let step_layout = group("wgpu-optim step", &[read_only(0), read_only(1), control, stamp]);
         // The step's last dispatch: the same, and the next counter read-write.
-        let advancing_layout = group("wgpu-optim step advancing", &[read_only(0), read_only(1), storage(4), control]);
+        let advancing_layout =
+            group("wgpu-optim step advancing", &[read_only(0), read_only(1), storage(4), control, stamp]);
         let advance_pipeline_layout = pipeline_layout(&[&advancing_layout]);
         // As many state tensors as the device binds beside the step table, the counter, p and
         // g (storage buffers per stage: 8 in WebGPU and Metal, so up to 4 states).
@@ -303,6 +306,7 @@ impl Engine {
                         uniform(2, true, UNIFORM_BYTES),
                         uniform(3, false, UNIFORM_BYTES),
                         control,
+                        stamp,
                     ],
                 ),
                 group("wgpu-optim shaped step tensors", &(0..5).map(storage).collect::<Vec<_>>()),
@@ -543,6 +547,11 @@ pub(crate) struct StepTable {
     pub control: wgpu::Buffer,
     /// Steps recorded so far, taken or not (its parity says which counter is current).
     recorded: u64,
+    /// Each recorded step's index (mod 2^32), at `(index % SCALAR_SLOTS) * stamp_stride`: a
+    /// step checks that the counter it reads was written by the step recorded before it.
+    stamps: wgpu::Buffer,
+    stamp_stride: u32,
+    stamp_staging: Vec<u8>,
     /// Bytes of a slot: the family's scalars, then a u32 tag.
     slot_size: usize,
     scalar_size: usize,
@@ -558,8 +567,11 @@ pub(crate) struct StepGroups {
     pub advancing: [wgpu::BindGroup; 2],
 }
 
-/// Bytes of a counter buffer: steps taken, stale flag (u32 each), padded.
+/// Bytes of a counter buffer: steps taken, stale flag, the index of the recorded step that
+/// follows its writer (u32 each), padded.
 const COUNTER_BYTES: u64 = 16;
+/// Bytes of a recorded step's index as its kernels read it (a uniform `vec4<u32>`).
+pub(crate) const STAMP_BYTES: u64 = 16;
 /// Bytes of a slot's tag.
 const TAG_BYTES: usize = size_of::<u32>();
 
@@ -570,7 +582,8 @@ fn entry(binding: u32, buffer: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
 impl StepTable {
     pub fn new(ctx: &GpuContext, scalar_size: usize) -> Result<Self> {
         let slot_size = scalar_size + TAG_BYTES;
-        let (table, counters, control) = ctx.scoped("creating the step table", || {
+        let stamp_stride = ctx.limits().min_uniform_buffer_offset_alignment.max(STAMP_BYTES as u32);
+        let (table, counters, control, stamps) = ctx.scoped("creating the step table", || {
             let buffer = |label, size: u64, usage| {
                 ctx.device().create_buffer(&wgpu::BufferDescriptor {
                     label: Some(label),
@@ -586,13 +599,22 @@ impl StepTable {
             let control = buffer("wgpu-optim gradient control", CONTROL_BYTES, CONTROL_USAGES);
             ctx.queue().write_buffer(&control, 0, bytemuck::cast_slice(&[1.0f32, 1.0, 0.0, 0.0]));
             let counter = || make("wgpu-optim step counter", COUNTER_BYTES);
-            (make("wgpu-optim step table", slot_size as u64 * u64::from(SCALAR_SLOTS)), [counter(), counter()], control)
+            let stamps = buffer(
+                "wgpu-optim step stamps",
+                u64::from(stamp_stride) * u64::from(SCALAR_SLOTS),
+                wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            );
+            let table = make("wgpu-optim step table", slot_size as u64 * u64::from(SCALAR_SLOTS));
+            (table, [counter(), counter()], control, stamps)
         })?;
         Ok(StepTable {
             table,
             counters,
             control,
             recorded: 0,
+            stamps,
+            stamp_stride,
+            stamp_staging: vec![0; stamp_stride as usize * SCALAR_SLOTS as usize],
             slot_size,
             scalar_size,
             staging: vec![0; slot_size * SCALAR_SLOTS as usize],
@@ -602,6 +624,11 @@ impl StepTable {
     /// Which parity's bind groups step `j` of the steps about to be recorded uses.
     pub fn parity(&self, j: u32) -> usize {
         ((self.recorded + u64::from(j)) % 2) as usize
+    }
+
+    /// The dynamic offset of step `j`'s stamp (of the steps about to be recorded).
+    pub fn stamp_offset(&self, j: u32) -> u32 {
+        ((self.recorded + u64::from(j)) % u64::from(SCALAR_SLOTS)) as u32 * self.stamp_stride
     }
 
     /// Counts `k` more steps as recorded.
@@ -637,6 +664,22 @@ impl StepTable {
         if end > SCALAR_SLOTS as usize {
             write(0, end - SCALAR_SLOTS as usize);
         }
+        // The recorded index of each of these steps, at its stamp slot.
+        let stride = self.stamp_stride as usize;
+        let stamp_slot = |j: u32| ((self.recorded + u64::from(j)) % u64::from(SCALAR_SLOTS)) as usize;
+        for j in 0..k {
+            let at = stamp_slot(j) * stride;
+            self.stamp_staging[at..at + 4].copy_from_slice(&((self.recorded + u64::from(j)) as u32).to_ne_bytes());
+        }
+        let (start, end) = (stamp_slot(0), stamp_slot(0) + k as usize);
+        let write = |from: usize, to: usize| {
+            let bytes = &self.stamp_staging[from * stride..to * stride];
+            ctx.queue().write_buffer(&self.stamps, (from * stride) as u64, bytes);
+        };
+        write(start, end.min(SCALAR_SLOTS as usize));
+        if end > SCALAR_SLOTS as usize {
+            write(0, end - SCALAR_SLOTS as usize);
+        }
     }
 
     /// The GPU's step counter (waits for the GPU).
@@ -644,16 +687,25 @@ impl StepTable {
         Ok(self.read_counter_and_stale(ctx)?.0)
     }
 
-    /// The GPU's step counter, and whether a step found its slot stale (waits for the GPU).
+    /// The GPU's step counter, and whether a step found its slot stale or a recorded step
+    /// never ran (waits for the GPU). The newer of the two counters by stamp holds the count:
+    /// the current one, unless the last recorded step never ran.
     pub fn read_counter_and_stale(&self, ctx: &GpuContext) -> Result<(u64, bool)> {
-        let v = crate::tensor::GpuTensor::from_buffer(ctx, self.current(), 0, 2)?.read(ctx)?;
-        Ok((u64::from(v[0].to_bits()), v[1].to_bits() != 0))
+        let read = |c| -> Result<[u32; 3]> {
+            let v = crate::tensor::GpuTensor::from_buffer(ctx, c, 0, 3)?.read(ctx)?;
+            Ok([v[0].to_bits(), v[1].to_bits(), v[2].to_bits()])
+        };
+        let (current, other) = (read(self.current())?, read(&self.counters[1 - self.parity(0)])?);
+        // Stamps wrap with u32: the newer is ahead by less than half the range.
+        let newer = if (other[2].wrapping_sub(current[2]) as i32) > 0 { other } else { current };
+        let lost = newer[2] != self.recorded as u32;
+        Ok((u64::from(newer[0]), newer[1] != 0 || lost))
     }
 
     /// Sets the GPU's step counter and clears the stale flag (queued).
     pub fn set_counter(&self, ctx: &GpuContext, steps: u32) -> Result<()> {
         ctx.scoped("setting the step counter", || {
-            ctx.queue().write_buffer(self.current(), 0, bytemuck::cast_slice(&[steps, 0]));
+            ctx.queue().write_buffer(self.current(), 0, bytemuck::cast_slice(&[steps, 0, self.recorded as u32]));
         })
     }
 
@@ -667,24 +719,40 @@ impl StepTable {
                 ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
                     label: Some("wgpu-optim step"),
                     layout: &engine.step_layout,
-                    entries: &[entry(0, &self.table), entry(1, counter), entry(5, control)],
+                    entries: &[entry(0, &self.table), entry(1, counter), entry(5, control), self.stamp_entry()],
                 })
             };
             let advancing = |counter, next| {
                 ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
                     label: Some("wgpu-optim step advancing"),
                     layout: &engine.advancing_layout,
-                    entries: &[entry(0, &self.table), entry(1, counter), entry(4, next), entry(5, control)],
+                    entries: &[
+                        entry(0, &self.table),
+                        entry(1, counter),
+                        entry(4, next),
+                        entry(5, control),
+                        self.stamp_entry(),
+                    ],
                 })
             };
             StepGroups { step: [step(a), step(b)], advancing: [advancing(a, b), advancing(b, a)] }
         })
     }
 
-    /// Bindings 0 and 1 of a shaped step's group 0 at parity `p`: the table and the counter
-    /// the step reads.
-    pub fn shaped_entries(&self, p: usize) -> [wgpu::BindGroupEntry<'_>; 2] {
-        [entry(0, &self.table), entry(1, &self.counters[p])]
+    /// Bindings 0, 1 and 6 of a shaped step's group 0 at parity `p`: the table, the counter
+    /// the step reads and the stamps.
+    pub fn shaped_entries(&self, p: usize) -> [wgpu::BindGroupEntry<'_>; 3] {
+        [entry(0, &self.table), entry(1, &self.counters[p]), self.stamp_entry()]
+    }
+
+    /// Binding 6: one stamp's window of the stamps, moved by dynamic offset.
+    fn stamp_entry(&self) -> wgpu::BindGroupEntry<'_> {
+        let resource = wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: &self.stamps,
+            offset: 0,
+            size: wgpu::BufferSize::new(STAMP_BYTES),
+        });
+        wgpu::BindGroupEntry { binding: 6, resource }
     }
 }
 
@@ -851,17 +919,17 @@ impl SegmentPlan {
         pass: &mut wgpu::ComputePass<'_>,
         pipelines: &Pipelines,
         advancing: &wgpu::ComputePipeline,
-        group: &wgpu::BindGroup,
+        (group, stamp): (&wgpu::BindGroup, u32),
     ) {
         if let Some((x, y)) = self.vec4 {
             if !self.ends_in_tail() {
-                pass.set_bind_group(0, group, &[]);
+                pass.set_bind_group(0, group, &[stamp]);
             }
             pass.set_pipeline(if self.ends_in_tail() { &pipelines.vec4 } else { advancing });
             pass.dispatch_workgroups(x, y, 1);
         }
         if self.ends_in_tail() {
-            pass.set_bind_group(0, group, &[]);
+            pass.set_bind_group(0, group, &[stamp]);
             pass.set_pipeline(advancing);
             pass.dispatch_workgroups(self.tail, 1, 1);
         }

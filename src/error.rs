@@ -156,11 +156,14 @@ pub enum Error {
     #[error("invalid tuning: {0}")]
     InvalidTuning(String),
 
-    /// Steps recorded with skip-on-inf found their per-step scalars overwritten, because more
-    /// steps were skipped since the last sync than the step table holds, and were not taken.
+    /// Steps were not taken: recorded with skip-on-inf, they found their per-step scalars
+    /// overwritten, because more steps were skipped since the last sync than the step table
+    /// holds; or a recorded step never ran (its encoder was not submitted), and the step after
+    /// it found the step counter older than it should be.
     #[error(
-        "steps were not taken: more than 256 were skipped since the host last synced its step count \
-         (the GPU has taken {taken}); call sync() more often. Later steps run normally."
+        "steps were not taken: more than 256 were skipped since the host last synced its step count, \
+         or a recorded step never ran (an encoder or pass recorded into was not submitted); the GPU has \
+         taken {taken}. Call sync() more often, and submit everything recorded. Later steps run normally."
     )]
     StaleSteps {
         /// Steps the GPU has taken.

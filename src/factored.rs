@@ -363,7 +363,7 @@ impl FactoredStep {
         let layout = &ctx.engine().shaped(kernel)?.0[0];
         ctx.scoped("binding a shaped step's uniforms", || {
             [0, 1].map(|parity| {
-                let [table, counter] = steps.shaped_entries(parity);
+                let [table, counter, stamps] = steps.shaped_entries(parity);
                 ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
                     label: Some("wgpu-optim shaped step uniforms"),
                     layout,
@@ -373,6 +373,7 @@ impl FactoredStep {
                         wgpu::BindGroupEntry { binding: 2, resource: uniform_window(uniforms, 0) },
                         wgpu::BindGroupEntry { binding: 3, resource: uniform_window(uniforms, layout_at) },
                         wgpu::BindGroupEntry { binding: 5, resource: control.as_entire_binding() },
+                        stamps,
                     ],
                 })
             })
@@ -399,7 +400,7 @@ impl FactoredStep {
     }
 
     /// Records this tensor's stages of one step, over the grids planned in `new`.
-    pub fn record_stages(&self, pass: &mut wgpu::ComputePass<'_>, parity: usize) {
+    pub fn record_stages(&self, pass: &mut wgpu::ComputePass<'_>, parity: usize, stamp: u32) {
         let uniforms = &self.uniform_groups[parity];
         let stride = self.segment_stride;
         let p = &self.pipelines;
@@ -408,7 +409,7 @@ impl FactoredStep {
             |pass: &mut wgpu::ComputePass<'_>, pipeline: &wgpu::ComputePipeline, grid: fn(&Grids) -> (u32, u32)| {
                 pass.set_pipeline(pipeline);
                 for (i, g) in self.grids.iter().enumerate() {
-                    pass.set_bind_group(0, uniforms, &[stride * i as u32]);
+                    pass.set_bind_group(0, uniforms, &[stride * i as u32, stamp]);
                     pass.set_bind_group(1, &self.tensor_groups[i], &[]);
                     let (x, y) = grid(g);
                     pass.dispatch_workgroups(x, y, 1);
@@ -417,7 +418,7 @@ impl FactoredStep {
         // One dispatch over the whole tensor's sums (any sub-range's bind group will do).
         let once = |pass: &mut wgpu::ComputePass<'_>, pipeline: &wgpu::ComputePipeline, (x, y): (u32, u32)| {
             pass.set_pipeline(pipeline);
-            pass.set_bind_group(0, uniforms, &[0]);
+            pass.set_bind_group(0, uniforms, &[0, stamp]);
             pass.set_bind_group(1, &self.tensor_groups[0], &[]);
             pass.dispatch_workgroups(x, y, 1);
         };

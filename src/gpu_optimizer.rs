@@ -243,10 +243,10 @@ impl GpuOptimizer {
     /// be recorded between two submits of the queue.
     ///
     /// Submit every encoder recorded into, in the order recorded: the GPU's step counter is
-    /// two buffers used in turn by the recorded steps, and a recorded step that never runs
-    /// (an encoder dropped, a submit that failed) leaves the next step reading the older of
-    /// the two — it then repeats an earlier step's scalars. After such a loss, rebuild the
-    /// optimizer from a checkpoint.
+    /// two buffers used in turn by the recorded steps, each stamped with the step that is to
+    /// read it. A recorded step that never runs (an encoder dropped, a submit that failed)
+    /// leaves the next step an older counter: that step is not taken, the counter carries on
+    /// from the newer one, and [`sync`](Self::sync) reports [`Error::StaleSteps`].
     pub fn record(&mut self, encoder: &mut wgpu::CommandEncoder, steps: u32) -> Result<()> {
         engine::record(self, encoder, steps)
     }
@@ -363,16 +363,16 @@ impl GpuOptimizer {
     /// the scalars of the GPU's step counter + 1, the last one (or a dispatch after them)
     /// writing the next count.
     pub(crate) fn record_step(&self, pass: &mut wgpu::ComputePass<'_>, j: u32) {
-        let parity = self.steps.parity(j);
+        let (parity, stamp) = (self.steps.parity(j), self.steps.stamp_offset(j));
         let step_group = &self.step_groups.step[parity];
         let Some(pipelines) = &self.pipelines else {
             for f in &self.factored {
-                f.record_stages(pass, parity);
+                f.record_stages(pass, parity, stamp);
             }
-            self.record_advance(pass, parity);
+            self.record_advance(pass, parity, stamp);
             return;
         };
-        pass.set_bind_group(0, step_group, &[]);
+        pass.set_bind_group(0, step_group, &[stamp]);
         match &self.reduction {
             Some(r) => {
                 for stage in self.optimizer.kernel().stages {
@@ -390,10 +390,10 @@ impl GpuOptimizer {
                     }
                     if reducing && pipelines.reduce_blocks.is_none() {
                         r.record_finalize(pass);
-                        pass.set_bind_group(0, step_group, &[]);
+                        pass.set_bind_group(0, step_group, &[stamp]);
                     }
                 }
-                self.record_advance(pass, parity);
+                self.record_advance(pass, parity, stamp);
             }
             None => {
                 let last = self.plans.len() - 1;
@@ -401,22 +401,23 @@ impl GpuOptimizer {
                     pass.set_bind_group(1, group, &[]);
                     match &pipelines.advancing {
                         Some(advancing) if i == last => {
-                            plan.record_advancing(pass, pipelines, advancing, &self.step_groups.advancing[parity])
+                            let group = (&self.step_groups.advancing[parity], stamp);
+                            plan.record_advancing(pass, pipelines, advancing, group)
                         }
                         _ => plan.record(pass, pipelines),
                     }
                 }
                 if pipelines.advancing.is_none() {
-                    self.record_advance(pass, parity);
+                    self.record_advance(pass, parity, stamp);
                 }
             }
         }
     }
 
     /// Records the step counter's advance as a dispatch of its own, after a step's.
-    fn record_advance(&self, pass: &mut wgpu::ComputePass<'_>, parity: usize) {
+    fn record_advance(&self, pass: &mut wgpu::ComputePass<'_>, parity: usize, stamp: u32) {
         pass.set_pipeline(&self.advance);
-        pass.set_bind_group(0, &self.step_groups.advancing[parity], &[]);
+        pass.set_bind_group(0, &self.step_groups.advancing[parity], &[stamp]);
         pass.dispatch_workgroups(1, 1, 1);
     }
 

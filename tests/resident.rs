@@ -212,3 +212,51 @@ fn steps_recorded_into_the_callers_compute_pass_equal_steps_run_alone() {
         assert_eq!(a.read(&ctx).unwrap(), b.read(&ctx).unwrap());
     }
 }
+
+#[test]
+fn a_recorded_step_that_never_runs_is_reported_and_the_count_carries_on() {
+    use wgpu_optim::{AdamW, CpuOptimizer, Error, Optimizer};
+    let ctx = ctx();
+    let n = 1001;
+    let mut gpu = GpuOptimizer::new(&ctx, AdamW::new(1e-2), &params(n)).unwrap();
+    let mut cpu = CpuOptimizer::new(AdamW::new(1e-2), &params(n)).unwrap();
+    gpu.grads().write(&ctx, &grads(n, 1)).unwrap();
+    gpu.run(3).unwrap();
+    for _ in 0..3 {
+        cpu.step(&grads(n, 1)).unwrap();
+    }
+    // A step recorded into an encoder that is dropped, never submitted.
+    let mut lost = ctx.device().create_command_encoder(&Default::default());
+    gpu.record(&mut lost, 1).unwrap();
+    drop(lost);
+    // The next step finds the counter older than it should be and is not taken; the one after
+    // carries on from the newer count, as step 4 (with step 4's scalars: bias corrections).
+    gpu.run(2).unwrap();
+    cpu.step(&grads(n, 1)).unwrap();
+    match gpu.sync() {
+        Err(Error::StaleSteps { taken }) => assert_eq!(taken, 4),
+        other => panic!("expected StaleSteps, got {other:?}"),
+    }
+    let got = gpu.read_params().unwrap().to_vec();
+    let want = cpu.params().to_vec();
+    let change = max_change(&params(n), &want);
+    assert_close("after a lost step", &got, &want, change, 4, AdamW::default().kernel().step_error_budget);
+    // Synced, later steps run normally: GPU and CPU agree again, and the count is the GPU's.
+    gpu.run(1).unwrap();
+    cpu.step(&grads(n, 1)).unwrap();
+    assert_eq!(gpu.sync().unwrap(), 5);
+    let (got, want) = (gpu.read_params().unwrap().to_vec(), cpu.params().to_vec());
+    let budget = AdamW::default().kernel().step_error_budget;
+    assert_close("after the sync", &got, &want, max_change(&params(n), &want), 5, budget);
+    // The lost step as the last one recorded: sync finds the newer counter.
+    let mut lost = ctx.device().create_command_encoder(&Default::default());
+    gpu.record(&mut lost, 2).unwrap();
+    drop(lost);
+    match gpu.sync() {
+        Err(Error::StaleSteps { taken }) => assert_eq!(taken, 5),
+        other => panic!("expected StaleSteps, got {other:?}"),
+    }
+    assert_eq!(gpu.step_count(), 5);
+    gpu.run(1).unwrap();
+    assert_eq!(gpu.sync().unwrap(), 6);
+}
