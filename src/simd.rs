@@ -32,13 +32,15 @@ macro_rules! dispatch {
 }
 pub(crate) use dispatch;
 
-/// The type of each argument of a CPU update, by its name.
+/// The type of each argument of a CPU update, by its name (for the x86-64 copy).
+#[cfg(target_arch = "x86_64")]
 macro_rules! Arg {
     (step) => { u64 };
     (p) => { &mut [f32] };
     (g) => { &[f32] };
     (state) => { $crate::optim::StateSlices<'_, '_> };
 }
+#[cfg(target_arch = "x86_64")]
 pub(crate) use Arg;
 
 /// Whether this x86-64 CPU has AVX2 and FMA (detected once, then a cached load).
