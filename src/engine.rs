@@ -535,7 +535,8 @@ impl Engine {
 ///
 /// A slot is the step's scalars, then its tag (`struct Slot` in shaders/common.wgsl): one
 /// queue write per submit covers both. The counter is two buffers of `[steps taken, stale
-/// flag]`, read and written crosswise on alternate recorded steps: step `r` (counting every
+/// flag, stamp]` (the stamp: the index of the recorded step that is to read it, checked
+/// against that step's own from `stamps`), read and written crosswise on alternate recorded steps: step `r` (counting every
 /// step recorded) reads `counters[r % 2]` and writes `counters[(r + 1) % 2]`, so the current
 /// count is in `counters[recorded % 2]`. A step whose slot is tagged with another step is
 /// not taken and sets the flag (see `scalars_stale`).
@@ -574,6 +575,19 @@ const COUNTER_BYTES: u64 = 16;
 pub(crate) const STAMP_BYTES: u64 = 16;
 /// Bytes of a slot's tag.
 const TAG_BYTES: usize = size_of::<u32>();
+
+/// Queues slots `start .. start + k` (wrapping at [`SCALAR_SLOTS`]) of `staging`, `size` bytes
+/// each, into `buffer` at the same place: one write per contiguous run (two where it wraps).
+fn write_slots(ctx: &GpuContext, buffer: &wgpu::Buffer, staging: &[u8], size: usize, start: usize, k: u32) {
+    let end = start + k as usize;
+    let write = |from: usize, to: usize| {
+        ctx.queue().write_buffer(buffer, (from * size) as u64, &staging[from * size..to * size]);
+    };
+    write(start, end.min(SCALAR_SLOTS as usize));
+    if end > SCALAR_SLOTS as usize {
+        write(0, end - SCALAR_SLOTS as usize);
+    }
+}
 
 fn entry(binding: u32, buffer: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
     wgpu::BindGroupEntry { binding, resource: buffer.as_entire_binding() }
@@ -655,15 +669,7 @@ impl StepTable {
             let tag = (first + u64::from(j)) as u32;
             self.staging[at + scalars..at + size].copy_from_slice(&tag.to_ne_bytes());
         }
-        let start = slot(0);
-        let end = start + k as usize;
-        let write = |from: usize, to: usize| {
-            ctx.queue().write_buffer(&self.table, (from * size) as u64, &self.staging[from * size..to * size]);
-        };
-        write(start, end.min(SCALAR_SLOTS as usize));
-        if end > SCALAR_SLOTS as usize {
-            write(0, end - SCALAR_SLOTS as usize);
-        }
+        write_slots(ctx, &self.table, &self.staging, size, slot(0), k);
         // The recorded index of each of these steps, at its stamp slot.
         let stride = self.stamp_stride as usize;
         let stamp_slot = |j: u32| ((self.recorded + u64::from(j)) % u64::from(SCALAR_SLOTS)) as usize;
@@ -671,15 +677,7 @@ impl StepTable {
             let at = stamp_slot(j) * stride;
             self.stamp_staging[at..at + 4].copy_from_slice(&((self.recorded + u64::from(j)) as u32).to_ne_bytes());
         }
-        let (start, end) = (stamp_slot(0), stamp_slot(0) + k as usize);
-        let write = |from: usize, to: usize| {
-            let bytes = &self.stamp_staging[from * stride..to * stride];
-            ctx.queue().write_buffer(&self.stamps, (from * stride) as u64, bytes);
-        };
-        write(start, end.min(SCALAR_SLOTS as usize));
-        if end > SCALAR_SLOTS as usize {
-            write(0, end - SCALAR_SLOTS as usize);
-        }
+        write_slots(ctx, &self.stamps, &self.stamp_staging, stride, stamp_slot(0), k);
     }
 
     /// The GPU's step counter (waits for the GPU).
@@ -772,10 +770,11 @@ pub(crate) trait Stepper {
     fn taken(&mut self, k: u32);
 }
 
-/// Records `k` steps of optimizers over `params`; where update tracking gives (params,
-/// before) pairs, the last step gets a pass of its own, behind copies of those parameters.
+/// Records `k` steps; where update tracking gives (params, before) pairs, the last step gets
+/// a pass of its own, behind copies of those parameters.
 ///
-/// All steps go into one compute pass where a step writes one parameter buffer, else each
+/// All steps go into one compute pass where a step writes one parameter buffer
+/// (`one_buffer`), else each
 /// step gets a pass: wgpu orders every dispatch of a pass that uses a buffer an earlier
 /// dispatch of the pass wrote with a barrier, while the first uses of buffers in a pass are
 /// ordered by one barrier before it. A pass per step thus turns a barrier per tensor into one
@@ -783,17 +782,14 @@ pub(crate) trait Stepper {
 pub(crate) fn encode_passes(
     encoder: &mut wgpu::CommandEncoder,
     k: u32,
-    params: &[&GpuTensor],
+    one_buffer: bool,
     tracked: &[Option<(&GpuTensor, &GpuTensor)>],
     record_step: impl Fn(&mut wgpu::ComputePass<'_>, u32),
 ) {
     if k == 0 {
         return; // nothing recorded, nothing copied
     }
-    let mut buffers: Vec<&wgpu::Buffer> = params.iter().flat_map(|p| p.segments()).map(|s| &s.buffer).collect();
-    buffers.sort();
-    buffers.dedup();
-    let per_pass = if buffers.len() > 1 { 1 } else { k };
+    let per_pass = if one_buffer { k } else { 1 };
     let copies: Vec<_> = tracked.iter().flatten().collect();
     let split = if copies.is_empty() { k } else { k - 1 };
     let pass = |encoder: &mut wgpu::CommandEncoder, steps: std::ops::Range<u32>| {

@@ -51,6 +51,9 @@ pub struct GpuOptimizer {
     plans: Vec<SegmentPlan>,
     tensor_groups: Vec<wgpu::BindGroup>,
     steps: StepTable,
+    /// The one physical buffer every parameter sub-range lies in, if there is one (its steps
+    /// then share a compute pass; see `engine::encode_passes`).
+    param_buffer: Option<wgpu::Buffer>,
     step_groups: StepGroups,
     /// The counter's advance as a dispatch of its own (where the step's last kernel does not
     /// advance it).
@@ -191,6 +194,8 @@ impl GpuOptimizer {
             let [p, g] = crate::tensor::merge_contiguous([&params, &grads], max_len);
             (p, g)
         };
+        let first = &params.segments()[0].buffer;
+        let param_buffer = params.segments().iter().all(|s| &s.buffer == first).then(|| first.clone());
         let steps = StepTable::new(ctx, kernel.scalar_size)?;
         let step_groups = steps.bind(ctx, &steps.control)?;
         let parts = if kernel.is_shaped() {
@@ -211,6 +216,7 @@ impl GpuOptimizer {
             plans: parts.plans,
             tensor_groups: parts.tensor_groups,
             steps,
+            param_buffer,
             step_groups,
             advance: parts.advance,
             schedule: None,
@@ -269,7 +275,8 @@ impl GpuOptimizer {
     /// records their dispatches (see [`engine::encode_passes`] for the passes).
     fn encode_steps(&mut self, encoder: &mut wgpu::CommandEncoder, k: u32) {
         self.write_scalars(k);
-        engine::encode_passes(encoder, k, &[&self.params], &[self.tracked()], |pass, j| self.record_step(pass, j));
+        let one_buffer = self.param_buffer.is_some();
+        engine::encode_passes(encoder, k, one_buffer, &[self.tracked()], |pass, j| self.record_step(pass, j));
     }
 
     /// Queues the scalars of the next `k` steps into the step table.
@@ -538,6 +545,11 @@ impl GpuOptimizer {
         self.before = if on { Some(crate::monitor::tracking_copy(&self.ctx, &self.params)?) } else { None };
         self.health = None;
         Ok(())
+    }
+
+    /// The one physical buffer all its parameters lie in, if there is one.
+    pub(crate) fn param_buffer(&self) -> Option<&wgpu::Buffer> {
+        self.param_buffer.as_ref()
     }
 
     /// The parameters as they were before the last recorded step, with update tracking on.

@@ -231,8 +231,10 @@ impl ParamGroups {
     fn encode_steps(&mut self, encoder: &mut wgpu::CommandEncoder, k: u32) {
         self.groups.iter_mut().for_each(|g| g.write_scalars(k));
         let tracked: Vec<_> = self.groups.iter().map(GpuOptimizer::tracked).collect();
-        let params: Vec<_> = self.groups.iter().map(GpuOptimizer::params).collect();
-        engine::encode_passes(encoder, k, &params, &tracked, |pass, j| self.record_step(pass, j));
+        // One buffer for every group's parameters: all steps in one pass.
+        let first = self.groups[0].param_buffer();
+        let one_buffer = first.is_some() && self.groups.iter().all(|g| g.param_buffer() == first);
+        engine::encode_passes(encoder, k, one_buffer, &tracked, |pass, j| self.record_step(pass, j));
     }
 
     /// Records step `j` of the steps being recorded: the gradient control's kernels, then
