@@ -15,13 +15,14 @@ override WORKGROUP_SIZE: u32 = 256u;
 // The host writes the scalars of step t (computed in f64, as torch does) and t itself, the
 // slot's tag, into slot t % SCALAR_SLOTS of `scalar_table` before the submit that records
 // it; every kernel of a step reads the slot of step counter + 1. `Scalars` is each family's
-// own struct.
+// own struct. The engine declares `scalar_table` itself, as `array<Slot, SCALAR_SLOTS>` in
+// the storage or the uniform address space (`Tuning::scalars`): each member of a slot starts
+// on 16 bytes, as a uniform array of structs requires, so the bytes are the same in both.
 const SCALAR_SLOTS: u32 = 256u;
 struct Slot {
-    s: Scalars,
-    tag: u32,
+    @align(16) s: Scalars,
+    @align(16) tag: u32,
 }
-@group(0) @binding(0) var<storage, read> scalar_table: array<Slot>;
 @group(0) @binding(1) var<storage, read> step_counter: array<u32>;
 @group(0) @binding(4) var<storage, read_write> next_counter: array<u32>;
 // This step's index among every step recorded (mod 2^32). The counter a step reads carries

@@ -9,6 +9,7 @@ use crate::format::ElementFormat;
 use crate::gpu::GpuContext;
 use crate::optim::{Kernel, ScalarBlock};
 use crate::tensor::GpuTensor;
+use crate::tuning::{ScalarBinding, Tuning};
 
 const PRELUDE: &str = include_str!("../shaders/common.wgsl");
 const ELEMENTWISE: &str = include_str!("../shaders/elementwise.wgsl");
@@ -65,18 +66,49 @@ enum Composition {
 }
 
 impl Composition {
-    fn source(self, formats: &Formats, tail: bool, source: &str) -> Result<String> {
+    fn source(self, formats: &Formats, tail: bool, scalars: ScalarBinding, source: &str) -> Result<String> {
         if self == Composition::Standalone {
             return Ok(source.to_string());
         }
         let width = formats.width_line(tail)?;
+        let space = match scalars {
+            ScalarBinding::Storage => "storage, read",
+            ScalarBinding::Uniform => "uniform",
+        };
+        let table = format!("@group(0) @binding(0) var<{space}> scalar_table: array<Slot, SCALAR_SLOTS>;\n");
         Ok(match self {
-            Composition::Standalone | Composition::OwnEntries => format!("{width}{PRELUDE}\n{source}\n"),
-            Composition::Elementwise => format!("{width}{PRELUDE}\n{source}\n{ELEMENTWISE}"),
-            Composition::Staged => format!("{width}{PRELUDE}\n{source}\n{ELEMENTWISE}\n{REDUCE}"),
+            Composition::Standalone | Composition::OwnEntries => format!("{width}{PRELUDE}{table}\n{source}\n"),
+            Composition::Elementwise => format!("{width}{PRELUDE}{table}\n{source}\n{ELEMENTWISE}"),
+            Composition::Staged => format!("{width}{PRELUDE}{table}\n{source}\n{ELEMENTWISE}\n{REDUCE}"),
         })
     }
+
+    /// Whether every buffer access of the module is in range by construction (see
+    /// [`Tuning::runtime_checks`]): only the element-wise driver's kernels are, every index
+    /// below `arrayLength(&p)` with every tensor bound at `p`'s length.
+    fn in_range_by_construction(self) -> bool {
+        self == Composition::Elementwise
+    }
 }
+
+/// Where slot `i`'s bytes lie in the step table: its scalars at `i * size`, its tag
+/// `tag_offset` after them (`struct Slot` in shaders/common.wgsl, every member on 16 bytes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SlotLayout {
+    pub tag_offset: usize,
+    pub size: usize,
+}
+
+impl SlotLayout {
+    pub const fn for_scalars(scalar_size: usize) -> Self {
+        let tag_offset = scalar_size.next_multiple_of(16);
+        SlotLayout { tag_offset, size: tag_offset + 16 }
+    }
+}
+
+/// The largest step table: [`SCALAR_SLOTS`] slots of the largest scalars ([`ScalarBlock`]).
+pub(crate) const MAX_TABLE_BYTES: u64 =
+    SlotLayout::for_scalars(size_of::<ScalarBlock>()).size as u64 * SCALAR_SLOTS as u64;
 
 /// Storage buffers a shaped step binds per stage: the step table and counter; p, g, the
 /// unfactored state, the factored state and the work buffer.
@@ -162,6 +194,8 @@ struct VariantKey {
     formats: Formats,
     workgroup_size: u32,
     items: u32,
+    scalars: ScalarBinding,
+    checked: bool,
     /// Override constants as (name, f64 bits), in the kernel's order.
     constants: Vec<(&'static str, u64)>,
 }
@@ -252,7 +286,7 @@ fn uniform(binding: u32, dynamic: bool, bytes: u64) -> wgpu::BindGroupLayoutEntr
 }
 
 impl Engine {
-    pub fn new(device: &wgpu::Device) -> Self {
+    pub fn new(device: &wgpu::Device, tuning: &Tuning) -> Self {
         let group = |label, entries: &[wgpu::BindGroupLayoutEntry]| {
             device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(label), entries })
         };
@@ -268,10 +302,14 @@ impl Engine {
         let control = uniform(5, false, CONTROL_BYTES);
         // The recorded index of the step (a window moved by dynamic offset), binding 6.
         let stamp = uniform(6, true, STAMP_BYTES);
-        let step_layout = group("wgpu-optim step", &[read_only(0), read_only(1), control, stamp]);
+        // The step table, binding 0, read-only storage or uniform.
+        let table = match tuning.scalars {
+            ScalarBinding::Storage => read_only(0),
+            ScalarBinding::Uniform => uniform(0, false, 0),
+        };
+        let step_layout = group("wgpu-optim step", &[table, read_only(1), control, stamp]);
         // The step's last dispatch: the same, and the next counter read-write.
-        let advancing_layout =
-            group("wgpu-optim step advancing", &[read_only(0), read_only(1), storage(4), control, stamp]);
+        let advancing_layout = group("wgpu-optim step advancing", &[table, read_only(1), storage(4), control, stamp]);
         let advance_pipeline_layout = pipeline_layout(&[&advancing_layout]);
         // As many state tensors as the device binds beside the step table, the counter, p and
         // g (storage buffers per stage: 8 in WebGPU and Metal, so up to 4 states).
@@ -301,7 +339,7 @@ impl Engine {
                 group(
                     "wgpu-optim shaped step uniforms",
                     &[
-                        read_only(0),
+                        table,
                         read_only(1),
                         uniform(2, true, UNIFORM_BYTES),
                         uniform(3, false, UNIFORM_BYTES),
@@ -481,7 +519,9 @@ impl Engine {
         constants: &[(&'static str, f64)],
     ) -> Result<wgpu::ComputePipeline> {
         let Module { family, source, composition, formats } = *module;
-        let workgroup_size = ctx.tuning().workgroup_size;
+        let tuning = ctx.tuning();
+        let workgroup_size = tuning.workgroup_size;
+        let checked = tuning.runtime_checks || !composition.in_range_by_construction();
         let key = VariantKey {
             family,
             composition,
@@ -489,7 +529,9 @@ impl Engine {
             tail,
             formats: formats.clone(),
             workgroup_size,
-            items: ctx.tuning().items_per_invocation,
+            items: tuning.items_per_invocation,
+            scalars: tuning.scalars,
+            checked,
             constants: constants.iter().map(|&(n, v)| (n, v.to_bits())).collect(),
         };
         let mut cache = self.pipelines.lock().map_err(|_| Error::Wgpu {
@@ -503,12 +545,22 @@ impl Engine {
         if composition != Composition::Standalone {
             all.push(("WORKGROUP_SIZE", f64::from(workgroup_size)));
         }
-        let source = composition.source(formats, tail, source)?;
+        let source = composition.source(formats, tail, tuning.scalars, source)?;
         let pipeline = ctx.scoped("compiling a pipeline", || {
-            let module = ctx.device().create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(family),
-                source: wgpu::ShaderSource::Wgsl(source.into()),
-            });
+            let descriptor =
+                wgpu::ShaderModuleDescriptor { label: Some(family), source: wgpu::ShaderSource::Wgsl(source.into()) };
+            let module = if checked {
+                ctx.device().create_shader_module(descriptor)
+            } else {
+                // SAFETY: every buffer access of an element-wise module is in range by
+                // construction (`Composition::in_range_by_construction`): each index is below
+                // `arrayLength(&p)`; every tensor of a dispatch is bound at `p`'s length (the
+                // gradients' sub-ranges are checked to match, `Error::LayoutMismatch`; the state
+                // is allocated like the parameters; an unused state slot is never accessed, its
+                // variant's override being false); the table is indexed modulo its SCALAR_SLOTS
+                // slots and the counter at 0..3 of its 4 words. Its only loop runs ITEMS times.
+                unsafe { ctx.device().create_shader_module_trusted(descriptor, wgpu::ShaderRuntimeChecks::unchecked()) }
+            };
             ctx.device().create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some(family),
                 layout: Some(layout),
@@ -553,8 +605,8 @@ pub(crate) struct StepTable {
     stamps: wgpu::Buffer,
     stamp_stride: u32,
     stamp_staging: Vec<u8>,
-    /// Bytes of a slot: the family's scalars, then a u32 tag.
-    slot_size: usize,
+    /// Where a slot's scalars and tag lie.
+    slot: SlotLayout,
     scalar_size: usize,
     /// The table as last written.
     staging: Vec<u8>,
@@ -573,8 +625,6 @@ pub(crate) struct StepGroups {
 const COUNTER_BYTES: u64 = 16;
 /// Bytes of a recorded step's index as its kernels read it (a uniform `vec4<u32>`).
 pub(crate) const STAMP_BYTES: u64 = 16;
-/// Bytes of a slot's tag.
-const TAG_BYTES: usize = size_of::<u32>();
 
 /// Queues slots `start .. start + k` (wrapping at [`SCALAR_SLOTS`]) of `staging`, `size` bytes
 /// each, into `buffer` at the same place: one write per contiguous run (two where it wraps).
@@ -595,7 +645,7 @@ fn entry(binding: u32, buffer: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
 
 impl StepTable {
     pub fn new(ctx: &GpuContext, scalar_size: usize) -> Result<Self> {
-        let slot_size = scalar_size + TAG_BYTES;
+        let slot = SlotLayout::for_scalars(scalar_size);
         let stamp_stride = ctx.limits().min_uniform_buffer_offset_alignment.max(STAMP_BYTES as u32);
         let (table, counters, control, stamps) = ctx.scoped("creating the step table", || {
             let buffer = |label, size: u64, usage| {
@@ -618,7 +668,15 @@ impl StepTable {
                 u64::from(stamp_stride) * u64::from(SCALAR_SLOTS),
                 wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             );
-            let table = make("wgpu-optim step table", slot_size as u64 * u64::from(SCALAR_SLOTS));
+            // Bound as storage or as uniform (`Tuning::scalars`).
+            let table = buffer(
+                "wgpu-optim step table",
+                slot.size as u64 * u64::from(SCALAR_SLOTS),
+                wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::UNIFORM
+                    | wgpu::BufferUsages::COPY_DST
+                    | wgpu::BufferUsages::COPY_SRC,
+            );
             (table, [counter(), counter()], control, stamps)
         })?;
         Ok(StepTable {
@@ -629,9 +687,9 @@ impl StepTable {
             stamps,
             stamp_stride,
             stamp_staging: vec![0; stamp_stride as usize * SCALAR_SLOTS as usize],
-            slot_size,
+            slot,
             scalar_size,
-            staging: vec![0; slot_size * SCALAR_SLOTS as usize],
+            staging: vec![0; slot.size * SCALAR_SLOTS as usize],
         })
     }
 
@@ -659,7 +717,7 @@ impl StepTable {
     /// into their slots: one queue write per contiguous run of slots (two where the run
     /// wraps).
     pub fn write(&mut self, ctx: &GpuContext, first: u64, k: u32, block: impl Fn(u32) -> ScalarBlock) {
-        let (size, scalars) = (self.slot_size, self.scalar_size);
+        let (size, scalars, tag_at) = (self.slot.size, self.scalar_size, self.slot.tag_offset);
         let slot = |j: u32| ((first + u64::from(j)) % u64::from(SCALAR_SLOTS)) as usize;
         for j in 0..k {
             let at = slot(j) * size;
@@ -667,7 +725,7 @@ impl StepTable {
             self.staging[at..at + scalars].copy_from_slice(&bytemuck::bytes_of(&block)[..scalars]);
             // The counter is u32 on the GPU and wraps with it.
             let tag = (first + u64::from(j)) as u32;
-            self.staging[at + scalars..at + size].copy_from_slice(&tag.to_ne_bytes());
+            self.staging[at + tag_at..at + tag_at + 4].copy_from_slice(&tag.to_ne_bytes());
         }
         write_slots(ctx, &self.table, &self.staging, size, slot(0), k);
         // The recorded index of each of these steps, at its stamp slot.
@@ -962,9 +1020,9 @@ impl SegmentPlan {
 
 #[cfg(test)]
 mod tests {
-    use super::Composition;
-    use super::SCALAR_SLOTS;
+    use super::{Composition, SCALAR_SLOTS, SlotLayout};
     use crate::optim::ALL;
+    use crate::tuning::ScalarBinding;
 
     /// Each layout shared by Rust and WGSL, checked against the WGSL as naga reads it: the
     /// family's `Scalars` struct has the Rust struct's size, its state tensors are bound in
@@ -982,6 +1040,13 @@ mod tests {
         span as usize
     }
 
+    /// Byte offset of member `member` of the WGSL struct `name`.
+    fn member_offset(module: &naga::Module, name: &str, member: &str) -> usize {
+        let (_, t) = module.types.iter().find(|(_, t)| t.name.as_deref() == Some(name)).expect("the struct");
+        let naga::TypeInner::Struct { members, .. } = &t.inner else { panic!("{name} is no struct") };
+        members.iter().find(|m| m.name.as_deref() == Some(member)).expect("the member").offset as usize
+    }
+
     #[test]
     fn the_rust_and_wgsl_layouts_agree() {
         for (name, make) in ALL {
@@ -993,19 +1058,25 @@ mod tests {
                 _ => Composition::Elementwise,
             };
             let formats = super::Formats::f32(kernel.state.len());
-            for tail in [false, true] {
-                let source = composition.source(&formats, tail, kernel.source).unwrap(); // ok: a test; f32 formats compose
+            for (tail, scalars) in [false, true].into_iter().flat_map(|t| ScalarBinding::ALL.map(|s| (t, s))) {
+                let source = composition.source(&formats, tail, scalars, kernel.source).unwrap(); // ok: a test; f32 formats compose
                 let module = naga::front::wgsl::parse_str(&source).unwrap_or_else(|e| panic!("{name}: {e}"));
+                // naga's validator checks the address spaces' layout rules (a uniform array's
+                // 16-byte stride, a struct member's 16-byte alignment), at each width the
+                // engine compiles (a shaped family's entries: scalar width only).
+                if tail || !kernel.is_shaped() {
+                    naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
+                        .validate(&module)
+                        .unwrap_or_else(|e| panic!("{name} ({scalars:?}, tail {tail}): {e:?}"));
+                }
                 assert_eq!(
                     struct_size(&module, "Scalars"),
                     kernel.scalar_size,
                     "{name}: WGSL Scalars vs the Rust struct"
                 );
-                assert_eq!(
-                    struct_size(&module, "Slot"),
-                    kernel.scalar_size + super::TAG_BYTES,
-                    "{name}: a slot is the scalars and a u32 tag, unpadded"
-                );
+                let slot = SlotLayout::for_scalars(kernel.scalar_size);
+                assert_eq!(struct_size(&module, "Slot"), slot.size, "{name}: a slot's size");
+                assert_eq!(member_offset(&module, "Slot", "tag"), slot.tag_offset, "{name}: a slot's tag");
                 let mut bound: Vec<(u32, String)> = module
                     .global_variables
                     .iter()

@@ -170,6 +170,15 @@ pub enum Error {
         taken: u64,
     },
 
+    /// A saved tuning (`wgpu-optim tune --save`) is unreadable, or of another adapter.
+    #[error("tuning file {path}: {message}")]
+    TuningFile {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        message: String,
+    },
+
     /// A checkpoint file is unreadable, corrupt, of another optimizer, shape or version.
     /// The optimizer it was to be loaded into is unchanged.
     #[error("checkpoint {path}: {message}")]

@@ -5,120 +5,19 @@ use std::sync::Arc;
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::tuning::Tuning;
 
-/// How the engine splits work and memory. Every field has a measured or device-derived
-/// default ([`GpuContext::tuning`]); lower them in tests to exercise the multi-range paths on
-/// small data.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Tuning {
-    /// Invocations per workgroup (a WGSL `override`). Default 256.
-    pub workgroup_size: u32,
-    /// Elements (vec4s) each invocation of an element-wise kernel updates, a workgroup
-    /// apart (a WGSL `override`): amortises the read of the step's scalars. Default 4.
-    pub items_per_invocation: u32,
-    /// Largest number of workgroups in one grid dimension; larger dispatches fold into y.
-    /// Default: the device's `max_compute_workgroups_per_dimension` (65535 on every backend).
-    pub max_workgroups_per_dimension: u32,
-    /// Bytes of one bound sub-range of a tensor: every tensor is processed as consecutive
-    /// sub-ranges of this size (the last one shorter). A multiple of 16 bytes and of the
-    /// device's storage offset alignment, at most `max_storage_buffer_binding_size`.
-    pub segment_bytes: u64,
-    /// Size cap of one physical buffer this crate allocates; larger tensors are spread over
-    /// several buffers. Default 512 MiB: on an H100 (Vulkan), 1 GiB buffers ran an AdamW
-    /// step at half the speed of 512 MiB ones however they were bound.
-    pub buffer_bytes: u64,
-}
-
-/// The default physical-buffer cap (see [`Tuning::buffer_bytes`]).
-pub const DEFAULT_BUFFER_BYTES: u64 = 512 << 20;
-
-impl Tuning {
-    /// The defaults for a device with these limits.
-    pub fn for_limits(limits: &wgpu::Limits) -> Self {
-        let align = segment_alignment(limits);
-        let max_binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
-        let buffer_bytes = DEFAULT_BUFFER_BYTES.min(limits.max_buffer_size) / align * align;
-        Tuning {
-            workgroup_size: 256.min(limits.max_compute_invocations_per_workgroup),
-            items_per_invocation: 4,
-            max_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
-            segment_bytes: buffer_bytes.min(max_binding) / align * align,
-            buffer_bytes,
-        }
-    }
-
-    /// Checks the tuning against the device's limits.
-    pub fn validate(&self, limits: &wgpu::Limits) -> Result<()> {
-        let align = segment_alignment(limits);
-        let bad = |msg: String| Err(Error::InvalidTuning(msg));
-        if self.workgroup_size == 0
-            || self.workgroup_size > limits.max_compute_invocations_per_workgroup
-            || self.workgroup_size > limits.max_compute_workgroup_size_x
-        {
-            return bad(format!(
-                "workgroup_size {} must be in 1..={}",
-                self.workgroup_size,
-                limits.max_compute_invocations_per_workgroup.min(limits.max_compute_workgroup_size_x)
-            ));
-        }
-        if !(1..=64).contains(&self.items_per_invocation) {
-            return bad(format!("items_per_invocation {} must be in 1..=64", self.items_per_invocation));
-        }
-        if self.max_workgroups_per_dimension == 0
-            || self.max_workgroups_per_dimension > limits.max_compute_workgroups_per_dimension
-        {
-            return bad(format!(
-                "max_workgroups_per_dimension {} must be in 1..={}",
-                self.max_workgroups_per_dimension, limits.max_compute_workgroups_per_dimension
-            ));
-        }
-        let max_binding = limits.max_storage_buffer_binding_size;
-        if self.segment_bytes == 0 || !self.segment_bytes.is_multiple_of(align) || self.segment_bytes > max_binding {
-            return bad(format!(
-                "segment_bytes {} must be a positive multiple of {align} and at most {max_binding}",
-                self.segment_bytes
-            ));
-        }
-        // Every per-sub-range dispatch gives each workgroup at least one element: a grid of
-        // max² workgroups covers a sub-range whole, whatever the kernel.
-        let max = u64::from(self.max_workgroups_per_dimension);
-        let elements = crate::ElementFormat::F32.elements_in(self.segment_bytes);
-        if max * max < elements {
-            return bad(format!(
-                "max_workgroups_per_dimension {max} gives grids of {} workgroups, fewer than the {elements} \
-                 elements of a sub-range (segment_bytes {}): raise it to at least {} or lower segment_bytes",
-                max * max,
-                self.segment_bytes,
-                elements.isqrt() + u64::from(elements.isqrt() * elements.isqrt() < elements)
-            ));
-        }
-        if self.buffer_bytes < self.segment_bytes || self.buffer_bytes > limits.max_buffer_size {
-            return bad(format!(
-                "buffer_bytes {} must be at least segment_bytes ({}) and at most the device's max_buffer_size {}",
-                self.buffer_bytes, self.segment_bytes, limits.max_buffer_size
-            ));
-        }
-        Ok(())
-    }
-
-    /// Elements of `format` in one sub-range.
-    pub fn segment_len(&self, format: crate::ElementFormat) -> usize {
-        format.elements_in(self.segment_bytes) as usize
-    }
-}
-
-/// Sub-ranges must start on the device's storage offset alignment and hold whole `vec4`s.
-fn segment_alignment(limits: &wgpu::Limits) -> u64 {
-    u64::from(limits.min_storage_buffer_offset_alignment).max(16)
-}
-
-/// Which adapter to open. `Default` reads `WGPU_BACKEND` and `WGPU_ADAPTER_NAME`.
+/// Which adapter to open, and its tuning. `Default` reads `WGPU_BACKEND`, `WGPU_ADAPTER_NAME`
+/// and `WGPU_OPTIM_TUNING`.
 #[derive(Clone, Debug)]
 pub struct AdapterRequest {
     /// Backends to search (default: `WGPU_BACKEND`, else Vulkan, Metal, DX12 and browser WebGPU).
     pub backends: wgpu::Backends,
     /// Case-insensitive substring of the adapter name (default: `WGPU_ADAPTER_NAME`).
     pub name: Option<String>,
+    /// A tuning saved by `wgpu-optim tune --save` for this adapter (default:
+    /// `WGPU_OPTIM_TUNING`); without one, [`Tuning::for_adapter`].
+    pub tuning: Option<std::path::PathBuf>,
 }
 
 impl AdapterRequest {
@@ -159,6 +58,7 @@ impl Default for AdapterRequest {
         AdapterRequest {
             backends: wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY),
             name: std::env::var("WGPU_ADAPTER_NAME").ok().filter(|s| !s.is_empty()),
+            tuning: std::env::var_os("WGPU_OPTIM_TUNING").filter(|s| !s.is_empty()).map(Into::into),
         }
     }
 }
@@ -235,9 +135,12 @@ impl GpuContext {
         device.set_device_lost_callback(move |reason, message| {
             record.set(if message.is_empty() { format!("{reason:?}") } else { format!("{reason:?}: {message}") })
         });
-        let limits = device.limits();
-        let tuning = Tuning::for_limits(&limits);
-        Self::build(Arc::new(()), lost, device, queue, adapter.get_info(), limits, tuning)
+        let (limits, info) = (device.limits(), adapter.get_info());
+        let tuning = match &request.tuning {
+            Some(path) => crate::tuning::SavedTuning::load(path)?.tuning_for(&info, path)?,
+            None => Tuning::for_adapter(&info, &limits),
+        };
+        Self::build(Arc::new(()), lost, device, queue, info, limits, tuning)
     }
 
     /// Wraps a device and queue the caller already has (for instance a training pipeline's).
@@ -246,7 +149,7 @@ impl GpuContext {
     /// [`mark_lost`](Self::mark_lost) to have every later call report [`Error::DeviceLost`].
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Result<Self> {
         let limits = device.limits();
-        let tuning = Tuning::for_limits(&limits);
+        let tuning = Tuning::for_adapter(&info, &limits);
         Self::build(Arc::new(()), Lost::default(), device, queue, info, limits, tuning)
     }
 
@@ -282,7 +185,7 @@ impl GpuContext {
         // error, not wgpu's panicking default handler.
         let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let engine = Engine::new(&device);
+        let engine = Engine::new(&device, &tuning);
         let (v, o) = (pollster::block_on(validation.pop()), pollster::block_on(oom.pop()));
         if let Some(e) = v {
             return Err(Error::Wgpu { during: "creating the engine's layouts", message: e.to_string() });

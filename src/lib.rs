@@ -58,12 +58,13 @@ pub mod schedule;
 mod simd;
 pub mod step;
 pub mod tensor;
+pub mod tuning;
 
 pub use clip::{GradControl, NormType, ScalerGrowth};
 pub use cpu::{CpuOptimizer, Threads};
 pub use error::{Error, Result};
 pub use format::{ElementFormat, HostTensor};
-pub use gpu::{AdapterRequest, GpuContext, Tuning};
+pub use gpu::{AdapterRequest, GpuContext};
 pub use gpu_optimizer::{GpuOptimizer, SCALAR_SLOTS};
 pub use groups::{ParamGroup, ParamGroups};
 pub use monitor::TensorHealth;
@@ -72,3 +73,4 @@ pub use optim::{
     RAdam, RmsProp, Sgd,
 };
 pub use tensor::{GpuTensor, HostData, Segment};
+pub use tuning::{SavedTuning, ScalarBinding, Tuning};

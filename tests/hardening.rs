@@ -461,7 +461,7 @@ fn no_adapter_advice_fits_the_backends_asked_for() {
     // A backend this machine lacks (Metal off Apple; Vulkan where there is Metal): no advice
     // to install the other one's driver.
     let missing = if cfg!(target_vendor = "apple") { wgpu::Backends::VULKAN } else { wgpu::Backends::METAL };
-    let err = GpuContext::with_request(&AdapterRequest { backends: missing, name: None }).unwrap_err();
+    let err = GpuContext::with_request(&AdapterRequest { backends: missing, name: None, tuning: None }).unwrap_err();
     assert!(matches!(err, Error::NoAdapter { .. }), "{err}");
     let text = err.to_string();
     if missing == wgpu::Backends::METAL {

@@ -22,5 +22,6 @@ fn bad_arguments_are_refused_before_any_work() {
     refused(&["bench", "--max-gib", "nan"], &["positive"]);
     refused(&["tune", "--log2-size", "41"], &["41"]);
     refused(&["bench", "--json", "/no/such/directory/x.json"], &["--json /no/such/directory/x.json", "cannot write"]);
+    refused(&["tune", "--save", "/no/such/directory/t.json"], &["--save /no/such/directory/t.json", "cannot write"]);
     refused(&["bench", "--optimizer", "adafactor"], &["Adafactor", "shape"]);
 }

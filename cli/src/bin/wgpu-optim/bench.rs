@@ -1,11 +1,11 @@
 //! `wgpu-optim bench` and `wgpu-optim tune`: GPU and CPU throughput against each side's roof,
 //! every GPU result checked before its speed is reported.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use wgpu_optim::{GpuContext, Optimizer, Threads};
+use wgpu_optim::{GpuContext, Optimizer, SavedTuning, ScalarBinding, Threads, Tuning};
 use wgpu_optim_cli::bench::timing::{self, Interleaved};
 use wgpu_optim_cli::bench::{self, CpuPass, GpuClock, GpuCopy, Measurement, Side, Storage, TensorSet, Workload};
 
@@ -148,23 +148,36 @@ fn bench_command(
     Ok((rows, machine))
 }
 
-/// AdamW at every workgroup size and elements per invocation the adapter allows, each
-/// timed in turn with the copy roof: medians, the interquartile range, and the fraction of
-/// the roof's median.
-pub fn tune(n: usize, steps_per_submit: u32) -> AnyResult<()> {
+/// AdamW at every workgroup size and elements per invocation the adapter allows, then with
+/// the step's scalars as storage or uniform and with or without runtime checks, then at each
+/// physical buffer size: each setting timed in turn with the copy roof (medians, the
+/// interquartile range, the fraction of the roof's median), each stage starting from the
+/// fastest of the one before (by the step's median: the roof is the same work for every
+/// setting, and its own noise would only blur the choice). `save`: where to write the best tuning (`WGPU_OPTIM_TUNING` loads it).
+pub fn tune(n: usize, steps_per_submit: u32, save: Option<&Path>) -> AnyResult<()> {
+    // A path that cannot be written fails at once, by name, not after the measurements.
+    if let Some(path) = save {
+        std::fs::File::create(path).map_err(|e| format!("--save {}: cannot write there: {e}", path.display()))?;
+    }
     let base = GpuContext::new()?;
     println!("adapter: {}", describe(&base));
     let w = Workload::new(wgpu_optim::AdamW::default().into(), TensorSet::one(n));
     let clock = GpuClock::new(&base)?;
     let copy = GpuCopy::new(&base, &clock, w.bytes_per_step())?;
     println!(
-        "AdamW, {n} params; each setting timed in turn with a copy of the same traffic (the roof); default tuning {:?}",
+        "AdamW, {n} params; each setting timed in turn with a copy of the same traffic (the roof); tuning in force {:?}",
         base.tuning()
     );
     let header = |first: &str| {
         println!("{first:>26} {:>10} {:>17} {:>8} {:>10} {:>10}", "ms/step", "IQR ms", "GB/s", "roof GB/s", "% of roof")
     };
-    let row = |setting: String, m: &Interleaved| {
+    // Times one tuning (its result checked first); prints its row and returns the step's median.
+    let measure = |setting: String, tuning: Tuning| -> AnyResult<f64> {
+        let ctx = base.with_tuning(tuning)?;
+        let mut gpu = w.gpu(&ctx, Storage::Arena)?;
+        w.check(&ctx, &mut gpu, 1)?;
+        let steps = gpu.steps(&ctx, &clock, steps_per_submit)?;
+        let m = timing::interleaved(5, Duration::from_millis(300), copy.timed(&clock), steps)?;
         let (q1, q3) = m.step.quartiles();
         let gbs = w.bytes_per_step() as f64 / m.step.median();
         let roof = copy.bytes_per_copy() / m.roof.median();
@@ -176,46 +189,59 @@ pub fn tune(n: usize, steps_per_submit: u32) -> AnyResult<()> {
             roof / 1e9,
             100.0 * gbs / roof
         );
-        gbs / roof
+        Ok(m.step.median())
     };
+    let mut best = (f64::INFINITY, base.tuning().clone());
+    let consider = |best: &mut (f64, Tuning), seconds: f64, tuning: Tuning| {
+        if seconds < best.0 {
+            *best = (seconds, tuning);
+        }
+    };
+
     header("workgroup size × items");
     let max_wg = base.limits().max_compute_invocations_per_workgroup.min(base.limits().max_compute_workgroup_size_x);
-    let mut best = (0.0, 0, 0);
     for wg in [64u32, 128, 256, 512, 1024].into_iter().filter(|&w| w <= max_wg) {
         for items in [1u32, 2, 4, 8] {
-            let ctx = base.with_tuning(wgpu_optim::Tuning {
-                workgroup_size: wg,
-                items_per_invocation: items,
-                ..*base.tuning()
-            })?;
-            let mut gpu = w.gpu(&ctx, Storage::Arena)?;
-            w.check(&ctx, &mut gpu, 1)?;
-            let steps = gpu.steps(&ctx, &clock, steps_per_submit)?;
-            let m = timing::interleaved(5, Duration::from_millis(300), copy.timed(&clock), steps)?;
-            let fraction = row(format!("{wg} × {items}"), &m);
-            if fraction > best.0 {
-                best = (fraction, wg, items);
-            }
+            let tuning = Tuning { workgroup_size: wg, items_per_invocation: items, ..base.tuning().clone() };
+            consider(&mut best, measure(format!("{wg} × {items}"), tuning.clone())?, tuning);
         }
     }
-    println!("best: workgroup size {}, {} items per invocation ({:.0} % of the roof)", best.1, best.2, 100.0 * best.0);
+
+    // Where the step's scalars are read from, and wgpu's runtime checks (bounds checks, loop
+    // bounding) in kernels that check their own range.
+    println!();
+    header("scalars, runtime checks");
+    let chosen = best.1.clone();
+    for scalars in ScalarBinding::ALL {
+        for runtime_checks in [true, false] {
+            let tuning = Tuning { scalars, runtime_checks, ..chosen.clone() };
+            if tuning.validate(base.limits()).is_err() {
+                continue; // a uniform table larger than this device binds
+            }
+            let setting = format!("{scalars:?}, {}", if runtime_checks { "checked" } else { "unchecked" });
+            consider(&mut best, measure(setting, tuning.clone())?, tuning);
+        }
+    }
 
     // Physical buffer size (and the binding sub-range with it): drivers differ in how fast
     // they run large buffers. Only sizes below the tensor's own change its layout.
     println!();
     header("buffer MiB");
+    let chosen = best.1.clone();
     let max = base.limits().max_buffer_size.min(base.limits().max_storage_buffer_binding_size);
     for mib in [64u64, 128, 256, 512, 1024, 2048].into_iter().filter(|&m| m << 20 <= max) {
         let bytes = mib << 20;
-        let tuning = wgpu_optim::Tuning { segment_bytes: bytes, buffer_bytes: bytes, ..*base.tuning() };
-        let ctx = base.with_tuning(tuning)?;
-        let mut gpu = w.gpu(&ctx, Storage::Arena)?;
-        w.check(&ctx, &mut gpu, 1)?;
-        let steps = gpu.steps(&ctx, &clock, steps_per_submit)?;
-        row(mib.to_string(), &timing::interleaved(5, Duration::from_millis(300), copy.timed(&clock), steps)?);
+        let tuning = Tuning { segment_bytes: bytes, buffer_bytes: bytes, ..chosen.clone() };
+        consider(&mut best, measure(mib.to_string(), tuning.clone())?, tuning);
         if bytes >= 4 * n as u64 {
             break; // one buffer holds the whole tensor from here on
         }
+    }
+    let (seconds, tuning) = best;
+    println!("\nfastest ({:.3} ms/step): {tuning:?}", seconds * 1e3);
+    if let Some(path) = save {
+        SavedTuning::new(base.adapter_info(), tuning).save(path)?;
+        println!("saved to {}; WGPU_OPTIM_TUNING={} loads it on this adapter", path.display(), path.display());
     }
     Ok(())
 }

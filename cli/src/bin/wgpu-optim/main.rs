@@ -59,9 +59,12 @@ enum Command {
         #[arg(long)]
         markdown: bool,
     },
-    /// Measure AdamW on the GPU at each workgroup size, elements per invocation and physical
-    /// buffer size, to choose the `Tuning` for an adapter.
+    /// Measure AdamW on the GPU at each workgroup size, elements per invocation, scalar binding,
+    /// runtime checks and physical buffer size, to choose the `Tuning` for an adapter.
     Tune {
+        /// Write the best tuning to this file (JSON); `WGPU_OPTIM_TUNING=FILE` loads it.
+        #[arg(long)]
+        save: Option<PathBuf>,
         /// Parameters, as a power of two (0 to 40).
         #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u32).range(0..=40))]
         log2_size: u32,
@@ -155,7 +158,14 @@ fn run(cli: Cli) -> AnyResult<()> {
                 "limits: max_buffer_size {}, max_storage_buffer_binding_size {}, max workgroups/dim {}",
                 l.max_buffer_size, l.max_storage_buffer_binding_size, l.max_compute_workgroups_per_dimension
             );
-            println!("tuning: {:?}", ctx.tuning());
+            let source = match std::env::var_os("WGPU_OPTIM_TUNING").filter(|v| !v.is_empty()) {
+                Some(path) => format!("loaded from {} (WGPU_OPTIM_TUNING)", std::path::Path::new(&path).display()),
+                None => match wgpu_optim::tuning::adapter_family(ctx.adapter_info()) {
+                    Some(family) => format!("measured on {family}"),
+                    None => "the defaults for its limits (no measured family: `wgpu-optim tune --save`)".into(),
+                },
+            };
+            println!("tuning, {source}: {:?}", ctx.tuning());
             Ok(())
         }
         Command::Check { len, steps } => check::check(len, steps),
@@ -190,7 +200,9 @@ fn run(cli: Cli) -> AnyResult<()> {
             };
             bench::bench(&opts, &set, &log2_sizes, threads, &plan, json, markdown)
         }
-        Command::Tune { log2_size, steps_per_submit } => bench::tune(1usize << log2_size, steps_per_submit),
+        Command::Tune { save, log2_size, steps_per_submit } => {
+            bench::tune(1usize << log2_size, steps_per_submit, save.as_deref())
+        }
         Command::Demo { out, starts, steps, model_steps, seed, warmup_cosine, clip } => {
             let config = wgpu_optim_cli::demo::DemoConfig {
                 starts,
