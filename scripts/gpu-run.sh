@@ -4,7 +4,8 @@
 # puts it, the release binary and the loader packages into .device/ and .gl/; run it from the
 # repository root. Results go to $OUT (default bench-out/).
 # Environment: SETS (default one,gpt2,gpt2-xl), SIZES (log2 sizes of `one`, default 20,24,28),
-# MAX_GIB (default 64), TORCH (set to 0 to skip torch).
+# MAX_GIB (default 64), TORCH (set to 0 to skip torch), TUNE (set to 0 to skip `wgpu-optim tune`,
+# whose fastest tuning is saved to $OUT/tuning.json for the adapter table in src/tuning.rs).
 set -euo pipefail
 out=${OUT:-bench-out}
 mkdir -p "$out"
@@ -25,4 +26,7 @@ $bin bench --set "${SETS:-one,gpt2,gpt2-xl}" --log2-sizes "${SIZES:-20,24,28}" -
     --no-sequential --markdown --json "$out/wgpu-optim.json" | tee "$out/wgpu-optim.txt"
 if [ "${TORCH:-1}" != 0 ]; then
     python3 .device/torch_gpu_bench.py | tee "$out/torch-gpu.txt"
+fi
+if [ "${TUNE:-1}" != 0 ]; then
+    $bin tune --log2-size 26 --save "$out/tuning.json" | tee "$out/tune.txt"
 fi
