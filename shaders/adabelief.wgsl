@@ -17,43 +17,37 @@ struct Scalars {
 override WEIGHT_DECOUPLE: bool = true;
 override AMSGRAD: bool = false;
 
-@group(1) @binding(0) var<storage, read_write> p: array<V>;
-@group(1) @binding(1) var<storage, read_write> g: array<V>;
-@group(1) @binding(2) var<storage, read_write> exp_avg: array<V>;
-@group(1) @binding(3) var<storage, read_write> exp_avg_var: array<V>;
-@group(1) @binding(4) var<storage, read_write> max_exp_avg_var: array<V>;
-
 // Element i (in units of V) of one step; `main` (shaders/elementwise.wgsl) calls it.
 fn update(i: u32, s: Scalars) {
-    var param = p[i];
+    var param = load_p(i);
     var d = grad(i);
     if WEIGHT_DECOUPLE {
         param = param * s.decay;                               // runs even with wd = 0 (× 1)
     } else if WEIGHT_DECAY {
         d = fma(param, V(s.weight_decay), d);
     }
-    let m = fma(d, V(s.one_minus_beta1), exp_avg[i] * s.beta1);  // mul_(b1).add_(g, alpha=1-b1)
+    let m = fma(d, V(s.one_minus_beta1), load_exp_avg(i) * s.beta1);  // mul_(b1).add_(g, alpha=1-b1)
     let r = d - m;
-    let belief = fma(s.one_minus_beta2 * r, r, exp_avg_var[i] * s.beta2) + s.eps;  // eps stored
-    exp_avg[i] = m;
-    exp_avg_var[i] = belief;
+    let belief = fma(s.one_minus_beta2 * r, r, load_exp_avg_var(i) * s.beta2) + s.eps;  // eps stored
+    store_exp_avg(i, m);
+    store_exp_avg_var(i, belief);
     var second = belief;
     if AMSGRAD {
-        second = nan_max(max_exp_avg_var[i], belief);
-        max_exp_avg_var[i] = second;
+        second = nan_max(load_max_exp_avg_var(i), belief);
+        store_max_exp_avg_var(i, second);
     }
     switch s.mode {
         case 0u: {
-            p[i] = param + (s.step * m) / (sqrt(second) / s.bias_correction2_sqrt + s.eps);
+            store_p(i, param + (s.step * m) / (sqrt(second) / s.bias_correction2_sqrt + s.eps));
         }
         case 1u: {
-            p[i] = param + (s.step * m) / (sqrt(belief) + s.eps);  // the raw variance, as the authors
+            store_p(i, param + (s.step * m) / (sqrt(belief) + s.eps));  // the raw variance, as the authors
         }
         case 2u: {
-            p[i] = fma(m, V(s.step), param);
+            store_p(i, fma(m, V(s.step), param));
         }
         default: {
-            p[i] = param;
+            store_p(i, param);
         }
     }
 }

@@ -6,15 +6,11 @@ struct Scalars {
     eps: f32,           // F(eps)
 }
 
-@group(1) @binding(0) var<storage, read_write> p: array<V>;
-@group(1) @binding(1) var<storage, read_write> g: array<V>;
-@group(1) @binding(2) var<storage, read_write> sum: array<V>;
-
 // Element i (in units of V) of one step; `main` (shaders/elementwise.wgsl) calls it.
 fn update(i: u32, s: Scalars) {
-    let param = p[i];
+    let param = load_p(i);
     let d = direction(grad(i), param, s.weight_decay);
-    let acc = fma(d, d, sum[i]);                                  // addcmul_(g, g, value=1)
-    sum[i] = acc;
-    p[i] = param + (s.neg_clr * d) / (sqrt(acc) + s.eps);
+    let acc = fma(d, d, load_sum(i));                                  // addcmul_(g, g, value=1)
+    store_sum(i, acc);
+    store_p(i, param + (s.neg_clr * d) / (sqrt(acc) + s.eps));
 }

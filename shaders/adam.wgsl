@@ -14,25 +14,19 @@ struct Scalars {
 
 override AMSGRAD: bool = false;
 
-@group(1) @binding(0) var<storage, read_write> p: array<V>;
-@group(1) @binding(1) var<storage, read_write> g: array<V>;  // read_write: may share a buffer with p
-@group(1) @binding(2) var<storage, read_write> exp_avg: array<V>;
-@group(1) @binding(3) var<storage, read_write> exp_avg_sq: array<V>;
-@group(1) @binding(4) var<storage, read_write> max_exp_avg_sq: array<V>;
-
 // Element i (in units of V) of one step; `main` (shaders/elementwise.wgsl) calls it.
 fn update(i: u32, s: Scalars) {
-    let mo = adam_moments(grad(i), p[i], exp_avg[i], exp_avg_sq[i], s.decay, s.weight_decay, s.one_minus_beta1,
+    let mo = adam_moments(grad(i), load_p(i), load_exp_avg(i), load_exp_avg_sq(i), s.decay, s.weight_decay, s.one_minus_beta1,
                           s.beta2, s.one_minus_beta2);
     let m = mo.m;
     let v = mo.v;
-    exp_avg[i] = m;
-    exp_avg_sq[i] = v;
+    store_exp_avg(i, m);
+    store_exp_avg_sq(i, v);
     var second = v;
     if AMSGRAD {
-        second = nan_max(max_exp_avg_sq[i], v);
-        max_exp_avg_sq[i] = second;
+        second = nan_max(load_max_exp_avg_sq(i), v);
+        store_max_exp_avg_sq(i, second);
     }
     let denom = sqrt(second) / s.bias_correction2_sqrt + s.eps;
-    p[i] = mo.param + (s.neg_step_size * m) / denom;              // addcdiv_(m, denom, value=-step_size)
+    store_p(i, mo.param + (s.neg_step_size * m) / denom);              // addcdiv_(m, denom, value=-step_size)
 }

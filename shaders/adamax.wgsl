@@ -9,18 +9,13 @@ struct Scalars {
     weight_decay: f32,     // F(weight_decay)
 }
 
-@group(1) @binding(0) var<storage, read_write> p: array<V>;
-@group(1) @binding(1) var<storage, read_write> g: array<V>;
-@group(1) @binding(2) var<storage, read_write> exp_avg: array<V>;
-@group(1) @binding(3) var<storage, read_write> exp_inf: array<V>;
-
 // Element i (in units of V) of one step; `main` (shaders/elementwise.wgsl) calls it.
 fn update(i: u32, s: Scalars) {
-    let param = p[i];
+    let param = load_p(i);
     let d = direction(grad(i), param, s.weight_decay);
-    let m = lerp_torch(exp_avg[i], d, s.one_minus_beta1);
-    let u = nan_max(exp_inf[i] * s.beta2, abs(d) + s.eps);
-    exp_avg[i] = m;
-    exp_inf[i] = u;
-    p[i] = param + (s.neg_clr * m) / u;
+    let m = lerp_torch(load_exp_avg(i), d, s.one_minus_beta1);
+    let u = nan_max(load_exp_inf(i) * s.beta2, abs(d) + s.eps);
+    store_exp_avg(i, m);
+    store_exp_inf(i, u);
+    store_p(i, param + (s.neg_clr * m) / u);
 }

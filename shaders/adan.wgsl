@@ -18,31 +18,24 @@ struct Scalars {
 
 override NO_PROX: bool = false;
 
-@group(1) @binding(0) var<storage, read_write> p: array<V>;
-@group(1) @binding(1) var<storage, read_write> g: array<V>;  // read_write: may share a buffer with p
-@group(1) @binding(2) var<storage, read_write> exp_avg: array<V>;
-@group(1) @binding(3) var<storage, read_write> exp_avg_sq: array<V>;
-@group(1) @binding(4) var<storage, read_write> exp_avg_diff: array<V>;
-@group(1) @binding(5) var<storage, read_write> neg_pre_grad: array<V>;
-
 // Element i (in units of V) of one step; `main` (shaders/elementwise.wgsl) calls it.
 fn update(i: u32, s: Scalars) {
     let gr = grad(i);
-    var neg = neg_pre_grad[i];
+    var neg = load_neg_pre_grad(i);
     if s.first != 0u {
         neg = -gr;                                                      // neg_pre_grad = -grad on step 1
     }
     let diff = neg + gr;                                                // neg_grad_or_diff.add_(grad)
-    let m = fma(gr, V(s.one_minus_beta1), exp_avg[i] * s.beta1);
-    let d = fma(diff, V(s.one_minus_beta2), exp_avg_diff[i] * s.beta2);
+    let m = fma(gr, V(s.one_minus_beta1), load_exp_avg(i) * s.beta1);
+    let d = fma(diff, V(s.one_minus_beta2), load_exp_avg_diff(i) * s.beta2);
     let x = diff * s.beta2 + gr;                                        // mul_(beta2).add_(grad)
-    let n = fma(s.one_minus_beta3 * x, x, exp_avg_sq[i] * s.beta3);     // addcmul_(x, x, 1 - beta3)
-    exp_avg[i] = m;
-    exp_avg_diff[i] = d;
-    exp_avg_sq[i] = n;
-    neg_pre_grad[i] = -gr;
+    let n = fma(s.one_minus_beta3 * x, x, load_exp_avg_sq(i) * s.beta3);     // addcmul_(x, x, 1 - beta3)
+    store_exp_avg(i, m);
+    store_exp_avg_diff(i, d);
+    store_exp_avg_sq(i, n);
+    store_neg_pre_grad(i, -gr);
     let denom = sqrt(n) / s.bias_correction3_sqrt + s.eps;
-    var param = p[i];
+    var param = load_p(i);
     if NO_PROX && WEIGHT_DECAY {
         param = param * s.decay;
     }
@@ -51,5 +44,5 @@ fn update(i: u32, s: Scalars) {
     if !NO_PROX && WEIGHT_DECAY {
         param = param / s.decay;                                         // div_(1 + lr * wd)
     }
-    p[i] = param;
+    store_p(i, param);
 }

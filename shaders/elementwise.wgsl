@@ -2,7 +2,9 @@
 // once and updates ITEMS elements (in units of V) a workgroup apart, so consecutive
 // invocations touch consecutive memory. Grids wider than the device's per-dimension limit
 // fold into y; the tail kernel starts after the last whole vec4. Each family's shader
-// defines `p` and `fn update(i: u32, s: Scalars)`.
+// defines `fn update(i: u32, s: Scalars)`, reading and writing its tensors through the
+// accessors the engine declares before it (`load_p(i)`, `store_p(i, x)`, `load_g(i)`, and
+// `load_NAME` / `store_NAME` for each state tensor; `tensor_len()` in units of V).
 
 override ITEMS: u32 = 4u;
 
@@ -10,13 +12,13 @@ override ITEMS: u32 = 4u;
 // coefficient (torch's unscale_, then clip_grad_norm_: two roundings).
 fn grad(i: u32) -> V {
     if CONTROLLED {
-        return (g[i] * grad_control[0]) * grad_control[1];
+        return (load_g(i) * grad_control[0]) * grad_control[1];
     }
-    return g[i];
+    return load_g(i);
 }
 
 fn update_all(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) {
-    let n = arrayLength(&p);
+    let n = tensor_len();
     if skipped() {
         return;
     }

@@ -17,18 +17,13 @@ struct Scalars {
 
 override TRUST_CLIP: bool = false;
 
-@group(1) @binding(0) var<storage, read_write> p: array<V>;
-@group(1) @binding(1) var<storage, read_write> g: array<V>;  // read_write: may share a buffer with p
-@group(1) @binding(2) var<storage, read_write> exp_avg: array<V>;
-@group(1) @binding(3) var<storage, read_write> exp_avg_sq: array<V>;
-
 // The update direction from the stored moments: Adam's, plus the decay term.
 fn lamb_direction(i: u32, s: Scalars) -> V {
-    let m_hat = exp_avg[i] / s.bias_correction1;
-    let v_hat = exp_avg_sq[i] / s.bias_correction2;
+    let m_hat = load_exp_avg(i) / s.bias_correction1;
+    let v_hat = load_exp_avg_sq(i) / s.bias_correction2;
     var u = m_hat / (sqrt(v_hat) + s.eps);
     if WEIGHT_DECAY {
-        u = fma(V(s.weight_decay), p[i], u);
+        u = fma(V(s.weight_decay), load_p(i), u);
     }
     return u;
 }
@@ -36,10 +31,10 @@ fn lamb_direction(i: u32, s: Scalars) -> V {
 // Stage 1: the moments, and this element's terms of ‖p‖² and ‖u‖².
 fn reduce_update(i: u32, s: Scalars) -> vec4<f32> {
     let gr = grad(i);
-    exp_avg[i] = fma(gr, V(s.one_minus_beta1), exp_avg[i] * s.beta1);
-    exp_avg_sq[i] = fma(s.one_minus_beta2 * gr, gr, exp_avg_sq[i] * s.beta2);
+    store_exp_avg(i, fma(gr, V(s.one_minus_beta1), load_exp_avg(i) * s.beta1));
+    store_exp_avg_sq(i, fma(s.one_minus_beta2 * gr, gr, load_exp_avg_sq(i) * s.beta2));
     let u = lamb_direction(i, s);
-    let x = p[i];
+    let x = load_p(i);
     return vec4<f32>(hsum(x * x), hsum(u * u), 0.0, 0.0);
 }
 
@@ -55,5 +50,5 @@ fn update(i: u32, s: Scalars) {
     if TRUST_CLIP {
         trust = min(trust, 1.0);
     }
-    p[i] = fma(lamb_direction(i, s), V(s.neg_lr * trust), p[i]);
+    store_p(i, fma(lamb_direction(i, s), V(s.neg_lr * trust), load_p(i)));
 }

@@ -13,14 +13,10 @@ struct Scalars {
 override TRUST_RATIO: bool = true;
 override NESTEROV: bool = false;
 
-@group(1) @binding(0) var<storage, read_write> p: array<V>;
-@group(1) @binding(1) var<storage, read_write> g: array<V>;  // read_write: may share a buffer with p
-@group(1) @binding(2) var<storage, read_write> momentum_buffer: array<V>;
-
 // u = g + wd * p (optax's add_decayed_weights).
 fn lars_direction(i: u32, s: Scalars) -> V {
     if WEIGHT_DECAY {
-        return fma(V(s.weight_decay), p[i], grad(i));
+        return fma(V(s.weight_decay), load_p(i), grad(i));
     }
     return grad(i);
 }
@@ -28,7 +24,7 @@ fn lars_direction(i: u32, s: Scalars) -> V {
 // Stage 1: this element's terms of ‖p‖² and ‖u‖² (nothing is written).
 fn reduce_update(i: u32, s: Scalars) -> vec4<f32> {
     let u = lars_direction(i, s);
-    let x = p[i];
+    let x = load_p(i);
     return vec4<f32>(hsum(x * x), hsum(u * u), 0.0, 0.0);
 }
 
@@ -44,11 +40,11 @@ fn update(i: u32, s: Scalars) {
         }
     }
     let u = lars_direction(i, s) * trust * s.neg_lr;
-    let t = fma(V(s.momentum), momentum_buffer[i], u);     // trace = u + momentum * trace
-    momentum_buffer[i] = t;
+    let t = fma(V(s.momentum), load_momentum_buffer(i), u);     // trace = u + momentum * trace
+    store_momentum_buffer(i, t);
     var step = t;
     if NESTEROV {
         step = fma(V(s.momentum), t, u);
     }
-    p[i] = p[i] + step;
+    store_p(i, load_p(i) + step);
 }

@@ -10,15 +10,11 @@ struct Scalars {
     one_minus_beta2: f32,  // F(1 - beta2)
 }
 
-@group(1) @binding(0) var<storage, read_write> p: array<V>;
-@group(1) @binding(1) var<storage, read_write> g: array<V>;
-@group(1) @binding(2) var<storage, read_write> exp_avg: array<V>;
-
 // Element i (in units of V) of one step; `main` (shaders/elementwise.wgsl) calls it.
 fn update(i: u32, s: Scalars) {
     let d = grad(i);
-    let m = exp_avg[i];
+    let m = load_exp_avg(i);
     let update = sgn(fma(d, V(s.one_minus_beta1), m * s.beta1));
-    p[i] = fma(update, V(s.neg_lr), p[i] * s.decay);
-    exp_avg[i] = fma(d, V(s.one_minus_beta2), m * s.beta2);
+    store_p(i, fma(update, V(s.neg_lr), load_p(i) * s.decay));
+    store_exp_avg(i, fma(d, V(s.one_minus_beta2), m * s.beta2));
 }

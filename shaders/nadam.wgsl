@@ -13,21 +13,15 @@ struct Scalars {
     exp_avg_coef: f32,      // F(-lr * mu_{t+1} / (1 - mu_product * mu_{t+1}))
 }
 
-
-@group(1) @binding(0) var<storage, read_write> p: array<V>;
-@group(1) @binding(1) var<storage, read_write> g: array<V>;
-@group(1) @binding(2) var<storage, read_write> exp_avg: array<V>;
-@group(1) @binding(3) var<storage, read_write> exp_avg_sq: array<V>;
-
 // Element i (in units of V) of one step; `main` (shaders/elementwise.wgsl) calls it.
 fn update(i: u32, s: Scalars) {
-    let mo = adam_moments(grad(i), p[i], exp_avg[i], exp_avg_sq[i], s.decay, s.weight_decay, s.one_minus_beta1,
+    let mo = adam_moments(grad(i), load_p(i), load_exp_avg(i), load_exp_avg_sq(i), s.decay, s.weight_decay, s.one_minus_beta1,
                           s.beta2, s.one_minus_beta2);
     let m = mo.m;
     let v = mo.v;
-    exp_avg[i] = m;
-    exp_avg_sq[i] = v;
+    store_exp_avg(i, m);
+    store_exp_avg_sq(i, v);
     let denom = sqrt(v / s.bias_correction2) + s.eps;        // divide, then sqrt
     let param = mo.param + (s.grad_coef * mo.d) / denom;
-    p[i] = param + (s.exp_avg_coef * m) / denom;
+    store_p(i, param + (s.exp_avg_coef * m) / denom);
 }

@@ -15,25 +15,19 @@ struct Scalars {
     rectified: u32,              // rho_t > 5
 }
 
-
-@group(1) @binding(0) var<storage, read_write> p: array<V>;
-@group(1) @binding(1) var<storage, read_write> g: array<V>;
-@group(1) @binding(2) var<storage, read_write> exp_avg: array<V>;
-@group(1) @binding(3) var<storage, read_write> exp_avg_sq: array<V>;
-
 // Element i (in units of V) of one step; `main` (shaders/elementwise.wgsl) calls it.
 fn update(i: u32, s: Scalars) {
-    let mo = adam_moments(grad(i), p[i], exp_avg[i], exp_avg_sq[i], s.decay, s.weight_decay, s.one_minus_beta1,
+    let mo = adam_moments(grad(i), load_p(i), load_exp_avg(i), load_exp_avg_sq(i), s.decay, s.weight_decay, s.one_minus_beta1,
                           s.beta2, s.one_minus_beta2);
     let m = mo.m;
     let v = mo.v;
-    exp_avg[i] = m;
-    exp_avg_sq[i] = v;
+    store_exp_avg(i, m);
+    store_exp_avg_sq(i, v);
     let corrected = m / s.bias_correction1;
     var u = corrected * s.lr;
     if s.rectified != 0u {
         let adaptive = (V(1.0) / (sqrt(v) + s.eps)) * s.bias_correction2_sqrt;  // eps before bias correction
         u = (u * adaptive) * s.rect;
     }
-    p[i] = mo.param - u;
+    store_p(i, mo.param - u);
 }

@@ -67,7 +67,7 @@ fn tree(lid: u32, acc: vec4<f32>) {
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) lid: u32) {
-    let n = arrayLength(&p);
+    let n = tensor_len();
     let w = wid.y * nwg.x + wid.x;
     var acc = vec4<f32>(0.0);
     if !skipped() {
@@ -91,7 +91,7 @@ fn reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn reduce_blocks(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                  @builtin(local_invocation_index) lid: u32) {
-    let n = arrayLength(&p);
+    let n = tensor_len();
     let first = (wid.y * nwg.x + wid.x) * BLOCK;
     var acc = vec4<f32>(0.0);
     if !skipped() {

@@ -13,32 +13,26 @@ struct Scalars {
 override CENTERED: bool = false;
 override MOMENTUM: bool = false;
 
-@group(1) @binding(0) var<storage, read_write> p: array<V>;
-@group(1) @binding(1) var<storage, read_write> g: array<V>;
-@group(1) @binding(2) var<storage, read_write> square_avg: array<V>;
-@group(1) @binding(3) var<storage, read_write> momentum_buffer: array<V>;
-@group(1) @binding(4) var<storage, read_write> grad_avg: array<V>;
-
 // Element i (in units of V) of one step; `main` (shaders/elementwise.wgsl) calls it.
 fn update(i: u32, s: Scalars) {
-    let param = p[i];
+    let param = load_p(i);
     let d = direction(grad(i), param, s.weight_decay);
-    let sq = fma(s.one_minus_alpha * d, d, square_avg[i] * s.alpha);
-    square_avg[i] = sq;
+    let sq = fma(s.one_minus_alpha * d, d, load_square_avg(i) * s.alpha);
+    store_square_avg(i, sq);
     var avg: V;
     if CENTERED {
-        let ga = lerp_torch(grad_avg[i], d, s.one_minus_alpha);
-        grad_avg[i] = ga;
+        let ga = lerp_torch(load_grad_avg(i), d, s.one_minus_alpha);
+        store_grad_avg(i, ga);
         avg = sqrt(fma(-ga, ga, sq));                         // addcmul(ga, ga, value=-1): no clamp
     } else {
         avg = sqrt(sq);
     }
     avg = avg + s.eps;
     if MOMENTUM {
-        let buf = momentum_buffer[i] * s.momentum + d / avg;
-        momentum_buffer[i] = buf;
-        p[i] = fma(buf, V(s.neg_lr), param);
+        let buf = load_momentum_buffer(i) * s.momentum + d / avg;
+        store_momentum_buffer(i, buf);
+        store_p(i, fma(buf, V(s.neg_lr), param));
     } else {
-        p[i] = param + (s.neg_lr * d) / avg;
+        store_p(i, param + (s.neg_lr * d) / avg);
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use crate::error::{Error, Result};
 use crate::format::ElementFormat;
 use crate::gpu::GpuContext;
-use crate::optim::{Kernel, ScalarBlock};
+use crate::optim::{Kernel, ScalarBlock, StateSlot};
 use crate::tensor::GpuTensor;
 use crate::tuning::{ScalarBinding, Tuning};
 
@@ -66,7 +66,14 @@ enum Composition {
 }
 
 impl Composition {
-    fn source(self, formats: &Formats, tail: bool, scalars: ScalarBinding, source: &str) -> Result<String> {
+    fn source(
+        self,
+        formats: &Formats,
+        tail: bool,
+        scalars: ScalarBinding,
+        state: &[StateSlot],
+        source: &str,
+    ) -> Result<String> {
         if self == Composition::Standalone {
             return Ok(source.to_string());
         }
@@ -78,8 +85,12 @@ impl Composition {
         let table = format!("@group(0) @binding(0) var<{space}> scalar_table: array<Slot, SCALAR_SLOTS>;\n");
         Ok(match self {
             Composition::Standalone | Composition::OwnEntries => format!("{width}{PRELUDE}{table}\n{source}\n"),
-            Composition::Elementwise => format!("{width}{PRELUDE}{table}\n{source}\n{ELEMENTWISE}"),
-            Composition::Staged => format!("{width}{PRELUDE}{table}\n{source}\n{ELEMENTWISE}\n{REDUCE}"),
+            Composition::Elementwise => {
+                format!("{width}{PRELUDE}{table}{}\n{source}\n{ELEMENTWISE}", tensor_accessors(state))
+            }
+            Composition::Staged => {
+                format!("{width}{PRELUDE}{table}{}\n{source}\n{ELEMENTWISE}\n{REDUCE}", tensor_accessors(state))
+            }
         })
     }
 
@@ -89,6 +100,32 @@ impl Composition {
     fn in_range_by_construction(self) -> bool {
         self == Composition::Elementwise
     }
+}
+
+/// The tensors of an element-wise or staged step (group 1: `p`, `g`, then the state in
+/// [`Kernel::state`] order) and the accessors the family's update reads and writes them
+/// through: `load_NAME(i)` and `store_NAME(i, x)` (for `g` only the load), `tensor_len()` in
+/// units of `V`. The bindings themselves are `tensor_NAME`, so a family cannot bypass the
+/// accessors, and how a tensor is stored stays the engine's alone. Every tensor is bound
+/// read-write, the gradients included: WebGPU forbids one buffer to be bound read-only and
+/// read-write in one dispatch, and parameters and gradients often share an arena.
+fn tensor_accessors(state: &[StateSlot]) -> String {
+    use std::fmt::Write;
+    let names = ["p", "g"].into_iter().chain(state.iter().map(|s| s.torch_name));
+    let mut out = String::new();
+    for (binding, name) in names.enumerate() {
+        // Writing into a String cannot fail.
+        let _ = writeln!(
+            out,
+            "@group(1) @binding({binding}) var<storage, read_write> tensor_{name}: array<V>;\n\
+             fn load_{name}(i: u32) -> V {{ return tensor_{name}[i]; }}"
+        );
+        if name != "g" {
+            let _ = writeln!(out, "fn store_{name}(i: u32, x: V) {{ tensor_{name}[i] = x; }}");
+        }
+    }
+    out.push_str("fn tensor_len() -> u32 { return arrayLength(&tensor_p); }\n");
+    out
 }
 
 /// Where slot `i`'s bytes lie in the step table: its scalars at `i * size`, its tag
@@ -174,6 +211,8 @@ struct Module<'a> {
     source: &'static str,
     composition: Composition,
     formats: &'a Formats,
+    /// The state tensors an element-wise or staged module's accessors are declared for.
+    state: &'static [StateSlot],
 }
 
 /// The formats of a standalone kernel, which binds f32 buffers of its own.
@@ -181,7 +220,7 @@ static STANDALONE: std::sync::LazyLock<Formats> = std::sync::LazyLock::new(|| Fo
 
 impl Module<'static> {
     fn standalone(family: &'static str, source: &'static str) -> Self {
-        Module { family, source, composition: Composition::Standalone, formats: &STANDALONE }
+        Module { family, source, composition: Composition::Standalone, formats: &STANDALONE, state: &[] }
     }
 }
 
@@ -433,7 +472,7 @@ impl Engine {
             constants.extend([("BLOCK", f64::from(block)), ("BLOCK_MAX", crate::optim::flag(max))]);
         }
         let c = &constants;
-        let module = Module { family: kernel.family, source: kernel.source, composition, formats };
+        let module = Module { family: kernel.family, source: kernel.source, composition, formats, state: kernel.state };
         let reduce_blocks =
             if blocks.is_some() { Some(self.pipeline(ctx, &module, layout, true, "reduce_blocks", c)?) } else { None };
         let reduce = if kernel.is_staged() && blocks.is_none() {
@@ -478,7 +517,7 @@ impl Engine {
     ) -> Result<wgpu::ComputePipeline> {
         let formats = Formats::f32(kernel.state.len());
         let (family, source) = (kernel.family, kernel.source);
-        let module = Module { family, source, composition: Composition::OwnEntries, formats: &formats };
+        let module = Module { family, source, composition: Composition::OwnEntries, formats: &formats, state: &[] };
         let layout = if entry == "advance" { &self.advance_pipeline_layout } else { &self.shaped(kernel)?.1 };
         self.pipeline(ctx, &module, layout, true, entry, constants)
     }
@@ -518,7 +557,7 @@ impl Engine {
         entry: &'static str,
         constants: &[(&'static str, f64)],
     ) -> Result<wgpu::ComputePipeline> {
-        let Module { family, source, composition, formats } = *module;
+        let Module { family, source, composition, formats, state } = *module;
         let tuning = ctx.tuning();
         let workgroup_size = tuning.workgroup_size;
         let checked = tuning.runtime_checks || !composition.in_range_by_construction();
@@ -545,7 +584,7 @@ impl Engine {
         if composition != Composition::Standalone {
             all.push(("WORKGROUP_SIZE", f64::from(workgroup_size)));
         }
-        let source = composition.source(formats, tail, tuning.scalars, source)?;
+        let source = composition.source(formats, tail, tuning.scalars, state, source)?;
         let pipeline = ctx.scoped("compiling a pipeline", || {
             let descriptor =
                 wgpu::ShaderModuleDescriptor { label: Some(family), source: wgpu::ShaderSource::Wgsl(source.into()) };
@@ -1059,7 +1098,7 @@ mod tests {
             };
             let formats = super::Formats::f32(kernel.state.len());
             for (tail, scalars) in [false, true].into_iter().flat_map(|t| ScalarBinding::ALL.map(|s| (t, s))) {
-                let source = composition.source(&formats, tail, scalars, kernel.source).unwrap(); // ok: a test; f32 formats compose
+                let source = composition.source(&formats, tail, scalars, kernel.state, kernel.source).unwrap(); // ok: a test; f32 formats compose
                 let module = naga::front::wgsl::parse_str(&source).unwrap_or_else(|e| panic!("{name}: {e}"));
                 // naga's validator checks the address spaces' layout rules (a uniform array's
                 // 16-byte stride, a struct member's 16-byte alignment), at each width the
@@ -1092,8 +1131,14 @@ mod tests {
                     }
                     crate::factored::BINDINGS.to_vec()
                 } else {
+                    // The engine declares them (`tensor_accessors`): the family's source declares none.
+                    assert!(!kernel.source.contains("@group(1)"), "{name}: the family declares no tensor bindings");
                     ["p", "g"].into_iter().chain(kernel.state.iter().map(|s| s.torch_name)).collect()
                 };
+                let names: Vec<String> = names
+                    .into_iter()
+                    .map(|n| if kernel.is_shaped() { n.to_string() } else { format!("tensor_{n}") })
+                    .collect();
                 let expected: Vec<(u32, String)> =
                     names.into_iter().enumerate().map(|(i, n)| (i as u32, n.to_string())).collect();
                 assert_eq!(bound, expected, "{name}: tensor bindings");

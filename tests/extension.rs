@@ -21,14 +21,12 @@ struct Scalars {
     one_minus_beta: f32,
     neg_lr: f32,
 }
-@group(1) @binding(0) var<storage, read_write> p: array<V>;
-@group(1) @binding(1) var<storage, read_write> g: array<V>;
-@group(1) @binding(2) var<storage, read_write> momentum_buffer: array<V>;
 
+// The engine declares p, g and the state (Kernel::state) with their accessors.
 fn update(i: u32, s: Scalars) {
-    let m = fma(grad(i), V(s.one_minus_beta), momentum_buffer[i] * s.beta);
-    momentum_buffer[i] = m;
-    p[i] = fma(sign(m), V(s.neg_lr), p[i]);
+    let m = fma(grad(i), V(s.one_minus_beta), load_momentum_buffer(i) * s.beta);
+    store_momentum_buffer(i, m);
+    store_p(i, fma(sign(m), V(s.neg_lr), load_p(i)));
 }
 "#;
 
@@ -216,8 +214,6 @@ struct Scalars {
     neg_lr: f32,
     eps: f32,
 }
-@group(1) @binding(0) var<storage, read_write> p: array<V>;
-@group(1) @binding(1) var<storage, read_write> g: array<V>;
 
 fn reduce_update(i: u32, s: Scalars) -> vec4<f32> {
     return vec4<f32>(hsum(abs(grad(i))), 0.0, 0.0, 0.0);
@@ -225,7 +221,7 @@ fn reduce_update(i: u32, s: Scalars) -> vec4<f32> {
 
 fn update(i: u32, s: Scalars) {
     let scale = block_reduced(i).x + s.eps;
-    p[i] = fma(grad(i) / scale, V(s.neg_lr), p[i]);
+    store_p(i, fma(grad(i) / scale, V(s.neg_lr), load_p(i)));
 }
 "#;
 

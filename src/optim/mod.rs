@@ -122,11 +122,13 @@ pub type StateSlices<'a, 'b> = &'a mut [&'b mut [f32]];
 /// [`GpuOptimizer`](crate::GpuOptimizer), [`CpuOptimizer`](crate::CpuOptimizer) and
 /// [`ParamGroups`](crate::ParamGroups) like this crate's own (`tests/extension.rs` does it).
 /// Its [`Kernel`] names a unique `family` and gives WGSL that defines `struct Scalars` (the
-/// layout [`scalars`](Self::scalars) packs with [`pack`]), binds `p`, `g` and its state at
-/// `@group(1) @binding(0..)` as `array<V>` (`V` is `vec4<f32>` or `f32`, the engine compiles
-/// both), and defines `fn update(i: u32, s: Scalars)` reading the gradient through `grad(i)`
-/// (which applies gradient control); a staged step also defines `reduce_update` (see
-/// [`crate::step`]). [`update_cpu`](Self::update_cpu) is the same update in Rust.
+/// layout [`scalars`](Self::scalars) packs with [`pack`]) and `fn update(i: u32, s: Scalars)`,
+/// which reads and writes element `i` (in units of `V`: `vec4<f32>` or `f32`, the engine
+/// compiles both) through the accessors the engine declares for `p` and each state tensor of
+/// [`Kernel::state`] — `load_p(i)`, `store_p(i, x)`, `load_exp_avg(i)`, … — and the gradient
+/// through `grad(i)` (which applies gradient control); a staged step also defines
+/// `reduce_update` (see [`crate::step`]). How the tensors are bound and stored is the engine's
+/// alone. [`update_cpu`](Self::update_cpu) is the same update in Rust.
 pub trait Optimizer: std::fmt::Debug + Send + Sync {
     /// Display name (`"AdamW"`).
     fn name(&self) -> &'static str;
