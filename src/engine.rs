@@ -980,6 +980,31 @@ pub(crate) fn grid(groups: u64, max_dim: u32) -> Result<(u32, u32)> {
     Ok((x as u32, y as u32))
 }
 
+/// What one step's recording has set in a pass, so that setting the same pipeline or group 0
+/// again is skipped: wgpu redoes its binding work for every call, the same object or not.
+/// Fresh for each run of dispatches that sets everything it uses through it.
+#[derive(Default)]
+pub(crate) struct PassState<'a> {
+    pipeline: Option<&'a wgpu::ComputePipeline>,
+    group0: Option<(&'a wgpu::BindGroup, u32)>,
+}
+
+impl<'a> PassState<'a> {
+    pub fn pipeline(&mut self, pass: &mut wgpu::ComputePass<'_>, pipeline: &'a wgpu::ComputePipeline) {
+        if self.pipeline != Some(pipeline) {
+            pass.set_pipeline(pipeline);
+            self.pipeline = Some(pipeline);
+        }
+    }
+
+    pub fn group0(&mut self, pass: &mut wgpu::ComputePass<'_>, group: &'a wgpu::BindGroup, offset: u32) {
+        if self.group0 != Some((group, offset)) {
+            pass.set_bind_group(0, group, &[offset]);
+            self.group0 = Some((group, offset));
+        }
+    }
+}
+
 /// The dispatches that cover one sub-range, computed (and checked against the device's
 /// limits) once, so that recording a step cannot fail half-way through a pass.
 #[derive(Clone, Copy, Debug)]
@@ -1001,29 +1026,34 @@ impl SegmentPlan {
     }
 
     /// Records the dispatches of the element-wise stage; the caller has set the bind groups.
-    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>, pipelines: &Pipelines) {
-        self.record_with(pass, &pipelines.vec4, &pipelines.tail)
+    pub fn record<'a>(&self, pass: &mut wgpu::ComputePass<'_>, set: &mut PassState<'a>, pipelines: &'a Pipelines) {
+        self.record_with(pass, set, &pipelines.vec4, &pipelines.tail)
     }
 
     /// Records the dispatches of the element-wise stage as a step's last: its last dispatch
-    /// with `advancing` under group 0 `group` (which also advances the step counter).
-    pub fn record_advancing(
+    /// with `advancing` under the second of `groups` (which also advances the step counter),
+    /// a vec4 dispatch before a tail under the first (the step kernels' group 0).
+    pub fn record_advancing<'a>(
         &self,
         pass: &mut wgpu::ComputePass<'_>,
-        pipelines: &Pipelines,
-        advancing: &wgpu::ComputePipeline,
-        (group, stamp): (&wgpu::BindGroup, u32),
+        set: &mut PassState<'a>,
+        pipelines: &'a Pipelines,
+        advancing: &'a wgpu::ComputePipeline,
+        [(step, stamp), (last, _)]: [(&'a wgpu::BindGroup, u32); 2],
     ) {
         if let Some((x, y)) = self.vec4 {
-            if !self.ends_in_tail() {
-                pass.set_bind_group(0, group, &[stamp]);
+            if self.ends_in_tail() {
+                set.group0(pass, step, stamp);
+                set.pipeline(pass, &pipelines.vec4);
+            } else {
+                set.group0(pass, last, stamp);
+                set.pipeline(pass, advancing);
             }
-            pass.set_pipeline(if self.ends_in_tail() { &pipelines.vec4 } else { advancing });
             pass.dispatch_workgroups(x, y, 1);
         }
         if self.ends_in_tail() {
-            pass.set_bind_group(0, group, &[stamp]);
-            pass.set_pipeline(advancing);
+            set.group0(pass, last, stamp);
+            set.pipeline(pass, advancing);
             pass.dispatch_workgroups(self.tail, 1, 1);
         }
     }
@@ -1034,18 +1064,19 @@ impl SegmentPlan {
     }
 
     /// Records the dispatches of one stage, at vec4 width then the tail.
-    pub fn record_with(
+    pub fn record_with<'a>(
         &self,
         pass: &mut wgpu::ComputePass<'_>,
-        vec4: &wgpu::ComputePipeline,
-        tail: &wgpu::ComputePipeline,
+        set: &mut PassState<'a>,
+        vec4: &'a wgpu::ComputePipeline,
+        tail: &'a wgpu::ComputePipeline,
     ) {
         if let Some((x, y)) = self.vec4 {
-            pass.set_pipeline(vec4);
+            set.pipeline(pass, vec4);
             pass.dispatch_workgroups(x, y, 1);
         }
         if self.tail > 0 {
-            pass.set_pipeline(tail);
+            set.pipeline(pass, tail);
             pass.dispatch_workgroups(self.tail, 1, 1);
         }
     }

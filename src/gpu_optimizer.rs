@@ -379,9 +379,9 @@ impl GpuOptimizer {
             self.record_advance(pass, parity, stamp);
             return;
         };
-        pass.set_bind_group(0, step_group, &[stamp]);
         match &self.reduction {
             Some(r) => {
+                pass.set_bind_group(0, step_group, &[stamp]);
                 for stage in self.optimizer.kernel().stages {
                     let reducing = matches!(stage, Stage::Reduce(_) | Stage::ReduceMax(_));
                     for (i, (plan, group)) in self.plans.iter().zip(&self.tensor_groups).enumerate() {
@@ -391,8 +391,15 @@ impl GpuOptimizer {
                             (_, Some(blocks)) if reducing => {
                                 r.record_blocks(pass, i, blocks);
                             }
-                            (Some((vec4, tail)), _) if reducing => plan.record_with(pass, vec4, tail),
-                            _ => plan.record_with(pass, &pipelines.vec4, &pipelines.tail),
+                            (Some((vec4, tail)), _) if reducing => {
+                                plan.record_with(pass, &mut engine::PassState::default(), vec4, tail)
+                            }
+                            _ => plan.record_with(
+                                pass,
+                                &mut engine::PassState::default(),
+                                &pipelines.vec4,
+                                &pipelines.tail,
+                            ),
                         }
                     }
                     if reducing && pipelines.reduce_blocks.is_none() {
@@ -403,15 +410,22 @@ impl GpuOptimizer {
                 self.record_advance(pass, parity, stamp);
             }
             None => {
+                // wgpu redoes its binding work at every set_pipeline and set_bind_group, the
+                // same object or not: each is set only where it changes within the step (the
+                // group 0 of the step kernels only if one runs before the advancing dispatch).
                 let last = self.plans.len() - 1;
+                let mut set = engine::PassState::default();
                 for (i, (plan, group)) in self.plans.iter().zip(&self.tensor_groups).enumerate() {
                     pass.set_bind_group(1, group, &[]);
                     match &pipelines.advancing {
                         Some(advancing) if i == last => {
-                            let group = (&self.step_groups.advancing[parity], stamp);
-                            plan.record_advancing(pass, pipelines, advancing, group)
+                            let groups = [(step_group, stamp), (&self.step_groups.advancing[parity], stamp)];
+                            plan.record_advancing(pass, &mut set, pipelines, advancing, groups)
                         }
-                        _ => plan.record(pass, pipelines),
+                        _ => {
+                            set.group0(pass, step_group, stamp);
+                            plan.record(pass, &mut set, pipelines)
+                        }
                     }
                 }
                 if pipelines.advancing.is_none() {

@@ -1,7 +1,8 @@
 //! criterion benches of the CPU paths (reference and parallel baseline) and of the GPU
 //! engine's host-side cost of recording steps: one tensor, GPT-2's 148 tensors as separate
 //! buffers (one dispatch per tensor) or as one arena (one dispatch per group), and 10 000
-//! tensors as separate buffers.
+//! tensors as separate buffers — beside wgpu's own floor, measured the same way: an empty
+//! submit, a submit of one trivial dispatch, and dispatches binding 1, 4 or 16 buffers each.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use wgpu_optim::{
@@ -40,6 +41,82 @@ fn host_overhead(c: &mut Criterion) {
         // Only the host's record + submit is timed; the wait for the GPU is outside the clock.
         group.bench_function(BenchmarkId::new("record+submit AdamW, steps per submit", k), |b| {
             b.iter_custom(|iters| host_time(&ctx, iters, || gpu.run(k).unwrap()))
+        });
+    }
+    group.finish();
+}
+
+/// wgpu's own host cost, the floor under the engine's: an empty submit, a submit of one
+/// dispatch of a one-line kernel, and 840 buffers bound `per` to a bind group, a dispatch per
+/// group in one pass (the cost of a dispatch, and of each buffer it binds: wgpu tracks every
+/// bound buffer at every dispatch).
+fn host_floor(c: &mut Criterion) {
+    let ctx = context();
+    let d = ctx.device();
+    let mut group = c.benchmark_group("host floor (wgpu)");
+    let kernel = |per: usize| {
+        let decl: String =
+            (0..per).map(|b| format!("@group(0) @binding({b}) var<storage, read_write> b{b}: array<f32>;\n")).collect();
+        let body: String = (0..per).map(|b| format!("b{b}[0] = b{b}[0] + 1.0;\n")).collect();
+        let source = format!("{decl}@compute @workgroup_size(1) fn main() {{ {body} }}");
+        let module = d.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: None,
+            source: wgpu::ShaderSource::Wgsl(source.into()),
+        });
+        d.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: None,
+            layout: None,
+            module: &module,
+            entry_point: Some("main"),
+            compilation_options: Default::default(),
+            cache: None,
+        })
+    };
+    let buffers: Vec<wgpu::Buffer> = (0..840)
+        .map(|_| {
+            d.create_buffer(&wgpu::BufferDescriptor {
+                label: None,
+                size: 256,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            })
+        })
+        .collect();
+    let submit = |groups: &[wgpu::BindGroup], pipeline: Option<&wgpu::ComputePipeline>| {
+        let mut encoder = d.create_command_encoder(&Default::default());
+        if let Some(pipeline) = pipeline {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            pass.set_pipeline(pipeline);
+            for g in groups {
+                pass.set_bind_group(0, g, &[]);
+                pass.dispatch_workgroups(1, 1, 1);
+            }
+        }
+        ctx.queue().submit([encoder.finish()]);
+    };
+    group.bench_function("empty submit", |b| b.iter_custom(|iters| host_time(&ctx, iters, || submit(&[], None))));
+    for per in [1usize, 4, 16] {
+        let pipeline = kernel(per);
+        let layout = pipeline.get_bind_group_layout(0);
+        let groups: Vec<wgpu::BindGroup> = buffers
+            .chunks_exact(per)
+            .map(|c| {
+                let entries: Vec<_> = c
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() })
+                    .collect();
+                d.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &layout, entries: &entries })
+            })
+            .collect();
+        if per == 1 {
+            group.bench_function("submit of one dispatch", |b| {
+                b.iter_custom(|iters| host_time(&ctx, iters, || submit(&groups[..1], Some(&pipeline))))
+            });
+        }
+        group.throughput(Throughput::Elements(groups.len() as u64));
+        group.bench_function(BenchmarkId::new("dispatches binding buffers each", per), |b| {
+            b.iter_custom(|iters| host_time(&ctx, iters, || submit(&groups, Some(&pipeline))))
         });
     }
     group.finish();
@@ -147,6 +224,6 @@ criterion_group! {
     name = benches;
     // Numbers, not pictures: criterion's plots need system fonts that headless machines lack.
     config = Criterion::default().without_plots();
-    targets = cpu_steps, host_overhead, host_overhead_148_tensors, host_overhead_10000_tensors
+    targets = cpu_steps, host_floor, host_overhead, host_overhead_148_tensors, host_overhead_10000_tensors
 }
 criterion_main!(benches);
