@@ -187,8 +187,12 @@ pub(crate) fn bind_in_order(
 /// The two compiled widths of one variant (and a staged family's reductions).
 #[derive(Clone, Debug)]
 pub(crate) struct Pipelines {
-    /// Four elements per invocation over the whole vec4s of a sub-range.
+    /// Four elements per invocation over the whole vec4s of a sub-range, the tuning's
+    /// `items_per_invocation` vec4s per invocation.
     pub vec4: wgpu::ComputePipeline,
+    /// The same at the fewer items per invocation some sub-ranges are planned with (see
+    /// [`SegmentPlan::new`]).
+    pub fewer_items: Vec<(u32, wgpu::ComputePipeline)>,
     /// One element per invocation over the last `len % 4` elements.
     pub tail: wgpu::ComputePipeline,
     /// An element-wise step's last dispatch, which also advances the step counter: `main`
@@ -201,6 +205,13 @@ pub(crate) struct Pipelines {
     pub reduce: Option<(wgpu::ComputePipeline, wgpu::ComputePipeline)>,
     /// A per-block reduction stage (one workgroup per block, scalar width).
     pub reduce_blocks: Option<wgpu::ComputePipeline>,
+}
+
+impl Pipelines {
+    /// The vec4 kernel at `items` vec4s per invocation (one [`SegmentPlan`] uses).
+    pub fn vec4_at(&self, items: u32) -> &wgpu::ComputePipeline {
+        self.fewer_items.iter().find(|(n, _)| *n == items).map_or(&self.vec4, |(_, p)| p)
+    }
 }
 
 /// A shader module before composition: a family's source, how it is assembled, and the
@@ -436,16 +447,20 @@ impl Engine {
         })
     }
 
-    /// The vec4 and tail pipelines of one element-wise variant, and the step's last
-    /// dispatch's (at scalar width where `last_tail`), compiled on first use.
+    /// The vec4 and tail pipelines of one element-wise variant at every items per
+    /// invocation `plans` use, and the step's last dispatch's (the last plan's width and
+    /// items), compiled on first use.
     pub fn pipelines(
         &self,
         ctx: &GpuContext,
         kernel: &'static Kernel,
         formats: &Formats,
         constants: &[(&'static str, f64)],
-        last_tail: bool,
+        plans: &[SegmentPlan],
     ) -> Result<Pipelines> {
+        let last_tail = plans.last().is_some_and(SegmentPlan::ends_in_tail);
+        let items = ctx.tuning().items_per_invocation;
+        let last_items = plans.last().map_or(items, |p| p.items);
         self.tensor_layout(kernel)?;
         let (layout, composition) = if kernel.is_staged() {
             let layout = self.staged_pipeline_layouts.get(kernel.state.len()).ok_or_else(|| {
@@ -483,13 +498,25 @@ impl Engine {
         } else {
             None
         };
+        // The same constants at other items per invocation.
+        let at_items = |n: u32| -> Vec<(&'static str, f64)> {
+            c.iter().map(|&(k, v)| if k == "ITEMS" { (k, f64::from(n)) } else { (k, v) }).collect()
+        };
         let advancing = match self.advancing_pipeline_layouts.get(kernel.state.len()) {
             Some(layout) if !kernel.is_staged() => {
-                Some(self.pipeline(ctx, &module, layout, last_tail, "main_advancing", c)?)
+                Some(self.pipeline(ctx, &module, layout, last_tail, "main_advancing", &at_items(last_items))?)
             }
             _ => None,
         };
+        let mut fewer: Vec<u32> = plans.iter().map(|p| p.items).filter(|&n| n != items).collect();
+        fewer.sort_unstable();
+        fewer.dedup();
+        let fewer_items = fewer
+            .into_iter()
+            .map(|n| Ok((n, self.pipeline(ctx, &module, layout, false, "main", &at_items(n))?)))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Pipelines {
+            fewer_items,
             vec4: self.pipeline(ctx, &module, layout, false, "main", c)?,
             tail: self.pipeline(ctx, &module, layout, true, "main", c)?,
             advancing,
@@ -1013,21 +1040,32 @@ pub(crate) struct SegmentPlan {
     vec4: Option<(u32, u32)>,
     /// Workgroups of the tail kernel (0 when the length is a multiple of 4).
     tail: u32,
+    /// Vec4s each invocation of the vec4 kernel updates.
+    pub items: u32,
 }
 
 impl SegmentPlan {
-    /// `per_group`: elements (vec4s, or tail elements) one workgroup covers.
-    pub fn new(len: usize, per_group: u32, max_dim: u32) -> Result<Self> {
-        let wg = u64::from(per_group);
+    /// The dispatches of a sub-range of `len` elements under `tuning`, at its
+    /// `items_per_invocation` — or, where `fewer_items` (an element-wise family's step),
+    /// at half as many, and half again, while the grid would have fewer than
+    /// `min_workgroups` workgroups: a small tensor is spread over the device rather than
+    /// run by a few workgroups.
+    pub fn new(len: usize, tuning: &Tuning, fewer_items: bool) -> Result<Self> {
         let vec4s = (len / 4) as u64;
-        let vec4 = if vec4s > 0 { Some(grid(vec4s.div_ceil(wg), max_dim)?) } else { None };
-        let tail = ((len % 4) as u64).div_ceil(wg) as u32;
-        Ok(SegmentPlan { vec4, tail })
+        let per_group = |items: u32| u64::from(tuning.workgroup_size) * u64::from(items);
+        let mut items = tuning.items_per_invocation;
+        while fewer_items && items > 1 && vec4s.div_ceil(per_group(items)) < u64::from(tuning.min_workgroups) {
+            items /= 2;
+        }
+        let max_dim = tuning.max_workgroups_per_dimension;
+        let vec4 = if vec4s > 0 { Some(grid(vec4s.div_ceil(per_group(items)), max_dim)?) } else { None };
+        let tail = ((len % 4) as u64).div_ceil(per_group(tuning.items_per_invocation)) as u32;
+        Ok(SegmentPlan { vec4, tail, items })
     }
 
     /// Records the dispatches of the element-wise stage; the caller has set the bind groups.
     pub fn record<'a>(&self, pass: &mut wgpu::ComputePass<'_>, set: &mut PassState<'a>, pipelines: &'a Pipelines) {
-        self.record_with(pass, set, &pipelines.vec4, &pipelines.tail)
+        self.record_with(pass, set, pipelines.vec4_at(self.items), &pipelines.tail)
     }
 
     /// Records the dispatches of the element-wise stage as a step's last: its last dispatch
@@ -1044,7 +1082,7 @@ impl SegmentPlan {
         if let Some((x, y)) = self.vec4 {
             if self.ends_in_tail() {
                 set.group0(pass, step, stamp);
-                set.pipeline(pass, &pipelines.vec4);
+                set.pipeline(pass, pipelines.vec4_at(self.items));
             } else {
                 set.group0(pass, last, stamp);
                 set.pipeline(pass, advancing);
@@ -1108,6 +1146,28 @@ mod tests {
             .unwrap_or_else(|| panic!("no struct {name}"));
         let naga::TypeInner::Struct { span, .. } = t.inner else { panic!("{name} is no struct") };
         span as usize
+    }
+
+    #[test]
+    fn a_small_sub_range_is_planned_with_fewer_items_per_invocation() {
+        let limits = wgpu::Limits::default();
+        let tuning = |min_workgroups| crate::Tuning {
+            workgroup_size: 256,
+            items_per_invocation: 8,
+            min_workgroups,
+            ..crate::Tuning::for_limits(&limits)
+        };
+        let plan = |len, min, elementwise| super::SegmentPlan::new(len, &tuning(min), elementwise).unwrap();
+        // 4096 vec4s: 2 workgroups at 8 items, 4 at 4, 8 at 2, 16 at 1.
+        let len = 4 * 4096 + 3;
+        assert_eq!((plan(len, 1, true).items, plan(len, 1, true).workgroups()), (8, (2, 1)));
+        assert_eq!((plan(len, 4, true).items, plan(len, 4, true).workgroups()), (4, (4, 1)));
+        assert_eq!((plan(len, 16, true).items, plan(len, 16, true).workgroups()), (1, (16, 1)));
+        assert_eq!(plan(len, 1000, true).items, 1, "never below one item");
+        // A staged family's plans keep the tuning's items (its reduction slots follow them).
+        assert_eq!(plan(len, 16, false).items, 8);
+        // A large sub-range is not touched.
+        assert_eq!(plan(1 << 24, 16, true).items, 8);
     }
 
     /// Byte offset of member `member` of the WGSL struct `name`.

@@ -536,8 +536,7 @@ impl GpuOptimizer {
             return Ok(());
         }
         let formats = formats(next, &self.params);
-        let last_tail = self.plans.last().is_some_and(SegmentPlan::ends_in_tail);
-        let pipelines = ctx.engine().pipelines(&ctx, next.kernel(), &formats, &constants, last_tail)?;
+        let pipelines = ctx.engine().pipelines(&ctx, next.kernel(), &formats, &constants, &self.plans)?;
         self.advance = pipelines.advance.clone();
         (self.pipelines, self.step_groups) = (Some(pipelines), step_groups);
         Ok(())
@@ -763,15 +762,15 @@ impl Parts {
                     .transpose()
             })
             .collect::<Result<Vec<_>>>()?;
-        let t = ctx.tuning();
+        // A staged family's reduction slots follow its plans' grids: every sub-range at the
+        // tuning's items per invocation.
         let plans = params
             .segments()
             .iter()
-            .map(|s| SegmentPlan::new(s.len, t.workgroup_size * t.items_per_invocation, t.max_workgroups_per_dimension))
+            .map(|s| SegmentPlan::new(s.len, ctx.tuning(), !kernel.is_staged()))
             .collect::<Result<Vec<_>>>()?;
         let constants = GpuOptimizer::variant(optimizer, false);
-        let last_tail = plans.last().is_some_and(SegmentPlan::ends_in_tail);
-        let pipelines = ctx.engine().pipelines(ctx, kernel, &formats(optimizer, params), &constants, last_tail)?;
+        let pipelines = ctx.engine().pipelines(ctx, kernel, &formats(optimizer, params), &constants, &plans)?;
         let reduction = if kernel.is_staged() {
             Some(Reduction::new(ctx, kernel.stages, &plans, &lens, segment_tensor)?)
         } else {

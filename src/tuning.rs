@@ -16,6 +16,11 @@ pub struct Tuning {
     /// Elements (vec4s) each invocation of an element-wise kernel updates, a workgroup
     /// apart (a WGSL `override`): amortises the read of the step's scalars. Default 4.
     pub items_per_invocation: u32,
+    /// Fewest workgroups an element-wise step's dispatch should have: a sub-range that would
+    /// get fewer at `items_per_invocation` is dispatched with half as many items per
+    /// invocation, and half again, down to 1 (so a small tensor is spread over the device).
+    /// Default 1 (items never lowered); lavapipe: the host's threads.
+    pub min_workgroups: u32,
     /// Largest number of workgroups in one grid dimension; larger dispatches fold into y.
     /// Default: the device's `max_compute_workgroups_per_dimension` (65535 on every backend).
     pub max_workgroups_per_dimension: u32,
@@ -68,6 +73,7 @@ impl Tuning {
         Tuning {
             workgroup_size: 256.min(limits.max_compute_invocations_per_workgroup),
             items_per_invocation: 4,
+            min_workgroups: 1,
             max_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
             segment_bytes: buffer_bytes.min(max_binding) / align * align,
             buffer_bytes,
@@ -102,6 +108,9 @@ impl Tuning {
         }
         if !(1..=64).contains(&self.items_per_invocation) {
             return bad(format!("items_per_invocation {} must be in 1..=64", self.items_per_invocation));
+        }
+        if self.min_workgroups == 0 {
+            return bad("min_workgroups 0 must be at least 1".into());
         }
         if self.max_workgroups_per_dimension == 0
             || self.max_workgroups_per_dimension > limits.max_compute_workgroups_per_dimension
@@ -183,6 +192,9 @@ fn llvmpipe(t: &mut Tuning, limits: &wgpu::Limits) {
     if uniform_table_fits(limits) {
         t.scalars = ScalarBinding::Uniform;
     }
+    // Its threads are the host's cores: at 2^14 elements, 512 × 8 (one workgroup) ran at
+    // half the speed of 512 × 4 (two).
+    t.min_workgroups = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
 }
 
 /// Whether the largest step table fits one uniform binding of a device with these limits.

@@ -54,6 +54,41 @@ fn every_family_steps_bit_for_bit_with_either_scalar_binding_and_with_or_without
     }
 }
 
+#[test]
+fn small_tensors_step_bit_for_bit_with_fewer_items_per_invocation() {
+    // min_workgroups 64 at 8 items per invocation: every tensor here below 64 × 256 × 8
+    // vec4s is dispatched with fewer items (its own pipelines, the last dispatch's included);
+    // every family gives the bits of min_workgroups 1, separate tensors in a group, tails and
+    // several steps per submit included.
+    use wgpu_optim::{GpuTensor, ParamGroup, ParamGroups};
+    let lens = [1001usize, 4099, 70001, 12];
+    for (name, make) in wgpu_optim::optim::ALL {
+        let o: Box<dyn Optimizer> = make();
+        if o.kernel().is_shaped() {
+            continue; // planned per matrix by its own stages (src/factored.rs)
+        }
+        let run = |min_workgroups: u32| {
+            let ctx = ctx_with(|t| {
+                t.items_per_invocation = 8;
+                t.min_workgroups = min_workgroups;
+            });
+            let ps: Vec<GpuTensor> = lens.iter().map(|&n| GpuTensor::from_slice(&ctx, &params(n)).unwrap()).collect();
+            let gs: Vec<GpuTensor> = lens.iter().map(|&n| GpuTensor::from_slice(&ctx, &grads(n, 1)).unwrap()).collect();
+            let mut groups =
+                ParamGroups::new(&ctx, vec![ParamGroup::new(o.clone_box(), ps.iter().collect(), gs.iter().collect())])
+                    .unwrap();
+            groups.run(1).unwrap();
+            groups.run(3).unwrap();
+            let out: Vec<Vec<u32>> =
+                ps.iter().map(|p| p.read(&ctx).unwrap().iter().map(|x| x.to_bits()).collect()).collect();
+            (out, groups.sync().unwrap())
+        };
+        let (spread, steps) = run(64);
+        assert_eq!((spread, steps), run(1), "{name}: bit for bit");
+        assert_eq!(steps, 4, "{name}: steps taken");
+    }
+}
+
 fn info(name: &str) -> wgpu::AdapterInfo {
     wgpu::AdapterInfo { name: name.into(), ..ctx().adapter_info().clone() }
 }
@@ -65,7 +100,12 @@ fn the_adapter_table_applies_what_was_measured_and_nothing_elsewhere() {
     assert_eq!(adapter_family(&lavapipe), Some("Mesa llvmpipe (lavapipe)"));
     let measured = Tuning::for_adapter(&lavapipe, &limits);
     assert_eq!(measured.scalars, ScalarBinding::Uniform, "measured 18 % faster there");
-    assert_eq!(measured, Tuning { scalars: ScalarBinding::Uniform, ..Tuning::for_limits(&limits) });
+    let threads = std::thread::available_parallelism().unwrap().get() as u32;
+    assert_eq!(
+        measured,
+        Tuning { scalars: ScalarBinding::Uniform, min_workgroups: threads, ..Tuning::for_limits(&limits) },
+        "and a dispatch gets a workgroup per thread where it can"
+    );
     // An adapter of no measured family gets the limits' defaults.
     let other = info("Some GPU nobody measured");
     assert_eq!(adapter_family(&other), None);
