@@ -9,9 +9,16 @@ use crate::error::{Error, Result};
 #[derive(Clone, Copy, Debug, Default, Hash, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum ElementFormat {
-    /// IEEE 754 binary32, little-endian: parameters, gradients and state today.
+    /// IEEE 754 binary32, little-endian: parameters, gradients and state.
     #[default]
     F32,
+    /// bfloat16 (the top half of a binary32), little-endian, two to a 32-bit word on the GPU:
+    /// parameters and gradients. Arithmetic stays f32; a value is stored rounded to nearest,
+    /// ties to even, bit for bit as torch's `.to(torch.bfloat16)` ([`encode`](Self::encode)).
+    BF16,
+    /// IEEE 754 binary16, little-endian, two to a 32-bit word on the GPU: parameters and
+    /// gradients, as `BF16`.
+    F16,
 }
 
 impl ElementFormat {
@@ -19,6 +26,63 @@ impl ElementFormat {
     pub const fn bytes(self) -> u64 {
         match self {
             ElementFormat::F32 => 4,
+            ElementFormat::BF16 | ElementFormat::F16 => 2,
+        }
+    }
+
+    /// Whether two elements share a 32-bit word (the GPU's smallest access): a 16-bit format.
+    pub const fn is_packed(self) -> bool {
+        self.bytes() == 2
+    }
+
+    /// `x` rounded to this format (nearest, ties to even) and widened back: exactly the value
+    /// a tensor of this format holds after `x` is stored in it. A NaN stays a NaN (the bits
+    /// as [`encode`](Self::encode) gives them).
+    pub fn round(self, x: f32) -> f32 {
+        match self {
+            ElementFormat::F32 => x,
+            _ => self.decode(self.encode(x)),
+        }
+    }
+
+    /// The 16 bits a 16-bit format stores `x` as, the bits torch's `.to(dtype)` gives on the
+    /// CPU (scripts/low_precision_reference.py): to nearest, ties to even, overflow to ±inf,
+    /// f16 subnormals kept; a NaN as bf16 `0xffff`, as f16 quieted with its sign and top
+    /// payload bits (x86's F16C conversion). An f32's own low bits for `F32`.
+    pub fn encode(self, x: f32) -> u16 {
+        match self {
+            ElementFormat::F32 => x.to_bits() as u16,
+            ElementFormat::BF16 if x.is_nan() => 0xffff,
+            ElementFormat::BF16 => {
+                let u = x.to_bits();
+                ((u + 0x7fff + ((u >> 16) & 1)) >> 16) as u16
+            }
+            ElementFormat::F16 => half::f16::from_f32(x).to_bits(),
+        }
+    }
+
+    /// The f32 value of a 16-bit format's bits (exact).
+    pub fn decode(self, bits: u16) -> f32 {
+        match self {
+            ElementFormat::F32 => f32::from_bits(u32::from(bits)),
+            ElementFormat::BF16 => f32::from_bits(u32::from(bits) << 16),
+            ElementFormat::F16 => half::f16::from_bits(bits).to_f32(),
+        }
+    }
+
+    /// `values` stored in this format: little-endian bytes, `len * bytes()` of them.
+    pub fn encode_all(self, values: &[f32]) -> Vec<u8> {
+        match self {
+            ElementFormat::F32 => bytemuck::cast_slice(values).to_vec(),
+            _ => values.iter().flat_map(|&x| self.encode(x).to_le_bytes()).collect(),
+        }
+    }
+
+    /// The values of little-endian `bytes` of this format (whole elements).
+    pub fn decode_all(self, bytes: &[u8]) -> Vec<f32> {
+        match self {
+            ElementFormat::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+            _ => bytes.chunks_exact(2).map(|b| self.decode(u16::from_le_bytes([b[0], b[1]]))).collect(),
         }
     }
 
@@ -26,13 +90,17 @@ impl ElementFormat {
     pub const fn name(self) -> &'static str {
         match self {
             ElementFormat::F32 => "f32",
+            ElementFormat::BF16 => "bf16",
+            ElementFormat::F16 => "f16",
         }
     }
 
-    /// The WGSL scalar a shader reads one element of this format as, and the vector of four.
+    /// The WGSL element type of a binding of this format, one element at a time (a 16-bit
+    /// format: the word holding two) and four at a time.
     pub(crate) const fn wgsl(self) -> (&'static str, &'static str) {
         match self {
             ElementFormat::F32 => ("f32", "vec4<f32>"),
+            ElementFormat::BF16 | ElementFormat::F16 => ("u32", "vec2<u32>"),
         }
     }
 
@@ -40,6 +108,8 @@ impl ElementFormat {
     pub(crate) fn dtype(self) -> safetensors::Dtype {
         match self {
             ElementFormat::F32 => safetensors::Dtype::F32,
+            ElementFormat::BF16 => safetensors::Dtype::BF16,
+            ElementFormat::F16 => safetensors::Dtype::F16,
         }
     }
 
@@ -47,6 +117,8 @@ impl ElementFormat {
     pub(crate) fn of_dtype(dtype: safetensors::Dtype) -> Option<Self> {
         match dtype {
             safetensors::Dtype::F32 => Some(ElementFormat::F32),
+            safetensors::Dtype::BF16 => Some(ElementFormat::BF16),
+            safetensors::Dtype::F16 => Some(ElementFormat::F16),
             _ => None,
         }
     }
@@ -104,10 +176,13 @@ impl HostTensor {
         self.bytes.is_empty()
     }
 
-    /// The values as f32 (an f32 tensor's own values; other formats are an error until their
-    /// conversion exists).
+    /// `data` stored in `format` (rounded to nearest even).
+    pub fn from_f32s_as(format: ElementFormat, data: &[f32]) -> Self {
+        HostTensor { format, bytes: format.encode_all(data) }
+    }
+
+    /// The values as f32 (exact: every format here widens to f32 without rounding).
     pub fn to_f32s(&self) -> Result<Vec<f32>> {
-        self.format.require("a host tensor", ElementFormat::F32)?;
-        Ok(self.bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+        Ok(self.format.decode_all(&self.bytes))
     }
 }
