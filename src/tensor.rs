@@ -28,12 +28,20 @@ impl Segment {
         self.len as u64 * self.format.bytes()
     }
 
+    /// Bytes a binding or a copy of it covers: its elements' bytes rounded up to the 4 of a
+    /// word. A 16-bit sub-range of odd length ends in half a word, and the other half is
+    /// padding it owns (its tensor's buffer's, never another element's: see
+    /// [`GpuTensor::slice`]).
+    pub(crate) fn bound_bytes(&self) -> u64 {
+        self.bytes().next_multiple_of(4)
+    }
+
     /// This sub-range as a binding, for a bind group of the caller's own kernels.
     pub fn binding(&self) -> wgpu::BindingResource<'_> {
         wgpu::BindingResource::Buffer(wgpu::BufferBinding {
             buffer: &self.buffer,
             offset: self.offset,
-            size: wgpu::BufferSize::new(self.bytes()),
+            size: wgpu::BufferSize::new(self.bound_bytes()),
         })
     }
 }
@@ -251,6 +259,19 @@ impl GpuTensor {
                         ),
                     });
                 }
+                // A 16-bit piece of odd length ends in half a word: only where its sub-range
+                // ends too is the other half padding, not a neighbour's element.
+                if self.format.is_packed() && (hi - lo) % 2 == 1 && hi != start + s.len {
+                    return Err(Error::BadBufferRange {
+                        what: WHAT,
+                        message: format!(
+                            "[{lo}, {hi}) is an odd number of {} elements ending inside a sub-range: its last \
+                             element would share a word with element {hi}; slice an even number of elements, or \
+                             up to the tensor's end",
+                            self.format.name()
+                        ),
+                    });
+                }
                 segments.push(Segment { buffer: s.buffer.clone(), offset: byte, len: hi - lo, format: self.format });
             }
             start += s.len;
@@ -363,6 +384,16 @@ impl GpuTensor {
                 ),
             });
         };
+        if format.is_packed() && len % 2 == 1 {
+            return Err(Error::BadBufferRange {
+                what: WHAT,
+                message: format!(
+                    "{len} {} elements: an odd number, whose last would share a 32-bit word with the byte after; \
+                     view an even number of elements (a tensor this crate allocates may be of any length)",
+                    format.name()
+                ),
+            });
+        }
         check_device(ctx, buffer, WHAT)?;
         let seg_len = ctx.tuning().segment_len(format);
         let seg_bytes = seg_len as u64 * format.bytes();
@@ -399,14 +430,24 @@ impl GpuTensor {
         self.segments.iter().map(|s| s.len).collect()
     }
 
-    /// Overwrites an f32 tensor with `data` (through the queue; takes effect in submission
-    /// order).
+    /// Overwrites the tensor with `data`, stored in its format (a 16-bit one rounds to
+    /// nearest, ties to even, as [`ElementFormat::encode`]); through the queue, taking effect
+    /// in submission order.
     pub fn write(&self, ctx: &GpuContext, data: &[f32]) -> Result<()> {
-        self.format.require("the tensor written with f32 values", ElementFormat::F32)?;
         if data.len() != self.len {
             return Err(Error::LengthMismatch { what: "tensor write", expected: self.len, actual: data.len() });
         }
-        self.write_bytes(ctx, bytemuck::cast_slice(data))
+        match self.format {
+            ElementFormat::F32 => self.write_bytes(ctx, bytemuck::cast_slice(data)),
+            f => self.write_bytes(ctx, &f.encode_all(data)),
+        }
+    }
+
+    /// A tensor of `format` holding `data` stored in it (rounded as [`write`](Self::write)).
+    pub fn from_f32s_as(ctx: &GpuContext, format: ElementFormat, data: &[f32]) -> Result<Self> {
+        let t = Self::zeros_of(ctx, format, data.len())?;
+        t.write(ctx, data)?;
+        Ok(t)
     }
 
     /// Overwrites the tensor with `bytes`, its elements in its own format.
@@ -426,17 +467,23 @@ impl GpuTensor {
             let mut start = 0;
             for s in &self.segments {
                 let n = s.bytes() as usize;
-                ctx.queue().write_buffer(&s.buffer, s.offset, &bytes[start..start + n]);
+                if s.bound_bytes() == s.bytes() {
+                    ctx.queue().write_buffer(&s.buffer, s.offset, &bytes[start..start + n]);
+                } else {
+                    // Whole words only: the last element's word with its padding half zeroed.
+                    let mut padded = bytes[start..start + n].to_vec();
+                    padded.resize(s.bound_bytes() as usize, 0);
+                    ctx.queue().write_buffer(&s.buffer, s.offset, &padded);
+                }
                 start += n;
             }
         })
     }
 
-    /// Copies an f32 tensor back to the host (blocks until the GPU is done).
+    /// Copies the tensor back to the host as f32 values (exact: every format widens to f32
+    /// without rounding; blocks until the GPU is done).
     pub fn read(&self, ctx: &GpuContext) -> Result<Vec<f32>> {
-        self.format.require("the tensor read as f32 values", ElementFormat::F32)?;
-        let bytes = self.read_bytes(ctx)?;
-        Ok(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+        Ok(self.format.decode_all(&self.read_bytes(ctx)?))
     }
 
     /// Copies the tensor's elements back in its own format (blocks until the GPU is done).
@@ -554,16 +601,17 @@ fn read_segment(ctx: &GpuContext, s: &Segment, out: &mut Vec<u8>) -> Result<()> 
     let staging = ctx.scoped("reading a tensor", || {
         let staging = ctx.device().create_buffer(&wgpu::BufferDescriptor {
             label: Some("wgpu-optim readback"),
-            size: s.bytes(),
+            size: s.bound_bytes(),
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
         let mut encoder = ctx.device().create_command_encoder(&Default::default());
-        encoder.copy_buffer_to_buffer(&s.buffer, s.offset, &staging, 0, s.bytes());
+        encoder.copy_buffer_to_buffer(&s.buffer, s.offset, &staging, 0, s.bound_bytes());
         ctx.queue().submit([encoder.finish()]);
         staging
     })?;
-    read_mapped(ctx, &staging, |bytes| out.extend_from_slice(bytes))
+    // Whole words were copied; the elements are the first `bytes()`.
+    read_mapped(ctx, &staging, |bytes| out.extend_from_slice(&bytes[..s.bytes() as usize]))
 }
 
 impl GpuTensor {
@@ -571,7 +619,7 @@ impl GpuTensor {
     /// parameters of before a step this way).
     pub(crate) fn record_copy_into(&self, encoder: &mut wgpu::CommandEncoder, dst: &GpuTensor) {
         for (s, d) in self.segments.iter().zip(&dst.segments) {
-            encoder.copy_buffer_to_buffer(&s.buffer, s.offset, &d.buffer, d.offset, s.bytes());
+            encoder.copy_buffer_to_buffer(&s.buffer, s.offset, &d.buffer, d.offset, s.bound_bytes());
         }
     }
 }

@@ -364,3 +364,86 @@ fn values_are_stored_in_16_bits_as_torch_stores_them() {
         assert_eq!(host.to_f32s().unwrap(), data.iter().map(|&x| f.round(x)).collect::<Vec<_>>());
     }
 }
+
+/// Runs `body` (WGSL, one invocation per input word: `out[2 * i]`, `out[2 * i + 1]`) over
+/// `inputs` after the engine's conversions (shaders/formats.wgsl); returns `out`.
+fn run_conversions(body: &str, inputs: &[u32]) -> Vec<u32> {
+    use wgpu::util::DeviceExt;
+    let ctx = ctx();
+    let d = ctx.device();
+    let source = format!(
+        "{}\n@group(0) @binding(0) var<storage, read> input: array<u32>;\n\
+         @group(0) @binding(1) var<storage, read_write> out: array<u32>;\n\
+         @compute @workgroup_size(64) fn main(@builtin(global_invocation_id) id: vec3<u32>) {{\n\
+         let i = id.x + id.y * 65535u * 64u; if i >= arrayLength(&input) {{ return; }} let x = input[i];\n{body}\n}}",
+        include_str!("../shaders/formats.wgsl")
+    );
+    let module = d.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: None,
+        source: wgpu::ShaderSource::Wgsl(source.into()),
+    });
+    let pipeline = d.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: None,
+        layout: None,
+        module: &module,
+        entry_point: Some("main"),
+        compilation_options: Default::default(),
+        cache: None,
+    });
+    let input = d.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: None,
+        contents: bytemuck::cast_slice(inputs),
+        usage: wgpu::BufferUsages::STORAGE,
+    });
+    let out = GpuTensor::zeros(&ctx, 2 * inputs.len()).unwrap();
+    let group = d.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: None,
+        layout: &pipeline.get_bind_group_layout(0),
+        entries: &[
+            wgpu::BindGroupEntry { binding: 0, resource: input.as_entire_binding() },
+            wgpu::BindGroupEntry { binding: 1, resource: out.segments()[0].binding() },
+        ],
+    });
+    let mut encoder = d.create_command_encoder(&Default::default());
+    {
+        let mut pass = encoder.begin_compute_pass(&Default::default());
+        pass.set_pipeline(&pipeline);
+        pass.set_bind_group(0, &group, &[]);
+        let groups = inputs.len().div_ceil(64) as u32;
+        pass.dispatch_workgroups(groups.min(65535), groups.div_ceil(65535), 1);
+    }
+    ctx.queue().submit([encoder.finish()]);
+    out.read(&ctx).unwrap().iter().map(|x| x.to_bits()).collect()
+}
+
+#[test]
+fn the_gpu_converts_exactly_as_the_cpu_reference() {
+    // Encoding: torch's table, then 2^20 bit patterns spread over all of f32 (every exponent,
+    // NaNs and subnormals included).
+    let mut inputs: Vec<u32> = TORCH_16BIT.iter().map(|t| t.0).collect();
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    inputs.extend((0..1 << 20).map(|_| {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (state >> 32) as u32
+    }));
+    let encoded = run_conversions(
+        "out[2u * i] = bf16_encode(bitcast<f32>(x)); out[2u * i + 1u] = f16_encode(bitcast<f32>(x));",
+        &inputs,
+    );
+    for (k, &bits) in inputs.iter().enumerate() {
+        let x = f32::from_bits(bits);
+        assert_eq!(encoded[2 * k], u32::from(ElementFormat::BF16.encode(x)), "bf16 of {bits:#010x}");
+        assert_eq!(encoded[2 * k + 1], u32::from(ElementFormat::F16.encode(x)), "f16 of {bits:#010x}");
+    }
+    // Decoding: every one of the 65536 patterns of each format.
+    let all: Vec<u32> = (0..1u32 << 16).collect();
+    let decoded = run_conversions(
+        "out[2u * i] = bitcast<u32>(bf16_decode(x)); out[2u * i + 1u] = bitcast<u32>(f16_decode(x));",
+        &all,
+    );
+    for &h in &all {
+        let h16 = h as u16;
+        assert_eq!(decoded[2 * h as usize], ElementFormat::BF16.decode(h16).to_bits(), "bf16 {h:#06x}");
+        assert_eq!(decoded[2 * h as usize + 1], ElementFormat::F16.decode(h16).to_bits(), "f16 {h:#06x}");
+    }
+}
