@@ -7,6 +7,9 @@
 // `load_NAME` / `store_NAME` for each state tensor; `tensor_len()` in units of V).
 
 override ITEMS: u32 = 4u;
+// A 16-bit tensor's tail: its length % 4 (which tells its element count; see the engine's
+// tensor accessors).
+override TAIL_LEN: u32 = 0u;
 
 // The gradient as the update sees it: unscaled by the loss scale, then multiplied by the clip
 // coefficient (torch's unscale_, then clip_grad_norm_: two roundings).
@@ -23,6 +26,15 @@ fn update_all(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) {
         return;
     }
     let s = step_scalars();
+    if TAIL && PACKED {
+        // Two elements share a word: the tail's (at most 3) run in order in one invocation.
+        if wid.x == 0u && wid.y == 0u && lid == 0u {
+            for (var i = n & ~3u; i < n; i = i + 1u) {
+                update(i, s);
+            }
+        }
+        return;
+    }
     let first = select(0u, n & ~3u, TAIL) + (wid.y * nwg.x + wid.x) * WORKGROUP_SIZE * ITEMS + lid;
     for (var k = 0u; k < ITEMS; k = k + 1u) {
         let i = first + k * WORKGROUP_SIZE;

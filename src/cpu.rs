@@ -43,8 +43,12 @@ pub struct CpuOptimizer {
     schedule: Option<(Box<dyn Schedule>, f64, u64)>,
     /// Gradient control (clipping, loss scale, skip-on-inf), as on the GPU.
     control: Option<CpuGradControl>,
-    /// The gradients as a controlled step reads them (unscaled, clipped).
+    /// The gradients as a controlled step reads them (unscaled, clipped), or as a 16-bit
+    /// format holds them.
     controlled: Vec<f32>,
+    /// The element format of the parameters and gradients: each holds a value of it, and
+    /// every updated parameter is stored rounded to it, as on the GPU.
+    format: crate::ElementFormat,
 }
 
 impl CpuOptimizer {
@@ -92,7 +96,38 @@ impl CpuOptimizer {
             schedule: None,
             control: None,
             controlled: Vec::new(),
+            format: crate::ElementFormat::F32,
         })
+    }
+
+    /// The same optimizer with parameters and gradients in `format` (f32, bf16 or f16): the
+    /// parameters are rounded to it now, each step's gradients are read rounded to it, and
+    /// every parameter a step updates is stored rounded to it (to nearest, ties to even, as
+    /// [`ElementFormat::encode`](crate::ElementFormat::encode)) — bit for bit what a
+    /// [`GpuOptimizer`](crate::GpuOptimizer) on tensors of that format computes. The
+    /// arithmetic stays f32 and the state f32. A 16-bit format takes element-wise optimizers
+    /// without gradient control.
+    pub fn with_format(mut self, format: crate::ElementFormat) -> Result<Self> {
+        if format.is_packed() {
+            if self.optimizer.kernel().is_staged() {
+                return Err(Error::Unsupported(format!(
+                    "{} parameters for {}: a step with a reduction stage reads f32 parameters and gradients only",
+                    format.name(),
+                    self.optimizer.name()
+                )));
+            }
+            if self.control.is_some() {
+                return Err(Error::Unsupported(format!(
+                    "{} parameters under gradient control: the global norm reads f32 gradients",
+                    format.name()
+                )));
+            }
+        }
+        for x in self.params.iter_mut() {
+            *x = format.round(*x);
+        }
+        self.format = format;
+        Ok(self)
     }
 
     /// The same optimizer running with `threads`.
@@ -122,6 +157,11 @@ impl CpuOptimizer {
             })?;
         }
         let g = match &mut self.control {
+            None if self.format.is_packed() => {
+                self.controlled.clear();
+                self.controlled.extend(g.iter().map(|&x| self.format.round(x)));
+                &self.controlled
+            }
             None => g,
             Some(control) => {
                 let [inv_scale, coef, found_inf, _] = control.reduce(g);
@@ -137,7 +177,7 @@ impl CpuOptimizer {
             }
         };
         let parallel = self.threads == Threads::Parallel;
-        let (o, shape) = (&*self.optimizer, &self.shape);
+        let (o, shape, format) = (&*self.optimizer, &self.shape, self.format);
         let (params, states) = (&mut self.params, &mut self.state);
         let mut update = || -> Result<()> {
             let p = params.as_slice_mut().ok_or_else(not_contiguous)?;
@@ -149,10 +189,17 @@ impl CpuOptimizer {
             } else if o.kernel().is_staged() {
                 run_stages(o, step, p, g, state, parallel)
             } else {
+                // Each updated parameter stored in the format (a no-op for f32).
+                let leaf = |p: &mut [f32], g: &[f32], s: StateSlices<'_, '_>| {
+                    o.update_cpu(step, p, g, s);
+                    if format.is_packed() {
+                        p.iter_mut().for_each(|x| *x = format.round(*x));
+                    }
+                };
                 if parallel {
-                    parallel_split(p, g, state, &|p, g, s| o.update_cpu(step, p, g, s));
+                    parallel_split(p, g, state, &leaf);
                 } else {
-                    o.update_cpu(step, p, g, state);
+                    leaf(p, g, state);
                 }
                 Ok(())
             }
@@ -175,6 +222,12 @@ impl CpuOptimizer {
     /// GPU's reduction order, so both compute the same norm. The loss scale starts (again)
     /// at `loss_scale`.
     pub fn set_grad_control(&mut self, control: Option<GradControl>) -> Result<()> {
+        if control.is_some() && self.format.is_packed() {
+            return Err(Error::Unsupported(format!(
+                "gradient control over {} gradients: the global norm reads f32 gradients",
+                self.format.name()
+            )));
+        }
         self.control = control.map(CpuGradControl::new).transpose()?;
         Ok(())
     }

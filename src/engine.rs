@@ -12,6 +12,7 @@ use crate::tensor::GpuTensor;
 use crate::tuning::{ScalarBinding, Tuning};
 
 const PRELUDE: &str = include_str!("../shaders/common.wgsl");
+const FORMATS: &str = include_str!("../shaders/formats.wgsl");
 const ELEMENTWISE: &str = include_str!("../shaders/elementwise.wgsl");
 const REDUCE: &str = include_str!("../shaders/reduce.wgsl");
 
@@ -29,23 +30,25 @@ impl Formats {
         Formats { params: ElementFormat::F32, state: vec![ElementFormat::F32; states] }
     }
 
-    /// The width line: the element type `V` a kernel's tensors are read as, four elements per
-    /// invocation (`tail`: one), and the horizontal sum of one `V`.
+    /// The width line: the type `V` a kernel computes on (f32, four elements per invocation,
+    /// or `tail`: one), the horizontal sum of one `V`, and whether the parameters and
+    /// gradients are a 16-bit format (`PACKED`: two to a word, loaded and stored through the
+    /// conversions of shaders/formats.wgsl).
     fn width_line(&self, tail: bool) -> Result<String> {
-        // The families' WGSL computes in f32 and binds its tensors as `array<V>`: a format whose
-        // elements are not f32 needs that family's load and store functions first.
-        for f in std::iter::once(&self.params).chain(&self.state) {
-            f.require("a tensor bound to a step kernel", ElementFormat::F32)?;
+        // The state is f32; parameters and gradients may be 16-bit.
+        for f in &self.state {
+            f.require("a state tensor bound to a step kernel", ElementFormat::F32)?;
         }
-        let (scalar, vector) = self.params.wgsl();
+        let packed = self.params.is_packed();
         Ok(if tail {
             format!(
-                "alias V = {scalar}; alias VU = u32; alias VB = bool; const TAIL = true;\n\
+                "alias V = f32; alias VU = u32; alias VB = bool; const TAIL = true; const PACKED = {packed};\n\
                  fn hsum(x: V) -> f32 {{ return x; }}\n"
             )
         } else {
             format!(
-                "alias V = {vector}; alias VU = vec4<u32>; alias VB = vec4<bool>; const TAIL = false;\n\
+                "alias V = vec4<f32>; alias VU = vec4<u32>; alias VB = vec4<bool>; const TAIL = false; \
+                 const PACKED = {packed};\n\
                  fn hsum(x: V) -> f32 {{ return x.x + x.y + x.z + x.w; }}\n"
             )
         })
@@ -86,10 +89,12 @@ impl Composition {
         Ok(match self {
             Composition::Standalone | Composition::OwnEntries => format!("{width}{PRELUDE}{table}\n{source}\n"),
             Composition::Elementwise => {
-                format!("{width}{PRELUDE}{table}{}\n{source}\n{ELEMENTWISE}", tensor_accessors(state))
+                let tensors = tensor_accessors(state, formats.params, tail);
+                format!("{width}{PRELUDE}{FORMATS}{table}{tensors}\n{source}\n{ELEMENTWISE}")
             }
             Composition::Staged => {
-                format!("{width}{PRELUDE}{table}{}\n{source}\n{ELEMENTWISE}\n{REDUCE}", tensor_accessors(state))
+                let tensors = tensor_accessors(state, formats.params, tail);
+                format!("{width}{PRELUDE}{FORMATS}{table}{tensors}\n{source}\n{ELEMENTWISE}\n{REDUCE}")
             }
         })
     }
@@ -109,22 +114,69 @@ impl Composition {
 /// accessors, and how a tensor is stored stays the engine's alone. Every tensor is bound
 /// read-write, the gradients included: WebGPU forbids one buffer to be bound read-only and
 /// read-write in one dispatch, and parameters and gradients often share an arena.
-fn tensor_accessors(state: &[StateSlot]) -> String {
+///
+/// `p` and `g` in a 16-bit format (`params`) are words holding two elements: at vec4 width a
+/// `vec2<u32>` per V, unpacked and packed whole; at scalar width (the tail, which one
+/// invocation runs: shaders/elementwise.wgsl) one half of a word, the other half kept.
+/// Their element count is `2 × words` less the padding half of an odd length, which the
+/// tail's `TAIL_LEN` (`len % 4`) tells.
+fn tensor_accessors(state: &[StateSlot], params: ElementFormat, tail: bool) -> String {
     use std::fmt::Write;
-    let names = ["p", "g"].into_iter().chain(state.iter().map(|s| s.torch_name));
     let mut out = String::new();
-    for (binding, name) in names.enumerate() {
-        // Writing into a String cannot fail.
+    // Writing into a String cannot fail.
+    let mut declare = |binding: usize, name: &str, packed: Option<&str>, store: bool| {
+        let (ty, load, save) = match (packed, tail) {
+            (None, _) => ("V".to_string(), format!("tensor_{name}[i]"), format!("tensor_{name}[i] = x;")),
+            (Some(f), false) => (
+                "vec2<u32>".to_string(),
+                format!("unpack4_{f}(tensor_{name}[i])"),
+                format!("tensor_{name}[i] = pack4_{f}(x);"),
+            ),
+            (Some(f), true) => (
+                "u32".to_string(),
+                format!("{f}_decode((tensor_{name}[i / 2u] >> (16u * (i % 2u))) & 0xffffu)"),
+                format!(
+                    "let w = i / 2u; let at = 16u * (i % 2u); \
+                     tensor_{name}[w] = (tensor_{name}[w] & ~(0xffffu << at)) | ({f}_encode(x) << at);"
+                ),
+            ),
+        };
         let _ = writeln!(
             out,
-            "@group(1) @binding({binding}) var<storage, read_write> tensor_{name}: array<V>;\n\
-             fn load_{name}(i: u32) -> V {{ return tensor_{name}[i]; }}"
+            "@group(1) @binding({binding}) var<storage, read_write> tensor_{name}: array<{ty}>;\n\
+             fn load_{name}(i: u32) -> V {{ return {load}; }}"
         );
-        if name != "g" {
-            let _ = writeln!(out, "fn store_{name}(i: u32, x: V) {{ tensor_{name}[i] = x; }}");
+        if store {
+            let _ = writeln!(out, "fn store_{name}(i: u32, x: V) {{ {save} }}");
         }
+    };
+    let packed = match params {
+        ElementFormat::BF16 => Some("bf16"),
+        ElementFormat::F16 => Some("f16"),
+        _ => None,
+    };
+    declare(0, "p", packed, true);
+    declare(1, "g", packed, false);
+    for (k, slot) in state.iter().enumerate() {
+        declare(2 + k, slot.torch_name, None, true);
     }
-    out.push_str("fn tensor_len() -> u32 { return arrayLength(&tensor_p); }\n");
+    if let Some(f) = packed {
+        let _ = writeln!(
+            out,
+            "fn unpack4_{f}(w: vec2<u32>) -> vec4<f32> {{\n\
+             return vec4<f32>({f}_decode(w.x & 0xffffu), {f}_decode(w.x >> 16u), {f}_decode(w.y & 0xffffu), \
+             {f}_decode(w.y >> 16u));\n}}\n\
+             fn pack4_{f}(x: vec4<f32>) -> vec2<u32> {{\n\
+             return vec2<u32>({f}_encode(x.x) | ({f}_encode(x.y) << 16u), {f}_encode(x.z) | ({f}_encode(x.w) << 16u));\n}}"
+        );
+    }
+    // A 16-bit binding of whole words reads one V more than there are whole vec4s where the
+    // length is 3 mod 4 (its last word pairs the last element with the padding half).
+    out.push_str(match (packed, tail) {
+        (Some(_), true) => "fn tensor_len() -> u32 { return 2u * arrayLength(&tensor_p) - (TAIL_LEN & 1u); }\n",
+        (Some(_), false) => "fn tensor_len() -> u32 { return arrayLength(&tensor_p) - u32(TAIL_LEN == 3u); }\n",
+        (None, _) => "fn tensor_len() -> u32 { return arrayLength(&tensor_p); }\n",
+    });
     out
 }
 
@@ -190,11 +242,17 @@ pub(crate) struct Pipelines {
     /// Four elements per invocation over the whole vec4s of a sub-range, the tuning's
     /// `items_per_invocation` vec4s per invocation.
     pub vec4: wgpu::ComputePipeline,
-    /// The same at the fewer items per invocation some sub-ranges are planned with (see
-    /// [`SegmentPlan::new`]).
-    pub fewer_items: Vec<(u32, wgpu::ComputePipeline)>,
+    /// The same at the other (items per invocation, tail length) some sub-ranges are planned
+    /// with: fewer items for small sub-ranges ([`SegmentPlan::new`]); for 16-bit parameters
+    /// the sub-range's `len % 4` too (`TAIL_LEN`, which tells a 16-bit tensor's length).
+    pub other_vec4: Vec<((u32, u32), wgpu::ComputePipeline)>,
     /// One element per invocation over the last `len % 4` elements.
     pub tail: wgpu::ComputePipeline,
+    /// 16-bit parameters: the tail kernel for each other `len % 4` (`TAIL_LEN`) some
+    /// sub-ranges have (`tail` is the first's).
+    pub other_tails: Vec<(u32, wgpu::ComputePipeline)>,
+    /// Whether the parameters are a 16-bit format (the kernels then follow `len % 4`).
+    packed: bool,
     /// An element-wise step's last dispatch, which also advances the step counter: `main`
     /// at the width of that dispatch (`None` for a staged family, or where the device binds
     /// too few storage buffers for it).
@@ -209,8 +267,20 @@ pub(crate) struct Pipelines {
 
 impl Pipelines {
     /// The vec4 kernel at `items` vec4s per invocation (one [`SegmentPlan`] uses).
-    pub fn vec4_at(&self, items: u32) -> &wgpu::ComputePipeline {
-        self.fewer_items.iter().find(|(n, _)| *n == items).map_or(&self.vec4, |(_, p)| p)
+    pub fn vec4_at(&self, plan: &SegmentPlan) -> &wgpu::ComputePipeline {
+        let key = Self::vec4_key(self.packed, plan);
+        self.other_vec4.iter().find(|(k, _)| *k == key).map_or(&self.vec4, |(_, p)| p)
+    }
+
+    /// What a plan's vec4 kernel depends on: its items per invocation and, for 16-bit
+    /// parameters, whether its length is 3 mod 4 (`TAIL_LEN` 3: see `tensor_accessors`).
+    fn vec4_key(packed: bool, plan: &SegmentPlan) -> (u32, u32) {
+        (plan.items, if packed && plan.tail_len == 3 { 3 } else { 0 })
+    }
+
+    /// The tail kernel of a sub-range whose tail has `tail_len` elements.
+    pub fn tail_of(&self, tail_len: u32) -> &wgpu::ComputePipeline {
+        self.other_tails.iter().find(|(n, _)| *n == tail_len).map_or(&self.tail, |(_, p)| p)
     }
 }
 
@@ -460,8 +530,27 @@ impl Engine {
     ) -> Result<Pipelines> {
         let last_tail = plans.last().is_some_and(SegmentPlan::ends_in_tail);
         let items = ctx.tuning().items_per_invocation;
-        let last_items = plans.last().map_or(items, |p| p.items);
+        // A 16-bit kernel depends on its sub-range's length % 4; an f32 one does not.
+        let packed = formats.params.is_packed();
+        let key = |p: &SegmentPlan| (p.items, if packed { p.tail_len } else { 0 });
+        let last = plans.last().map_or((items, 0), key);
+        let vec4_key = |p: &SegmentPlan| Pipelines::vec4_key(packed, p);
+        let distinct = |mut v: Vec<(u32, u32)>| {
+            v.sort_unstable();
+            v.dedup();
+            v
+        };
+        let vec4_keys = distinct(plans.iter().map(vec4_key).filter(|&k| k != (items, 0)).collect());
+        let tail_lens = distinct(plans.iter().filter(|p| p.ends_in_tail()).map(|p| (key(p).1, 0)).collect());
         self.tensor_layout(kernel)?;
+        if formats.params.is_packed() && kernel.is_staged() {
+            return Err(Error::Unsupported(format!(
+                "{} parameters for {}: a step with a reduction stage reads f32 parameters and gradients only (the \
+                 element-wise optimizers take 16-bit ones)",
+                formats.params.name(),
+                kernel.family
+            )));
+        }
         let (layout, composition) = if kernel.is_staged() {
             let layout = self.staged_pipeline_layouts.get(kernel.state.len()).ok_or_else(|| {
                 Error::OverLimit(format!(
@@ -498,27 +587,34 @@ impl Engine {
         } else {
             None
         };
-        // The same constants at other items per invocation.
-        let at_items = |n: u32| -> Vec<(&'static str, f64)> {
-            c.iter().map(|&(k, v)| if k == "ITEMS" { (k, f64::from(n)) } else { (k, v) }).collect()
+        // The same constants at other items per invocation and tail lengths.
+        let with = |n: u32, tail: u32| -> Vec<(&'static str, f64)> {
+            let mut v: Vec<_> = c.iter().map(|&(k, v)| if k == "ITEMS" { (k, f64::from(n)) } else { (k, v) }).collect();
+            v.push(("TAIL_LEN", f64::from(tail)));
+            v
         };
         let advancing = match self.advancing_pipeline_layouts.get(kernel.state.len()) {
             Some(layout) if !kernel.is_staged() => {
-                Some(self.pipeline(ctx, &module, layout, last_tail, "main_advancing", &at_items(last_items))?)
+                Some(self.pipeline(ctx, &module, layout, last_tail, "main_advancing", &with(last.0, last.1))?)
             }
             _ => None,
         };
-        let mut fewer: Vec<u32> = plans.iter().map(|p| p.items).filter(|&n| n != items).collect();
-        fewer.sort_unstable();
-        fewer.dedup();
-        let fewer_items = fewer
+        let first_tail = tail_lens.first().map_or(0, |t| t.0);
+        let other_tails = tail_lens
+            .iter()
+            .skip(1)
+            .map(|&(t, _)| Ok((t, self.pipeline(ctx, &module, layout, true, "main", &with(items, t))?)))
+            .collect::<Result<Vec<_>>>()?;
+        let other_vec4 = vec4_keys
             .into_iter()
-            .map(|n| Ok((n, self.pipeline(ctx, &module, layout, false, "main", &at_items(n))?)))
+            .map(|(n, t)| Ok(((n, t), self.pipeline(ctx, &module, layout, false, "main", &with(n, t))?)))
             .collect::<Result<Vec<_>>>()?;
         Ok(Pipelines {
-            fewer_items,
+            packed,
+            other_vec4,
             vec4: self.pipeline(ctx, &module, layout, false, "main", c)?,
-            tail: self.pipeline(ctx, &module, layout, true, "main", c)?,
+            tail: self.pipeline(ctx, &module, layout, true, "main", &with(items, first_tail))?,
+            other_tails,
             advancing,
             advance: self.pipeline(ctx, &module, &self.advance_pipeline_layout, true, "advance", c)?,
             reduce,
@@ -1042,6 +1138,8 @@ pub(crate) struct SegmentPlan {
     tail: u32,
     /// Vec4s each invocation of the vec4 kernel updates.
     pub items: u32,
+    /// Elements of the tail (`len % 4`).
+    pub tail_len: u32,
 }
 
 impl SegmentPlan {
@@ -1060,12 +1158,12 @@ impl SegmentPlan {
         let max_dim = tuning.max_workgroups_per_dimension;
         let vec4 = if vec4s > 0 { Some(grid(vec4s.div_ceil(per_group(items)), max_dim)?) } else { None };
         let tail = ((len % 4) as u64).div_ceil(per_group(tuning.items_per_invocation)) as u32;
-        Ok(SegmentPlan { vec4, tail, items })
+        Ok(SegmentPlan { vec4, tail, items, tail_len: (len % 4) as u32 })
     }
 
     /// Records the dispatches of the element-wise stage; the caller has set the bind groups.
     pub fn record<'a>(&self, pass: &mut wgpu::ComputePass<'_>, set: &mut PassState<'a>, pipelines: &'a Pipelines) {
-        self.record_with(pass, set, pipelines.vec4_at(self.items), &pipelines.tail)
+        self.record_with(pass, set, pipelines.vec4_at(self), pipelines.tail_of(self.tail_len))
     }
 
     /// Records the dispatches of the element-wise stage as a step's last: its last dispatch
@@ -1082,7 +1180,7 @@ impl SegmentPlan {
         if let Some((x, y)) = self.vec4 {
             if self.ends_in_tail() {
                 set.group0(pass, step, stamp);
-                set.pipeline(pass, pipelines.vec4_at(self.items));
+                set.pipeline(pass, pipelines.vec4_at(self));
             } else {
                 set.group0(pass, last, stamp);
                 set.pipeline(pass, advancing);

@@ -95,15 +95,6 @@ impl ElementFormat {
         }
     }
 
-    /// The WGSL element type of a binding of this format, one element at a time (a 16-bit
-    /// format: the word holding two) and four at a time.
-    pub(crate) const fn wgsl(self) -> (&'static str, &'static str) {
-        match self {
-            ElementFormat::F32 => ("f32", "vec4<f32>"),
-            ElementFormat::BF16 | ElementFormat::F16 => ("u32", "vec2<u32>"),
-        }
-    }
-
     /// The safetensors dtype a checkpoint stores it as.
     pub(crate) fn dtype(self) -> safetensors::Dtype {
         match self {

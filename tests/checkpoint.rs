@@ -514,7 +514,7 @@ fn nadams_mu_product_is_kept_under_torchs_name_and_checked() {
 }
 
 #[test]
-fn state_in_an_element_format_this_build_does_not_read_is_refused() {
+fn state_in_another_element_format_is_refused_naming_both() {
     use safetensors::tensor::{Dtype, TensorView};
     let path = scratch("format");
     let mut cpu = CpuOptimizer::new(Adam::new(1e-2), &params(8)).unwrap();
@@ -523,24 +523,29 @@ fn state_in_an_element_format_this_build_does_not_read_is_refused() {
     let bytes = std::fs::read(&path).unwrap();
     let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
-    // exp_avg as 8 bf16 values: a format a later build may keep, not this one.
-    let half = [0u8; 16];
-    let mut views: Vec<(String, TensorView<'_>)> = file
-        .names()
-        .into_iter()
-        .map(|n| (n.to_string(), file.tensor(n).unwrap()))
-        .filter(|(n, _)| n != "state.0.exp_avg")
-        .collect();
-    views.push(("state.0.exp_avg".into(), TensorView::new(Dtype::BF16, vec![8], &half).unwrap()));
-    let bad = scratch("format-bf16");
-    std::fs::write(&bad, sealed(views, meta.metadata().clone().unwrap())).unwrap();
-    let mut other = CpuOptimizer::new(Adam::new(1e-2), &params(8)).unwrap();
-    match other.load(&bad) {
-        Err(Error::Checkpoint { message, .. }) => {
-            assert!(message.contains("state.0.exp_avg") && message.contains("BF16"), "{message}")
+    // exp_avg as 8 bf16 values (a format this crate has, not the one this configuration
+    // keeps), or as 8 f64 values (one it does not read).
+    let zeros = [0u8; 64];
+    for (dtype, bytes, says) in
+        [(Dtype::BF16, 16, ["exp_avg", "bf16", "f32"]), (Dtype::F64, 64, ["state.0.exp_avg", "F64", ""])]
+    {
+        let mut views: Vec<(String, TensorView<'_>)> = file
+            .names()
+            .into_iter()
+            .map(|n| (n.to_string(), file.tensor(n).unwrap()))
+            .filter(|(n, _)| n != "state.0.exp_avg")
+            .collect();
+        views.push(("state.0.exp_avg".into(), TensorView::new(dtype, vec![8], &zeros[..bytes]).unwrap()));
+        let bad = scratch("format-other");
+        std::fs::write(&bad, sealed(views, meta.metadata().clone().unwrap())).unwrap();
+        let mut other = CpuOptimizer::new(Adam::new(1e-2), &params(8)).unwrap();
+        match other.load(&bad) {
+            Err(Error::Checkpoint { message, .. }) => {
+                assert!(says.iter().all(|s| message.contains(s)), "{dtype:?}: {message}")
+            }
+            r => panic!("{dtype:?}: expected a refusal, got {r:?}"),
         }
-        r => panic!("expected a refusal, got {r:?}"),
+        assert_eq!(other.step_count(), 0);
+        assert!(other.state_tensor("exp_avg").unwrap().iter().all(|&x| x == 0.0));
     }
-    assert_eq!(other.step_count(), 0);
-    assert!(other.state_tensor("exp_avg").unwrap().iter().all(|&x| x == 0.0));
 }
