@@ -70,10 +70,12 @@ impl CpuOptimizer {
         let optimizer = optimizer.into();
         optimizer.validate()?;
         crate::step::check_supported(optimizer.name(), optimizer.kernel().stages)?;
-        // The CPU keeps f32 state: another format's slot needs its CPU codec first.
-        for (i, slot) in optimizer.kernel().state.iter().enumerate() {
-            if optimizer.uses_state(i) {
-                optimizer.state_format(i).require(slot.torch_name, crate::ElementFormat::F32)?;
+        // A 16-bit state slot holds f32 values of that format here, each stored rounded.
+        if optimizer.kernel().is_staged() {
+            for (i, slot) in optimizer.kernel().state.iter().enumerate() {
+                if optimizer.uses_state(i) {
+                    optimizer.state_format(i).require(slot.torch_name, crate::ElementFormat::F32)?;
+                }
             }
         }
         let params = params.as_f32s()?;
@@ -82,7 +84,10 @@ impl CpuOptimizer {
         }
         crate::optim::check_shape("params (shape)", shape, params.len())?;
         let state = (0..optimizer.kernel().state.len())
-            .map(|i| host_array(optimizer.state_len(i, shape), optimizer.state_init(i)))
+            .map(|i| {
+                let init = optimizer.state_format(i).round(optimizer.state_init(i));
+                host_array(optimizer.state_len(i, shape), init)
+            })
             .collect::<Result<_>>()?;
         let mut copy = host_array(params.len(), 0.0)?;
         copy.as_slice_mut().ok_or_else(not_contiguous)?.copy_from_slice(params);
@@ -189,11 +194,19 @@ impl CpuOptimizer {
             } else if o.kernel().is_staged() {
                 run_stages(o, step, p, g, state, parallel)
             } else {
-                // Each updated parameter stored in the format (a no-op for f32).
+                // Each updated parameter and state element stored in its format (nothing to do
+                // for f32).
+                let slot_formats: Vec<crate::ElementFormat> =
+                    (0..o.kernel().state.len()).map(|i| o.state_format(i)).collect();
                 let leaf = |p: &mut [f32], g: &[f32], s: StateSlices<'_, '_>| {
                     o.update_cpu(step, p, g, s);
                     if format.is_packed() {
                         p.iter_mut().for_each(|x| *x = format.round(*x));
+                    }
+                    for (slot, &f) in s.iter_mut().zip(&slot_formats) {
+                        if f.is_packed() {
+                            slot.iter_mut().for_each(|x| *x = f.round(*x));
+                        }
                     }
                 };
                 if parallel {
@@ -253,9 +266,17 @@ impl CpuOptimizer {
     /// Saves the state to a safetensors checkpoint, atomically (see
     /// [`GpuOptimizer::save`](crate::GpuOptimizer::save); the two read each other's files).
     pub fn save(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
-        let state = self
-            .state()
-            .map(|(slot, t)| Ok((slot, HostTensor::from_f32s(t.as_slice().ok_or_else(not_contiguous)?))))
+        let o = &*self.optimizer;
+        let state = o
+            .kernel()
+            .state
+            .iter()
+            .zip(&self.state)
+            .enumerate()
+            .filter(|(_, (_, t))| !t.is_empty())
+            .map(|(i, (slot, t))| {
+                Ok((slot, HostTensor::from_f32s_as(o.state_format(i), t.as_slice().ok_or_else(not_contiguous)?)))
+            })
             .collect::<Result<_>>()?;
         let group = GroupSnapshot::of(&*self.optimizer, self.step, vec![self.shape.clone()], state, &self.schedule);
         let scaler = self.control.and_then(|c| {

@@ -31,15 +31,12 @@ impl Formats {
     }
 
     /// The width line: the type `V` a kernel computes on (f32, four elements per invocation,
-    /// or `tail`: one), the horizontal sum of one `V`, and whether the parameters and
-    /// gradients are a 16-bit format (`PACKED`: two to a word, loaded and stored through the
-    /// conversions of shaders/formats.wgsl).
+    /// or `tail`: one), the horizontal sum of one `V`, and whether any of its tensors is in a
+    /// 16-bit format (`PACKED`: two to a word, loaded and stored through the conversions of
+    /// shaders/formats.wgsl).
     fn width_line(&self, tail: bool) -> Result<String> {
-        // The state is f32; parameters and gradients may be 16-bit.
-        for f in &self.state {
-            f.require("a state tensor bound to a step kernel", ElementFormat::F32)?;
-        }
-        let packed = self.params.is_packed();
+        // Any tensor in a 16-bit format shares words: the tail then runs in one invocation.
+        let packed = std::iter::once(&self.params).chain(&self.state).any(|f| f.is_packed());
         Ok(if tail {
             format!(
                 "alias V = f32; alias VU = u32; alias VB = bool; const TAIL = true; const PACKED = {packed};\n\
@@ -89,11 +86,11 @@ impl Composition {
         Ok(match self {
             Composition::Standalone | Composition::OwnEntries => format!("{width}{PRELUDE}{table}\n{source}\n"),
             Composition::Elementwise => {
-                let tensors = tensor_accessors(state, formats.params, tail);
+                let tensors = tensor_accessors(state, formats, tail);
                 format!("{width}{PRELUDE}{FORMATS}{table}{tensors}\n{source}\n{ELEMENTWISE}")
             }
             Composition::Staged => {
-                let tensors = tensor_accessors(state, formats.params, tail);
+                let tensors = tensor_accessors(state, formats, tail);
                 format!("{width}{PRELUDE}{FORMATS}{table}{tensors}\n{source}\n{ELEMENTWISE}\n{REDUCE}")
             }
         })
@@ -120,7 +117,7 @@ impl Composition {
 /// invocation runs: shaders/elementwise.wgsl) one half of a word, the other half kept.
 /// Their element count is `2 × words` less the padding half of an odd length, which the
 /// tail's `TAIL_LEN` (`len % 4`) tells.
-fn tensor_accessors(state: &[StateSlot], params: ElementFormat, tail: bool) -> String {
+fn tensor_accessors(state: &[StateSlot], formats: &Formats, tail: bool) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     // Writing into a String cannot fail.
@@ -150,17 +147,22 @@ fn tensor_accessors(state: &[StateSlot], params: ElementFormat, tail: bool) -> S
             let _ = writeln!(out, "fn store_{name}(i: u32, x: V) {{ {save} }}");
         }
     };
-    let packed = match params {
+    let codec = |f: ElementFormat| match f {
         ElementFormat::BF16 => Some("bf16"),
         ElementFormat::F16 => Some("f16"),
         _ => None,
     };
+    let packed = codec(formats.params);
     declare(0, "p", packed, true);
     declare(1, "g", packed, false);
     for (k, slot) in state.iter().enumerate() {
-        declare(2 + k, slot.torch_name, None, true);
+        declare(2 + k, slot.torch_name, formats.state.get(k).copied().and_then(codec), true);
     }
-    if let Some(f) = packed {
+    let mut codecs: Vec<&str> =
+        std::iter::once(formats.params).chain(formats.state.iter().copied()).filter_map(codec).collect();
+    codecs.sort_unstable();
+    codecs.dedup();
+    for f in codecs {
         let _ = writeln!(
             out,
             "fn unpack4_{f}(w: vec2<u32>) -> vec4<f32> {{\n\
@@ -543,11 +545,13 @@ impl Engine {
         let vec4_keys = distinct(plans.iter().map(vec4_key).filter(|&k| k != (items, 0)).collect());
         let tail_lens = distinct(plans.iter().filter(|p| p.ends_in_tail()).map(|p| (key(p).1, 0)).collect());
         self.tensor_layout(kernel)?;
-        if formats.params.is_packed() && kernel.is_staged() {
+        if let Some(f) = std::iter::once(&formats.params).chain(&formats.state).find(|f| f.is_packed())
+            && kernel.is_staged()
+        {
             return Err(Error::Unsupported(format!(
-                "{} parameters for {}: a step with a reduction stage reads f32 parameters and gradients only (the \
-                 element-wise optimizers take 16-bit ones)",
-                formats.params.name(),
+                "{} tensors for {}: a step with a reduction stage reads f32 parameters, gradients and state only \
+                 (the element-wise optimizers take 16-bit ones)",
+                f.name(),
                 kernel.family
             )));
         }

@@ -315,23 +315,26 @@ impl GpuTensor {
 
     fn fill(self, ctx: &GpuContext, value: f32) -> Result<Self> {
         let t = self;
-        let len = t.len;
-        if value.to_bits() != 0 {
-            t.format.require("a tensor filled with an f32 value", ElementFormat::F32)?;
-            // Written from one reusable block of at most 1 MiB, not a host copy of the tensor.
-            let block = vec![value; len.min(1 << 18)];
-            ctx.scoped("filling a tensor", || {
-                for s in &t.segments {
-                    let mut done = 0;
-                    while done < s.len {
-                        let n = block.len().min(s.len - done);
-                        let at = s.offset + done as u64 * s.format.bytes();
-                        ctx.queue().write_buffer(&s.buffer, at, bytemuck::cast_slice(&block[..n]));
-                        done += n;
-                    }
-                }
-            })?;
+        if value.to_bits() == 0 {
+            return Ok(t); // allocated zeroed
         }
+        // Written from one reusable block of at most 1 MiB of the value in the tensor's
+        // format, an even number of elements (whole words), not a host copy of the tensor.
+        let block = t.format.encode_all(&vec![value; t.len.min(1 << 18).next_multiple_of(2)]);
+        let per = t.format.bytes() as usize;
+        ctx.scoped("filling a tensor", || {
+            for s in &t.segments {
+                let mut done = 0;
+                while done < s.len {
+                    let n = (block.len() / per).min(s.len - done);
+                    let at = s.offset + done as u64 * s.format.bytes();
+                    // Whole words: an odd last element's padding half gets a copy too.
+                    let bytes = ((n * per) as u64).next_multiple_of(4) as usize;
+                    ctx.queue().write_buffer(&s.buffer, at, &block[..bytes]);
+                    done += n;
+                }
+            }
+        })?;
         Ok(t)
     }
 

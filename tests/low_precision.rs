@@ -175,3 +175,103 @@ fn what_16_bit_parameters_cannot_do_is_refused_by_name() {
     let whole = p.slice(&ctx, 0, 100).unwrap();
     assert_eq!(whole.read(&ctx).unwrap(), p.read(&ctx).unwrap());
 }
+
+/// Optimizers whose state is kept in a 16-bit format.
+fn with_16_bit_state(format: ElementFormat) -> Vec<(&'static str, Box<dyn Optimizer>)> {
+    use wgpu_optim::{Adagrad, Adam, AdamW, Lion, RmsProp, Sgd};
+    vec![
+        ("adamw", AdamW::new(1e-2).with_state_format(format).into()),
+        ("adam amsgrad l2", Adam::new(1e-2).with_amsgrad(true).with_weight_decay(0.1).with_state_format(format).into()),
+        ("sgd nesterov", Sgd::new(0.1).with_momentum(0.9).with_nesterov(true).with_state_format(format).into()),
+        ("lion", Lion::new(1e-3).with_weight_decay(0.1).with_state_format(format).into()),
+        (
+            "rmsprop centered momentum",
+            RmsProp::new(1e-2).with_centered(true).with_momentum(0.9).with_state_format(format).into(),
+        ),
+        ("adagrad init", Adagrad::new(0.1).with_initial_accumulator_value(0.3).with_state_format(format).into()),
+    ]
+}
+
+#[test]
+fn state_kept_in_16_bits_steps_as_the_cpu_reference_and_checkpoints_in_its_format() {
+    let ctx = ctx();
+    let dir = std::env::temp_dir().join(format!("wgpu-optim-16-bit-state-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for state_format in FORMATS {
+        for param_format in [ElementFormat::F32, state_format] {
+            for (label, opt) in with_16_bit_state(state_format) {
+                let n = 1003;
+                let label = format!("{label}, {} state, {} params", state_format.name(), param_format.name());
+                let p = GpuTensor::from_f32s_as(&ctx, param_format, &params(n)).unwrap();
+                let g = GpuTensor::zeros_of(&ctx, param_format, n).unwrap();
+                let mut gpu = GpuOptimizer::from_tensors(&ctx, opt.clone_box(), p, g).unwrap();
+                let mut cpu =
+                    CpuOptimizer::new(opt.clone_box(), &params(n)).unwrap().with_format(param_format).unwrap();
+                for k in 1..=4 {
+                    gpu.step(&grads(n, k)).unwrap();
+                    cpu.step(&grads(n, k)).unwrap();
+                }
+                let budget = opt.kernel().step_error_budget;
+                let on_gpu = gpu.read_params().unwrap().to_vec();
+                assert_close_16(&label, state_format, &on_gpu, cpu.params().as_slice().unwrap(), 0.1, 4, budget);
+                for (slot, t) in gpu.state() {
+                    assert_eq!(t.format(), state_format, "{label}: {} on the GPU", slot.torch_name);
+                    let values = t.read(&ctx).unwrap();
+                    assert!(values.iter().all(|&x| state_format.round(x).to_bits() == x.to_bits()), "{label}: stored");
+                    let reference = cpu.state_tensor(slot.torch_name).unwrap().to_vec();
+                    let scale = reference.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+                    assert_close_16(
+                        &format!("{label} {}", slot.torch_name),
+                        state_format,
+                        &values,
+                        &reference,
+                        scale,
+                        4,
+                        budget,
+                    );
+                }
+                // Saved in its format by either side, read back by the other, and the same
+                // next step.
+                let (from_gpu, from_cpu) = (dir.join("gpu.safetensors"), dir.join("cpu.safetensors"));
+                gpu.save(&from_gpu).unwrap();
+                cpu.save(&from_cpu).unwrap();
+                for path in [&from_gpu, &from_cpu] {
+                    let bytes = std::fs::read(path).unwrap();
+                    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+                    for name in file.names() {
+                        if name.starts_with("state.0.") && !name.ends_with(".step") {
+                            let dtype = file.tensor(name).unwrap().dtype();
+                            assert_eq!(format!("{dtype:?}"), state_format.name().to_uppercase(), "{label}: {name}");
+                        }
+                    }
+                }
+                let mut cpu_resumed =
+                    CpuOptimizer::new(opt.clone_box(), &params(n)).unwrap().with_format(param_format).unwrap();
+                cpu_resumed.load(&from_gpu).unwrap();
+                let mut gpu_resumed = GpuOptimizer::from_tensors(
+                    &ctx,
+                    opt.clone_box(),
+                    GpuTensor::from_f32s_as(&ctx, param_format, cpu.params().as_slice().unwrap()).unwrap(),
+                    GpuTensor::zeros_of(&ctx, param_format, n).unwrap(),
+                )
+                .unwrap();
+                gpu_resumed.load(&from_cpu).unwrap();
+                assert_eq!(cpu_resumed.step_count(), 4, "{label}");
+                // The CPU reloaded from the GPU's file and the GPU from the CPU's agree with the
+                // originals' state, element for element in the format.
+                for (slot, t) in gpu_resumed.state() {
+                    let a = t.read(&ctx).unwrap();
+                    let b = cpu.state_tensor(slot.torch_name).unwrap().to_vec();
+                    assert_eq!(a, b, "{label}: {} loaded on the GPU from the CPU's checkpoint", slot.torch_name);
+                }
+                // The same optimizer keeping its state in f32 refuses the file, changing nothing.
+                let (_, f32_config) =
+                    with_16_bit_state(ElementFormat::F32).into_iter().find(|(l, _)| label.starts_with(l)).unwrap();
+                let mut f32_state = CpuOptimizer::new(f32_config, &params(n)).unwrap();
+                assert!(matches!(f32_state.load(&from_gpu), Err(wgpu_optim::Error::Checkpoint { .. })), "{label}");
+                assert_eq!(f32_state.step_count(), 0, "{label}");
+            }
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -29,6 +29,10 @@ pub struct Adagrad {
     pub eps: f64,
     /// Maximize the objective (default false).
     pub maximize: bool,
+    /// The format the state is kept in (default f32; bf16 or f16 halve its memory: each
+    /// element is stored to nearest even after every update, the arithmetic staying f32).
+    #[serde(skip_serializing_if = "super::is_f32")]
+    pub state_format: crate::ElementFormat,
 }
 
 impl Default for Adagrad {
@@ -40,6 +44,7 @@ impl Default for Adagrad {
             initial_accumulator_value: 0.0,
             eps: 1e-10,
             maximize: false,
+            state_format: crate::ElementFormat::F32,
         }
     }
 }
@@ -84,6 +89,9 @@ impl Adagrad {
 }
 
 impl Optimizer for Adagrad {
+    fn state_format(&self, _slot: usize) -> crate::ElementFormat {
+        self.state_format
+    }
     common_methods!(KERNEL);
     fn name(&self) -> &'static str {
         "Adagrad"
@@ -125,5 +133,12 @@ impl Adagrad {
             *sum = d.mul_add(d, *sum);
             *p += (s.neg_clr * d) / (sum.sqrt() + s.eps);
         });
+    }
+}
+
+impl Adagrad {
+    /// Keeps the state in `format` (see [`state_format`](Adagrad::state_format)).
+    pub fn with_state_format(self, format: crate::ElementFormat) -> Self {
+        Adagrad { state_format: format, ..self }
     }
 }

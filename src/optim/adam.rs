@@ -36,6 +36,10 @@ pub struct Adam {
     pub maximize: bool,
     /// Decoupled weight decay, i.e. AdamW (default false).
     pub decoupled_weight_decay: bool,
+    /// The format the state is kept in (default f32; bf16 or f16 halve its memory: each
+    /// element is stored to nearest even after every update, the arithmetic staying f32).
+    #[serde(skip_serializing_if = "super::is_f32")]
+    pub state_format: crate::ElementFormat,
 }
 
 impl Default for Adam {
@@ -48,6 +52,7 @@ impl Default for Adam {
             amsgrad: false,
             maximize: false,
             decoupled_weight_decay: false,
+            state_format: crate::ElementFormat::F32,
         }
     }
 }
@@ -71,11 +76,23 @@ pub struct AdamW {
     pub amsgrad: bool,
     /// Maximize the objective (default false).
     pub maximize: bool,
+    /// The format the state is kept in (default f32; bf16 or f16 halve its memory: each
+    /// element is stored to nearest even after every update, the arithmetic staying f32).
+    #[serde(skip_serializing_if = "super::is_f32")]
+    pub state_format: crate::ElementFormat,
 }
 
 impl Default for AdamW {
     fn default() -> Self {
-        AdamW { lr: 1e-3, betas: (0.9, 0.999), eps: 1e-8, weight_decay: 1e-2, amsgrad: false, maximize: false }
+        AdamW {
+            lr: 1e-3,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            weight_decay: 1e-2,
+            amsgrad: false,
+            maximize: false,
+            state_format: crate::ElementFormat::F32,
+        }
     }
 }
 
@@ -124,6 +141,7 @@ impl From<&AdamW> for Adam {
             amsgrad: w.amsgrad,
             maximize: w.maximize,
             decoupled_weight_decay: true,
+            state_format: w.state_format,
         }
     }
 }
@@ -191,6 +209,9 @@ impl Adam {
 }
 
 impl Optimizer for Adam {
+    fn state_format(&self, _slot: usize) -> crate::ElementFormat {
+        self.state_format
+    }
     common_methods!(KERNEL);
     fn name(&self) -> &'static str {
         "Adam"
@@ -250,6 +271,9 @@ impl Adam {
 }
 
 impl Optimizer for AdamW {
+    fn state_format(&self, _slot: usize) -> crate::ElementFormat {
+        self.state_format
+    }
     fn name(&self) -> &'static str {
         "AdamW"
     }
@@ -285,5 +309,19 @@ impl Optimizer for AdamW {
     }
     fn config(&self) -> serde_json::Value {
         super::config_of(self)
+    }
+}
+
+impl Adam {
+    /// Keeps the state in `format` (see [`state_format`](Adam::state_format)).
+    pub fn with_state_format(self, format: crate::ElementFormat) -> Self {
+        Adam { state_format: format, ..self }
+    }
+}
+
+impl AdamW {
+    /// Keeps the state in `format` (see [`state_format`](AdamW::state_format)).
+    pub fn with_state_format(self, format: crate::ElementFormat) -> Self {
+        AdamW { state_format: format, ..self }
     }
 }

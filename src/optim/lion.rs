@@ -25,11 +25,22 @@ pub struct Lion {
     /// The learning rate the optimizer was created with (lion-pytorch's `_init_lr`); set by
     /// [`Lion::new`] and left alone by schedules.
     pub initial_lr: f64,
+    /// The format the state is kept in (default f32; bf16 or f16 halve its memory: each
+    /// element is stored to nearest even after every update, the arithmetic staying f32).
+    #[serde(skip_serializing_if = "super::is_f32")]
+    pub state_format: crate::ElementFormat,
 }
 
 impl Default for Lion {
     fn default() -> Self {
-        Lion { lr: 1e-4, betas: (0.9, 0.99), weight_decay: 0.0, decoupled_weight_decay: false, initial_lr: 1e-4 }
+        Lion {
+            lr: 1e-4,
+            betas: (0.9, 0.99),
+            weight_decay: 0.0,
+            decoupled_weight_decay: false,
+            initial_lr: 1e-4,
+            state_format: crate::ElementFormat::F32,
+        }
     }
 }
 
@@ -95,6 +106,9 @@ fn sgn(x: f32) -> f32 {
 }
 
 impl Optimizer for Lion {
+    fn state_format(&self, _slot: usize) -> crate::ElementFormat {
+        self.state_format
+    }
     /// torch keeps no step for lion-pytorch's Lion.
     fn scalar_state(&self, _step: u64) -> Vec<(&'static str, f32)> {
         Vec::new()
@@ -137,5 +151,12 @@ impl Lion {
             *p = update.mul_add(s.neg_lr, *p * s.decay);
             *m = grad.mul_add(s.one_minus_beta2, *m * s.beta2);
         });
+    }
+}
+
+impl Lion {
+    /// Keeps the state in `format` (see [`state_format`](Lion::state_format)).
+    pub fn with_state_format(self, format: crate::ElementFormat) -> Self {
+        Lion { state_format: format, ..self }
     }
 }

@@ -493,6 +493,12 @@ macro_rules! common_methods {
     };
 }
 
+/// Whether a state format is the default f32 (a configuration's JSON then leaves it out, as
+/// it did before 16-bit state existed, so earlier checkpoints still match).
+pub(crate) fn is_f32(format: &crate::ElementFormat) -> bool {
+    *format == crate::ElementFormat::F32
+}
+
 /// A configuration as JSON (serde's field names and values; floats round-trip exactly).
 pub(crate) fn config_of<T: serde::Serialize>(config: &T) -> serde_json::Value {
     // Serialising plain structs of numbers and flags cannot fail; NaN becomes null.

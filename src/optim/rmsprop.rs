@@ -35,11 +35,24 @@ pub struct RmsProp {
     pub centered: bool,
     /// Maximize the objective (default false).
     pub maximize: bool,
+    /// The format the state is kept in (default f32; bf16 or f16 halve its memory: each
+    /// element is stored to nearest even after every update, the arithmetic staying f32).
+    #[serde(skip_serializing_if = "super::is_f32")]
+    pub state_format: crate::ElementFormat,
 }
 
 impl Default for RmsProp {
     fn default() -> Self {
-        RmsProp { lr: 1e-2, alpha: 0.99, eps: 1e-8, weight_decay: 0.0, momentum: 0.0, centered: false, maximize: false }
+        RmsProp {
+            lr: 1e-2,
+            alpha: 0.99,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            momentum: 0.0,
+            centered: false,
+            maximize: false,
+            state_format: crate::ElementFormat::F32,
+        }
     }
 }
 
@@ -98,6 +111,9 @@ impl RmsProp {
 }
 
 impl Optimizer for RmsProp {
+    fn state_format(&self, _slot: usize) -> crate::ElementFormat {
+        self.state_format
+    }
     common_methods!(KERNEL);
     fn name(&self) -> &'static str {
         "RMSprop"
@@ -170,5 +186,12 @@ impl RmsProp {
             (false, true) => each(p, g, state, move |p, x, [sq, ga]| update(p, x, sq, None, Some(ga))),
             (false, false) => each(p, g, state, move |p, x, [sq]| update(p, x, sq, None, None)),
         }
+    }
+}
+
+impl RmsProp {
+    /// Keeps the state in `format` (see [`state_format`](RmsProp::state_format)).
+    pub fn with_state_format(self, format: crate::ElementFormat) -> Self {
+        RmsProp { state_format: format, ..self }
     }
 }

@@ -34,11 +34,23 @@ pub struct Sgd {
     pub nesterov: bool,
     /// Maximize the objective instead of minimizing (default false).
     pub maximize: bool,
+    /// The format the state is kept in (default f32; bf16 or f16 halve its memory: each
+    /// element is stored to nearest even after every update, the arithmetic staying f32).
+    #[serde(skip_serializing_if = "super::is_f32")]
+    pub state_format: crate::ElementFormat,
 }
 
 impl Default for Sgd {
     fn default() -> Self {
-        Sgd { lr: 1e-3, momentum: 0.0, dampening: 0.0, weight_decay: 0.0, nesterov: false, maximize: false }
+        Sgd {
+            lr: 1e-3,
+            momentum: 0.0,
+            dampening: 0.0,
+            weight_decay: 0.0,
+            nesterov: false,
+            maximize: false,
+            state_format: crate::ElementFormat::F32,
+        }
     }
 }
 
@@ -89,6 +101,9 @@ impl Sgd {
 }
 
 impl Optimizer for Sgd {
+    fn state_format(&self, _slot: usize) -> crate::ElementFormat {
+        self.state_format
+    }
     /// torch keeps no step for SGD.
     fn scalar_state(&self, _step: u64) -> Vec<(&'static str, f32)> {
         Vec::new()
@@ -155,5 +170,12 @@ impl Sgd {
         } else {
             each(p, g, state, move |p, grad, []| update(p, grad, None));
         }
+    }
+}
+
+impl Sgd {
+    /// Keeps the state in `format` (see [`state_format`](Sgd::state_format)).
+    pub fn with_state_format(self, format: crate::ElementFormat) -> Self {
+        Sgd { state_format: format, ..self }
     }
 }
