@@ -251,6 +251,26 @@ impl GpuContext {
         }
     }
 
+    /// Compiles `entry` of WGSL `source` as a compute pipeline with the layout wgpu derives
+    /// from the shader (read it back with `get_bind_group_layout`), inside this crate's error
+    /// scopes: a kernel of the caller's own whose error is an [`Error::Wgpu`], not a panic.
+    pub fn compile_kernel(&self, label: &str, source: &str, entry: &str) -> Result<wgpu::ComputePipeline> {
+        self.scoped("compiling a kernel", || {
+            let module = self.device().create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(label),
+                source: wgpu::ShaderSource::Wgsl(source.into()),
+            });
+            self.device().create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(label),
+                layout: None,
+                module: &module,
+                entry_point: Some(entry),
+                compilation_options: Default::default(),
+                cache: None,
+            })
+        })
+    }
+
     /// Refuses an allocation of `bytes` that cannot succeed, before anything is allocated: on
     /// a CPU device (lavapipe, SwiftShader) buffers are host memory, and a request beyond the
     /// host's available memory would abort the process inside the driver. A GPU's own memory

@@ -172,6 +172,13 @@ fn wgpu_validation_errors_are_returned_not_panicked() {
     // A destroyed buffer cannot be bound: wgpu's validation error comes back as Error::Wgpu
     // instead of reaching wgpu's panicking default handler.
     let ctx = ctx();
+    // So does a caller's kernel that does not compile, with the shader's own message.
+    match ctx.compile_kernel("broken", "@compute @workgroup_size(1) fn main() { let x: u32 = 1.5; }", "main") {
+        Err(Error::Wgpu { during, message }) => {
+            assert!(during.contains("kernel") && message.contains("broken"), "{message}")
+        }
+        other => panic!("expected Error::Wgpu, got {other:?}"),
+    }
     let gone = ctx.device().create_buffer(&wgpu::BufferDescriptor {
         label: Some("destroyed"),
         size: 4096,

@@ -378,18 +378,7 @@ fn run_conversions(body: &str, inputs: &[u32]) -> Vec<u32> {
          let i = id.x + id.y * 65535u * 64u; if i >= arrayLength(&input) {{ return; }} let x = input[i];\n{body}\n}}",
         include_str!("../shaders/formats.wgsl")
     );
-    let module = d.create_shader_module(wgpu::ShaderModuleDescriptor {
-        label: None,
-        source: wgpu::ShaderSource::Wgsl(source.into()),
-    });
-    let pipeline = d.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-        label: None,
-        layout: None,
-        module: &module,
-        entry_point: Some("main"),
-        compilation_options: Default::default(),
-        cache: None,
-    });
+    let pipeline = ctx.compile_kernel("conversions", &source, "main").unwrap();
     let input = d.create_buffer_init(&wgpu::util::BufferInitDescriptor {
         label: None,
         contents: bytemuck::cast_slice(inputs),

@@ -524,16 +524,8 @@ fn with_webgpus_default_limits_every_family_steps_as_with_the_adapters() {
     for (name, make) in wgpu_optim::optim::ALL {
         let o: Box<dyn Optimizer> = make();
         let run = |ctx: &GpuContext| {
-            let mut gpu = if o.kernel().is_shaped() {
-                GpuOptimizer::with_shape(ctx, o.clone_box(), &params(7 * 143), &[7, 143]).unwrap()
-            } else {
-                GpuOptimizer::new(ctx, o.clone_box(), &params(n)).unwrap()
-            };
-            for k in 1..=3 {
-                gpu.step(&grads(gpu.params().len(), k)).unwrap();
-            }
-            gpu.run(2).unwrap();
-            (gpu.read_params().unwrap().to_vec(), gpu.sync().unwrap())
+            let (params, _, steps) = family_run(ctx, &*o, n, 2);
+            (params, steps)
         };
         let ((a, steps_a), (b, steps_b)) = (run(&webgpu), run(&full));
         assert_eq!((steps_a, steps_b), (5, 5), "{name}: steps taken");

@@ -102,24 +102,15 @@ fn adafactor_counts_its_steps_on_the_gpu() {
 
 /// The caller's own kernel: halves a gradient in place.
 fn halving_kernel(ctx: &wgpu_optim::GpuContext) -> wgpu::ComputePipeline {
-    let module = ctx.device().create_shader_module(wgpu::ShaderModuleDescriptor {
-        label: Some("halve"),
-        source: wgpu::ShaderSource::Wgsl(
-            "@group(0) @binding(0) var<storage, read_write> g: array<f32>;
-             @compute @workgroup_size(64) fn main(@builtin(global_invocation_id) id: vec3<u32>) {
-                 if id.x < arrayLength(&g) { g[id.x] = g[id.x] * 0.5; }
-             }"
-            .into(),
-        ),
-    });
-    ctx.device().create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-        label: Some("halve"),
-        layout: None,
-        module: &module,
-        entry_point: Some("main"),
-        compilation_options: Default::default(),
-        cache: None,
-    })
+    ctx.compile_kernel(
+        "halve",
+        "@group(0) @binding(0) var<storage, read_write> g: array<f32>;
+         @compute @workgroup_size(64) fn main(@builtin(global_invocation_id) id: vec3<u32>) {
+             if id.x < arrayLength(&g) { g[id.x] = g[id.x] * 0.5; }
+         }",
+        "main",
+    )
+    .unwrap()
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{ctx, ctx_with, grads, params};
+use common::{ctx, ctx_with, family_run, grads, params};
 use wgpu_optim::tuning::{SavedTuning, adapter_family};
 use wgpu_optim::{AdapterRequest, Error, GpuContext, GpuOptimizer, Optimizer, ScalarBinding, Tuning};
 
@@ -15,20 +15,7 @@ fn every_family_steps_bit_for_bit_with_either_scalar_binding_and_with_or_without
     let n = 1001;
     for (name, make) in wgpu_optim::optim::ALL {
         let o: Box<dyn Optimizer> = make();
-        let run = |ctx: &GpuContext| {
-            let mut gpu = if o.kernel().is_shaped() {
-                GpuOptimizer::with_shape(ctx, o.clone_box(), &params(7 * 143), &[7, 143]).unwrap()
-            } else {
-                GpuOptimizer::new(ctx, o.clone_box(), &params(n)).unwrap()
-            };
-            for k in 1..=3 {
-                gpu.step(&grads(gpu.params().len(), k)).unwrap();
-            }
-            gpu.run(3).unwrap();
-            let state: Vec<Vec<f32>> =
-                o.kernel().state.iter().filter_map(|s| gpu.read_state(s.torch_name).ok()).map(|a| a.to_vec()).collect();
-            (gpu.read_params().unwrap().to_vec(), state, gpu.sync().unwrap())
-        };
+        let run = |ctx: &GpuContext| family_run(ctx, &*o, n, 3);
         let mut results = Vec::new();
         for scalars in ScalarBinding::ALL {
             for runtime_checks in [true, false] {

@@ -59,18 +59,7 @@ fn host_floor(c: &mut Criterion) {
             (0..per).map(|b| format!("@group(0) @binding({b}) var<storage, read_write> b{b}: array<f32>;\n")).collect();
         let body: String = (0..per).map(|b| format!("b{b}[0] = b{b}[0] + 1.0;\n")).collect();
         let source = format!("{decl}@compute @workgroup_size(1) fn main() {{ {body} }}");
-        let module = d.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: None,
-            source: wgpu::ShaderSource::Wgsl(source.into()),
-        });
-        d.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: None,
-            layout: None,
-            module: &module,
-            entry_point: Some("main"),
-            compilation_options: Default::default(),
-            cache: None,
-        })
+        ctx.compile_kernel("floor", &source, "main").unwrap()
     };
     let buffers: Vec<wgpu::Buffer> = (0..840)
         .map(|_| {

@@ -185,3 +185,21 @@ pub fn assert_close(label: &str, gpu: &[f32], cpu: &[f32], change: f32, steps: u
 pub fn max_change(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).fold(0.0, |m, (x, y)| m.max((x - y).abs()))
 }
+
+/// One optimizer family's run used to compare two contexts: 3 steps one per submit on
+/// gradients `grads(_, 1..=3)`, then `k` more in one submit; a shaped family on a 7 × 143
+/// matrix, any other on `n` elements. Returns the parameters, every state tensor and the
+/// steps the GPU took.
+pub fn family_run(ctx: &GpuContext, o: &dyn Optimizer, n: usize, k: u32) -> (Vec<f32>, Vec<Vec<f32>>, u64) {
+    let mut gpu = if o.kernel().is_shaped() {
+        wgpu_optim::GpuOptimizer::with_shape(ctx, o.clone_box(), &params(7 * 143), &[7, 143]).unwrap()
+    } else {
+        wgpu_optim::GpuOptimizer::new(ctx, o.clone_box(), &params(n)).unwrap()
+    };
+    for step in 1..=3 {
+        gpu.step(&grads(gpu.params().len(), step)).unwrap();
+    }
+    gpu.run(k).unwrap();
+    let state = o.kernel().state.iter().filter_map(|s| gpu.read_state(s.torch_name).ok()).map(|a| a.to_vec()).collect();
+    (gpu.read_params().unwrap().to_vec(), state, gpu.sync().unwrap())
+}
