@@ -275,3 +275,46 @@ fn state_kept_in_16_bits_steps_as_the_cpu_reference_and_checkpoints_in_its_forma
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_reconfiguration_keeps_the_formats_or_is_refused() {
+    use wgpu_optim::{AdamW, Lamb};
+    let ctx = ctx();
+    let bf16 = AdamW::new(1e-2).with_state_format(ElementFormat::BF16);
+    let mut gpu = GpuOptimizer::new(&ctx, bf16.clone(), &params(64)).unwrap();
+    let mut cpu = CpuOptimizer::new(bf16.clone(), &params(64)).unwrap();
+    gpu.step(&grads(64, 1)).unwrap();
+    cpu.step(&grads(64, 1)).unwrap();
+    let before = gpu.read_params().unwrap();
+    // Another state format: refused on both sides, nothing changed.
+    for r in [gpu.reconfigure(AdamW::new(1e-3)), cpu.reconfigure(AdamW::new(1e-3))] {
+        match r {
+            Err(Error::Reconfigure(m)) => {
+                assert!(m.contains("exp_avg") && m.contains("bf16") && m.contains("f32"), "{m}")
+            }
+            other => panic!("expected Reconfigure, got {other:?}"),
+        }
+    }
+    // The same format with another learning rate is fine, and steps as the CPU.
+    gpu.reconfigure(bf16.clone().with_weight_decay(0.2)).unwrap();
+    cpu.reconfigure(bf16.with_weight_decay(0.2)).unwrap();
+    gpu.step(&grads(64, 2)).unwrap();
+    cpu.step(&grads(64, 2)).unwrap();
+    assert_ne!(gpu.read_params().unwrap(), before);
+    assert_close_16(
+        "reconfigured",
+        ElementFormat::BF16,
+        gpu.read_params().unwrap().as_slice().unwrap(),
+        cpu.params().as_slice().unwrap(),
+        0.1,
+        2,
+        20.0,
+    );
+    // 16-bit parameters cannot be taken over by a reduction stage.
+    let p = GpuTensor::from_f32s_as(&ctx, ElementFormat::F16, &params(64)).unwrap();
+    let g = GpuTensor::zeros_of(&ctx, ElementFormat::F16, 64).unwrap();
+    let mut half = GpuOptimizer::from_tensors(&ctx, AdamW::new(1e-2), p, g).unwrap();
+    assert!(half.reconfigure(Lamb::new(1e-3)).is_err());
+    half.step(&grads(64, 1)).unwrap();
+    assert_eq!(half.step_count(), 1);
+}

@@ -311,6 +311,15 @@ pub(crate) fn check_takeover(current: &dyn Optimizer, next: &dyn Optimizer) -> R
             let verb = if next.uses_state(i) { "needs" } else { "drops" };
             return bad(format!("the new configuration {verb} state {}", slot.torch_name));
         }
+        if next.uses_state(i) && next.state_format(i) != current.state_format(i) {
+            return bad(format!(
+                "the new configuration keeps {} as {}, the state holds {}: a state keeps the format it was \
+                 created with (make a new optimizer for another)",
+                slot.torch_name,
+                next.state_format(i).name(),
+                current.state_format(i).name()
+            ));
+        }
     }
     Ok(())
 }
