@@ -196,14 +196,13 @@ impl CpuOptimizer {
             } else {
                 // Each updated parameter and state element stored in its format (nothing to do
                 // for f32).
-                let slot_formats: Vec<crate::ElementFormat> =
-                    (0..o.kernel().state.len()).map(|i| o.state_format(i)).collect();
                 let leaf = |p: &mut [f32], g: &[f32], s: StateSlices<'_, '_>| {
                     o.update_cpu(step, p, g, s);
                     if format.is_packed() {
                         p.iter_mut().for_each(|x| *x = format.round(*x));
                     }
-                    for (slot, &f) in s.iter_mut().zip(&slot_formats) {
+                    for (i, slot) in s.iter_mut().enumerate() {
+                        let f = o.state_format(i);
                         if f.is_packed() {
                             slot.iter_mut().for_each(|x| *x = f.round(*x));
                         }

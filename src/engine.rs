@@ -34,10 +34,10 @@ impl Formats {
     /// or `tail`: one), the horizontal sum of one `V`, and whether any of its tensors is in a
     /// 16-bit format (`PACKED`: two to a word, loaded and stored through the conversions of
     /// shaders/formats.wgsl).
-    fn width_line(&self, tail: bool) -> Result<String> {
+    fn width_line(&self, tail: bool) -> String {
         // Any tensor in a 16-bit format shares words: the tail then runs in one invocation.
         let packed = std::iter::once(&self.params).chain(&self.state).any(|f| f.is_packed());
-        Ok(if tail {
+        if tail {
             format!(
                 "alias V = f32; alias VU = u32; alias VB = bool; const TAIL = true; const PACKED = {packed};\n\
                  fn hsum(x: V) -> f32 {{ return x; }}\n"
@@ -48,7 +48,7 @@ impl Formats {
                  const PACKED = {packed};\n\
                  fn hsum(x: V) -> f32 {{ return x.x + x.y + x.z + x.w; }}\n"
             )
-        })
+        }
     }
 }
 
@@ -73,17 +73,17 @@ impl Composition {
         scalars: ScalarBinding,
         state: &[StateSlot],
         source: &str,
-    ) -> Result<String> {
+    ) -> String {
         if self == Composition::Standalone {
-            return Ok(source.to_string());
+            return source.to_string();
         }
-        let width = formats.width_line(tail)?;
+        let width = formats.width_line(tail);
         let space = match scalars {
             ScalarBinding::Storage => "storage, read",
             ScalarBinding::Uniform => "uniform",
         };
         let table = format!("@group(0) @binding(0) var<{space}> scalar_table: array<Slot, SCALAR_SLOTS>;\n");
-        Ok(match self {
+        match self {
             Composition::Standalone | Composition::OwnEntries => format!("{width}{PRELUDE}{table}\n{source}\n"),
             Composition::Elementwise => {
                 let tensors = tensor_accessors(state, formats, tail);
@@ -93,7 +93,7 @@ impl Composition {
                 let tensors = tensor_accessors(state, formats, tail);
                 format!("{width}{PRELUDE}{FORMATS}{table}{tensors}\n{source}\n{ELEMENTWISE}\n{REDUCE}")
             }
-        })
+        }
     }
 
     /// Whether every buffer access of the module is in range by construction (see
@@ -282,8 +282,22 @@ impl Pipelines {
 
     /// The tail kernel of a sub-range whose tail has `tail_len` elements.
     pub fn tail_of(&self, tail_len: u32) -> &wgpu::ComputePipeline {
-        self.other_tails.iter().find(|(n, _)| *n == tail_len).map_or(&self.tail, |(_, p)| p)
+        let key = Self::tail_key(self.packed, tail_len);
+        self.other_tails.iter().find(|(n, _)| *n == key).map_or(&self.tail, |(_, p)| p)
     }
+
+    /// What a tail kernel depends on: for 16-bit parameters the tail's length (`TAIL_LEN`,
+    /// which tells the tensor's length); an f32 one on nothing.
+    fn tail_key(packed: bool, tail_len: u32) -> u32 {
+        if packed { tail_len } else { 0 }
+    }
+}
+
+/// `v` sorted, each value once.
+fn distinct<T: Ord>(mut v: Vec<T>) -> Vec<T> {
+    v.sort_unstable();
+    v.dedup();
+    v
 }
 
 /// A shader module before composition: a family's source, how it is assembled, and the
@@ -534,16 +548,11 @@ impl Engine {
         let items = ctx.tuning().items_per_invocation;
         // A 16-bit kernel depends on its sub-range's length % 4; an f32 one does not.
         let packed = formats.params.is_packed();
-        let key = |p: &SegmentPlan| (p.items, if packed { p.tail_len } else { 0 });
-        let last = plans.last().map_or((items, 0), key);
-        let vec4_key = |p: &SegmentPlan| Pipelines::vec4_key(packed, p);
-        let distinct = |mut v: Vec<(u32, u32)>| {
-            v.sort_unstable();
-            v.dedup();
-            v
-        };
-        let vec4_keys = distinct(plans.iter().map(vec4_key).filter(|&k| k != (items, 0)).collect());
-        let tail_lens = distinct(plans.iter().filter(|p| p.ends_in_tail()).map(|p| (key(p).1, 0)).collect());
+        let tail_key = |p: &SegmentPlan| Pipelines::tail_key(packed, p.tail_len);
+        let last = plans.last().map_or((items, 0), |p| (p.items, tail_key(p)));
+        let vec4_keys =
+            distinct(plans.iter().map(|p| Pipelines::vec4_key(packed, p)).filter(|&k| k != (items, 0)).collect());
+        let tail_lens = distinct(plans.iter().filter(|p| p.ends_in_tail()).map(tail_key).collect());
         self.tensor_layout(kernel)?;
         if let Some(f) = std::iter::once(&formats.params).chain(&formats.state).find(|f| f.is_packed())
             && kernel.is_staged()
@@ -571,7 +580,7 @@ impl Engine {
             (&self.pipeline_layouts[kernel.state.len()], Composition::Elementwise)
         };
         let mut constants = constants.to_vec();
-        constants.push(("ITEMS", f64::from(ctx.tuning().items_per_invocation)));
+        constants.push(("ITEMS", f64::from(items)));
         if !constants.iter().any(|(n, _)| *n == "CONTROLLED") {
             constants.push(("CONTROLLED", 0.0));
         }
@@ -603,11 +612,11 @@ impl Engine {
             }
             _ => None,
         };
-        let first_tail = tail_lens.first().map_or(0, |t| t.0);
+        let first_tail = tail_lens.first().copied().unwrap_or(0);
         let other_tails = tail_lens
             .iter()
             .skip(1)
-            .map(|&(t, _)| Ok((t, self.pipeline(ctx, &module, layout, true, "main", &with(items, t))?)))
+            .map(|&t| Ok((t, self.pipeline(ctx, &module, layout, true, "main", &with(items, t))?)))
             .collect::<Result<Vec<_>>>()?;
         let other_vec4 = vec4_keys
             .into_iter()
@@ -711,7 +720,7 @@ impl Engine {
         if composition != Composition::Standalone {
             all.push(("WORKGROUP_SIZE", f64::from(workgroup_size)));
         }
-        let source = composition.source(formats, tail, tuning.scalars, state, source)?;
+        let source = composition.source(formats, tail, tuning.scalars, state, source);
         let pipeline = ctx.scoped("compiling a pipeline", || {
             let descriptor =
                 wgpu::ShaderModuleDescriptor { label: Some(family), source: wgpu::ShaderSource::Wgsl(source.into()) };
@@ -1291,7 +1300,7 @@ mod tests {
             };
             let formats = super::Formats::f32(kernel.state.len());
             for (tail, scalars) in [false, true].into_iter().flat_map(|t| ScalarBinding::ALL.map(|s| (t, s))) {
-                let source = composition.source(&formats, tail, scalars, kernel.state, kernel.source).unwrap(); // ok: a test; f32 formats compose
+                let source = composition.source(&formats, tail, scalars, kernel.state, kernel.source);
                 let module = naga::front::wgsl::parse_str(&source).unwrap_or_else(|e| panic!("{name}: {e}"));
                 // naga's validator checks the address spaces' layout rules (a uniform array's
                 // 16-byte stride, a struct member's 16-byte alignment), at each width the

@@ -86,7 +86,7 @@ impl Tuning {
     /// measured on its family ([`adapter_family`]) applied.
     pub fn for_adapter(info: &wgpu::AdapterInfo, limits: &wgpu::Limits) -> Self {
         let mut tuning = Self::for_limits(limits);
-        if let Some(family) = MEASURED.iter().find(|f| (f.matches)(info)) {
+        if let Some(family) = measured(info) {
             (family.apply)(&mut tuning, limits);
         }
         tuning
@@ -204,7 +204,12 @@ fn uniform_table_fits(limits: &wgpu::Limits) -> bool {
 
 /// The adapter family whose measured tuning [`Tuning::for_adapter`] applies to `info`, if any.
 pub fn adapter_family(info: &wgpu::AdapterInfo) -> Option<&'static str> {
-    MEASURED.iter().find(|f| (f.matches)(info)).map(|f| f.family)
+    measured(info).map(|f| f.family)
+}
+
+/// The entry of the adapter table `info` matches.
+fn measured(info: &wgpu::AdapterInfo) -> Option<&'static Measured> {
+    MEASURED.iter().find(|f| (f.matches)(info))
 }
 
 /// A tuning and the adapter it was measured on, as `wgpu-optim tune --save` writes it (JSON).

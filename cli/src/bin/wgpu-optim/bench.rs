@@ -153,7 +153,8 @@ fn bench_command(
 /// physical buffer size: each setting timed in turn with the copy roof (medians, the
 /// interquartile range, the fraction of the roof's median), each stage starting from the
 /// fastest of the one before (by the step's median: the roof is the same work for every
-/// setting, and its own noise would only blur the choice). `save`: where to write the best tuning (`WGPU_OPTIM_TUNING` loads it).
+/// setting, and its own noise would only blur the choice). `save`: where to write the
+/// fastest tuning (`WGPU_OPTIM_TUNING` loads it).
 pub fn tune(n: usize, steps_per_submit: u32, save: Option<&Path>) -> AnyResult<()> {
     // A path that cannot be written fails at once, by name, not after the measurements.
     if let Some(path) = save {
