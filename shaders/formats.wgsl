@@ -62,3 +62,30 @@ fn f16_encode(x: f32) -> u32 {
     }
     return sign | q;
 }
+
+// Stochastic rounding's random bits (`precision::random_bits`): the top half of the first
+// word of pcg4d (Jarzynski and Olano, JCGT 2020) keyed by (index low word, step, seed low
+// word, seed high word ^ index high word · 0x9e3779b9).
+fn random_bits(index_lo: u32, index_hi: u32, step: u32, seed: vec2<u32>) -> u32 {
+    var v = vec4<u32>(index_lo, step, seed.x, seed.y ^ (index_hi * 0x9e3779b9u)) * 1664525u + 1013904223u;
+    v.x += v.y * v.w;
+    v.y += v.z * v.x;
+    v.z += v.x * v.y;
+    v.w += v.y * v.z;
+    v ^= v >> vec4<u32>(16u);
+    v.x += v.y * v.w;
+    v.y += v.z * v.x;
+    v.z += v.x * v.y;
+    v.w += v.y * v.z;
+    return v.x >> 16u;
+}
+
+// torchao's bf16 stochastic rounding (`precision::bf16_stochastic`): truncated, plus one
+// where the random 16 bits `r` are below the dropped half; a NaN as 0xffff.
+fn bf16_encode_stochastic(x: f32, r: u32) -> u32 {
+    let u = bitcast<u32>(x);
+    if (u & 0x7fffffffu) > 0x7f800000u {
+        return 0xffffu;
+    }
+    return (u >> 16u) + u32(r < (u & 0xffffu));
+}

@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use crate::error::{Error, Result};
 use crate::format::{ElementFormat, HostTensor};
 use crate::optim::Optimizer;
+use crate::precision::{MASTER, Precision};
 
 /// The `format` metadata value of this crate's checkpoints.
 pub const FORMAT: &str = "wgpu-optim";
@@ -85,6 +86,9 @@ pub struct GroupSnapshot {
     /// Per-parameter scalars by torch name, the same for every tensor of the group: torch's
     /// `step` (as f32, as torch keeps it) and [`Optimizer::scalar_state`].
     pub scalars: Vec<(String, f32)>,
+    /// How the steps stored the parameters (with master weights, `state` holds
+    /// `master_param`; under stochastic rounding the seed is the run's).
+    pub precision: Precision,
 }
 
 /// One state of a group: its torch name, its data over the group's tensors end to end (in
@@ -158,6 +162,8 @@ pub(crate) struct Restore<'a> {
     /// State data per slot of the optimizer's kernel (`None` for unused slots), in the slot's
     /// format.
     pub state: Vec<Option<&'a HostTensor>>,
+    /// The master weights, where the steps keep them.
+    pub master: Option<&'a HostTensor>,
     /// The configuration with the saved learning rate.
     pub optimizer: Box<dyn Optimizer>,
     pub step: u64,
@@ -192,12 +198,16 @@ impl GroupSnapshot {
         shapes: Vec<Vec<usize>>,
         state: Vec<(&'static crate::optim::StateSlot, HostTensor)>,
         schedule: &ScheduleSlot,
+        precision: Precision,
     ) -> Self {
         let state = state
             .into_iter()
             .map(|(slot, data)| {
-                let i = o.kernel().state.iter().position(|s| std::ptr::eq(s, slot)).unwrap_or(usize::MAX);
-                let lens = shapes.iter().map(|shape| o.state_len(i, shape)).collect();
+                // The master weights are laid out as the parameters; a state slot as its optimizer says.
+                let lens = match o.kernel().state.iter().position(|s| std::ptr::eq(s, slot)) {
+                    Some(i) => shapes.iter().map(|shape| o.state_len(i, shape)).collect(),
+                    None => shapes.iter().map(|shape| shape.iter().product()).collect(),
+                };
                 StateSnapshot { name: slot.torch_name.to_string(), data, lens }
             })
             .collect();
@@ -215,6 +225,7 @@ impl GroupSnapshot {
             shapes,
             state,
             scalars: scalars_of(o.scalar_state(step)),
+            precision,
         }
     }
 
@@ -226,9 +237,20 @@ impl GroupSnapshot {
         o: &dyn Optimizer,
         shapes: &[Vec<usize>],
         schedule: &ScheduleSlot,
+        precision: Precision,
     ) -> Result<Restore<'_>> {
         if self.optimizer != o.name() || self.family != o.kernel().family {
             return Err(bad(path, format!("a checkpoint of {} cannot be loaded into {}", self.optimizer, o.name())));
+        }
+        if self.precision != precision {
+            return Err(bad(
+                path,
+                format!(
+                    "the checkpoint's steps stored the parameters with {:?}, this optimizer's with {precision:?}: \
+                     build it with the saved precision (with_precision) before loading",
+                    self.precision
+                ),
+            ));
         }
         if self.shapes != shapes {
             return Err(bad(
@@ -269,9 +291,31 @@ impl GroupSnapshot {
             }
         };
         let slots = o.kernel().state;
-        if let Some(s) = self.state.iter().find(|s| !slots.iter().any(|slot| slot.torch_name == s.name)) {
+        let master = self.state.iter().find(|s| s.name == MASTER.torch_name);
+        let kept_master = precision == Precision::MasterWeights;
+        let known =
+            |name: &str| slots.iter().any(|slot| slot.torch_name == name) || kept_master && name == MASTER.torch_name;
+        if let Some(s) = self.state.iter().find(|s| !known(&s.name)) {
             return Err(bad(path, format!("the checkpoint has {}, which {} does not keep", s.name, o.name())));
         }
+        let master = match (kept_master, master) {
+            (false, _) => None,
+            (true, None) => return Err(bad(path, "the checkpoint lacks master_param (f32 master weights)")),
+            (true, Some(m)) => {
+                let lens: Vec<usize> = shapes.iter().map(|s| s.iter().product()).collect();
+                if m.data.format != ElementFormat::F32 || m.lens != lens {
+                    return Err(bad(
+                        path,
+                        format!(
+                            "master_param is {} of {:?} per tensor; the master weights are f32 of {lens:?}",
+                            m.data.format.name(),
+                            m.lens
+                        ),
+                    ));
+                }
+                Some(&m.data)
+            }
+        };
         let state = slots
             .iter()
             .enumerate()
@@ -309,7 +353,7 @@ impl GroupSnapshot {
         // The scalars are functions of the step here: the file's must be the step's (checked
         // at a cost that does not grow with the step read from the file).
         next.restore_scalar_state(self.step, &self.scalars).map_err(|m| bad(path, m))?;
-        Ok(Restore { state, optimizer: next, step: self.step, schedule })
+        Ok(Restore { state, master, optimizer: next, step: self.step, schedule })
     }
 }
 
@@ -357,6 +401,11 @@ impl Snapshot {
                     "schedule": s.schedule, "base_lr": s.base_lr, "start_step": s.start_step,
                 })),
             }));
+            if g.precision != Precision::default()
+                && let Some(group) = groups.last_mut().and_then(Value::as_object_mut)
+            {
+                group.insert("precision".into(), json!(g.precision));
+            }
             first += g.shapes.len();
         }
         let mut metadata: HashMap<String, String> = HashMap::from([
@@ -575,6 +624,12 @@ impl Snapshot {
                 shapes,
                 state,
                 scalars,
+                // Rounding to nearest where a file says nothing (as files before the modes).
+                precision: match g.get("precision") {
+                    None => Precision::default(),
+                    Some(p) => serde_json::from_value(p.clone())
+                        .map_err(|e| bad(path, format!("`precision` {p} is not a precision: {e}")))?,
+                },
             });
         }
         if let Some((index, _)) = scalars_by_param.first_key_value() {

@@ -8,6 +8,7 @@ use crate::clip::{CpuGradControl, GradControl};
 use crate::error::{Error, Result};
 use crate::format::HostTensor;
 use crate::optim::{Optimizer, StateSlices, StateSlot};
+use crate::precision::{MASTER, Precision};
 use crate::schedule::Schedule;
 use crate::step::{CPU_REDUCE_CHUNK, REDUCED_TERMS, Scope, Stage};
 use crate::tensor::HostData;
@@ -49,6 +50,9 @@ pub struct CpuOptimizer {
     /// The element format of the parameters and gradients: each holds a value of it, and
     /// every updated parameter is stored rounded to it, as on the GPU.
     format: crate::ElementFormat,
+    /// How a step stores the parameters, and the f32 master copy where it keeps one.
+    precision: Precision,
+    master: Option<Array1<f32>>,
 }
 
 impl CpuOptimizer {
@@ -102,6 +106,8 @@ impl CpuOptimizer {
             control: None,
             controlled: Vec::new(),
             format: crate::ElementFormat::F32,
+            precision: Precision::default(),
+            master: None,
         })
     }
 
@@ -133,6 +139,29 @@ impl CpuOptimizer {
         }
         self.format = format;
         Ok(self)
+    }
+
+    /// The same optimizer storing its parameters `precision`'s way, as
+    /// [`GpuOptimizer::with_precision`](crate::GpuOptimizer::with_precision) (after
+    /// [`with_format`](Self::with_format), before the first step): stochastic rounding draws
+    /// the same random bits for each element and step as the GPU; master weights start as the
+    /// parameters' values.
+    pub fn with_precision(mut self, precision: Precision) -> Result<Self> {
+        if self.step > 0 {
+            return Err(Error::Unsupported(format!(
+                "with_precision after {} steps: the precision is chosen before the first step",
+                self.step
+            )));
+        }
+        precision.check(&*self.optimizer, self.format)?;
+        self.master = (precision == Precision::MasterWeights).then(|| self.params.clone());
+        self.precision = precision;
+        Ok(self)
+    }
+
+    /// How a step stores the parameters.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// The same optimizer running with `threads`.
@@ -182,12 +211,17 @@ impl CpuOptimizer {
             }
         };
         let parallel = self.threads == Threads::Parallel;
-        let (o, shape, format) = (&*self.optimizer, &self.shape, self.format);
-        let (params, states) = (&mut self.params, &mut self.state);
+        let (o, shape, format, precision) = (&*self.optimizer, &self.shape, self.format, self.precision);
+        let (params, states, master) = (&mut self.params, &mut self.state, &mut self.master);
         let mut update = || -> Result<()> {
-            let p = params.as_slice_mut().ok_or_else(not_contiguous)?;
+            let mut p = params.as_slice_mut().ok_or_else(not_contiguous)?;
             let mut state: Vec<&mut [f32]> =
                 states.iter_mut().map(|a| a.as_slice_mut().ok_or_else(not_contiguous)).collect::<Result<_>>()?;
+            // With master weights the update reads and writes the master, and the parameters
+            // ride along as one more slot, stored rounded from it.
+            if let Some(m) = master {
+                state.push(std::mem::replace(&mut p, m.as_slice_mut().ok_or_else(not_contiguous)?));
+            }
             let state = &mut state[..];
             if o.kernel().is_shaped() {
                 o.shaped_cpu(step, shape, p, g, state, parallel)
@@ -195,11 +229,25 @@ impl CpuOptimizer {
                 run_stages(o, step, p, g, state, parallel)
             } else {
                 // Each updated parameter and state element stored in its format (nothing to do
-                // for f32).
+                // for f32); stochastic rounding keyed by the element's index (from where this
+                // leaf's slice starts) and the step, as the GPU's.
+                let first = p.as_ptr() as usize;
+                let slots = o.kernel().state.len();
                 let leaf = |p: &mut [f32], g: &[f32], s: StateSlices<'_, '_>| {
+                    let (s, rounded) = s.split_at_mut(slots);
                     o.update_cpu(step, p, g, s);
-                    if format.is_packed() {
-                        p.iter_mut().for_each(|x| *x = format.round(*x));
+                    match (precision, rounded.first_mut()) {
+                        (Precision::MasterWeights, Some(out)) => {
+                            out.iter_mut().zip(p.iter()).for_each(|(y, &x)| *y = format.round(x));
+                        }
+                        (Precision::StochasticRounding { seed }, _) => {
+                            let at = ((p.as_ptr() as usize - first) / size_of::<f32>()) as u64;
+                            for (k, x) in p.iter_mut().enumerate() {
+                                *x = crate::precision::round_stochastic(seed, step as u32, at + k as u64, *x);
+                            }
+                        }
+                        _ if format.is_packed() => p.iter_mut().for_each(|x| *x = format.round(*x)),
+                        _ => {}
                     }
                     for (i, slot) in s.iter_mut().enumerate() {
                         let f = o.state_format(i);
@@ -266,18 +314,21 @@ impl CpuOptimizer {
     /// [`GpuOptimizer::save`](crate::GpuOptimizer::save); the two read each other's files).
     pub fn save(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
         let o = &*self.optimizer;
-        let state = o
-            .kernel()
-            .state
-            .iter()
-            .zip(&self.state)
-            .enumerate()
-            .filter(|(_, (_, t))| !t.is_empty())
-            .map(|(i, (slot, t))| {
-                Ok((slot, HostTensor::from_f32s_as(o.state_format(i), t.as_slice().ok_or_else(not_contiguous)?)))
+        let format = |slot: &StateSlot| {
+            o.kernel()
+                .state
+                .iter()
+                .position(|s| std::ptr::eq(s, slot))
+                .map_or(crate::ElementFormat::F32, |i| o.state_format(i))
+        };
+        let state = self
+            .state()
+            .map(|(slot, t)| {
+                Ok((slot, HostTensor::from_f32s_as(format(slot), t.as_slice().ok_or_else(not_contiguous)?)))
             })
             .collect::<Result<_>>()?;
-        let group = GroupSnapshot::of(&*self.optimizer, self.step, vec![self.shape.clone()], state, &self.schedule);
+        let shapes = vec![self.shape.clone()];
+        let group = GroupSnapshot::of(o, self.step, shapes, state, &self.schedule, self.precision);
         let scaler = self.control.and_then(|c| {
             let growth = c.control.scaler?;
             Some(ScalerState { scale: c.scaler[0], growth_tracker: c.scaler[1] as u32, growth })
@@ -291,14 +342,18 @@ impl CpuOptimizer {
         let path = path.as_ref();
         let snapshot = Snapshot::load(path)?;
         let shapes = std::slice::from_ref(&self.shape);
-        let restore = snapshot.single(path)?.restore(path, &*self.optimizer, shapes, &self.schedule)?;
+        let restore = snapshot.single(path)?.restore(path, &*self.optimizer, shapes, &self.schedule, self.precision)?;
         let scaler = check_scaler(path, snapshot.scaler, self.control.and_then(|c| c.control.scaler))?;
         // Converted whole before anything is replaced (the formats were checked as the slots').
         let state = restore.state.iter().map(|d| d.map(|d| d.to_f32s()).transpose()).collect::<Result<Vec<_>>>()?;
+        let master = restore.master.map(HostTensor::to_f32s).transpose()?;
         for (t, data) in self.state.iter_mut().zip(state) {
             if let Some(data) = data {
                 *t = Array1::from(data);
             }
+        }
+        if let (Some(m), Some(data)) = (&mut self.master, master) {
+            *m = Array1::from(data);
         }
         self.step = restore.step;
         self.optimizer = restore.optimizer;
@@ -339,9 +394,10 @@ impl CpuOptimizer {
     }
 
     /// The state tensors this configuration keeps for the parameters' shape, with their
-    /// names.
+    /// names, and the master weights (`master_param`) where the steps keep them.
     pub fn state(&self) -> impl Iterator<Item = (&'static StateSlot, &Array1<f32>)> {
-        self.optimizer.kernel().state.iter().zip(&self.state).filter(|(_, t)| !t.is_empty())
+        let kept = self.optimizer.kernel().state.iter().zip(&self.state).filter(|(_, t)| !t.is_empty());
+        kept.chain(self.master.as_ref().map(|m| (&MASTER, m)))
     }
 
     /// The parameters' shape.

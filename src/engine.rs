@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::format::ElementFormat;
 use crate::gpu::GpuContext;
 use crate::optim::{Kernel, ScalarBlock, StateSlot};
+use crate::precision::{MASTER, ParamStore};
 use crate::tensor::GpuTensor;
 use crate::tuning::{ScalarBinding, Tuning};
 
@@ -22,12 +23,14 @@ const REDUCE: &str = include_str!("../shaders/reduce.wgsl");
 pub(crate) struct Formats {
     pub params: ElementFormat,
     pub state: Vec<ElementFormat>,
+    /// How `store_p` stores an updated parameter.
+    pub store: ParamStore,
 }
 
 impl Formats {
     /// Every tensor in f32: the norm, health and finalize kernels, a shaped step's.
     pub fn f32(states: usize) -> Self {
-        Formats { params: ElementFormat::F32, state: vec![ElementFormat::F32; states] }
+        Formats { params: ElementFormat::F32, state: vec![ElementFormat::F32; states], store: ParamStore::Nearest }
     }
 
     /// The width line: the type `V` a kernel computes on (f32, four elements per invocation,
@@ -104,60 +107,124 @@ impl Composition {
     }
 }
 
-/// The tensors of an element-wise or staged step (group 1: `p`, `g`, then the state in
-/// [`Kernel::state`] order) and the accessors the family's update reads and writes them
-/// through: `load_NAME(i)` and `store_NAME(i, x)` (for `g` only the load), `tensor_len()` in
-/// units of `V`. The bindings themselves are `tensor_NAME`, so a family cannot bypass the
-/// accessors, and how a tensor is stored stays the engine's alone. Every tensor is bound
-/// read-write, the gradients included: WebGPU forbids one buffer to be bound read-only and
-/// read-write in one dispatch, and parameters and gradients often share an arena.
+/// The tensors of an element-wise or staged step (group 1: `p`, `g`, the state in
+/// [`Kernel::state`] order, then the master weights or the rounding key where the step keeps
+/// them) and the accessors the family's update reads and writes them through: `load_NAME(i)`
+/// and `store_NAME(i, x)` (for `g` only the load), `tensor_len()` in units of `V`. The
+/// bindings themselves are `tensor_NAME`, so a family cannot bypass the accessors, and how a
+/// tensor is stored stays the engine's alone. Every tensor is bound read-write, the gradients
+/// included: WebGPU forbids one buffer to be bound read-only and read-write in one dispatch,
+/// and parameters and gradients often share an arena.
 ///
 /// `p` and `g` in a 16-bit format (`params`) are words holding two elements: at vec4 width a
 /// `vec2<u32>` per V, unpacked and packed whole; at scalar width (the tail, which one
 /// invocation runs: shaders/elementwise.wgsl) one half of a word, the other half kept.
 /// Their element count is `2 × words` less the padding half of an odd length, which the
 /// tail's `TAIL_LEN` (`len % 4`) tells.
+///
+/// How `store_p` stores ([`ParamStore`]): rounded to nearest; stochastically rounded with the
+/// random bits of the element's index in the optimizer (the sub-range's first, from the
+/// `rounding_key` uniform, plus its own) and the step; or, with master weights, `load_p` and
+/// `store_p` read and write the f32 `tensor_master_param` and `store_p` also stores the
+/// parameter rounded to nearest.
 fn tensor_accessors(state: &[StateSlot], formats: &Formats, tail: bool) -> String {
     use std::fmt::Write;
     let mut out = String::new();
-    // Writing into a String cannot fail.
-    let mut declare = |binding: usize, name: &str, packed: Option<&str>, store: bool| {
-        let (ty, load, save) = match (packed, tail) {
-            (None, _) => ("V".to_string(), format!("tensor_{name}[i]"), format!("tensor_{name}[i] = x;")),
-            (Some(f), false) => (
-                "vec2<u32>".to_string(),
-                format!("unpack4_{f}(tensor_{name}[i])"),
-                format!("tensor_{name}[i] = pack4_{f}(x);"),
-            ),
-            (Some(f), true) => (
-                "u32".to_string(),
-                format!("{f}_decode((tensor_{name}[i / 2u] >> (16u * (i % 2u))) & 0xffffu)"),
-                format!(
-                    "let w = i / 2u; let at = 16u * (i % 2u); \
-                     tensor_{name}[w] = (tensor_{name}[w] & ~(0xffffu << at)) | ({f}_encode(x) << at);"
-                ),
-            ),
-        };
-        let _ = writeln!(
-            out,
-            "@group(1) @binding({binding}) var<storage, read_write> tensor_{name}: array<{ty}>;\n\
-             fn load_{name}(i: u32) -> V {{ return {load}; }}"
-        );
-        if store {
-            let _ = writeln!(out, "fn store_{name}(i: u32, x: V) {{ {save} }}");
-        }
-    };
     let codec = |f: ElementFormat| match f {
         ElementFormat::BF16 => Some("bf16"),
         ElementFormat::F16 => Some("f16"),
         _ => None,
     };
+    // The binding's element type, how element `i` (in units of V) loads, and the statement
+    // that stores `x` there, for a tensor `name` of codec `packed` (none: f32).
+    let access = |name: &str, packed: Option<&str>, stochastic: bool| -> (String, String, String) {
+        let encode = |f: &str, x: &str, lane: &str| {
+            if stochastic {
+                format!("bf16_encode_stochastic({x}, random_at({lane}))")
+            } else {
+                format!("{f}_encode({x})")
+            }
+        };
+        match (packed, tail) {
+            (None, _) => ("V".into(), format!("tensor_{name}[i]"), format!("tensor_{name}[i] = x;")),
+            (Some(f), false) => {
+                let lane = |k: u32| encode(f, &format!("x[{k}]"), &format!("4u * i + {k}u"));
+                let save = if stochastic {
+                    format!(
+                        "tensor_{name}[i] = vec2<u32>({} | ({} << 16u), {} | ({} << 16u));",
+                        lane(0),
+                        lane(1),
+                        lane(2),
+                        lane(3)
+                    )
+                } else {
+                    format!("tensor_{name}[i] = pack4_{f}(x);")
+                };
+                ("vec2<u32>".into(), format!("unpack4_{f}(tensor_{name}[i])"), save)
+            }
+            (Some(f), true) => (
+                "u32".into(),
+                format!("{f}_decode((tensor_{name}[i / 2u] >> (16u * (i % 2u))) & 0xffffu)"),
+                format!(
+                    "let w = i / 2u; let at = 16u * (i % 2u); \
+                     tensor_{name}[w] = (tensor_{name}[w] & ~(0xffffu << at)) | ({} << at);",
+                    encode(f, "x", "i")
+                ),
+            ),
+        }
+    };
+    // Writing into a String cannot fail.
+    let mut declare = |binding: usize, name: &str, ty: &str| {
+        let _ = writeln!(out, "@group(1) @binding({binding}) var<storage, read_write> tensor_{name}: array<{ty}>;");
+    };
     let packed = codec(formats.params);
-    declare(0, "p", packed, true);
-    declare(1, "g", packed, false);
+    let stochastic = formats.store == ParamStore::Stochastic;
+    let (p_ty, p_load, p_save) = access("p", packed, stochastic);
+    declare(0, "p", &p_ty);
+    let (g_ty, g_load, _) = access("g", packed, false);
+    declare(1, "g", &g_ty);
+    let mut functions = format!("fn load_g(i: u32) -> V {{ return {g_load}; }}\n");
     for (k, slot) in state.iter().enumerate() {
-        declare(2 + k, slot.torch_name, formats.state.get(k).copied().and_then(codec), true);
+        let name = slot.torch_name;
+        let (ty, load, save) = access(name, formats.state.get(k).copied().and_then(codec), false);
+        declare(2 + k, name, &ty);
+        let _ = writeln!(
+            functions,
+            "fn load_{name}(i: u32) -> V {{ return {load}; }}\nfn store_{name}(i: u32, x: V) {{ {save} }}"
+        );
     }
+    let next = 2 + state.len();
+    match formats.store {
+        ParamStore::Master => {
+            let (ty, load, save) = access(MASTER.torch_name, None, false);
+            declare(next, MASTER.torch_name, &ty);
+            let _ = writeln!(
+                functions,
+                "fn load_p(i: u32) -> V {{ return {load}; }}\nfn store_p(i: u32, x: V) {{ {save} {p_save} }}"
+            );
+        }
+        ParamStore::Stochastic => {
+            let _ = writeln!(
+                out,
+                "// The sub-range's first element in the optimizer (low, high word) and the seed (low, high).\n\
+                 @group(1) @binding({next}) var<uniform> rounding_key: vec4<u32>;\n\
+                 fn random_at(e: u32) -> u32 {{\n\
+                 let lo = rounding_key.x + e;\n\
+                 return random_bits(lo, rounding_key.y + u32(lo < e), step_counter[0] + 1u, rounding_key.zw);\n}}"
+            );
+            let _ = writeln!(
+                functions,
+                "fn load_p(i: u32) -> V {{ return {p_load}; }}\nfn store_p(i: u32, x: V) {{ {p_save} }}"
+            );
+        }
+        ParamStore::Nearest => {
+            let _ = writeln!(
+                functions,
+                "fn load_p(i: u32) -> V {{ return {p_load}; }}\nfn store_p(i: u32, x: V) {{ {p_save} }}"
+            );
+        }
+    }
+    out.push_str(&functions);
     let mut codecs: Vec<&str> =
         std::iter::once(formats.params).chain(formats.state.iter().copied()).filter_map(codec).collect();
     codecs.sort_unstable();
@@ -336,6 +403,19 @@ struct VariantKey {
     constants: Vec<(&'static str, u64)>,
 }
 
+/// Bytes of the rounding key stochastic rounding binds per sub-range: its first element's
+/// index in the optimizer (low, high word) and the seed (low, high word).
+pub(crate) const ROUNDING_KEY_BYTES: u64 = 16;
+
+/// Group 1 of an element-wise or staged step for `n` tensors beside p and g (the state, and
+/// the master weights where kept), and the pipeline layouts over it, indexed by `n`.
+struct TensorLayouts {
+    groups: Vec<wgpu::BindGroupLayout>,
+    pipelines: Vec<wgpu::PipelineLayout>,
+    /// Under the advancing group 0, which binds the next counter too: one tensor fewer fits.
+    advancing: Vec<wgpu::PipelineLayout>,
+}
+
 /// Compiled state shared by every optimizer of one context.
 pub(crate) struct Engine {
     /// Group 0: the step table and the GPU step counter (read-only), the gradient control.
@@ -344,11 +424,10 @@ pub(crate) struct Engine {
     /// step counter read-write (see shaders/common.wgsl).
     pub advancing_layout: wgpu::BindGroupLayout,
     advance_pipeline_layout: wgpu::PipelineLayout,
-    /// Advancing and tensor groups, per state count (one state fewer than `pipeline_layouts`).
-    advancing_pipeline_layouts: Vec<wgpu::PipelineLayout>,
-    /// Group 1 for a family with `n` state tensors: p, g, then the states.
-    tensor_layouts: Vec<wgpu::BindGroupLayout>,
-    pipeline_layouts: Vec<wgpu::PipelineLayout>,
+    /// Group 1 of an element-wise or staged step, and its pipeline layouts.
+    tensors: TensorLayouts,
+    /// The same with the rounding key of stochastic rounding after the tensors.
+    keyed: TensorLayouts,
     /// Group 2 of a staged family: partials, per-tensor sums, the sub-range's window.
     pub reduce_layout: wgpu::BindGroupLayout,
     /// Step, tensors and reduction groups, per state count.
@@ -450,22 +529,33 @@ impl Engine {
         // As many state tensors as the device binds beside the step table, the counter, p and
         // g (storage buffers per stage: 8 in WebGPU and Metal, so up to 4 states).
         let max_state = (device.limits().max_storage_buffers_per_shader_stage as usize).saturating_sub(4);
-        let tensor_layouts: Vec<_> = (0..=max_state)
-            .map(|n| group("wgpu-optim tensors", &(0..2 + n as u32).map(storage).collect::<Vec<_>>()))
-            .collect();
-        let pipeline_layouts = tensor_layouts.iter().map(|t| pipeline_layout(&[&step_layout, t])).collect();
-        // With the next counter: one state fewer fits.
-        let advancing_pipeline_layouts = tensor_layouts
-            .iter()
-            .take(tensor_layouts.len().saturating_sub(1))
-            .map(|t| pipeline_layout(&[&advancing_layout, t]))
-            .collect();
+        let tensor_layouts = |key: bool| {
+            let layouts: Vec<_> = (0..=max_state as u32)
+                .map(|n| {
+                    let mut entries: Vec<_> = (0..2 + n).map(storage).collect();
+                    entries.extend(key.then(|| uniform(2 + n, false, ROUNDING_KEY_BYTES)));
+                    group("wgpu-optim tensors", &entries)
+                })
+                .collect();
+            TensorLayouts {
+                pipelines: layouts.iter().map(|t| pipeline_layout(&[&step_layout, t])).collect(),
+                // With the next counter: one tensor fewer fits.
+                advancing: layouts
+                    .iter()
+                    .take(layouts.len().saturating_sub(1))
+                    .map(|t| pipeline_layout(&[&advancing_layout, t]))
+                    .collect(),
+                groups: layouts,
+            }
+        };
+        let (tensors, keyed) = (tensor_layouts(false), tensor_layouts(true));
         let reduce_layout =
             group("wgpu-optim reduction", &[storage(0), storage(1), uniform(2, true, SEGMENT_REDUCE_BYTES)]);
         // Two storage buffers more than an element-wise family: two states fewer fit.
-        let staged_pipeline_layouts = tensor_layouts
+        let staged_pipeline_layouts = tensors
+            .groups
             .iter()
-            .take(tensor_layouts.len().saturating_sub(2))
+            .take(tensors.groups.len().saturating_sub(2))
             .map(|t| pipeline_layout(&[&step_layout, t, &reduce_layout]))
             .collect();
         let finalize_layout = group("wgpu-optim reduction finalize", &[storage(0), storage(1), storage(2)]);
@@ -502,9 +592,8 @@ impl Engine {
             step_layout,
             advancing_layout,
             advance_pipeline_layout,
-            advancing_pipeline_layouts,
-            tensor_layouts,
-            pipeline_layouts,
+            tensors,
+            keyed,
             reduce_layout,
             staged_pipeline_layouts,
             finalize_layout,
@@ -518,17 +607,33 @@ impl Engine {
         }
     }
 
-    /// The tensor bind-group layout of `kernel`: p, g and its state tensors.
-    pub fn tensor_layout(&self, kernel: &Kernel) -> Result<&wgpu::BindGroupLayout> {
-        let n = kernel.state.len();
-        self.tensor_layouts.get(n).ok_or_else(|| {
+    /// Storage buffers per shader stage the device binds (as many as the layouts were built
+    /// for).
+    fn storage_per_stage(&self) -> usize {
+        self.tensors.groups.len() + 3
+    }
+
+    /// The layouts of steps that store parameters `store`'s way, and the tensors their
+    /// group 1 binds beside p and g: `kernel`'s state and the master weights where kept.
+    fn layouts_for(&self, kernel: &Kernel, store: ParamStore) -> (&TensorLayouts, usize) {
+        let n = kernel.state.len() + usize::from(store == ParamStore::Master);
+        (if store == ParamStore::Stochastic { &self.keyed } else { &self.tensors }, n)
+    }
+
+    /// The tensor bind-group layout of `kernel` storing parameters `store`'s way: p, g, its
+    /// state tensors, then the master weights or the rounding key.
+    pub fn tensor_layout(&self, kernel: &Kernel, store: ParamStore) -> Result<&wgpu::BindGroupLayout> {
+        let (layouts, n) = self.layouts_for(kernel, store);
+        layouts.groups.get(n).ok_or_else(|| {
+            let master = if store == ParamStore::Master { " and the master weights" } else { "" };
             Error::OverLimit(format!(
-                "{} keeps {n} state tensors; beside the step table, its counter, the parameters and the \
+                "{} keeps {} state tensors{master}; beside the step table, its counter, the parameters and the \
                  gradients that needs {} storage buffers per shader stage, and this device binds {} \
                  (max_storage_buffers_per_shader_stage): use a device with more",
                 kernel.family,
+                kernel.state.len(),
                 n + 4,
-                self.tensor_layouts.len() + 3
+                self.storage_per_stage()
             ))
         })
     }
@@ -553,7 +658,8 @@ impl Engine {
         let vec4_keys =
             distinct(plans.iter().map(|p| Pipelines::vec4_key(packed, p)).filter(|&k| k != (items, 0)).collect());
         let tail_lens = distinct(plans.iter().filter(|p| p.ends_in_tail()).map(tail_key).collect());
-        self.tensor_layout(kernel)?;
+        self.tensor_layout(kernel, formats.store)?;
+        let (layouts, n) = self.layouts_for(kernel, formats.store);
         if let Some(f) = std::iter::once(&formats.params).chain(&formats.state).find(|f| f.is_packed())
             && kernel.is_staged()
         {
@@ -572,12 +678,12 @@ impl Engine {
                     kernel.family,
                     kernel.state.len(),
                     kernel.state.len() + 6,
-                    self.tensor_layouts.len() + 3
+                    self.storage_per_stage()
                 ))
             })?;
             (layout, Composition::Staged)
         } else {
-            (&self.pipeline_layouts[kernel.state.len()], Composition::Elementwise)
+            (&layouts.pipelines[n], Composition::Elementwise)
         };
         let mut constants = constants.to_vec();
         constants.push(("ITEMS", f64::from(items)));
@@ -606,7 +712,7 @@ impl Engine {
             v.push(("TAIL_LEN", f64::from(tail)));
             v
         };
-        let advancing = match self.advancing_pipeline_layouts.get(kernel.state.len()) {
+        let advancing = match layouts.advancing.get(n) {
             Some(layout) if !kernel.is_staged() => {
                 Some(self.pipeline(ctx, &module, layout, last_tail, "main_advancing", &with(last.0, last.1))?)
             }
@@ -665,7 +771,7 @@ impl Engine {
                 "{}'s step binds {SHAPED_STORAGE} storage buffers per shader stage, and this device binds {} \
                  (max_storage_buffers_per_shader_stage): use a device with more",
                 kernel.family,
-                self.tensor_layouts.len() + 3
+                self.storage_per_stage()
             ))
         })
     }
@@ -1345,6 +1451,59 @@ mod tests {
                     names.into_iter().enumerate().map(|(i, n)| (i as u32, n.to_string())).collect();
                 assert_eq!(bound, expected, "{name}: tensor bindings");
                 assert_slots(name, &module);
+            }
+        }
+    }
+
+    #[test]
+    fn every_way_of_storing_16_bit_parameters_composes_a_valid_module() {
+        use crate::precision::ParamStore;
+        for (name, make) in ALL {
+            let kernel = make().kernel();
+            if kernel.is_staged() || kernel.is_shaped() {
+                continue;
+            }
+            for store in [ParamStore::Nearest, ParamStore::Stochastic, ParamStore::Master] {
+                let formats = super::Formats {
+                    params: crate::ElementFormat::BF16,
+                    state: vec![crate::ElementFormat::F32; kernel.state.len()],
+                    store,
+                };
+                for tail in [false, true] {
+                    let source = Composition::Elementwise.source(
+                        &formats,
+                        tail,
+                        ScalarBinding::Storage,
+                        kernel.state,
+                        kernel.source,
+                    );
+                    let module = naga::front::wgsl::parse_str(&source).unwrap_or_else(|e| panic!("{name}: {e}"));
+                    naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
+                        .validate(&module)
+                        .unwrap_or_else(|e| panic!("{name} ({store:?}, tail {tail}): {e:?}"));
+                    let mut bound: Vec<(u32, String)> = module
+                        .global_variables
+                        .iter()
+                        .filter_map(|(_, v)| {
+                            let b = v.binding.as_ref()?;
+                            (b.group == 1).then(|| (b.binding, v.name.clone().unwrap_or_default()))
+                        })
+                        .collect();
+                    bound.sort();
+                    let mut names: Vec<String> = ["p", "g"]
+                        .into_iter()
+                        .chain(kernel.state.iter().map(|s| s.torch_name))
+                        .map(|n| format!("tensor_{n}"))
+                        .collect();
+                    match store {
+                        ParamStore::Master => names.push("tensor_master_param".into()),
+                        ParamStore::Stochastic => names.push("rounding_key".into()),
+                        ParamStore::Nearest => {}
+                    }
+                    let expected: Vec<(u32, String)> =
+                        names.into_iter().enumerate().map(|(i, n)| (i as u32, n)).collect();
+                    assert_eq!(bound, expected, "{name} ({store:?}): tensor bindings");
+                }
             }
         }
     }

@@ -129,7 +129,7 @@ fn storage_buffer(ctx: &GpuContext, label: &str, floats: usize) -> wgpu::Buffer 
 /// row or column crosses one.
 pub(crate) fn segment_len(ctx: &GpuContext, shape: &[usize]) -> Result<usize> {
     let Factoring { rows: m, cols: n, factored, .. } = Factoring::of(shape)?;
-    let seg_len = ctx.tuning().segment_len(ElementFormat::F32);
+    let seg_len = ctx.tuning().segment_len();
     if !factored {
         return Ok(seg_len);
     }

@@ -9,6 +9,7 @@ use crate::factored::{Bound, FactoredStep};
 use crate::gpu::GpuContext;
 use crate::monitor::{Checked, HealthCheck, TensorHealth};
 use crate::optim::{Optimizer, ScalarBlock, StateSlot};
+use crate::precision::{MASTER, Precision};
 use crate::reduction::Reduction;
 use crate::schedule::Schedule;
 use crate::step::Stage;
@@ -19,9 +20,14 @@ pub use crate::engine::SCALAR_SLOTS;
 /// The most steps the GPU's u32 counter counts (its slot tags compare as u32).
 const MAX_STEP: u64 = u32::MAX as u64;
 
-/// The element formats a step of `o` over `params` reads: the variant the engine compiles.
-fn formats(o: &dyn Optimizer, params: &GpuTensor) -> Formats {
-    Formats { params: params.format(), state: (0..o.kernel().state.len()).map(|i| o.state_format(i)).collect() }
+/// The element formats a step of `o` over `params` reads, and how it stores them: the
+/// variant the engine compiles.
+fn formats(o: &dyn Optimizer, params: &GpuTensor, precision: Precision) -> Formats {
+    Formats {
+        params: params.format(),
+        state: (0..o.kernel().state.len()).map(|i| o.state_format(i)).collect(),
+        store: precision.store(),
+    }
 }
 
 /// An optimizer whose parameters, gradients and state live on the GPU.
@@ -40,6 +46,9 @@ pub struct GpuOptimizer {
     params: GpuTensor,
     grads: GpuTensor,
     state: Vec<Option<GpuTensor>>,
+    /// How a step stores the parameters, and the f32 master copy where it keeps one.
+    precision: Precision,
+    master: Option<GpuTensor>,
     step: u64,
     /// The element-wise and reduction pipelines (`None` for a shaped step, whose own are in
     /// `factored`).
@@ -112,7 +121,35 @@ impl GpuOptimizer {
     ) -> Result<Self> {
         let segments = params.segments().len();
         let shapes = vec![vec![params.len()]];
-        Self::from_parts(ctx, optimizer.into(), params, grads, vec![0; segments], shapes)
+        Self::from_parts(ctx, optimizer.into(), params, grads, vec![0; segments], shapes, Precision::default())
+    }
+
+    /// The same optimizer storing its parameters `precision`'s way ([`Precision`]): bf16
+    /// parameters with stochastic rounding, or 16-bit ones with an f32 master copy (which
+    /// starts as the parameters' values). Built again with fresh state, so before the first
+    /// step; the schedule and update tracking carry over. `Err(Unsupported)` names what does
+    /// not fit (stochastic rounding of other than bf16, master weights of f32 parameters, an
+    /// optimizer with a reduction stage).
+    pub fn with_precision(self, precision: Precision) -> Result<Self> {
+        if self.step > 0 {
+            return Err(Error::Unsupported(format!(
+                "with_precision after {} steps: the precision is chosen before the first step (the state is \
+                 built for it)",
+                self.step
+            )));
+        }
+        let segments = self.params.segments().len();
+        let (params, grads, shapes) = (self.params.clone(), self.grads.clone(), self.shapes.clone());
+        let mut next =
+            Self::from_parts(&self.ctx, self.optimizer.clone(), params, grads, vec![0; segments], shapes, precision)?;
+        next.set_schedule(self.schedule.map(|(s, _, _)| s))?;
+        next.track_updates(self.before.is_some())?;
+        Ok(next)
+    }
+
+    /// How a step stores the parameters.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// Uploads `params`, a tensor of `shape` (row-major, as torch's), and creates zeroed
@@ -133,13 +170,13 @@ impl GpuOptimizer {
         let seg_len = if optimizer.kernel().is_shaped() {
             crate::factored::segment_len(ctx, shape)?
         } else {
-            ctx.tuning().segment_len(crate::ElementFormat::F32)
+            ctx.tuning().segment_len()
         };
         let params = GpuTensor::zeros_with(ctx, crate::ElementFormat::F32, numel, seg_len)?;
         params.write(ctx, data)?;
         let grads = GpuTensor::zeros_with(ctx, crate::ElementFormat::F32, numel, seg_len)?;
         let segments = params.segments().len();
-        Self::from_parts(ctx, optimizer, params, grads, vec![0; segments], vec![shape.to_vec()])
+        Self::from_parts(ctx, optimizer, params, grads, vec![0; segments], vec![shape.to_vec()], Precision::default())
     }
 
     /// Binds several parameter tensors (concatenated in `params`, sub-range `i` belonging to
@@ -151,8 +188,10 @@ impl GpuOptimizer {
         grads: GpuTensor,
         segment_tensor: Vec<u32>,
         shapes: Vec<Vec<usize>>,
+        precision: Precision,
     ) -> Result<Self> {
         optimizer.validate()?;
+        precision.check(&*optimizer, params.format())?;
         crate::step::check_supported(optimizer.name(), optimizer.kernel().stages)?;
         if grads.len() != params.len() {
             return Err(Error::LengthMismatch { what: "grads", expected: params.len(), actual: grads.len() });
@@ -190,7 +229,7 @@ impl GpuOptimizer {
         let (params, grads) = if kernel.is_staged() || kernel.is_shaped() {
             (params, grads)
         } else {
-            let max_len = ctx.tuning().segment_len(params.format());
+            let max_len = ctx.tuning().segment_len();
             let [p, g] = crate::tensor::merge_contiguous([&params, &grads], max_len);
             (p, g)
         };
@@ -201,7 +240,7 @@ impl GpuOptimizer {
         let parts = if kernel.is_shaped() {
             Parts::shaped(ctx, &*optimizer, (&param_parts, &grad_parts), &shapes, &steps)?
         } else {
-            Parts::elementwise(ctx, &*optimizer, (&params, &grads), &segment_tensor)?
+            Parts::elementwise(ctx, &*optimizer, (&params, &grads), &segment_tensor, precision)?
         };
         Ok(GpuOptimizer {
             ctx: ctx.clone(),
@@ -209,6 +248,8 @@ impl GpuOptimizer {
             params,
             grads,
             state: parts.state,
+            precision,
+            master: parts.master,
             step: 0,
             pipelines: parts.pipelines,
             shapes,
@@ -474,7 +515,7 @@ impl GpuOptimizer {
         // The learning rate of the steps taken, as a run that never skipped would hold it.
         let mut at = self.optimizer.clone_box();
         at.set_lr(self.lr_after(taken));
-        Ok(GroupSnapshot::of(&*at, taken, shapes, state, &self.schedule))
+        Ok(GroupSnapshot::of(&*at, taken, shapes, state, &self.schedule, self.precision))
     }
 
     /// Checks that `group` fits this optimizer over tensors of `shapes`; changes nothing.
@@ -484,7 +525,7 @@ impl GpuOptimizer {
         group: &'a GroupSnapshot,
         shapes: &[Vec<usize>],
     ) -> Result<Restore<'a>> {
-        let restore = group.restore(path, &*self.optimizer, shapes, &self.schedule)?;
+        let restore = group.restore(path, &*self.optimizer, shapes, &self.schedule, self.precision)?;
         if restore.step > MAX_STEP {
             return Err(crate::checkpoint::bad(
                 path,
@@ -500,6 +541,9 @@ impl GpuOptimizer {
             if let (Some(t), Some(data)) = (t, data) {
                 t.write_host(&self.ctx, data)?;
             }
+        }
+        if let (Some(m), Some(data)) = (&self.master, restore.master) {
+            m.write_host(&self.ctx, data)?;
         }
         let counter = restore.step as u32; // checked in check_restore
         self.steps.set_counter(&self.ctx, counter)?;
@@ -535,7 +579,7 @@ impl GpuOptimizer {
             self.step_groups = step_groups;
             return Ok(());
         }
-        let formats = formats(next, &self.params);
+        let formats = formats(next, &self.params, self.precision);
         let pipelines = ctx.engine().pipelines(&ctx, next.kernel(), &formats, &constants, &self.plans)?;
         self.advance = pipelines.advance.clone();
         (self.pipelines, self.step_groups) = (Some(pipelines), step_groups);
@@ -679,9 +723,11 @@ impl GpuOptimizer {
         &self.grads
     }
 
-    /// The state tensors this configuration uses, with their names.
+    /// The state tensors this configuration uses, with their names, and the master weights
+    /// (`master_param`) where the step keeps them.
     pub fn state(&self) -> impl Iterator<Item = (&'static StateSlot, &GpuTensor)> {
-        self.optimizer.kernel().state.iter().zip(&self.state).filter_map(|(slot, t)| Some((slot, t.as_ref()?)))
+        let kept = self.optimizer.kernel().state.iter().zip(&self.state);
+        kept.filter_map(|(slot, t)| Some((slot, t.as_ref()?))).chain(self.master.as_ref().map(|m| (&MASTER, m)))
     }
 
     /// One state tensor by role (`m`) or torch name (`exp_avg`).
@@ -731,10 +777,37 @@ impl engine::Stepper for GpuOptimizer {
     }
 }
 
+/// The rounding keys of stochastic rounding, one window per sub-range of `params` (at the
+/// device's uniform offset alignment): the index of its first element in the optimizer (low,
+/// high word) and the seed (low, high word). Returns the buffer and the windows' stride.
+fn rounding_keys(ctx: &GpuContext, params: &GpuTensor, seed: u64) -> Result<(wgpu::Buffer, u64)> {
+    let align = u64::from(ctx.limits().min_uniform_buffer_offset_alignment);
+    let stride = engine::ROUNDING_KEY_BYTES.next_multiple_of(align);
+    let mut bytes = Vec::new();
+    let mut first = 0u64;
+    for s in params.segments() {
+        let key = [first as u32, (first >> 32) as u32, seed as u32, (seed >> 32) as u32];
+        bytes.extend_from_slice(bytemuck::cast_slice(&key));
+        bytes.resize(bytes.len().next_multiple_of(stride as usize), 0);
+        first += s.len as u64;
+    }
+    ctx.scoped("writing the rounding keys", || {
+        let buffer = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+            label: Some("wgpu-optim rounding keys"),
+            size: bytes.len() as u64,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        ctx.queue().write_buffer(&buffer, 0, &bytes);
+        (buffer, stride)
+    })
+}
+
 /// What a step records beside the step table: the state, and the pipelines, dispatch plans
 /// and bind groups of an element-wise or staged step, or a shaped step's per tensor.
 struct Parts {
     state: Vec<Option<GpuTensor>>,
+    master: Option<GpuTensor>,
     pipelines: Option<Pipelines>,
     advance: wgpu::ComputePipeline,
     factored: Vec<FactoredStep>,
@@ -751,9 +824,23 @@ impl Parts {
         optimizer: &dyn Optimizer,
         (params, grads): (&GpuTensor, &GpuTensor),
         segment_tensor: &[u32],
+        precision: Precision,
     ) -> Result<Self> {
         let kernel = optimizer.kernel();
         let lens = params.segment_lens();
+        // The master weights start as the parameters' values (exact: 16 bits widen to f32).
+        let master = match precision {
+            Precision::MasterWeights => {
+                let master = GpuTensor::zeros_like(ctx, crate::ElementFormat::F32, params)?;
+                master.write(ctx, &params.read(ctx)?)?;
+                Some(master)
+            }
+            _ => None,
+        };
+        let keys = match precision {
+            Precision::StochasticRounding { seed } => Some(rounding_keys(ctx, params, seed)?),
+            _ => None,
+        };
         let state = (0..kernel.state.len())
             .map(|i| {
                 optimizer
@@ -770,13 +857,14 @@ impl Parts {
             .map(|s| SegmentPlan::new(s.len, ctx.tuning(), !kernel.is_staged()))
             .collect::<Result<Vec<_>>>()?;
         let constants = GpuOptimizer::variant(optimizer, false);
-        let pipelines = ctx.engine().pipelines(ctx, kernel, &formats(optimizer, params), &constants, &plans)?;
+        let formats = formats(optimizer, params, precision);
+        let pipelines = ctx.engine().pipelines(ctx, kernel, &formats, &constants, &plans)?;
         let reduction = if kernel.is_staged() {
             Some(Reduction::new(ctx, kernel.stages, &plans, &lens, segment_tensor)?)
         } else {
             None
         };
-        let layout = ctx.engine().tensor_layout(kernel)?;
+        let layout = ctx.engine().tensor_layout(kernel, precision.store())?;
         let tensor_groups = ctx.scoped("binding tensors", || {
             // Unused state slots (v_max without AMSGrad, ...) are bound to the sub-range of a
             // slot in use, which their variant never reads or writes, or where none is in use
@@ -808,12 +896,29 @@ impl Parts {
                             (None, None) => placeholders[runs[i]].as_entire_binding(),
                         });
                     }
+                    resources.extend(master.as_ref().map(|m| m.segments()[i].binding()));
+                    resources.extend(keys.as_ref().map(|(buffer, stride)| {
+                        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                            buffer,
+                            offset: i as u64 * stride,
+                            size: wgpu::BufferSize::new(engine::ROUNDING_KEY_BYTES),
+                        })
+                    }));
                     engine::bind_in_order(ctx, "wgpu-optim tensors", layout, resources)
                 })
                 .collect::<Vec<_>>()
         })?;
         let advance = pipelines.advance.clone();
-        Ok(Parts { state, pipelines: Some(pipelines), advance, factored: Vec::new(), plans, tensor_groups, reduction })
+        Ok(Parts {
+            state,
+            master,
+            pipelines: Some(pipelines),
+            advance,
+            factored: Vec::new(),
+            plans,
+            tensor_groups,
+            reduction,
+        })
     }
 
     /// A shaped step: each tensor's own buffers and entry points over one step table, the
@@ -855,6 +960,7 @@ impl Parts {
         };
         Ok(Parts {
             state,
+            master: None,
             pipelines: None,
             advance,
             factored,

@@ -9,6 +9,7 @@ use crate::gpu::GpuContext;
 use crate::gpu_optimizer::{GpuOptimizer, SCALAR_SLOTS};
 use crate::monitor::{HealthCheck, TensorHealth};
 use crate::optim::Optimizer;
+use crate::precision::Precision;
 use crate::tensor::GpuTensor;
 
 /// One group: the tensors it updates (parameters and their gradients, in the same order)
@@ -23,6 +24,10 @@ pub struct ParamGroup<'a> {
     /// Each tensor's shape (row-major, as torch's), which a shaped step such as Adafactor's
     /// follows; empty: every tensor flat.
     pub shapes: Vec<Vec<usize>>,
+    /// How a step stores the group's parameters (16-bit ones: stochastic rounding or f32
+    /// master weights; see [`Precision`]). Give each group under stochastic rounding its own
+    /// seed.
+    pub precision: Precision,
 }
 
 impl<'a> ParamGroup<'a> {
@@ -32,7 +37,12 @@ impl<'a> ParamGroup<'a> {
         params: Vec<&'a GpuTensor>,
         grads: Vec<&'a GpuTensor>,
     ) -> Self {
-        ParamGroup { optimizer: optimizer.into(), params, grads, shapes: Vec::new() }
+        ParamGroup { optimizer: optimizer.into(), params, grads, shapes: Vec::new(), precision: Precision::default() }
+    }
+
+    /// The group's parameters stored `precision`'s way.
+    pub fn with_precision(self, precision: Precision) -> Self {
+        ParamGroup { precision, ..self }
     }
 
     /// The tensors' shapes, one per tensor.
@@ -132,6 +142,7 @@ impl ParamGroups {
             GpuTensor::concat(&g.grads)?,
             segment_tensor,
             shapes,
+            g.precision,
         )
     }
 
@@ -485,7 +496,7 @@ fn check_groups_disjoint(groups: &[(usize, &ParamGroup<'_>)]) -> Result<()> {
 /// Every group's gradients as the gradient control reads them: sub-ranges end to end in one
 /// buffer as one, so that an arena's views cost the norm one dispatch per run, not per view.
 fn merged(ctx: &GpuContext, grads: GpuTensor) -> GpuTensor {
-    let max_len = ctx.tuning().segment_len(grads.format());
+    let max_len = ctx.tuning().segment_len();
     let [merged] = crate::tensor::merge_contiguous([&grads], max_len);
     merged
 }

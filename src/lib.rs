@@ -53,6 +53,7 @@ pub mod gpu_optimizer;
 pub mod groups;
 pub mod monitor;
 pub mod optim;
+pub mod precision;
 mod reduction;
 pub mod schedule;
 mod simd;
@@ -72,5 +73,6 @@ pub use optim::{
     AdaBelief, Adadelta, Adafactor, Adagrad, Adam, AdamW, Adamax, Adan, Factoring, Lamb, Lars, Lion, NAdam, Optimizer,
     RAdam, RmsProp, Sgd,
 };
+pub use precision::Precision;
 pub use tensor::{GpuTensor, HostData, Segment};
 pub use tuning::{SavedTuning, ScalarBinding, Tuning};

@@ -100,7 +100,7 @@ impl GpuTensor {
 
     /// A tensor of `len` zero elements of `format`.
     pub fn zeros_of(ctx: &GpuContext, format: ElementFormat, len: usize) -> Result<Self> {
-        Self::zeros_with(ctx, format, len, ctx.tuning().segment_len(format))
+        Self::zeros_with(ctx, format, len, ctx.tuning().segment_len())
     }
 
     /// Zeros in sub-ranges of `seg_len` elements (at most the tuning's).
@@ -398,7 +398,7 @@ impl GpuTensor {
             });
         }
         check_device(ctx, buffer, WHAT)?;
-        let seg_len = ctx.tuning().segment_len(format);
+        let seg_len = ctx.tuning().segment_len();
         let seg_bytes = seg_len as u64 * format.bytes();
         let segments = segment_lens(len, seg_len)
             .into_iter()

@@ -24,9 +24,12 @@ pub struct Tuning {
     /// Largest number of workgroups in one grid dimension; larger dispatches fold into y.
     /// Default: the device's `max_compute_workgroups_per_dimension` (65535 on every backend).
     pub max_workgroups_per_dimension: u32,
-    /// Bytes of one bound sub-range of a tensor: every tensor is processed as consecutive
-    /// sub-ranges of this size (the last one shorter). A multiple of 16 bytes and of the
-    /// device's storage offset alignment, at most `max_storage_buffer_binding_size`.
+    /// Bytes of one bound sub-range of an f32 tensor: every tensor is processed as
+    /// consecutive sub-ranges of `segment_bytes / 4` elements (the last one shorter), a 16-bit
+    /// tensor's in half the bytes, so that f32 state or master weights laid out like it fit a
+    /// binding too. A multiple of 32 bytes and of twice the device's storage offset alignment
+    /// (a 16-bit tensor's sub-ranges then start aligned as well), at most
+    /// `max_storage_buffer_binding_size`.
     pub segment_bytes: u64,
     /// Size cap of one physical buffer this crate allocates; larger tensors are spread over
     /// several buffers. Default 512 MiB: on an H100 (Vulkan), 1 GiB buffers ran an AdamW
@@ -157,15 +160,16 @@ impl Tuning {
         Ok(())
     }
 
-    /// Elements of `format` in one sub-range.
-    pub fn segment_len(&self, format: crate::ElementFormat) -> usize {
-        format.elements_in(self.segment_bytes) as usize
+    /// Elements in one sub-range, whatever their format (see [`segment_bytes`](Self::segment_bytes)).
+    pub fn segment_len(&self) -> usize {
+        crate::ElementFormat::F32.elements_in(self.segment_bytes) as usize
     }
 }
 
-/// Sub-ranges must start on the device's storage offset alignment and hold whole `vec4`s.
+/// Sub-ranges must start on the device's storage offset alignment and hold whole `vec4`s, a
+/// 16-bit tensor's (half the bytes of an f32 one's) too.
 fn segment_alignment(limits: &wgpu::Limits) -> u64 {
-    u64::from(limits.min_storage_buffer_offset_alignment).max(16)
+    2 * u64::from(limits.min_storage_buffer_offset_alignment).max(16)
 }
 
 /// An adapter family and the tuning `wgpu-optim tune` measured on one of its devices. A

@@ -203,12 +203,14 @@ fn run_with(ctx: &GpuContext, start: &[Vec<f32>], wd: f64) -> Run {
                 params: vec![&p[0], &p[1]],
                 grads: vec![&g[0], &g[1]],
                 shapes: Vec::new(),
+                precision: Default::default(),
             },
             ParamGroup {
                 optimizer: Sgd::new(0.05).with_momentum(0.9).into(),
                 params: vec![&p[2]],
                 grads: vec![&g[2]],
                 shapes: Vec::new(),
+                precision: Default::default(),
             },
         ],
     )

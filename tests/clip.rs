@@ -32,12 +32,14 @@ fn groups(ctx: &GpuContext, p: &[GpuTensor], g: &[GpuTensor]) -> ParamGroups {
                 params: vec![&p[0], &p[1]],
                 grads: vec![&g[0], &g[1]],
                 shapes: Vec::new(),
+                precision: Default::default(),
             },
             ParamGroup {
                 optimizer: Sgd::new(0.1).with_momentum(0.9).into(),
                 params: vec![&p[2]],
                 grads: vec![&g[2]],
                 shapes: Vec::new(),
+                precision: Default::default(),
             },
         ],
     )
@@ -348,7 +350,13 @@ fn a_lone_optimizer_gets_gradient_control_through_one_group() {
     let (p, g) = (GpuTensor::from_slice(&ctx, &start).unwrap(), GpuTensor::zeros(&ctx, n).unwrap());
     let mut built = ParamGroups::new(
         &ctx,
-        vec![ParamGroup { optimizer: config.into(), params: vec![&p], grads: vec![&g], shapes: Vec::new() }],
+        vec![ParamGroup {
+            optimizer: config.into(),
+            params: vec![&p],
+            grads: vec![&g],
+            shapes: Vec::new(),
+            precision: Default::default(),
+        }],
     )
     .unwrap();
     for k in 1..=2 {

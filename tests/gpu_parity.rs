@@ -101,7 +101,7 @@ fn small_segments() -> GpuContext {
 #[test]
 fn tensors_spanning_several_sub_ranges_and_buffers_match() {
     let ctx = small_segments();
-    let seg = ctx.tuning().segment_len(wgpu_optim::ElementFormat::F32);
+    let seg = ctx.tuning().segment_len();
     let n = 5 * seg + 7;
     let t = GpuTensor::zeros(&ctx, n).unwrap();
     assert_eq!(t.segments().len(), 6);
@@ -120,7 +120,7 @@ fn tensors_spanning_several_sub_ranges_and_buffers_match() {
 #[test]
 fn k_steps_in_one_submit_equal_k_separate_steps() {
     let ctx = small_segments();
-    let n = 3 * ctx.tuning().segment_len(wgpu_optim::ElementFormat::F32) + 2;
+    let n = 3 * ctx.tuning().segment_len() + 2;
     let g = grads(n, 1);
     for (label, opt) in variants() {
         let mut one = GpuOptimizer::new(&ctx, opt.clone_box(), &params(n)).unwrap();
@@ -168,7 +168,7 @@ fn more_steps_than_scalar_slots_wrap_the_ring() {
 #[test]
 fn caller_buffers_and_encoder_give_the_same_bits_as_owned_tensors() {
     let ctx = small_segments();
-    let seg = ctx.tuning().segment_len(wgpu_optim::ElementFormat::F32);
+    let seg = ctx.tuning().segment_len();
     let n = 2 * seg + 5;
     let align = u64::from(ctx.limits().min_storage_buffer_offset_alignment).max(256);
     let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC;

@@ -81,6 +81,7 @@ fn gpt2_shaped_148_tensors_separate_and_arena_agree_bit_for_bit_and_match_the_cp
                 params: group_of(&m, g, &sep_p),
                 grads: group_of(&m, g, &sep_g),
                 shapes: Vec::new(),
+                precision: Default::default(),
             })
             .collect(),
     )
@@ -116,6 +117,7 @@ fn gpt2_shaped_148_tensors_separate_and_arena_agree_bit_for_bit_and_match_the_cp
                 params: vec![&slices[g].0],
                 grads: vec![&slices[g].1],
                 shapes: Vec::new(),
+                precision: Default::default(),
             })
             .collect(),
     )
@@ -199,7 +201,13 @@ fn groups_can_be_reconfigured_between_steps() {
     let g = GpuTensor::zeros(&ctx, n).unwrap();
     let mut groups = ParamGroups::new(
         &ctx,
-        vec![ParamGroup { optimizer: AdamW::new(1e-2).into(), params: vec![&p], grads: vec![&g], shapes: Vec::new() }],
+        vec![ParamGroup {
+            optimizer: AdamW::new(1e-2).into(),
+            params: vec![&p],
+            grads: vec![&g],
+            shapes: Vec::new(),
+            precision: Default::default(),
+        }],
     )
     .unwrap();
     let mut cpu = CpuOptimizer::new(AdamW::new(1e-2), &params(n)).unwrap();
@@ -297,6 +305,7 @@ fn add_param_group_equals_building_the_groups_together() {
             params: p[i.clone()].iter().collect(),
             grads: g[i].iter().collect(),
             shapes: Vec::new(),
+            precision: Default::default(),
         }
     }
     let lamb = || -> Box<dyn Optimizer> { wgpu_optim::Lamb::new(1e-2).into() };

@@ -126,12 +126,14 @@ fn groups_report_per_group_and_a_skipped_step_updates_nothing() {
                 params: vec![&p[0]],
                 grads: vec![&g[0]],
                 shapes: Vec::new(),
+                precision: Default::default(),
             },
             ParamGroup {
                 optimizer: Sgd::new(0.1).with_momentum(0.9).into(),
                 params: vec![&p[1]],
                 grads: vec![&g[1]],
                 shapes: Vec::new(),
+                precision: Default::default(),
             },
         ],
     )

@@ -79,6 +79,7 @@ fn a_group_of_tensors_gets_a_trust_ratio_per_tensor_on_the_gpu() {
             params: p.iter().collect(),
             grads: g.iter().collect(),
             shapes: Vec::new(),
+            precision: Default::default(),
         };
         let mut gpu = ParamGroups::new(&ctx, vec![group]).unwrap();
         for k in 1..=STEPS {

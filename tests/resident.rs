@@ -46,12 +46,14 @@ fn more_steps_create_no_more_wgpu_objects() {
                 params: vec![&p[0], &p[1]],
                 grads: vec![&g[0], &g[1]],
                 shapes: Vec::new(),
+                precision: Default::default(),
             },
             ParamGroup {
                 optimizer: wgpu_optim::Sgd::new(0.1).with_momentum(0.9).into(),
                 params: vec![&p[2], &p[3]],
                 grads: vec![&g[2], &g[3]],
                 shapes: Vec::new(),
+                precision: Default::default(),
             },
         ],
     )

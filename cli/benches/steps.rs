@@ -132,6 +132,7 @@ fn host_overhead_148_tensors(c: &mut Criterion) {
         params: sep.iter().filter(|t| t.2 == decay).map(|t| &t.0).collect(),
         grads: sep.iter().filter(|t| t.2 == decay).map(|t| &t.1).collect(),
         shapes: Vec::new(),
+        precision: Default::default(),
     };
     let mut separate = ParamGroups::new(&ctx, vec![group(true), group(false)]).unwrap();
     // One arena: each group one contiguous, aligned slice.
@@ -149,6 +150,7 @@ fn host_overhead_148_tensors(c: &mut Criterion) {
                 params: vec![&slices[g].0],
                 grads: vec![&slices[g].1],
                 shapes: Vec::new(),
+                precision: Default::default(),
             })
             .collect(),
     )

@@ -207,6 +207,7 @@ impl Workload {
                 params: stepped.0.iter().collect(),
                 grads: stepped.1.iter().collect(),
                 shapes: Vec::new(),
+                precision: Default::default(),
             }],
         )?;
         Ok(GpuWorkload { groups, params, starts })

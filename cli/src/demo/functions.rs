@@ -192,7 +192,13 @@ pub fn run(
         configs
             .into_iter()
             .zip(&views)
-            .map(|(o, (vp, vg))| ParamGroup { optimizer: o, params: vec![vp], grads: vec![vg], shapes: Vec::new() })
+            .map(|(o, (vp, vg))| ParamGroup {
+                optimizer: o,
+                params: vec![vp],
+                grads: vec![vg],
+                shapes: Vec::new(),
+                precision: Default::default(),
+            })
             .collect(),
     )?;
 
