@@ -285,11 +285,16 @@ impl GpuTensor {
     /// arena — one dispatch per sub-range per step, whatever the tensor count — and give
     /// your kernels the views. Where the gradients are zero the gaps stay zero under every
     /// optimizer of this crate, so they cost a little memory traffic and change nothing.
-    /// Elements are f32.
+    /// Elements are f32 ([`arena_of`](Self::arena_of) for another format).
     pub fn arena(ctx: &GpuContext, lens: &[usize]) -> Result<(Self, Vec<Self>)> {
-        let starts = Self::arena_starts(ctx, lens);
+        Self::arena_of(ctx, ElementFormat::F32, lens)
+    }
+
+    /// An [`arena`](Self::arena) of `format` elements (a 16-bit tensor's views: even lengths).
+    pub fn arena_of(ctx: &GpuContext, format: ElementFormat, lens: &[usize]) -> Result<(Self, Vec<Self>)> {
+        let starts = Self::arena_starts_of(ctx, format, lens);
         let total = starts.last().zip(lens.last()).map_or(0, |(s, n)| s + n);
-        let whole = Self::zeros(ctx, total)?;
+        let whole = Self::zeros_of(ctx, format, total)?;
         let views = lens.iter().zip(&starts).map(|(&n, &start)| whole.slice(ctx, start, n)).collect::<Result<_>>()?;
         Ok((whole, views))
     }
@@ -298,8 +303,13 @@ impl GpuTensor {
     /// starts in an optimizer bound to the whole arena: each start a multiple of the storage
     /// offset alignment (f32 elements).
     pub fn arena_starts(ctx: &GpuContext, lens: &[usize]) -> Vec<usize> {
-        let align = ElementFormat::F32.elements_in(u64::from(ctx.limits().min_storage_buffer_offset_alignment));
-        let align = align.max(1) as usize;
+        Self::arena_starts_of(ctx, ElementFormat::F32, lens)
+    }
+
+    /// Where each tensor of an [`arena_of`](Self::arena_of) `format` starts in it.
+    pub fn arena_starts_of(ctx: &GpuContext, format: ElementFormat, lens: &[usize]) -> Vec<usize> {
+        let align = format.elements_in(u64::from(ctx.limits().min_storage_buffer_offset_alignment));
+        let align = align.max(2) as usize;
         lens.iter().scan(0, |at, &n| Some(std::mem::replace(at, *at + n.next_multiple_of(align)))).collect()
     }
 

@@ -13,6 +13,11 @@ pub enum Error {
     #[error("the GPU result is wrong: {0}")]
     ResultMismatch(String),
 
+    /// A benchmark argument is outside what the benchmark supports (the message says what
+    /// would do).
+    #[error("bench: {0}")]
+    BenchArgument(String),
+
     /// A demo argument is outside what the demo supports (the message says what would do).
     #[error("demo: {0}")]
     DemoArgument(String),

@@ -24,4 +24,5 @@ fn bad_arguments_are_refused_before_any_work() {
     refused(&["bench", "--json", "/no/such/directory/x.json"], &["--json /no/such/directory/x.json", "cannot write"]);
     refused(&["tune", "--save", "/no/such/directory/t.json"], &["--save /no/such/directory/t.json", "cannot write"]);
     refused(&["bench", "--optimizer", "adafactor"], &["Adafactor", "shape"]);
+    refused(&["bench", "--precision", "bf8"], &["bf8", "bf16-master", "f16"]);
 }

@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use wgpu_optim::{AdamW, Optimizer};
 use wgpu_optim_cli::Error;
-use wgpu_optim_cli::bench::{Storage, TensorSet, Workload};
+use wgpu_optim_cli::bench::{MODES, Mode, Storage, TensorSet, Workload};
 
 #[test]
 fn the_benchmark_refuses_to_time_a_wrong_result() {
@@ -27,4 +27,32 @@ fn the_benchmark_refuses_to_time_a_wrong_result() {
             other => panic!("{storage:?}: expected a refusal, got {other:?}"),
         }
     }
+}
+
+#[test]
+fn every_mode_is_checked_and_sized_by_its_formats() {
+    let ctx = ctx();
+    let adamw: Box<dyn Optimizer> = AdamW::default().into();
+    for mode in MODES {
+        let w = Workload::in_mode(&*adamw, TensorSet::model("gpt2-mini").unwrap(), mode).unwrap();
+        for storage in [Storage::Arena, Storage::Buffers] {
+            let mut gpu = w.gpu(&ctx, storage).unwrap();
+            w.check(&ctx, &mut gpu, 2).unwrap_or_else(|e| panic!("{} {storage:?}: {e}", mode.name));
+            // 16-bit tensors on the GPU: the parameters in the mode's format.
+            assert_eq!(gpu.params()[0].format(), mode.params, "{}", mode.name);
+        }
+    }
+    // Bytes per parameter, from the formats: AdamW moves p, g, m, v (and the master weights).
+    let sizes: Vec<(u64, u64)> =
+        MODES.iter().map(|m| (m.gpu_bytes_per_param(&*adamw), m.gpu_memory_per_param(&*adamw))).collect();
+    let by = |name: &str| sizes[MODES.iter().position(|m| m.name == name).unwrap()];
+    assert_eq!(by("f32"), (28, 16));
+    assert_eq!(by("bf16"), (22, 12));
+    assert_eq!(by("bf16-master"), (30, 16));
+    assert_eq!(by("bf16-moments"), (20, 12));
+    assert_eq!(by("bf16-sr-bf16-moments"), (14, 8));
+    // An optimizer whose state is f32 only has no 16-bit-state mode.
+    let nadam: Box<dyn Optimizer> = wgpu_optim::NAdam::default().into();
+    let moments = Mode::by_name("bf16-moments").unwrap();
+    assert!(matches!(Workload::in_mode(&*nadam, TensorSet::one(64), moments), Err(Error::BenchArgument(_))));
 }

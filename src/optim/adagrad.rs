@@ -92,6 +92,9 @@ impl Optimizer for Adagrad {
     fn state_format(&self, _slot: usize) -> crate::ElementFormat {
         self.state_format
     }
+    fn boxed_with_state_format(&self, format: crate::ElementFormat) -> Option<Box<dyn Optimizer>> {
+        Some(Box::new(self.clone().with_state_format(format)))
+    }
     common_methods!(KERNEL);
     fn name(&self) -> &'static str {
         "Adagrad"

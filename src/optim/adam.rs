@@ -212,6 +212,9 @@ impl Optimizer for Adam {
     fn state_format(&self, _slot: usize) -> crate::ElementFormat {
         self.state_format
     }
+    fn boxed_with_state_format(&self, format: crate::ElementFormat) -> Option<Box<dyn Optimizer>> {
+        Some(Box::new(self.clone().with_state_format(format)))
+    }
     common_methods!(KERNEL);
     fn name(&self) -> &'static str {
         "Adam"
@@ -273,6 +276,9 @@ impl Adam {
 impl Optimizer for AdamW {
     fn state_format(&self, _slot: usize) -> crate::ElementFormat {
         self.state_format
+    }
+    fn boxed_with_state_format(&self, format: crate::ElementFormat) -> Option<Box<dyn Optimizer>> {
+        Some(Box::new(self.clone().with_state_format(format)))
     }
     fn name(&self) -> &'static str {
         "AdamW"

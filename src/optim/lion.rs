@@ -109,6 +109,9 @@ impl Optimizer for Lion {
     fn state_format(&self, _slot: usize) -> crate::ElementFormat {
         self.state_format
     }
+    fn boxed_with_state_format(&self, format: crate::ElementFormat) -> Option<Box<dyn Optimizer>> {
+        Some(Box::new(self.clone().with_state_format(format)))
+    }
     /// torch keeps no step for lion-pytorch's Lion.
     fn scalar_state(&self, _step: u64) -> Vec<(&'static str, f32)> {
         Vec::new()

@@ -156,6 +156,14 @@ pub trait Optimizer: std::fmt::Debug + Send + Sync {
         let _ = slot;
         crate::ElementFormat::F32
     }
+    /// This configuration keeping every state slot in `format`, where the optimizer offers a
+    /// choice (`with_state_format` on SGD, Adam, AdamW, Lion, RMSprop and Adagrad); `None`
+    /// where its state is f32 only. What a caller holding a `dyn Optimizer` (a benchmark, a
+    /// command line) uses.
+    fn boxed_with_state_format(&self, format: crate::ElementFormat) -> Option<Box<dyn Optimizer>> {
+        let _ = format;
+        None
+    }
     /// Elements of state slot `slot` for a parameter of `shape`, 0 where this shape keeps
     /// none: by default the parameter's element count when the configuration uses the slot
     /// (state laid out like the parameter). A shaped step ([`Kernel::is_shaped`]) keeps

@@ -4,25 +4,24 @@
 //! against the CPU.
 
 mod check;
+mod modes;
 mod roof;
 mod run;
 mod sets;
 pub mod timing;
 
 pub use check::{Agreement, agreement, max_change, worst_error};
+pub use modes::{MODES, Mode};
 pub use roof::{CpuPass, GpuCopy};
 pub use run::{Clock, GpuClock, GpuWorkload, Storage, Workload, state_bytes};
 pub use sets::{MODEL_SETS, TensorSet, gpt2_shapes};
 
 use wgpu_optim::optim::Optimizer;
 
-/// Bytes one step moves per parameter: p is read and written, g read, every state tensor
-/// in use read and written; f32 throughout (AdamW: 7 × 4 = 28). Each stage before the last
-/// of a staged optimizer reads p and the state once more (LAMB: 28 + 12 = 40).
+/// Bytes one step moves per parameter with every tensor f32 (AdamW: 7 × 4 = 28; see
+/// [`Mode::gpu_bytes_per_param`]).
 pub fn bytes_per_param(o: &dyn Optimizer) -> u64 {
-    let states = (0..o.kernel().state.len()).filter(|&i| o.uses_state(i)).count() as u64;
-    let extra_stages = o.kernel().stages.len() as u64 - 1;
-    4 * (3 + 2 * states) + extra_stages * 4 * (1 + states)
+    MODES[0].gpu_bytes_per_param(o)
 }
 
 /// Which implementation a measurement is of.
@@ -55,6 +54,8 @@ impl Side {
 pub struct Measurement {
     /// Optimizer name.
     pub optimizer: String,
+    /// How the tensors are stored ([`Mode::name`]).
+    pub precision: String,
     /// The tensors (`2^20`, `gpt2`).
     pub workload: String,
     /// Number of tensors.
@@ -105,8 +106,9 @@ pub fn inputs(n: usize) -> (Vec<f32>, Vec<f32>) {
 }
 
 /// The columns of a measurement table (terminal and markdown alike).
-pub const COLUMNS: [&str; 11] = [
+pub const COLUMNS: [&str; 12] = [
     "optimizer",
+    "precision",
     "tensors",
     "params",
     "side",
@@ -121,10 +123,11 @@ pub const COLUMNS: [&str; 11] = [
 
 impl Measurement {
     /// This measurement's row of the table, under [`COLUMNS`].
-    pub fn cells(&self) -> [String; 11] {
+    pub fn cells(&self) -> [String; 12] {
         let (q1, q3) = self.quartiles;
         [
             self.optimizer.clone(),
+            self.precision.clone(),
             self.workload.clone(),
             self.params.to_string(),
             self.side.label().to_string(),
@@ -145,7 +148,7 @@ pub const ABOVE_ROOF: &str = "* faster than its roof: the medians of samples tak
 
 /// A markdown table of measurements.
 pub fn markdown(rows: &[Measurement]) -> String {
-    let mut s = format!("| {} |\n|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|\n", COLUMNS.join(" | "));
+    let mut s = format!("| {} |\n|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|\n", COLUMNS.join(" | "));
     for m in rows {
         s += &format!("| {} |\n", m.cells().join(" | "));
     }
@@ -159,6 +162,7 @@ pub fn json(rows: &[Measurement]) -> serde_json::Value {
             .map(|m| {
                 serde_json::json!({
                     "optimizer": m.optimizer,
+                    "precision": m.precision,
                     "workload": m.workload,
                     "tensors": m.tensors,
                     "params": m.params,

@@ -8,7 +8,7 @@ use wgpu_optim::gpu::GpuContext;
 use wgpu_optim::optim::Optimizer;
 use wgpu_optim::tensor::GpuTensor;
 
-use super::bytes_per_param;
+use super::Mode;
 use super::run::GpuClock;
 use super::timing::{Timed, timed};
 
@@ -77,13 +77,14 @@ pub struct CpuPass {
 }
 
 impl CpuPass {
-    /// Allocates the arrays and runs one pass (first touch of the pages).
-    pub fn new(o: &dyn Optimizer, n: usize) -> Result<Self> {
-        let states = (0..o.kernel().state.len()).filter(|&i| o.uses_state(i)).count();
+    /// Allocates the arrays of `o`'s step in `mode` (the CPU keeps f32 values of every
+    /// format: the parameters, the state in use, the master weights) and runs one pass (first
+    /// touch of the pages).
+    pub fn new(o: &dyn Optimizer, mode: &Mode, n: usize) -> Result<Self> {
         let mut pass = CpuPass {
             g: vec![1.0; n],
-            tensors: vec![vec![0.0; n]; 1 + states],
-            bytes: (bytes_per_param(o) * n as u64) as f64,
+            tensors: vec![vec![0.0; n]; mode.cpu_tensors(o)],
+            bytes: (mode.cpu_bytes_per_param(o) * n as u64) as f64,
         };
         pass.run()?;
         Ok(pass)

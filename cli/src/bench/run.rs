@@ -13,7 +13,7 @@ use wgpu_optim::tensor::GpuTensor;
 
 use super::check::{max_change, worst_error};
 use super::timing::{Timed, timed};
-use super::{TensorSet, bytes_per_param, inputs};
+use super::{MODES, Mode, TensorSet, inputs};
 
 /// How GPU time is measured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,8 +121,10 @@ pub enum Storage {
 pub struct Workload {
     /// The tensors.
     pub set: TensorSet,
-    /// The optimizer and its configuration.
+    /// The optimizer and its configuration (its state in the mode's format).
     pub optimizer: Box<dyn Optimizer>,
+    /// How the tensors are stored.
+    pub mode: &'static Mode,
     params: Vec<Vec<f32>>,
     grads: Vec<Vec<f32>>,
 }
@@ -137,8 +139,20 @@ pub struct GpuWorkload {
 }
 
 impl Workload {
-    /// Inputs for every tensor of `set` (parameters in [-2, 2), gradients in [-1, 1)).
+    /// Inputs for every tensor of `set` (parameters in [-2, 2), gradients in [-1, 1)), all
+    /// f32.
     pub fn new(optimizer: Box<dyn Optimizer>, set: TensorSet) -> Self {
+        Self::build(optimizer, set, &MODES[0])
+    }
+
+    /// The same in `mode`: parameters and gradients in its format (the inputs rounded to
+    /// it), the state in its format, the parameters stored its way. `Err` where the optimizer
+    /// keeps f32 state only.
+    pub fn in_mode(optimizer: &dyn Optimizer, set: TensorSet, mode: &'static Mode) -> Result<Self> {
+        Ok(Self::build(mode.optimizer(optimizer)?, set, mode))
+    }
+
+    fn build(optimizer: Box<dyn Optimizer>, set: TensorSet, mode: &'static Mode) -> Self {
         let (p, g) = inputs(set.total());
         let split = |all: Vec<f32>| {
             let mut at = 0;
@@ -150,18 +164,24 @@ impl Workload {
                 })
                 .collect()
         };
-        let (params, grads) = (split(p), split(g));
-        Workload { set, optimizer, params, grads }
+        let round = |v: Vec<f32>| v.into_iter().map(|x| mode.params.round(x)).collect();
+        let (params, grads) = (split(round(p)), split(round(g)));
+        Workload { set, optimizer, mode, params, grads }
     }
 
-    /// Bytes one step moves.
+    /// Bytes one GPU step moves.
     pub fn bytes_per_step(&self) -> u64 {
-        bytes_per_param(&*self.optimizer) * self.set.total() as u64
+        self.mode.gpu_bytes_per_param(&*self.optimizer) * self.set.total() as u64
     }
 
-    /// GPU memory the workload takes: parameters, gradients and state.
+    /// Bytes one CPU step moves (the CPU keeps f32 values of every format).
+    pub fn cpu_bytes_per_step(&self) -> u64 {
+        self.mode.cpu_bytes_per_param(&*self.optimizer) * self.set.total() as u64
+    }
+
+    /// GPU memory the workload takes: parameters, gradients, state and master weights.
     pub fn gpu_bytes(&self) -> u64 {
-        state_bytes(&*self.optimizer, &self.set)
+        self.mode.gpu_memory_per_param(&*self.optimizer) * self.set.total() as u64
     }
 
     /// The workload on the GPU, in `storage`, gradients resident.
@@ -171,22 +191,20 @@ impl Workload {
         // buffers; at its place in the arena, which the optimizer updates whole.
         let starts: Vec<usize> = match storage {
             Storage::Buffers => lens.iter().scan(0, |at, &n| Some(std::mem::replace(at, *at + n))).collect(),
-            Storage::Arena => GpuTensor::arena_starts(ctx, lens),
+            Storage::Arena => GpuTensor::arena_starts_of(ctx, self.mode.params, lens),
         };
+        let format = self.mode.params;
         let (params, stepped) = match storage {
             Storage::Buffers => {
-                let params = self
-                    .params
-                    .iter()
-                    .map(|p| GpuTensor::from_slice(ctx, p))
-                    .collect::<wgpu_optim::Result<Vec<_>>>()?;
-                let grads =
-                    self.grads.iter().map(|g| GpuTensor::from_slice(ctx, g)).collect::<wgpu_optim::Result<Vec<_>>>()?;
+                let upload = |all: &[Vec<f32>]| {
+                    all.iter().map(|x| GpuTensor::from_f32s_as(ctx, format, x)).collect::<wgpu_optim::Result<Vec<_>>>()
+                };
+                let (params, grads) = (upload(&self.params)?, upload(&self.grads)?);
                 (params.clone(), (params, grads))
             }
             Storage::Arena => {
-                let (p, views) = GpuTensor::arena(ctx, lens)?;
-                let (g, grad_views) = GpuTensor::arena(ctx, lens)?;
+                let (p, views) = GpuTensor::arena_of(ctx, format, lens)?;
+                let (g, grad_views) = GpuTensor::arena_of(ctx, format, lens)?;
                 for ((v, gv), (hp, hg)) in views.iter().zip(&grad_views).zip(self.params.iter().zip(&self.grads)) {
                     v.write(ctx, hp)?;
                     gv.write(ctx, hg)?;
@@ -207,7 +225,7 @@ impl Workload {
                 params: stepped.0.iter().collect(),
                 grads: stepped.1.iter().collect(),
                 shapes: Vec::new(),
-                precision: Default::default(),
+                precision: self.mode.precision,
             }],
         )?;
         Ok(GpuWorkload { groups, params, starts })
@@ -217,7 +235,10 @@ impl Workload {
     pub fn cpu(&self, threads: Threads) -> Result<Vec<CpuOptimizer>> {
         self.params
             .iter()
-            .map(|p| Ok(CpuOptimizer::new(self.optimizer.clone_box(), p)?.with_threads(threads)))
+            .map(|p| {
+                let cpu = CpuOptimizer::new(self.optimizer.clone_box(), p)?.with_format(self.mode.params)?;
+                Ok(cpu.with_precision(self.mode.precision)?.with_threads(threads))
+            })
             .collect()
     }
 
@@ -246,7 +267,9 @@ impl Workload {
 
     /// Checks the GPU against the CPU: `steps` steps on each side from the same inputs, every
     /// parameter and state element within the optimizer's per-step error budget times the
-    /// steps (in ε·(|x| + largest change)). Returns the worst error, or
+    /// steps (in ε·(|x| + largest change)), plus a unit of a 16-bit format per step for a
+    /// tensor stored in one (a value within rounding of a tie may round either way on two
+    /// sides whose f32 arithmetic differs). Returns the worst error, or
     /// [`Error::ResultMismatch`]: no speed is reported for a wrong result.
     pub fn check(&self, ctx: &GpuContext, gpu: &mut GpuWorkload, steps: u32) -> Result<f64> {
         let mut cpu = self.cpu(Threads::Parallel)?;
@@ -258,6 +281,8 @@ impl Workload {
             }
         }
         let budget = f64::from(self.optimizer.kernel().step_error_budget) * f64::from(steps);
+        let (param_unit, state_unit) = self.mode.units();
+        let in_units = |unit: f64| budget + f64::from(steps) * unit / f64::from(f32::EPSILON);
         let gpu_state: Vec<(&str, Vec<f32>)> = gpu.groups.groups()[0]
             .state()
             .map(|(slot, t)| Ok((slot.torch_name, t.read(ctx)?)))
@@ -272,6 +297,12 @@ impl Workload {
                 // Scale: |x| plus its whole change over the steps, which bounds each step's.
                 let (i, err) = worst_error(g, w, max_change(o, w));
                 worst = worst.max(err);
+                let master = j > 0 && gpu_state[j - 1].0 == "master_param";
+                let budget = match j {
+                    0 => in_units(param_unit),
+                    _ if master => budget,
+                    _ => in_units(state_unit),
+                };
                 if err.is_nan() || err > budget {
                     let what = if j == 0 { "params" } else { gpu_state[j - 1].0 };
                     return Err(Error::ResultMismatch(format!(
@@ -317,9 +348,10 @@ impl GpuWorkload {
     }
 }
 
-/// Bytes of parameters, gradients and state of `o` over `set` — on the GPU, and as large
-/// again in the host arrays of the CPU side: known before anything is allocated.
-pub fn state_bytes(o: &dyn Optimizer, set: &TensorSet) -> u64 {
-    let states = (0..o.kernel().state.len()).filter(|&i| o.uses_state(i)).count();
-    4 * (2 + states as u64) * set.total() as u64
+/// Bytes of parameters, gradients, state and master weights of `o` over `set` in `mode` on
+/// the GPU — and about as large in the host arrays of the CPU side (f32 there): known before
+/// anything is allocated.
+pub fn state_bytes(o: &dyn Optimizer, set: &TensorSet, mode: &Mode) -> u64 {
+    let f32_host = Mode { params: wgpu_optim::ElementFormat::F32, state: wgpu_optim::ElementFormat::F32, ..*mode };
+    mode.gpu_memory_per_param(o).max(f32_host.gpu_memory_per_param(o)) * set.total() as u64
 }

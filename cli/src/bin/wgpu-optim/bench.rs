@@ -7,7 +7,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 use wgpu_optim::{GpuContext, Optimizer, SavedTuning, ScalarBinding, Threads, Tuning};
 use wgpu_optim_cli::bench::timing::{self, Interleaved};
-use wgpu_optim_cli::bench::{self, CpuPass, GpuClock, GpuCopy, Measurement, Side, Storage, TensorSet, Workload};
+use wgpu_optim_cli::bench::{self, CpuPass, GpuClock, GpuCopy, Measurement, Mode, Side, Storage, TensorSet, Workload};
 
 use crate::{AnyResult, describe};
 
@@ -67,6 +67,8 @@ pub struct BenchPlan {
     pub sequential: bool,
     /// Skip workloads whose GPU state is larger.
     pub max_bytes: u64,
+    /// How the tensors are stored, each in turn.
+    pub modes: Vec<&'static Mode>,
 }
 
 /// Measures every optimizer on every set; returns the rows and what they were measured on.
@@ -87,7 +89,7 @@ fn bench_command(
          and the process's CPU time per step"
     );
     println!("every GPU result is checked against the CPU reference before its speed is reported");
-    let units: u64 = sets.iter().map(|s| units_per(s, plan)).sum::<u64>() * opts.len() as u64;
+    let units: u64 = sets.iter().map(|s| units_per(s, plan)).sum::<u64>() * (opts.len() * plan.modes.len()) as u64;
     let bar = ProgressBar::new(units).with_style(ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")?);
     let machine = serde_json::json!({
         "adapter": describe(&ctx),
@@ -96,42 +98,57 @@ fn bench_command(
         "cpu_threads": rayon::current_num_threads(),
     });
     let mut rows = Vec::new();
+    let mut sizes = Vec::new();
     for o in opts {
-        for set in sets {
-            // Checked before the workload's host arrays exist.
-            let bytes = bench::state_bytes(&**o, set);
-            if bytes > plan.max_bytes {
-                let gib = bytes as f64 / 1073741824.0;
-                bar.suspend(|| println!("{} {}: skipped, {gib:.1} GiB of state exceeds --max-gib", o.name(), set.name));
-                bar.inc(units_per(set, plan));
-                continue;
-            }
-            let w = Workload::new(o.clone_box(), set.clone());
-            match measure(&ctx, &clock, &w, plan, &bar) {
-                Ok(measured) => rows.extend(measured),
-                // A workload the device cannot hold is skipped; any other error, a wrong
-                // result above all, ends the run.
-                Err(e @ wgpu_optim_cli::Error::Optim(wgpu_optim::Error::OutOfMemory { .. })) => {
-                    bar.suspend(|| println!("{} {}: skipped, {e}", o.name(), set.name));
+        for &mode in &plan.modes {
+            for set in sets {
+                let name = format!("{} {} {}", o.name(), mode.name, set.name);
+                // Checked before the workload's host arrays exist.
+                let bytes = bench::state_bytes(&**o, set, mode);
+                if bytes > plan.max_bytes {
+                    let gib = bytes as f64 / 1073741824.0;
+                    bar.suspend(|| println!("{name}: skipped, {gib:.1} GiB of state exceeds --max-gib"));
                     bar.inc(units_per(set, plan));
+                    continue;
                 }
-                Err(e) => return Err(e.into()),
+                let measured = Workload::in_mode(&**o, set.clone(), mode).and_then(|w| {
+                    let row = (w.optimizer.name(), mode.name, w.bytes_per_step(), w.gpu_bytes(), w.set.total());
+                    let rows = measure(&ctx, &clock, &w, plan, &bar)?;
+                    sizes.push((row.0, row.1, row.2 / row.4 as u64, row.3 / row.4 as u64));
+                    Ok(rows)
+                });
+                match measured {
+                    Ok(measured) => rows.extend(measured),
+                    // A workload the device cannot hold, or a mode the optimizer does not take, is
+                    // skipped; any other error, a wrong result above all, ends the run.
+                    Err(
+                        e @ (wgpu_optim_cli::Error::Optim(
+                            wgpu_optim::Error::OutOfMemory { .. } | wgpu_optim::Error::Unsupported(_),
+                        )
+                        | wgpu_optim_cli::Error::BenchArgument(_)),
+                    ) => {
+                        bar.suspend(|| println!("{name}: skipped, {e}"));
+                        bar.inc(units_per(set, plan));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
     }
     bar.finish_and_clear();
+    sizes.dedup();
     println!(
-        "bytes moved per parameter: {}",
-        opts.iter().map(|o| format!("{} {} B", o.name(), bench::bytes_per_param(&**o))).collect::<Vec<_>>().join(", ")
+        "per parameter on the GPU (moved per step, memory): {}",
+        sizes.iter().map(|(o, m, b, mem)| format!("{o} {m} {b} B, {mem} B")).collect::<Vec<_>>().join("; ")
     );
     // Text columns left-aligned, numbers right-aligned.
     let line = |cells: &[String]| {
-        let widths = [9, 9, 11, 22, 9, 15, 11, 9, 8, 10, 10];
+        let widths = [9, 20, 9, 11, 22, 9, 15, 11, 9, 8, 10, 10];
         let padded: Vec<String> = cells
             .iter()
             .zip(widths)
             .enumerate()
-            .map(|(i, (c, w))| if i == 0 || i == 3 { format!("{c:<w$}") } else { format!("{c:>w$}") })
+            .map(|(i, (c, w))| if i <= 1 || i == 4 { format!("{c:<w$}") } else { format!("{c:>w$}") })
             .collect();
         println!("{}", padded.join(" "));
     };
@@ -275,6 +292,7 @@ fn measure(
     };
     let measured = |side, m: &Interleaved, roof_bytes: f64| Measurement {
         optimizer: w.optimizer.name().to_string(),
+        precision: w.mode.name.to_string(),
         workload: w.set.name.clone(),
         tensors: w.set.lens.len(),
         params: w.set.total(),
@@ -282,7 +300,11 @@ fn measure(
         seconds_per_step: m.step.median(),
         quartiles: m.step.quartiles(),
         cpu_seconds_per_step: m.step_cpu,
-        bytes_per_step: w.bytes_per_step(),
+        bytes_per_step: if matches!(side, Side::Gpu | Side::GpuBuffers) {
+            w.bytes_per_step()
+        } else {
+            w.cpu_bytes_per_step()
+        },
         roof_bytes_per_second: roof_bytes / m.roof.median(),
     };
     bar.set_message(label("roofs"));
@@ -304,7 +326,7 @@ fn measure(
     } else {
         &[(Threads::Parallel, Side::CpuParallel)]
     };
-    let mut pass = CpuPass::new(&*w.optimizer, w.set.total())?;
+    let mut pass = CpuPass::new(&*w.optimizer, w.mode, w.set.total())?;
     for &(threads, side) in cpu_sides {
         bar.set_message(label(side.label()));
         let mut cpu = w.cpu(threads)?;

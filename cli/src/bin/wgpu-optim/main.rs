@@ -35,6 +35,11 @@ enum Command {
         /// tensors), `gpt2-xl` (1.56B, 580 tensors), `gpt2-mini` (148 small tensors).
         #[arg(long, value_delimiter = ',', default_value = "one")]
         set: Vec<String>,
+        /// How the tensors are stored: f32, bf16 (parameters and gradients), bf16-master (with
+        /// f32 master weights), bf16-sr (stochastic rounding), bf16-moments (f32 parameters,
+        /// bf16 state), bf16-sr-bf16-moments, f16, f16-master.
+        #[arg(long, value_delimiter = ',', default_value = "f32")]
+        precision: Vec<String>,
         /// Sizes of `one`, as powers of two (parameters per step).
         #[arg(long, value_delimiter = ',', default_values_t = [16u32, 18, 20, 22, 24, 26],
               value_parser = clap::value_parser!(u32).range(0..=40))]
@@ -180,6 +185,7 @@ fn run(cli: Cli) -> AnyResult<()> {
             no_sequential,
             json,
             markdown,
+            precision,
         } => {
             // The bench's tensor sets are flat; a shaped step (Adafactor) follows each tensor's
             // shape, so its traffic is not theirs: `check` measures it on a matrix.
@@ -193,10 +199,12 @@ fn run(cli: Cli) -> AnyResult<()> {
                 .into());
             }
             let opts: Vec<_> = opts.into_iter().filter(|o| !o.kernel().is_shaped()).collect();
+            let modes = precision.iter().map(|m| wgpu_optim_cli::bench::Mode::by_name(m));
             let plan = bench::BenchPlan {
                 steps_per_submit,
                 sequential: !no_sequential,
                 max_bytes: (max_gib * 1073741824.0) as u64,
+                modes: modes.collect::<Result<Vec<_>, _>>()?,
             };
             bench::bench(&opts, &set, &log2_sizes, threads, &plan, json, markdown)
         }
