@@ -5,7 +5,8 @@
 # repository root. Results go to $OUT (default bench-out/).
 # Environment: SETS (default one,gpt2,gpt2-xl), SIZES (log2 sizes of `one`, default 20,24,28),
 # MAX_GIB (default 64), TORCH (set to 0 to skip torch), TUNE (set to 0 to skip `wgpu-optim tune`,
-# whose fastest tuning is saved to $OUT/tuning.json for the adapter table in src/tuning.rs).
+# whose fastest tuning is saved to $OUT/tuning.json for the adapter table in src/tuning.rs),
+# PRECISION (set to 0 to skip the mixed-precision modes at 2^26, $OUT/precision.txt).
 set -euo pipefail
 out=${OUT:-bench-out}
 mkdir -p "$out"
@@ -24,6 +25,10 @@ bin=.device/wgpu-optim
 $bin info | tee "$out/info.txt"
 $bin bench --set "${SETS:-one,gpt2,gpt2-xl}" --log2-sizes "${SIZES:-20,24,28}" --max-gib "${MAX_GIB:-64}" \
     --no-sequential --markdown --json "$out/wgpu-optim.json" | tee "$out/wgpu-optim.txt"
+if [ "${PRECISION:-1}" != 0 ]; then
+    $bin bench --log2-sizes 26 --precision f32,bf16,bf16-master,bf16-sr,bf16-moments,bf16-sr-bf16-moments \
+        --no-sequential --markdown --json "$out/precision.json" | tee "$out/precision.txt"
+fi
 if [ "${TORCH:-1}" != 0 ]; then
     python3 .device/torch_gpu_bench.py | tee "$out/torch-gpu.txt"
 fi
