@@ -185,6 +185,19 @@ pub(crate) fn resume_schedule(slot: &mut ScheduleSlot, saved: Option<(f64, u64)>
     }
 }
 
+/// One tensor of a file being written: name, format, shape, bytes (borrowed from the state,
+/// or made for the file: 8-bit codes and absmax).
+type FileTensor<'a> = (String, ElementFormat, Vec<usize>, std::borrow::Cow<'a, [u8]>);
+
+/// Bytes a state of `format` keeps for a tensor of `len` elements on the host: 8-bit state
+/// its blocks (the GPU's layout) where the tensor is large enough, else f32.
+fn stored_bytes(format: ElementFormat, len: usize) -> usize {
+    match format {
+        ElementFormat::Blockwise8 if !crate::quant::is_quantized(len) => 4 * len,
+        f => f.bytes_of(len as u64) as usize,
+    }
+}
+
 pub(crate) fn bad(path: &Path, message: impl Into<String>) -> Error {
     Error::Checkpoint { path: path.display().to_string(), message: message.into() }
 }
@@ -324,6 +337,26 @@ impl GroupSnapshot {
                 let lens: Vec<usize> = shapes.iter().map(|shape| o.state_len(i, shape)).collect();
                 let kept = lens.iter().any(|&n| n > 0);
                 match (kept, found) {
+                    // 8-bit state of tensors all too small for blocks is f32 in the file.
+                    (true, Some(s))
+                        if o.state_format(i) == ElementFormat::Blockwise8
+                            && matches!(s.data.format, ElementFormat::Blockwise8 | ElementFormat::F32)
+                            && s.lens == lens =>
+                    {
+                        let expected: usize = lens.iter().map(|&n| stored_bytes(ElementFormat::Blockwise8, n)).sum();
+                        if s.data.bytes.len() == expected {
+                            Ok(Some(&s.data))
+                        } else {
+                            Err(bad(
+                                path,
+                                format!(
+                                    "{} holds {} bytes; 8-bit state of tensors of {lens:?} elements keeps {expected}",
+                                    slot.torch_name,
+                                    s.data.bytes.len()
+                                ),
+                            ))
+                        }
+                    }
                     (true, Some(s)) if s.data.format != o.state_format(i) => Err(bad(
                         path,
                         format!(
@@ -363,20 +396,41 @@ impl Snapshot {
         let mut first = 0;
         let mut groups = Vec::new();
         // (name, format, shape, bytes) of every tensor of the file.
-        let mut tensors: Vec<(String, ElementFormat, Vec<usize>, &[u8])> = Vec::new();
+        let mut tensors: Vec<FileTensor<'_>> = Vec::new();
         for g in &self.groups {
             let indices: Vec<usize> = (first..first + g.shapes.len()).collect();
             for StateSnapshot { name, data, lens } in &g.state {
                 let format = data.format;
-                if data.len() != lens.iter().sum::<usize>() || lens.len() != indices.len() {
+                let covered: usize = lens.iter().map(|&n| stored_bytes(format, n)).sum();
+                if data.bytes.len() != covered || lens.len() != indices.len() {
                     return Err(bad(path, format!("{name} does not cover the group's tensors {lens:?}")));
                 }
                 let mut at = 0;
                 for (&len, &index) in lens.iter().zip(&indices) {
                     if len > 0 {
-                        let bytes = len * format.bytes() as usize;
+                        let bytes = stored_bytes(format, len);
                         let part = &data.bytes[at..at + bytes];
-                        tensors.push((format!("state.{index}.{name}"), format, vec![len], part));
+                        let key = format!("state.{index}.{name}");
+                        match format {
+                            // 8-bit state: the codes (U8) and each block's absmax (F32), as
+                            // bitsandbytes keeps them; a tensor too small for blocks, f32.
+                            ElementFormat::Blockwise8 if crate::quant::is_quantized(len) => {
+                                let (codes, absmax) = crate::quant::split_blocks(part, len);
+                                let blocks = absmax.len();
+                                let absmax = bytemuck::cast_slice(&absmax).to_vec();
+                                tensors.push((
+                                    format!("{key}.absmax"),
+                                    ElementFormat::F32,
+                                    vec![blocks],
+                                    absmax.into(),
+                                ));
+                                tensors.push((key, format, vec![len], codes.into()));
+                            }
+                            ElementFormat::Blockwise8 => {
+                                tensors.push((key, ElementFormat::F32, vec![len], part.into()))
+                            }
+                            _ => tensors.push((key, format, vec![len], part.into())),
+                        }
                         at += bytes;
                     }
                 }
@@ -385,7 +439,7 @@ impl Snapshot {
             for &index in &indices {
                 for (name, value) in &g.scalars {
                     let bytes = bytemuck::bytes_of(value);
-                    tensors.push((format!("state.{index}.{name}"), ElementFormat::F32, vec![], bytes));
+                    tensors.push((format!("state.{index}.{name}"), ElementFormat::F32, vec![], bytes.into()));
                 }
             }
             groups.push(json!({
@@ -425,13 +479,14 @@ impl Snapshot {
         }
         let sum = checksum(
             &metadata,
-            tensors.iter().map(|(n, f, shape, bytes)| (n.as_str(), format!("{:?}", f.dtype()), &shape[..], *bytes)),
+            tensors.iter().map(|(n, f, shape, bytes)| (n.as_str(), format!("{:?}", f.dtype()), &shape[..], &bytes[..])),
         );
         metadata.insert("checksum".into(), sum);
         let views = tensors
-            .into_iter()
+            .iter()
             .map(|(name, format, shape, bytes)| {
-                let view = TensorView::new(format.dtype(), shape, bytes).map_err(|e| bad(path, e.to_string()))?;
+                let view =
+                    TensorView::new(format.dtype(), shape.clone(), &bytes[..]).map_err(|e| bad(path, e.to_string()))?;
                 Ok((name, view))
             })
             .collect::<Result<Vec<_>>>()?;
@@ -490,7 +545,11 @@ impl Snapshot {
                 return Err(unexpected());
             }
             let view = file.tensor(name).map_err(|e| bad(path, e.to_string()))?;
-            let format = ElementFormat::of_dtype(view.dtype());
+            // 8-bit state's codes (its blocks' absmax is an F32 tensor `NAME.absmax` beside it).
+            let format = match view.dtype() {
+                safetensors::Dtype::U8 => Some(ElementFormat::Blockwise8),
+                d => ElementFormat::of_dtype(d),
+            };
             match (format, view.shape().len()) {
                 (Some(ElementFormat::F32), 0) => {
                     let b = view.data();
@@ -571,6 +630,32 @@ impl Snapshot {
             // each tensor should keep is checked against the optimizer on restore.
             let mut tensors: Vec<BTreeMap<String, HostTensor>> =
                 indices.iter().map(|index| by_param.remove(index).unwrap_or_default()).collect();
+            // 8-bit state: each tensor's codes joined with its blocks' absmax into its blocks.
+            let mut coded_len: BTreeMap<(usize, String), usize> = BTreeMap::new();
+            for (t, &index) in tensors.iter_mut().zip(&indices) {
+                let coded: Vec<String> =
+                    t.iter().filter(|(_, d)| d.format == ElementFormat::Blockwise8).map(|(n, _)| n.clone()).collect();
+                for name in coded {
+                    let absmax = t.remove(&format!("{name}.absmax")).filter(|a| a.format == ElementFormat::F32);
+                    let (Some(absmax), Some(codes)) = (absmax, t.get_mut(&name)) else {
+                        return Err(bad(path, format!("state.{index}.{name} (8-bit codes) has no F32 {name}.absmax")));
+                    };
+                    let absmax = absmax.to_f32s()?;
+                    if absmax.len() != codes.bytes.len().div_ceil(crate::quant::BLOCK) {
+                        return Err(bad(
+                            path,
+                            format!(
+                                "state.{index}.{name}.absmax holds {} blocks; {} codes need {}",
+                                absmax.len(),
+                                codes.bytes.len(),
+                                codes.bytes.len().div_ceil(crate::quant::BLOCK)
+                            ),
+                        ));
+                    }
+                    coded_len.insert((index, name.clone()), codes.bytes.len());
+                    codes.bytes = crate::quant::join_blocks(&codes.bytes, &absmax);
+                }
+            }
             let names: std::collections::BTreeSet<String> = tensors.iter().flat_map(|t| t.keys().cloned()).collect();
             let mut state = Vec::with_capacity(names.len());
             for name in names {
@@ -581,10 +666,18 @@ impl Snapshot {
                         shares.push(0);
                         continue;
                     };
-                    shares.push(data.len());
+                    shares.push(coded_len.get(&(index, name.clone())).copied().unwrap_or_else(|| data.len()));
                     match &mut all {
                         None => all = Some(data),
                         Some(all) if all.format == data.format => all.bytes.extend(data.bytes),
+                        // 8-bit state: a tensor too small for blocks keeps f32.
+                        Some(all)
+                            if [all.format, data.format] == [ElementFormat::F32, ElementFormat::Blockwise8]
+                                || [all.format, data.format] == [ElementFormat::Blockwise8, ElementFormat::F32] =>
+                        {
+                            all.format = ElementFormat::Blockwise8;
+                            all.bytes.extend(data.bytes);
+                        }
                         Some(all) => {
                             return Err(bad(
                                 path,

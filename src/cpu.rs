@@ -38,6 +38,9 @@ pub struct CpuOptimizer {
     /// The parameters' shape (`[len]` unless given), which a shaped step follows.
     shape: Vec<usize>,
     state: Vec<Array1<f32>>,
+    /// Each 8-bit slot's codes and absmax (its `state` holds the values they stand for);
+    /// `None` for other slots, and where the tensor is too small to keep 8-bit state.
+    blocks: Vec<Option<crate::quant::Blocks>>,
     step: u64,
     threads: Threads,
     /// The schedule, the learning rate it scales, and the step it started after.
@@ -87,12 +90,23 @@ impl CpuOptimizer {
             return Err(Error::Empty { what: "params" });
         }
         crate::optim::check_shape("params (shape)", shape, params.len())?;
-        let state = (0..optimizer.kernel().state.len())
+        let mut state: Vec<Array1<f32>> = (0..optimizer.kernel().state.len())
             .map(|i| {
                 let init = optimizer.state_format(i).round(optimizer.state_init(i));
                 host_array(optimizer.state_len(i, shape), init)
             })
             .collect::<Result<_>>()?;
+        let blocks = state
+            .iter_mut()
+            .enumerate()
+            .map(|(i, values)| {
+                let quantized = optimizer.state_format(i) == crate::ElementFormat::Blockwise8
+                    && crate::quant::is_quantized(params.len())
+                    && !values.is_empty();
+                let signed = optimizer.kernel().state[i].signed;
+                Ok(quantized.then(|| crate::quant::Blocks::quantize(values.as_slice_mut().unwrap_or_default(), signed)))
+            })
+            .collect::<Result<Vec<_>>>()?;
         let mut copy = host_array(params.len(), 0.0)?;
         copy.as_slice_mut().ok_or_else(not_contiguous)?.copy_from_slice(params);
         Ok(CpuOptimizer {
@@ -100,6 +114,7 @@ impl CpuOptimizer {
             params: copy,
             shape: shape.to_vec(),
             state,
+            blocks,
             step: 0,
             threads: Threads::Sequential,
             schedule: None,
@@ -212,7 +227,7 @@ impl CpuOptimizer {
         };
         let parallel = self.threads == Threads::Parallel;
         let (o, shape, format, precision) = (&*self.optimizer, &self.shape, self.format, self.precision);
-        let (params, states, master) = (&mut self.params, &mut self.state, &mut self.master);
+        let (params, states, master, blocks) = (&mut self.params, &mut self.state, &mut self.master, &mut self.blocks);
         let mut update = || -> Result<()> {
             let mut p = params.as_slice_mut().ok_or_else(not_contiguous)?;
             let mut state: Vec<&mut [f32]> =
@@ -260,6 +275,13 @@ impl CpuOptimizer {
                     parallel_split(p, g, state, &leaf);
                 } else {
                     leaf(p, g, state);
+                }
+                // 8-bit state: each block quantized again from its new values (which the
+                // parameter update above read), as the GPU's block-wise step does.
+                for (b, values) in blocks.iter_mut().zip(state.iter_mut()) {
+                    if let Some(b) = b {
+                        b.requantize(values, parallel);
+                    }
                 }
                 Ok(())
             }
@@ -321,10 +343,28 @@ impl CpuOptimizer {
                 .position(|s| std::ptr::eq(s, slot))
                 .map_or(crate::ElementFormat::F32, |i| o.state_format(i))
         };
+        let blocks = |slot: &StateSlot| {
+            let i = o.kernel().state.iter().position(|s| std::ptr::eq(s, slot))?;
+            self.blocks.get(i)?.as_ref()
+        };
         let state = self
             .state()
             .map(|(slot, t)| {
-                Ok((slot, HostTensor::from_f32s_as(format(slot), t.as_slice().ok_or_else(not_contiguous)?)))
+                let values = t.as_slice().ok_or_else(not_contiguous)?;
+                Ok((
+                    slot,
+                    match (format(slot), blocks(slot)) {
+                        // 8-bit state: its blocks, or the f32 values of a tensor too small for them.
+                        (crate::ElementFormat::Blockwise8, Some(b)) => {
+                            HostTensor { format: crate::ElementFormat::Blockwise8, bytes: b.to_bytes() }
+                        }
+                        (crate::ElementFormat::Blockwise8, None) => HostTensor {
+                            format: crate::ElementFormat::Blockwise8,
+                            bytes: bytemuck::cast_slice(values).to_vec(),
+                        },
+                        (f, _) => HostTensor::from_f32s_as(f, values),
+                    },
+                ))
             })
             .collect::<Result<_>>()?;
         let shapes = vec![self.shape.clone()];
@@ -345,13 +385,29 @@ impl CpuOptimizer {
         let restore = snapshot.single(path)?.restore(path, &*self.optimizer, shapes, &self.schedule, self.precision)?;
         let scaler = check_scaler(path, snapshot.scaler, self.control.and_then(|c| c.control.scaler))?;
         // Converted whole before anything is replaced (the formats were checked as the slots').
-        let state = restore.state.iter().map(|d| d.map(|d| d.to_f32s()).transpose()).collect::<Result<Vec<_>>>()?;
+        let kernel = self.optimizer.kernel();
+        let n = self.params.len();
+        let mut blocks = self.blocks.clone();
+        let mut state = Vec::with_capacity(restore.state.len());
+        for (i, d) in restore.state.iter().enumerate() {
+            state.push(match d {
+                // 8-bit state: the blocks, and the values they stand for (checked as the slot's).
+                Some(d) if blocks[i].is_some() => {
+                    let (b, values) = crate::quant::Blocks::from_bytes(&d.bytes, n, kernel.state[i].signed);
+                    blocks[i] = Some(b);
+                    Some(values)
+                }
+                Some(d) => Some(d.to_f32s()?),
+                None => None,
+            });
+        }
         let master = restore.master.map(HostTensor::to_f32s).transpose()?;
         for (t, data) in self.state.iter_mut().zip(state) {
             if let Some(data) = data {
                 *t = Array1::from(data);
             }
         }
+        self.blocks = blocks;
         if let (Some(m), Some(data)) = (&mut self.master, master) {
             *m = Array1::from(data);
         }

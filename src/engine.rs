@@ -16,6 +16,7 @@ const PRELUDE: &str = include_str!("../shaders/common.wgsl");
 const FORMATS: &str = include_str!("../shaders/formats.wgsl");
 const ELEMENTWISE: &str = include_str!("../shaders/elementwise.wgsl");
 const REDUCE: &str = include_str!("../shaders/reduce.wgsl");
+const BLOCKWISE: &str = include_str!("../shaders/blockwise.wgsl");
 
 /// The element formats one compiled variant reads: the parameters' and gradients' (one
 /// format, checked where they are bound) and each state slot's.
@@ -31,6 +32,18 @@ impl Formats {
     /// Every tensor in f32: the norm, health and finalize kernels, a shaped step's.
     pub fn f32(states: usize) -> Self {
         Formats { params: ElementFormat::F32, state: vec![ElementFormat::F32; states], store: ParamStore::Nearest }
+    }
+
+    /// Whether a state slot is 8-bit blockwise: the step then runs a block per workgroup
+    /// (shaders/blockwise.wgsl).
+    pub fn is_blockwise(&self) -> bool {
+        self.state.contains(&ElementFormat::Blockwise8)
+    }
+
+    /// Whether the step binds a sub-range uniform and the quantization maps (stochastic
+    /// rounding's element index and seed; whether 8-bit state is quantized).
+    pub fn has_sub_range(&self) -> bool {
+        self.store == ParamStore::Stochastic || self.is_blockwise()
     }
 
     /// The width line: the type `V` a kernel computes on (f32, four elements per invocation,
@@ -64,6 +77,9 @@ enum Composition {
     Elementwise,
     /// As `Elementwise`, plus the reduction driver (`shaders/reduce.wgsl`).
     Staged,
+    /// As `Elementwise` at scalar width, plus the block-wise driver of 8-bit state
+    /// (`shaders/blockwise.wgsl`).
+    Blockwise,
     /// Width line, prelude and a shaped family with entry points of its own (Adafactor).
     OwnEntries,
 }
@@ -95,6 +111,10 @@ impl Composition {
             Composition::Staged => {
                 let tensors = tensor_accessors(state, formats, tail);
                 format!("{width}{PRELUDE}{FORMATS}{table}{tensors}\n{source}\n{ELEMENTWISE}\n{REDUCE}")
+            }
+            Composition::Blockwise => {
+                let tensors = tensor_accessors(state, formats, tail);
+                format!("{width}{PRELUDE}{FORMATS}{table}{tensors}\n{source}\n{ELEMENTWISE}\n{BLOCKWISE}")
             }
         }
     }
@@ -135,6 +155,10 @@ fn tensor_accessors(state: &[StateSlot], formats: &Formats, tail: bool) -> Strin
         ElementFormat::F16 => Some("f16"),
         _ => None,
     };
+    // A step with 8-bit state runs one element per invocation, a block per workgroup
+    // (shaders/blockwise.wgsl): 16-bit parameters are then stored through the workgroup, a
+    // word per invocation, after the block's update.
+    let blockwise = formats.is_blockwise();
     // The binding's element type, how element `i` (in units of V) loads, and the statement
     // that stores `x` there, for a tensor `name` of codec `packed` (none: f32).
     let access = |name: &str, packed: Option<&str>, stochastic: bool| -> (String, String, String) {
@@ -165,11 +189,15 @@ fn tensor_accessors(state: &[StateSlot], formats: &Formats, tail: bool) -> Strin
             (Some(f), true) => (
                 "u32".into(),
                 format!("{f}_decode((tensor_{name}[i / 2u] >> (16u * (i % 2u))) & 0xffffu)"),
-                format!(
-                    "let w = i / 2u; let at = 16u * (i % 2u); \
-                     tensor_{name}[w] = (tensor_{name}[w] & ~(0xffffu << at)) | ({} << at);",
-                    encode(f, "x", "i")
-                ),
+                if blockwise {
+                    format!("new_{name}[i % BLOCK] = {};", encode(f, "x", "i"))
+                } else {
+                    format!(
+                        "let w = i / 2u; let at = 16u * (i % 2u); \
+                         tensor_{name}[w] = (tensor_{name}[w] & ~(0xffffu << at)) | ({} << at);",
+                        encode(f, "x", "i")
+                    )
+                },
             ),
         }
     };
@@ -184,14 +212,59 @@ fn tensor_accessors(state: &[StateSlot], formats: &Formats, tail: bool) -> Strin
     let (g_ty, g_load, _) = access("g", packed, false);
     declare(1, "g", &g_ty);
     let mut functions = format!("fn load_g(i: u32) -> V {{ return {g_load}; }}\n");
+    // What a block-wise step does once its block is updated: each 8-bit slot quantized, the
+    // 16-bit parameters stored a word per invocation.
+    let mut finish = String::new();
     for (k, slot) in state.iter().enumerate() {
         let name = slot.torch_name;
-        let (ty, load, save) = access(name, formats.state.get(k).copied().and_then(codec), false);
-        declare(2 + k, name, &ty);
+        let format = formats.state.get(k).copied().unwrap_or_default();
+        if format == ElementFormat::Blockwise8 {
+            declare(2 + k, name, "u32");
+            let map = if slot.signed { "0u" } else { "256u" };
+            let _ = writeln!(
+                functions,
+                "var<workgroup> new_{name}: array<f32, BLOCK>;\n\
+                 fn load_{name}(i: u32) -> V {{\n\
+                 if !sub_range_quantized() {{ return bitcast<f32>(tensor_{name}[i]); }}\n\
+                 let w = BLOCK_WORDS * (i / BLOCK);\n\
+                 let code = (tensor_{name}[w + (i % BLOCK) / 4u] >> (8u * (i % 4u))) & 0xffu;\n\
+                 return qmap({map} + code) * bitcast<f32>(tensor_{name}[w + BLOCK / 4u]);\n}}\n\
+                 fn store_{name}(i: u32, x: V) {{\n\
+                 if sub_range_quantized() {{ new_{name}[i % BLOCK] = x; }} else {{ tensor_{name}[i] = bitcast<u32>(x); }}\n}}"
+            );
+            let _ = writeln!(
+                finish,
+                "if sub_range_quantized() {{\n\
+                 workgroupBarrier();\n\
+                 let absmax = block_absmax(select(0u, bitcast<u32>(new_{name}[lid]), inside), lid);\n\
+                 block_codes[lid] = select(0u, quantize(new_{name}[lid], absmax, {map}), inside);\n\
+                 workgroupBarrier();\n\
+                 if lid < BLOCK / 4u {{ tensor_{name}[BLOCK_WORDS * block + lid] = packed_codes(lid); }}\n\
+                 else if lid == BLOCK / 4u {{ tensor_{name}[BLOCK_WORDS * block + lid] = bitcast<u32>(absmax); }}\n}}"
+            );
+        } else {
+            let (ty, load, save) = access(name, codec(format), false);
+            declare(2 + k, name, &ty);
+            let _ = writeln!(
+                functions,
+                "fn load_{name}(i: u32) -> V {{ return {load}; }}\nfn store_{name}(i: u32, x: V) {{ {save} }}"
+            );
+        }
+    }
+    if blockwise && packed.is_some() {
+        // Each invocation of the first half stores one word: its two elements', or where the
+        // length is odd the last element and the padding half as it was.
         let _ = writeln!(
             functions,
-            "fn load_{name}(i: u32) -> V {{ return {load}; }}\nfn store_{name}(i: u32, x: V) {{ {save} }}"
+            "var<workgroup> new_p: array<u32, BLOCK>;\n\
+             fn store_halves(block: u32, lid: u32, n: u32) {{\n\
+             let e = block * BLOCK + 2u * lid;\n\
+             if lid < BLOCK / 2u && e < n {{\n\
+             let w = e / 2u;\n\
+             let high = select(tensor_p[w] >> 16u, new_p[2u * lid + 1u], e + 1u < n);\n\
+             tensor_p[w] = (new_p[2u * lid] & 0xffffu) | (high << 16u);\n}}\n}}"
         );
+        finish.push_str("workgroupBarrier();\nstore_halves(block, lid, n);\n");
     }
     let next = 2 + state.len();
     match formats.store {
@@ -203,26 +276,33 @@ fn tensor_accessors(state: &[StateSlot], formats: &Formats, tail: bool) -> Strin
                 "fn load_p(i: u32) -> V {{ return {load}; }}\nfn store_p(i: u32, x: V) {{ {save} {p_save} }}"
             );
         }
-        ParamStore::Stochastic => {
-            let _ = writeln!(
-                out,
-                "// The sub-range's first element in the optimizer (low, high word) and the seed (low, high).\n\
-                 @group(1) @binding({next}) var<uniform> rounding_key: vec4<u32>;\n\
-                 fn random_at(e: u32) -> u32 {{\n\
-                 let lo = rounding_key.x + e;\n\
-                 return random_bits(lo, rounding_key.y + u32(lo < e), step_counter[0] + 1u, rounding_key.zw);\n}}"
-            );
+        ParamStore::Stochastic | ParamStore::Nearest => {
             let _ = writeln!(
                 functions,
                 "fn load_p(i: u32) -> V {{ return {p_load}; }}\nfn store_p(i: u32, x: V) {{ {p_save} }}"
             );
         }
-        ParamStore::Nearest => {
-            let _ = writeln!(
-                functions,
-                "fn load_p(i: u32) -> V {{ return {p_load}; }}\nfn store_p(i: u32, x: V) {{ {p_save} }}"
-            );
-        }
+    }
+    if formats.has_sub_range() {
+        let storage = next + usize::from(formats.store == ParamStore::Master);
+        let _ = writeln!(
+            out,
+            "// The sub-range's first element in the optimizer (low, high word), the seed of stochastic\n\
+             // rounding (low, high word), and whether its 8-bit state is quantized (a tensor of fewer\n\
+             // than 4096 elements keeps f32 state).\n\
+             @group(1) @binding({storage}) var<uniform> sub_range: array<vec4<u32>, 2>;\n\
+             // The dynamic quantization maps: signed at 0, unsigned at 256 (crate::quant).\n\
+             @group(1) @binding({}) var<uniform> qmaps: array<vec4<f32>, 128>;\n\
+             fn qmap(k: u32) -> f32 {{ return qmaps[k / 4u][k % 4u]; }}\n\
+             fn sub_range_quantized() -> bool {{ return sub_range[1].x != 0u; }}\n\
+             fn random_at(e: u32) -> u32 {{\n\
+             let lo = sub_range[0].x + e;\n\
+             return random_bits(lo, sub_range[0].y + u32(lo < e), step_counter[0] + 1u, sub_range[0].zw);\n}}",
+            storage + 1
+        );
+    }
+    if blockwise {
+        let _ = writeln!(functions, "fn finish_block(block: u32, lid: u32, inside: bool, n: u32) {{\n{finish}}}");
     }
     out.push_str(&functions);
     let mut codecs: Vec<&str> =
@@ -403,9 +483,13 @@ struct VariantKey {
     constants: Vec<(&'static str, u64)>,
 }
 
-/// Bytes of the rounding key stochastic rounding binds per sub-range: its first element's
-/// index in the optimizer (low, high word) and the seed (low, high word).
-pub(crate) const ROUNDING_KEY_BYTES: u64 = 16;
+/// Bytes of the sub-range uniform stochastic rounding and 8-bit state bind: the sub-range's
+/// first element's index in the optimizer (low, high word), the seed (low, high word), and
+/// whether its 8-bit state is quantized.
+pub(crate) const SUB_RANGE_BYTES: u64 = 32;
+
+/// Bytes of the quantization maps' uniform: 512 f32 (signed, then unsigned).
+pub(crate) const QMAPS_BYTES: u64 = 2048;
 
 /// Group 1 of an element-wise or staged step for `n` tensors beside p and g (the state, and
 /// the master weights where kept), and the pipeline layouts over it, indexed by `n`.
@@ -443,6 +527,9 @@ pub(crate) struct Engine {
     /// The gradient-norm kernels' groups: control, partials and sub-range info; one gradient.
     pub norm_layouts: [wgpu::BindGroupLayout; 2],
     norm_pipeline_layout: wgpu::PipelineLayout,
+    /// The dynamic quantization maps of 8-bit state ([`crate::quant`]), signed then unsigned,
+    /// as the uniform every block-wise step binds.
+    pub qmaps: wgpu::Buffer,
     /// The health check's layouts: counts and slot info; one tensor and its values before.
     pub monitor_layouts: [wgpu::BindGroupLayout; 2],
     monitor_pipeline_layout: wgpu::PipelineLayout,
@@ -501,7 +588,7 @@ fn uniform(binding: u32, dynamic: bool, bytes: u64) -> wgpu::BindGroupLayoutEntr
 }
 
 impl Engine {
-    pub fn new(device: &wgpu::Device, tuning: &Tuning) -> Self {
+    pub fn new(device: &wgpu::Device, queue: &wgpu::Queue, tuning: &Tuning) -> Self {
         let group = |label, entries: &[wgpu::BindGroupLayoutEntry]| {
             device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(label), entries })
         };
@@ -533,7 +620,9 @@ impl Engine {
             let layouts: Vec<_> = (0..=max_state as u32)
                 .map(|n| {
                     let mut entries: Vec<_> = (0..2 + n).map(storage).collect();
-                    entries.extend(key.then(|| uniform(2 + n, false, ROUNDING_KEY_BYTES)));
+                    if key {
+                        entries.extend([uniform(2 + n, false, SUB_RANGE_BYTES), uniform(3 + n, false, QMAPS_BYTES)]);
+                    }
                     group("wgpu-optim tensors", &entries)
                 })
                 .collect();
@@ -588,7 +677,16 @@ impl Engine {
             group("wgpu-optim health tensor", &[storage(0), storage(1)]),
         ];
         let monitor_pipeline_layout = pipeline_layout(&[&monitor_layouts[0], &monitor_layouts[1]]);
+        let qmaps = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("wgpu-optim quantization maps"),
+            size: QMAPS_BYTES,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let maps: Vec<f32> = crate::quant::QMAP_SIGNED.iter().chain(&crate::quant::QMAP_UNSIGNED).copied().collect();
+        queue.write_buffer(&qmaps, 0, bytemuck::cast_slice(&maps));
         Engine {
+            qmaps,
             step_layout,
             advancing_layout,
             advance_pipeline_layout,
@@ -615,15 +713,16 @@ impl Engine {
 
     /// The layouts of steps that store parameters `store`'s way, and the tensors their
     /// group 1 binds beside p and g: `kernel`'s state and the master weights where kept.
-    fn layouts_for(&self, kernel: &Kernel, store: ParamStore) -> (&TensorLayouts, usize) {
-        let n = kernel.state.len() + usize::from(store == ParamStore::Master);
-        (if store == ParamStore::Stochastic { &self.keyed } else { &self.tensors }, n)
+    fn layouts_for(&self, kernel: &Kernel, formats: &Formats) -> (&TensorLayouts, usize) {
+        let n = kernel.state.len() + usize::from(formats.store == ParamStore::Master);
+        (if formats.has_sub_range() { &self.keyed } else { &self.tensors }, n)
     }
 
     /// The tensor bind-group layout of `kernel` storing parameters `store`'s way: p, g, its
     /// state tensors, then the master weights or the rounding key.
-    pub fn tensor_layout(&self, kernel: &Kernel, store: ParamStore) -> Result<&wgpu::BindGroupLayout> {
-        let (layouts, n) = self.layouts_for(kernel, store);
+    pub fn tensor_layout(&self, kernel: &Kernel, formats: &Formats) -> Result<&wgpu::BindGroupLayout> {
+        let store = formats.store;
+        let (layouts, n) = self.layouts_for(kernel, formats);
         layouts.groups.get(n).ok_or_else(|| {
             let master = if store == ParamStore::Master { " and the master weights" } else { "" };
             Error::OverLimit(format!(
@@ -649,7 +748,9 @@ impl Engine {
         constants: &[(&'static str, f64)],
         plans: &[SegmentPlan],
     ) -> Result<Pipelines> {
-        let last_tail = plans.last().is_some_and(SegmentPlan::ends_in_tail);
+        // 8-bit state: a block per workgroup, one element per invocation, no vec4 kernel.
+        let blockwise = formats.is_blockwise();
+        let last_tail = blockwise || plans.last().is_some_and(SegmentPlan::ends_in_tail);
         let items = ctx.tuning().items_per_invocation;
         // A 16-bit kernel depends on its sub-range's length % 4; an f32 one does not.
         let packed = formats.params.is_packed();
@@ -657,9 +758,9 @@ impl Engine {
         let last = plans.last().map_or((items, 0), |p| (p.items, tail_key(p)));
         let vec4_keys =
             distinct(plans.iter().map(|p| Pipelines::vec4_key(packed, p)).filter(|&k| k != (items, 0)).collect());
-        let tail_lens = distinct(plans.iter().filter(|p| p.ends_in_tail()).map(tail_key).collect());
-        self.tensor_layout(kernel, formats.store)?;
-        let (layouts, n) = self.layouts_for(kernel, formats.store);
+        let tail_lens = distinct(plans.iter().filter(|p| blockwise || p.ends_in_tail()).map(tail_key).collect());
+        self.tensor_layout(kernel, formats)?;
+        let (layouts, n) = self.layouts_for(kernel, formats);
         if let Some(f) = std::iter::once(&formats.params).chain(&formats.state).find(|f| f.is_packed())
             && kernel.is_staged()
         {
@@ -667,6 +768,13 @@ impl Engine {
                 "{} tensors for {}: a step with a reduction stage reads f32 parameters, gradients and state only \
                  (the element-wise optimizers take 16-bit ones)",
                 f.name(),
+                kernel.family
+            )));
+        }
+        if blockwise && kernel.is_staged() {
+            return Err(Error::Unsupported(format!(
+                "8-bit state for {}: a step with a reduction stage keeps f32 state (the element-wise optimizers \
+                 take 8-bit state)",
                 kernel.family
             )));
         }
@@ -682,9 +790,13 @@ impl Engine {
                 ))
             })?;
             (layout, Composition::Staged)
+        } else if blockwise {
+            (&layouts.pipelines[n], Composition::Blockwise)
         } else {
             (&layouts.pipelines[n], Composition::Elementwise)
         };
+        let (main, main_advancing) =
+            if blockwise { ("main_blockwise", "main_blockwise_advancing") } else { ("main", "main_advancing") };
         let mut constants = constants.to_vec();
         constants.push(("ITEMS", f64::from(items)));
         if !constants.iter().any(|(n, _)| *n == "CONTROLLED") {
@@ -714,7 +826,7 @@ impl Engine {
         };
         let advancing = match layouts.advancing.get(n) {
             Some(layout) if !kernel.is_staged() => {
-                Some(self.pipeline(ctx, &module, layout, last_tail, "main_advancing", &with(last.0, last.1))?)
+                Some(self.pipeline(ctx, &module, layout, last_tail, main_advancing, &with(last.0, last.1))?)
             }
             _ => None,
         };
@@ -722,17 +834,19 @@ impl Engine {
         let other_tails = tail_lens
             .iter()
             .skip(1)
-            .map(|&t| Ok((t, self.pipeline(ctx, &module, layout, true, "main", &with(items, t))?)))
+            .map(|&t| Ok((t, self.pipeline(ctx, &module, layout, true, main, &with(items, t))?)))
             .collect::<Result<Vec<_>>>()?;
+        let vec4_keys = if blockwise { Vec::new() } else { vec4_keys };
         let other_vec4 = vec4_keys
             .into_iter()
             .map(|(n, t)| Ok(((n, t), self.pipeline(ctx, &module, layout, false, "main", &with(n, t))?)))
             .collect::<Result<Vec<_>>>()?;
+        let tail = self.pipeline(ctx, &module, layout, true, main, &with(items, first_tail))?;
         Ok(Pipelines {
             packed,
             other_vec4,
-            vec4: self.pipeline(ctx, &module, layout, false, "main", c)?,
-            tail: self.pipeline(ctx, &module, layout, true, "main", &with(items, first_tail))?,
+            vec4: if blockwise { tail.clone() } else { self.pipeline(ctx, &module, layout, false, "main", c)? },
+            tail,
             other_tails,
             advancing,
             advance: self.pipeline(ctx, &module, &self.advance_pipeline_layout, true, "advance", c)?,
@@ -1259,6 +1373,9 @@ pub(crate) struct SegmentPlan {
     pub items: u32,
     /// Elements of the tail (`len % 4`).
     pub tail_len: u32,
+    /// A block-wise step's grid (8-bit state): a workgroup per block of 256 elements, the
+    /// whole sub-range in one dispatch of the tail-width kernel.
+    blocks: Option<(u32, u32)>,
 }
 
 impl SegmentPlan {
@@ -1277,11 +1394,22 @@ impl SegmentPlan {
         let max_dim = tuning.max_workgroups_per_dimension;
         let vec4 = if vec4s > 0 { Some(grid(vec4s.div_ceil(per_group(items)), max_dim)?) } else { None };
         let tail = ((len % 4) as u64).div_ceil(per_group(tuning.items_per_invocation)) as u32;
-        Ok(SegmentPlan { vec4, tail, items, tail_len: (len % 4) as u32 })
+        Ok(SegmentPlan { vec4, tail, items, tail_len: (len % 4) as u32, blocks: None })
+    }
+
+    /// The one dispatch of a block-wise step over a sub-range of `len` elements.
+    pub fn blockwise(len: usize, tuning: &Tuning) -> Result<Self> {
+        let blocks = grid((len as u64).div_ceil(crate::quant::BLOCK as u64), tuning.max_workgroups_per_dimension)?;
+        Ok(SegmentPlan { vec4: None, tail: 0, items: 1, tail_len: (len % 4) as u32, blocks: Some(blocks) })
     }
 
     /// Records the dispatches of the element-wise stage; the caller has set the bind groups.
     pub fn record<'a>(&self, pass: &mut wgpu::ComputePass<'_>, set: &mut PassState<'a>, pipelines: &'a Pipelines) {
+        if let Some((x, y)) = self.blocks {
+            set.pipeline(pass, pipelines.tail_of(self.tail_len));
+            pass.dispatch_workgroups(x, y, 1);
+            return;
+        }
         self.record_with(pass, set, pipelines.vec4_at(self), pipelines.tail_of(self.tail_len))
     }
 
@@ -1296,6 +1424,12 @@ impl SegmentPlan {
         advancing: &'a wgpu::ComputePipeline,
         [(step, stamp), (last, _)]: [(&'a wgpu::BindGroup, u32); 2],
     ) {
+        if let Some((x, y)) = self.blocks {
+            set.group0(pass, last, stamp);
+            set.pipeline(pass, advancing);
+            pass.dispatch_workgroups(x, y, 1);
+            return;
+        }
         if let Some((x, y)) = self.vec4 {
             if self.ends_in_tail() {
                 set.group0(pass, step, stamp);
@@ -1338,7 +1472,7 @@ impl SegmentPlan {
 
     /// Workgroups of the vec4 dispatch and of the tail dispatch.
     pub fn workgroups(&self) -> (u64, u64) {
-        let vec4 = self.vec4.map_or(0, |(x, y)| u64::from(x) * u64::from(y));
+        let vec4 = self.vec4.or(self.blocks).map_or(0, |(x, y)| u64::from(x) * u64::from(y));
         (vec4, u64::from(self.tail))
     }
 }
@@ -1456,31 +1590,32 @@ mod tests {
     }
 
     #[test]
-    fn every_way_of_storing_16_bit_parameters_composes_a_valid_module() {
+    fn every_way_of_storing_parameters_and_state_composes_a_valid_module() {
         use crate::precision::ParamStore;
         for (name, make) in ALL {
             let kernel = make().kernel();
             if kernel.is_staged() || kernel.is_shaped() {
                 continue;
             }
-            for store in [ParamStore::Nearest, ParamStore::Stochastic, ParamStore::Master] {
+            let stores = [ParamStore::Nearest, ParamStore::Stochastic, ParamStore::Master];
+            for (store, state) in
+                stores.into_iter().flat_map(|s| [(s, crate::ElementFormat::F32), (s, crate::ElementFormat::Blockwise8)])
+            {
                 let formats = super::Formats {
                     params: crate::ElementFormat::BF16,
-                    state: vec![crate::ElementFormat::F32; kernel.state.len()],
+                    state: vec![state; kernel.state.len()],
                     store,
                 };
-                for tail in [false, true] {
-                    let source = Composition::Elementwise.source(
-                        &formats,
-                        tail,
-                        ScalarBinding::Storage,
-                        kernel.state,
-                        kernel.source,
-                    );
+                let composition =
+                    if formats.is_blockwise() { Composition::Blockwise } else { Composition::Elementwise };
+                // A block-wise step runs at scalar width only.
+                for tail in [formats.is_blockwise(), true] {
+                    let source =
+                        composition.source(&formats, tail, ScalarBinding::Storage, kernel.state, kernel.source);
                     let module = naga::front::wgsl::parse_str(&source).unwrap_or_else(|e| panic!("{name}: {e}"));
                     naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
                         .validate(&module)
-                        .unwrap_or_else(|e| panic!("{name} ({store:?}, tail {tail}): {e:?}"));
+                        .unwrap_or_else(|e| panic!("{name} ({store:?}, {state:?}, tail {tail}): {e:?}"));
                     let mut bound: Vec<(u32, String)> = module
                         .global_variables
                         .iter()
@@ -1495,10 +1630,11 @@ mod tests {
                         .chain(kernel.state.iter().map(|s| s.torch_name))
                         .map(|n| format!("tensor_{n}"))
                         .collect();
-                    match store {
-                        ParamStore::Master => names.push("tensor_master_param".into()),
-                        ParamStore::Stochastic => names.push("rounding_key".into()),
-                        ParamStore::Nearest => {}
+                    if store == ParamStore::Master {
+                        names.push("tensor_master_param".into());
+                    }
+                    if formats.has_sub_range() {
+                        names.extend(["sub_range".into(), "qmaps".into()]);
                     }
                     let expected: Vec<(u32, String)> =
                         names.into_iter().enumerate().map(|(i, n)| (i as u32, n)).collect();

@@ -19,14 +19,34 @@ pub enum ElementFormat {
     /// IEEE 754 binary16, little-endian, two to a 32-bit word on the GPU: parameters and
     /// gradients, as `BF16`.
     F16,
+    /// 8-bit blockwise state ([`crate::quant`], bitsandbytes' and torchao's 8-bit optimizers):
+    /// per block of 256 elements a byte per element — a code into the dynamic map of the
+    /// state slot's sign — and the block's absmax as f32; a tensor of fewer than 4096
+    /// elements keeps f32 state. State only, and a step quantizes whole blocks: values are not
+    /// converted one by one (`encode`, `decode` and `round` leave them as f32).
+    Blockwise8,
 }
 
 impl ElementFormat {
-    /// Bytes of one element.
+    /// Bytes of one element (of an 8-bit block's code; [`bytes_of`](Self::bytes_of) counts
+    /// the blocks' absmax too).
     pub const fn bytes(self) -> u64 {
         match self {
             ElementFormat::F32 => 4,
             ElementFormat::BF16 | ElementFormat::F16 => 2,
+            ElementFormat::Blockwise8 => 1,
+        }
+    }
+
+    /// Bytes of `len` elements as this crate stores them (unchecked; see
+    /// [`size_of`](Self::size_of)): for 8-bit blocks, 65 words per block of 256 (the codes,
+    /// then the absmax).
+    pub const fn bytes_of(self, len: u64) -> u64 {
+        match self {
+            ElementFormat::Blockwise8 => {
+                len.div_ceil(crate::quant::BLOCK as u64) * 4 * crate::quant::BLOCK_WORDS as u64
+            }
+            f => len * f.bytes(),
         }
     }
 
@@ -40,7 +60,7 @@ impl ElementFormat {
     /// as [`encode`](Self::encode) gives them).
     pub fn round(self, x: f32) -> f32 {
         match self {
-            ElementFormat::F32 => x,
+            ElementFormat::F32 | ElementFormat::Blockwise8 => x,
             _ => self.decode(self.encode(x)),
         }
     }
@@ -51,7 +71,7 @@ impl ElementFormat {
     /// payload bits (x86's F16C conversion). An f32's own low bits for `F32`.
     pub fn encode(self, x: f32) -> u16 {
         match self {
-            ElementFormat::F32 => x.to_bits() as u16,
+            ElementFormat::F32 | ElementFormat::Blockwise8 => x.to_bits() as u16,
             ElementFormat::BF16 if x.is_nan() => 0xffff,
             ElementFormat::BF16 => {
                 let u = x.to_bits();
@@ -64,16 +84,17 @@ impl ElementFormat {
     /// The f32 value of a 16-bit format's bits (exact).
     pub fn decode(self, bits: u16) -> f32 {
         match self {
-            ElementFormat::F32 => f32::from_bits(u32::from(bits)),
+            ElementFormat::F32 | ElementFormat::Blockwise8 => f32::from_bits(u32::from(bits)),
             ElementFormat::BF16 => f32::from_bits(u32::from(bits) << 16),
             ElementFormat::F16 => half::f16::from_bits(bits).to_f32(),
         }
     }
 
     /// `values` stored in this format: little-endian bytes, `len * bytes()` of them.
+    /// (8-bit blocks: the f32 values, as a tensor of fewer than 4096 elements keeps them.)
     pub fn encode_all(self, values: &[f32]) -> Vec<u8> {
         match self {
-            ElementFormat::F32 => bytemuck::cast_slice(values).to_vec(),
+            ElementFormat::F32 | ElementFormat::Blockwise8 => bytemuck::cast_slice(values).to_vec(),
             _ => values.iter().flat_map(|&x| self.encode(x).to_le_bytes()).collect(),
         }
     }
@@ -81,7 +102,9 @@ impl ElementFormat {
     /// The values of little-endian `bytes` of this format (whole elements).
     pub fn decode_all(self, bytes: &[u8]) -> Vec<f32> {
         match self {
-            ElementFormat::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+            ElementFormat::F32 | ElementFormat::Blockwise8 => {
+                bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+            }
             _ => bytes.chunks_exact(2).map(|b| self.decode(u16::from_le_bytes([b[0], b[1]]))).collect(),
         }
     }
@@ -92,6 +115,7 @@ impl ElementFormat {
             ElementFormat::F32 => "f32",
             ElementFormat::BF16 => "bf16",
             ElementFormat::F16 => "f16",
+            ElementFormat::Blockwise8 => "8-bit blockwise",
         }
     }
 
@@ -101,6 +125,7 @@ impl ElementFormat {
             ElementFormat::F32 => safetensors::Dtype::F32,
             ElementFormat::BF16 => safetensors::Dtype::BF16,
             ElementFormat::F16 => safetensors::Dtype::F16,
+            ElementFormat::Blockwise8 => safetensors::Dtype::U8,
         }
     }
 
@@ -118,7 +143,8 @@ impl ElementFormat {
     pub fn size_of(self, what: &'static str, len: usize) -> Result<u64> {
         u64::try_from(len)
             .ok()
-            .and_then(|n| n.checked_mul(self.bytes()))
+            .filter(|&n| n < u64::MAX / 8)
+            .map(|n| self.bytes_of(n))
             .ok_or_else(|| Error::OverLimit(format!("{what}: {len} {} elements exceed a u64 byte count", self.name())))
     }
 

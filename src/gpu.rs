@@ -185,7 +185,7 @@ impl GpuContext {
         // error, not wgpu's panicking default handler.
         let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let engine = Engine::new(&device, &tuning);
+        let engine = Engine::new(&device, &queue, &tuning);
         let (v, o) = (pollster::block_on(validation.pop()), pollster::block_on(oom.pop()));
         if let Some(e) = v {
             return Err(Error::Wgpu { during: "creating the engine's layouts", message: e.to_string() });

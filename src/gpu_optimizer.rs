@@ -25,7 +25,10 @@ const MAX_STEP: u64 = u32::MAX as u64;
 fn formats(o: &dyn Optimizer, params: &GpuTensor, precision: Precision) -> Formats {
     Formats {
         params: params.format(),
-        state: (0..o.kernel().state.len()).map(|i| o.state_format(i)).collect(),
+        // A slot the configuration does not use is never accessed: f32 (no 8-bit finish).
+        state: (0..o.kernel().state.len())
+            .map(|i| if o.uses_state(i) { o.state_format(i) } else { crate::ElementFormat::F32 })
+            .collect(),
         store: precision.store(),
     }
 }
@@ -226,12 +229,34 @@ impl GpuOptimizer {
         // Sub-ranges end to end in one buffer (an arena's views, handed over one by one) step
         // as one: a dispatch for the run, not one per view. A per-tensor reduction and a
         // shaped step keep each tensor's own.
-        let (params, grads) = if kernel.is_staged() || kernel.is_shaped() {
-            (params, grads)
+        // 8-bit state: each tensor's sub-ranges cut on its blocks of 256 (a block's absmax is
+        // found in one workgroup), tensors kept apart (each has blocks of its own).
+        let blockwise = (0..kernel.state.len()).any(|i| optimizer.state_format(i) == crate::ElementFormat::Blockwise8);
+        let (params, grads, segment_tensor) = if blockwise {
+            let max_len = ctx.tuning().segment_len();
+            let cut = |parts: &[GpuTensor]| {
+                parts.iter().map(|t| t.in_blocks(ctx, crate::quant::BLOCK, max_len)).collect::<Result<Vec<_>>>()
+            };
+            let (p, g) = (cut(&param_parts)?, cut(&grad_parts)?);
+            for (a, b) in p.iter().zip(&g) {
+                if a.segment_lens() != b.segment_lens() {
+                    return Err(Error::LayoutMismatch {
+                        what: "grads (cut on 8-bit blocks)",
+                        expected: a.segment_lens(),
+                        actual: b.segment_lens(),
+                    });
+                }
+            }
+            let segment_tensor =
+                p.iter().enumerate().flat_map(|(t, x)| std::iter::repeat_n(t as u32, x.segments().len())).collect();
+            let concat = |parts: &[GpuTensor]| GpuTensor::concat(&parts.iter().collect::<Vec<_>>());
+            (concat(&p)?, concat(&g)?, segment_tensor)
+        } else if kernel.is_staged() || kernel.is_shaped() {
+            (params, grads, segment_tensor)
         } else {
             let max_len = ctx.tuning().segment_len();
             let [p, g] = crate::tensor::merge_contiguous([&params, &grads], max_len);
-            (p, g)
+            (p, g, segment_tensor)
         };
         let first = &params.segments()[0].buffer;
         let param_buffer = params.segments().iter().all(|s| &s.buffer == first).then(|| first.clone());
@@ -617,7 +642,9 @@ impl GpuOptimizer {
     /// The tensors a health check covers, under `group`.
     pub(crate) fn checked(&self, group: usize) -> Vec<Checked<'_>> {
         let mut all = vec![(group, "params", &self.params, self.before.as_ref())];
-        all.extend(self.state().map(|(slot, t)| (group, slot.torch_name, t, None)));
+        // 8-bit state is codes and absmax, not f32 values: its health shows in the parameters.
+        let f32_values = self.state().filter(|(_, t)| t.format() != crate::ElementFormat::Blockwise8);
+        all.extend(f32_values.map(|(slot, t)| (group, slot.torch_name, t, None)));
         all
     }
 
@@ -740,10 +767,14 @@ impl GpuOptimizer {
         self.params.to_array(&self.ctx)
     }
 
-    /// Reads one state tensor back by role or torch name (waits for the GPU).
+    /// Reads one state tensor back by role or torch name (waits for the GPU): 8-bit
+    /// blockwise state dequantized.
     pub fn read_state(&self, name: &str) -> Result<Array1<f32>> {
-        match self.state_tensor(name) {
-            Some(t) => t.to_array(&self.ctx),
+        match self.state().find(|(s, _)| s.role == name || s.torch_name == name) {
+            Some((slot, t)) if t.format() == crate::ElementFormat::Blockwise8 => {
+                t.read_blockwise(&self.ctx, slot.signed).map(Array1::from)
+            }
+            Some((_, t)) => t.to_array(&self.ctx),
             None => Err(Error::UnknownState {
                 optimizer: self.optimizer.name(),
                 name: name.to_string(),
@@ -777,23 +808,24 @@ impl engine::Stepper for GpuOptimizer {
     }
 }
 
-/// The rounding keys of stochastic rounding, one window per sub-range of `params` (at the
-/// device's uniform offset alignment): the index of its first element in the optimizer (low,
-/// high word) and the seed (low, high word). Returns the buffer and the windows' stride.
-fn rounding_keys(ctx: &GpuContext, params: &GpuTensor, seed: u64) -> Result<(wgpu::Buffer, u64)> {
+/// The sub-range uniforms of stochastic rounding and 8-bit state, one window per sub-range
+/// of `params` (at the device's uniform offset alignment): the index of its first element in
+/// the optimizer (low, high word), the seed (low, high word), and whether its 8-bit state is
+/// quantized. Returns the buffer and the windows' stride.
+fn sub_ranges(ctx: &GpuContext, params: &GpuTensor, seed: u64, quantized: &[bool]) -> Result<(wgpu::Buffer, u64)> {
     let align = u64::from(ctx.limits().min_uniform_buffer_offset_alignment);
-    let stride = engine::ROUNDING_KEY_BYTES.next_multiple_of(align);
+    let stride = engine::SUB_RANGE_BYTES.next_multiple_of(align);
     let mut bytes = Vec::new();
     let mut first = 0u64;
-    for s in params.segments() {
-        let key = [first as u32, (first >> 32) as u32, seed as u32, (seed >> 32) as u32];
+    for (s, &q) in params.segments().iter().zip(quantized) {
+        let key = [first as u32, (first >> 32) as u32, seed as u32, (seed >> 32) as u32, u32::from(q), 0, 0, 0];
         bytes.extend_from_slice(bytemuck::cast_slice(&key));
         bytes.resize(bytes.len().next_multiple_of(stride as usize), 0);
         first += s.len as u64;
     }
-    ctx.scoped("writing the rounding keys", || {
+    ctx.scoped("writing the sub-range uniforms", || {
         let buffer = ctx.device().create_buffer(&wgpu::BufferDescriptor {
-            label: Some("wgpu-optim rounding keys"),
+            label: Some("wgpu-optim sub-ranges"),
             size: bytes.len() as u64,
             usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
@@ -837,15 +869,34 @@ impl Parts {
             }
             _ => None,
         };
-        let keys = match precision {
-            Precision::StochasticRounding { seed } => Some(rounding_keys(ctx, params, seed)?),
-            _ => None,
+        let formats = formats(optimizer, params, precision);
+        // 8-bit state: which sub-ranges' tensors are large enough to keep it (else f32). Its
+        // tensors keep their own sub-ranges (`segment_tensor` maps them); others may be merged.
+        let quantized: Vec<bool> = if formats.is_blockwise() {
+            let mut tensor_lens = vec![0usize; segment_tensor.iter().max().map_or(0, |&t| t as usize + 1)];
+            for (&t, s) in segment_tensor.iter().zip(params.segments()) {
+                tensor_lens[t as usize] += s.len;
+            }
+            segment_tensor.iter().map(|&t| crate::quant::is_quantized(tensor_lens[t as usize])).collect()
+        } else {
+            vec![false; params.segments().len()]
+        };
+        let keys = match (formats.has_sub_range(), precision) {
+            (false, _) => None,
+            (true, Precision::StochasticRounding { seed }) => Some(sub_ranges(ctx, params, seed, &quantized)?),
+            (true, _) => Some(sub_ranges(ctx, params, 0, &quantized)?),
         };
         let state = (0..kernel.state.len())
             .map(|i| {
+                let init = optimizer.state_init(i);
                 optimizer
                     .uses_state(i)
-                    .then(|| GpuTensor::filled_like(ctx, optimizer.state_format(i), params, optimizer.state_init(i)))
+                    .then(|| match optimizer.state_format(i) {
+                        crate::ElementFormat::Blockwise8 => {
+                            GpuTensor::blockwise_like(ctx, params, &quantized, init, kernel.state[i].signed)
+                        }
+                        f => GpuTensor::filled_like(ctx, f, params, init),
+                    })
                     .transpose()
             })
             .collect::<Result<Vec<_>>>()?;
@@ -854,17 +905,22 @@ impl Parts {
         let plans = params
             .segments()
             .iter()
-            .map(|s| SegmentPlan::new(s.len, ctx.tuning(), !kernel.is_staged()))
+            .map(|s| {
+                if formats.is_blockwise() {
+                    SegmentPlan::blockwise(s.len, ctx.tuning())
+                } else {
+                    SegmentPlan::new(s.len, ctx.tuning(), !kernel.is_staged())
+                }
+            })
             .collect::<Result<Vec<_>>>()?;
         let constants = GpuOptimizer::variant(optimizer, false);
-        let formats = formats(optimizer, params, precision);
         let pipelines = ctx.engine().pipelines(ctx, kernel, &formats, &constants, &plans)?;
         let reduction = if kernel.is_staged() {
             Some(Reduction::new(ctx, kernel.stages, &plans, &lens, segment_tensor)?)
         } else {
             None
         };
-        let layout = ctx.engine().tensor_layout(kernel, precision.store())?;
+        let layout = ctx.engine().tensor_layout(kernel, &formats)?;
         let tensor_groups = ctx.scoped("binding tensors", || {
             // Unused state slots (v_max without AMSGrad, ...) are bound to the sub-range of a
             // slot in use, which their variant never reads or writes, or where none is in use
@@ -897,13 +953,14 @@ impl Parts {
                         });
                     }
                     resources.extend(master.as_ref().map(|m| m.segments()[i].binding()));
-                    resources.extend(keys.as_ref().map(|(buffer, stride)| {
-                        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    if let Some((buffer, stride)) = &keys {
+                        resources.push(wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                             buffer,
                             offset: i as u64 * stride,
-                            size: wgpu::BufferSize::new(engine::ROUNDING_KEY_BYTES),
-                        })
-                    }));
+                            size: wgpu::BufferSize::new(engine::SUB_RANGE_BYTES),
+                        }));
+                        resources.push(ctx.engine().qmaps.as_entire_binding());
+                    }
                     engine::bind_in_order(ctx, "wgpu-optim tensors", layout, resources)
                 })
                 .collect::<Vec<_>>()

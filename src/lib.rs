@@ -54,6 +54,7 @@ pub mod groups;
 pub mod monitor;
 pub mod optim;
 pub mod precision;
+pub mod quant;
 mod reduction;
 pub mod schedule;
 mod simd;

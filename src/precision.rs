@@ -39,7 +39,7 @@ pub enum Precision {
 /// beside the optimizer's state (bound after it on the GPU), saved in checkpoints under this
 /// name.
 pub(crate) static MASTER: crate::optim::StateSlot =
-    crate::optim::StateSlot { role: "master", torch_name: "master_param" };
+    crate::optim::StateSlot { role: "master", torch_name: "master_param", signed: true };
 
 /// What a compiled step kernel does when it stores a parameter: [`Precision`] without its
 /// seed (which the kernels read from a buffer, so one pipeline serves every seed).

@@ -25,7 +25,7 @@ pub struct Segment {
 impl Segment {
     /// Bytes of its elements (a bound sub-range's size fits a binding, so this cannot wrap).
     pub(crate) fn bytes(&self) -> u64 {
-        self.len as u64 * self.format.bytes()
+        self.format.bytes_of(self.len as u64)
     }
 
     /// Bytes a binding or a copy of it covers: its elements' bytes rounded up to the 4 of a
@@ -124,7 +124,7 @@ impl GpuTensor {
     /// bound beside a tensor of that layout. Consecutive sub-ranges share a physical buffer up
     /// to [`Tuning::buffer_bytes`](crate::Tuning), each starting at an aligned offset.
     pub(crate) fn zeros_in(ctx: &GpuContext, format: ElementFormat, lens: &[usize]) -> Result<Self> {
-        Self::zeros_packed(ctx, format, lens, &[])
+        Self::zeros_packed(ctx, format, &[], lens, &[])
     }
 
     /// Zeros of `format` laid out like `like`, sub-range for sub-range, sharing a physical
@@ -134,7 +134,7 @@ impl GpuTensor {
     pub(crate) fn zeros_like(ctx: &GpuContext, format: ElementFormat, like: &GpuTensor) -> Result<Self> {
         let runs = like.buffer_runs();
         let apart: Vec<bool> = (0..runs.len()).map(|i| i > 0 && runs[i] != runs[i - 1]).collect();
-        Self::zeros_packed(ctx, format, &like.segment_lens(), &apart)
+        Self::zeros_packed(ctx, format, &[], &like.segment_lens(), &apart)
     }
 
     /// For each sub-range, the run of consecutive sub-ranges in one physical buffer it is in
@@ -151,22 +151,32 @@ impl GpuTensor {
     }
 
     /// Zeros in sub-ranges of `lens`, packed into physical buffers of at most
-    /// [`Tuning::buffer_bytes`](crate::Tuning), a new one wherever `apart[i]` says so.
-    fn zeros_packed(ctx: &GpuContext, format: ElementFormat, lens: &[usize], apart: &[bool]) -> Result<Self> {
+    /// [`Tuning::buffer_bytes`](crate::Tuning), a new one wherever `apart[i]` says so; sub-range
+    /// `i` in `each[i]` where given (8-bit state whose small tensors keep f32), else `format`.
+    fn zeros_packed(
+        ctx: &GpuContext,
+        format: ElementFormat,
+        each: &[ElementFormat],
+        lens: &[usize],
+        apart: &[bool],
+    ) -> Result<Self> {
+        let format_of = |i: usize| each.get(i).copied().unwrap_or(format);
         let align = u64::from(ctx.limits().min_storage_buffer_offset_alignment).max(16);
         let cap = ctx.tuning().buffer_bytes;
-        // Pack sub-ranges into buffers: (buffer size, [(offset, len)]).
-        let mut plan: Vec<(u64, Vec<(u64, usize)>)> = Vec::new();
+        // Pack sub-ranges into buffers.
+        // (buffer size, [(offset, len, format)]).
+        type Part = (u64, usize, ElementFormat);
+        let mut plan: Vec<(u64, Vec<Part>)> = Vec::new();
         for (i, &l) in lens.iter().enumerate() {
-            let bytes = format.size_of("tensor", l)?;
+            let bytes = format_of(i).size_of("tensor", l)?;
             let together = !apart.get(i).copied().unwrap_or(false);
             match plan.last_mut() {
                 Some((size, parts)) if together && size.next_multiple_of(align) + bytes <= cap => {
                     let at = size.next_multiple_of(align);
-                    parts.push((at, l));
+                    parts.push((at, l, format_of(i)));
                     *size = at + bytes;
                 }
-                _ => plan.push((bytes, vec![(0, l)])),
+                _ => plan.push((bytes, vec![(0, l, format_of(i))])),
             }
         }
         let total = plan.iter().try_fold(0u64, |t, (size, _)| t.checked_add(size.next_multiple_of(16)));
@@ -183,7 +193,7 @@ impl GpuTensor {
                     usage: TENSOR_USAGES,
                     mapped_at_creation: false,
                 });
-                for (offset, len) in parts {
+                for (offset, len, format) in parts {
                     segments.push(Segment { buffer: buffer.clone(), offset, len, format });
                 }
             }
@@ -468,7 +478,7 @@ impl GpuTensor {
         if self.segments.iter().any(|s| !s.buffer.usage().contains(wgpu::BufferUsages::COPY_DST)) {
             return Err(Error::MissingUsage { what: "tensor write", missing: wgpu::BufferUsages::COPY_DST });
         }
-        let expected = self.format.size_of("tensor write", self.len)?;
+        let expected: u64 = self.segments.iter().map(Segment::bytes).sum();
         if bytes.len() as u64 != expected {
             return Err(Error::LengthMismatch {
                 what: "tensor write (bytes)",
@@ -495,8 +505,89 @@ impl GpuTensor {
 
     /// Copies the tensor back to the host as f32 values (exact: every format widens to f32
     /// without rounding; blocks until the GPU is done).
+    /// 8-bit blockwise state is read through its optimizer (`read_state`), which knows the
+    /// map of its sign.
     pub fn read(&self, ctx: &GpuContext) -> Result<Vec<f32>> {
+        if self.format == ElementFormat::Blockwise8 {
+            return Err(Error::Unsupported(
+                "reading 8-bit blockwise state as f32: read it with the optimizer's read_state, which knows its map"
+                    .into(),
+            ));
+        }
         Ok(self.format.decode_all(&self.read_bytes(ctx)?))
+    }
+
+    /// The values of 8-bit blockwise state of a slot of sign `signed`: each sub-range's
+    /// blocks dequantized, or its f32 values where its tensor keeps f32 state.
+    pub(crate) fn read_blockwise(&self, ctx: &GpuContext, signed: bool) -> Result<Vec<f32>> {
+        let mut out = Vec::with_capacity(self.len);
+        for s in &self.segments {
+            let mut bytes = Vec::new();
+            read_segment(ctx, s, &mut bytes)?;
+            match s.format {
+                ElementFormat::Blockwise8 => out.extend(crate::quant::dequantize_blocks(&bytes, s.len, signed)),
+                f => out.extend(f.decode_all(&bytes)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// 8-bit blockwise state laid out like `like`: sub-range `i` quantized where
+    /// `quantized[i]` (its tensor has at least 4096 elements), else f32; every element
+    /// `value` (a block of it: its absmax and codes).
+    pub(crate) fn blockwise_like(
+        ctx: &GpuContext,
+        like: &GpuTensor,
+        quantized: &[bool],
+        value: f32,
+        signed: bool,
+    ) -> Result<Self> {
+        let formats: Vec<ElementFormat> =
+            quantized.iter().map(|&q| if q { ElementFormat::Blockwise8 } else { ElementFormat::F32 }).collect();
+        let runs = like.buffer_runs();
+        let apart: Vec<bool> = (0..runs.len()).map(|i| i > 0 && runs[i] != runs[i - 1]).collect();
+        let t = Self::zeros_packed(ctx, ElementFormat::Blockwise8, &formats, &like.segment_lens(), &apart)?;
+        let block = crate::quant::block_of(value, signed);
+        ctx.scoped("filling 8-bit state", || {
+            for s in &t.segments {
+                let bytes = match s.format {
+                    ElementFormat::Blockwise8 => block.repeat(s.len.div_ceil(crate::quant::BLOCK)),
+                    _ if value.to_bits() == 0 => continue,
+                    _ => ElementFormat::F32.encode_all(&vec![value; s.len]),
+                };
+                ctx.queue().write_buffer(&s.buffer, s.offset, &bytes);
+            }
+        })?;
+        Ok(t)
+    }
+
+    /// The same elements in sub-ranges that start on a block of `block` elements of the
+    /// tensor: each run of sub-ranges end to end in one buffer cut again into pieces of a
+    /// multiple of `block` elements (at most `max_len`), so that a block never spans two
+    /// dispatches (8-bit blockwise state). `Err` where a block would span two buffers.
+    pub(crate) fn in_blocks(&self, ctx: &GpuContext, block: usize, max_len: usize) -> Result<Self> {
+        let [merged] = merge_contiguous([self], usize::MAX);
+        let piece = (max_len / block).max(1) * block;
+        let per = self.format.bytes();
+        let mut segments = Vec::new();
+        let last = merged.segments.len().saturating_sub(1);
+        for (k, s) in merged.segments.iter().enumerate() {
+            if k < last && !s.len.is_multiple_of(block) {
+                return Err(Error::Unsupported(format!(
+                    "8-bit state: a tensor of {} elements lies in {} buffers, and a block of {block} elements would \
+                     span two of them (after {} elements); lay the tensor in one buffer (Tuning::buffer_bytes)",
+                    self.len,
+                    merged.segments.len(),
+                    s.len
+                )));
+            }
+            for (j, len) in segment_lens(s.len, piece).into_iter().enumerate() {
+                let offset = s.offset + (j * piece) as u64 * per;
+                segments.push(Segment { buffer: s.buffer.clone(), offset, len, format: s.format });
+            }
+        }
+        let _ = ctx;
+        Ok(GpuTensor { len: self.len, format: self.format, segments })
     }
 
     /// Copies the tensor's elements back in its own format (blocks until the GPU is done).
@@ -510,7 +601,9 @@ impl GpuTensor {
 
     /// Overwrites the tensor with host data of its format (what a checkpoint restores).
     pub(crate) fn write_host(&self, ctx: &GpuContext, data: &crate::format::HostTensor) -> Result<()> {
-        if data.format != self.format {
+        // 8-bit state whose every tensor keeps f32 (too small for blocks) reads f32 data.
+        let all_f32 = self.segments.iter().all(|s| s.format == ElementFormat::F32);
+        if data.format != self.format && !(self.format == ElementFormat::Blockwise8 && all_f32) {
             return Err(Error::Unsupported(format!(
                 "writing {} data into a {} tensor",
                 data.format.name(),

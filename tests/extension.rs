@@ -194,7 +194,7 @@ fn stages_the_engine_cannot_run_are_refused_on_both_sides() {
 const KERNEL_FIELDS: Kernel = Kernel {
     family: "signum (tests/extension.rs)",
     source: SHADER,
-    state: &[StateSlot { role: "m", torch_name: "momentum_buffer" }],
+    state: &[StateSlot { role: "m", torch_name: "momentum_buffer", signed: true }],
     scalar_size: size_of::<Scalars>(),
     step_error_budget: 4.0,
     stages: step::ELEMENTWISE,

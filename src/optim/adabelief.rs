@@ -84,9 +84,9 @@ static KERNEL: Kernel = Kernel {
     family: "adabelief",
     source: include_str!("../../shaders/adabelief.wgsl"),
     state: &[
-        StateSlot { role: "m", torch_name: "exp_avg" },
-        StateSlot { role: "s", torch_name: "exp_avg_var" },
-        StateSlot { role: "s_max", torch_name: "max_exp_avg_var" },
+        StateSlot { role: "m", torch_name: "exp_avg", signed: true },
+        StateSlot { role: "s", torch_name: "exp_avg_var", signed: false },
+        StateSlot { role: "s_max", torch_name: "max_exp_avg_var", signed: false },
     ],
     // decay or L2 (2), m mul + fma (3), g - m (1), s three mul, two add (5), sqrt (5),
     // div (3), + eps (1), mul (1), div (3), add (1).

@@ -54,8 +54,8 @@ static KERNEL: Kernel = Kernel {
     family: "adadelta",
     source: include_str!("../../shaders/adadelta.wgsl"),
     state: &[
-        StateSlot { role: "square_avg", torch_name: "square_avg" },
-        StateSlot { role: "acc_delta", torch_name: "acc_delta" },
+        StateSlot { role: "square_avg", torch_name: "square_avg", signed: false },
+        StateSlot { role: "acc_delta", torch_name: "acc_delta", signed: false },
     ],
     // L2 fma (2), sq (4), add + sqrt twice (12), div (3), mul (1), acc (4), fma (2).
     scalar_size: size_of::<Scalars>(),

@@ -136,9 +136,9 @@ static KERNEL: Kernel = Kernel {
     family: "adafactor",
     source: include_str!("../../shaders/adafactor.wgsl"),
     state: &[
-        StateSlot { role: "variance", torch_name: "variance" },
-        StateSlot { role: "row_var", torch_name: "row_var" },
-        StateSlot { role: "col_var", torch_name: "col_var" },
+        StateSlot { role: "variance", torch_name: "variance", signed: false },
+        StateSlot { role: "row_var", torch_name: "row_var", signed: false },
+        StateSlot { role: "col_var", torch_name: "col_var", signed: false },
     ],
     scalar_size: size_of::<Scalars>(),
     // The element-wise part (decay mul 1, V: mul 1 + div 3, max, sqrt 5, 1/x 3, mul 1, fma 2

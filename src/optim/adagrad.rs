@@ -66,7 +66,7 @@ setters!(Adagrad {
 static KERNEL: Kernel = Kernel {
     family: "adagrad",
     source: include_str!("../../shaders/adagrad.wgsl"),
-    state: &[StateSlot { role: "sum", torch_name: "sum" }],
+    state: &[StateSlot { role: "sum", torch_name: "sum", signed: false }],
     // L2 fma (2), sum mul + add (2), sqrt (5), + eps (1), mul (1), div (3), add (1).
     scalar_size: size_of::<Scalars>(),
     step_error_budget: 15.0,

@@ -150,9 +150,9 @@ static KERNEL: Kernel = Kernel {
     family: "adam",
     source: concat!(include_str!("../../shaders/adam_moments.wgsl"), include_str!("../../shaders/adam.wgsl")),
     state: &[
-        StateSlot { role: "m", torch_name: "exp_avg" },
-        StateSlot { role: "v", torch_name: "exp_avg_sq" },
-        StateSlot { role: "v_max", torch_name: "max_exp_avg_sq" },
+        StateSlot { role: "m", torch_name: "exp_avg", signed: true },
+        StateSlot { role: "v", torch_name: "exp_avg_sq", signed: false },
+        StateSlot { role: "v_max", torch_name: "max_exp_avg_sq", signed: false },
     ],
     // L2 fma or decay mul (2), lerp sub + fma (1 + 2), v: three mul and an add (4),
     // sqrt (5), `/ bc2` (3), `+ eps` (1), `step_size * m` (1), `/ denom` (3), `p +` (1).

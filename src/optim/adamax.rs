@@ -51,7 +51,10 @@ setters!(Adamax { with_eps => eps: f64, with_weight_decay => weight_decay: f64, 
 static KERNEL: Kernel = Kernel {
     family: "adamax",
     source: include_str!("../../shaders/adamax.wgsl"),
-    state: &[StateSlot { role: "m", torch_name: "exp_avg" }, StateSlot { role: "u", torch_name: "exp_inf" }],
+    state: &[
+        StateSlot { role: "m", torch_name: "exp_avg", signed: true },
+        StateSlot { role: "u", torch_name: "exp_inf", signed: false },
+    ],
     // L2 fma (2), lerp (3), mul (1), + eps (1), mul (1), div (3), add (1).
     scalar_size: size_of::<Scalars>(),
     step_error_budget: 12.0,

@@ -68,10 +68,10 @@ static KERNEL: Kernel = Kernel {
     family: "adan",
     source: include_str!("../../shaders/adan.wgsl"),
     state: &[
-        StateSlot { role: "m", torch_name: "exp_avg" },
-        StateSlot { role: "n", torch_name: "exp_avg_sq" },
-        StateSlot { role: "d", torch_name: "exp_avg_diff" },
-        StateSlot { role: "neg_prev_grad", torch_name: "neg_pre_grad" },
+        StateSlot { role: "m", torch_name: "exp_avg", signed: true },
+        StateSlot { role: "n", torch_name: "exp_avg_sq", signed: false },
+        StateSlot { role: "d", torch_name: "exp_avg_diff", signed: true },
+        StateSlot { role: "neg_prev_grad", torch_name: "neg_pre_grad", signed: true },
     ],
     // diff add (1), m mul + fma (3), d mul + fma (3), x mul + add (2), n three mul, an add
     // (4), sqrt (5), `/ bc3` (3), `+ eps` (1), two terms of mul (1), div (3), add (1),

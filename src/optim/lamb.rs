@@ -66,7 +66,10 @@ setters!(Lamb {
 static KERNEL: Kernel = Kernel {
     family: "lamb",
     source: include_str!("../../shaders/lamb.wgsl"),
-    state: &[StateSlot { role: "m", torch_name: "exp_avg" }, StateSlot { role: "v", torch_name: "exp_avg_sq" }],
+    state: &[
+        StateSlot { role: "m", torch_name: "exp_avg", signed: true },
+        StateSlot { role: "v", torch_name: "exp_avg_sq", signed: false },
+    ],
     // m mul + fma (3), v three mul, an add (4), two divisions (6), sqrt (5), + eps (1),
     // division (3), decay fma (1), the update's fma (1) and the trust ratio's product (1):
     // 25; the ratio itself adds two sqrt (10) and a division (3) of sums that an f32 tree

@@ -70,7 +70,7 @@ setters!(Lars {
 static KERNEL: Kernel = Kernel {
     family: "lars",
     source: include_str!("../../shaders/lars.wgsl"),
-    state: &[StateSlot { role: "momentum", torch_name: "momentum_buffer" }],
+    state: &[StateSlot { role: "momentum", torch_name: "momentum_buffer", signed: true }],
     // decay fma (1), two multiplies (1), the trace's fma (1), Nesterov's fma (1), p + (1);
     // the ratio: two sqrt (10), a product (1), + eps (1), a division (3), of sums an f32
     // tree (GPU) and an f64 sum (CPU) round differently (12 for n up to 2^24).

@@ -59,7 +59,7 @@ setters!(Lion { with_weight_decay => weight_decay: f64, with_decoupled_weight_de
 static KERNEL: Kernel = Kernel {
     family: "lion",
     source: include_str!("../../shaders/lion.wgsl"),
-    state: &[StateSlot { role: "m", torch_name: "exp_avg" }],
+    state: &[StateSlot { role: "m", torch_name: "exp_avg", signed: true }],
     // decay mul (1), interpolation mul + fma (3), exact sign, final fma (2), momentum (3). The
     // sign can differ only where the interpolation rounds across zero.
     scalar_size: size_of::<Scalars>(),

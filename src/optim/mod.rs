@@ -44,6 +44,9 @@ pub struct StateSlot {
     pub role: &'static str,
     /// torch.optim's state name: `exp_avg`, `exp_avg_sq`, `max_exp_avg_sq`, `momentum_buffer`.
     pub torch_name: &'static str,
+    /// Whether the state takes both signs (a first moment, a momentum) or is never negative
+    /// (a second moment, a sum of squares): which map its 8-bit blockwise form uses.
+    pub signed: bool,
 }
 
 /// An optimizer family's shader and state layout, shared by its variants.

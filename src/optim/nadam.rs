@@ -134,7 +134,10 @@ impl NAdam {
 static KERNEL: Kernel = Kernel {
     family: "nadam",
     source: concat!(include_str!("../../shaders/adam_moments.wgsl"), include_str!("../../shaders/nadam.wgsl")),
-    state: &[StateSlot { role: "m", torch_name: "exp_avg" }, StateSlot { role: "v", torch_name: "exp_avg_sq" }],
+    state: &[
+        StateSlot { role: "m", torch_name: "exp_avg", signed: true },
+        StateSlot { role: "v", torch_name: "exp_avg_sq", signed: false },
+    ],
     // L2 fma (2), lerp (3), v (4), div (3), sqrt (5), + eps (1), two addcdiv of mul, div, add (10).
     scalar_size: size_of::<Scalars>(),
     step_error_budget: 28.0,

@@ -69,7 +69,10 @@ setters!(RAdam {
 static KERNEL: Kernel = Kernel {
     family: "radam",
     source: concat!(include_str!("../../shaders/adam_moments.wgsl"), include_str!("../../shaders/radam.wgsl")),
-    state: &[StateSlot { role: "m", torch_name: "exp_avg" }, StateSlot { role: "v", torch_name: "exp_avg_sq" }],
+    state: &[
+        StateSlot { role: "m", torch_name: "exp_avg", signed: true },
+        StateSlot { role: "v", torch_name: "exp_avg_sq", signed: false },
+    ],
     // L2 fma (2), lerp (3), v (4), m / bc1 (3), sqrt (5), + eps (1), 1 / a (3), three mul (3),
     // subtraction (1).
     scalar_size: size_of::<Scalars>(),

@@ -75,9 +75,9 @@ static KERNEL: Kernel = Kernel {
     family: "rmsprop",
     source: include_str!("../../shaders/rmsprop.wgsl"),
     state: &[
-        StateSlot { role: "square_avg", torch_name: "square_avg" },
-        StateSlot { role: "momentum", torch_name: "momentum_buffer" },
-        StateSlot { role: "grad_avg", torch_name: "grad_avg" },
+        StateSlot { role: "square_avg", torch_name: "square_avg", signed: false },
+        StateSlot { role: "momentum", torch_name: "momentum_buffer", signed: true },
+        StateSlot { role: "grad_avg", torch_name: "grad_avg", signed: true },
     ],
     // L2 fma (2), sq three mul and an add (4), centered lerp (3) and mul, add (2), sqrt (5),
     // + eps (1), momentum mul, div, add (5), final fma (2).

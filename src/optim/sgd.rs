@@ -71,7 +71,7 @@ setters!(Sgd {
 static KERNEL: Kernel = Kernel {
     family: "sgd",
     source: include_str!("../../shaders/sgd.wgsl"),
-    state: &[StateSlot { role: "momentum", torch_name: "momentum_buffer" }],
+    state: &[StateSlot { role: "momentum", torch_name: "momentum_buffer", signed: true }],
     // maximize (exact), L2 fma (2), momentum mul + fma (1 + 2), nesterov fma (2), final fma (2).
     scalar_size: size_of::<Scalars>(),
     step_error_budget: 9.0,
