@@ -212,9 +212,10 @@ fn tensor_accessors(state: &[StateSlot], formats: &Formats, tail: bool) -> Strin
     let (g_ty, g_load, _) = access("g", packed, false);
     declare(1, "g", &g_ty);
     let mut functions = format!("fn load_g(i: u32) -> V {{ return {g_load}; }}\n");
-    // What a block-wise step does once its block is updated: each 8-bit slot quantized, the
-    // 16-bit parameters stored a word per invocation.
-    let mut finish = String::new();
+    // What a block-wise step does before its block's update (each 8-bit slot's maximum
+    // cleared) and after it: each 8-bit slot quantized with its block's absmax, then its
+    // codes stored a word per invocation, the 16-bit parameters likewise.
+    let (mut start, mut quantize, mut store) = (String::new(), String::new(), String::new());
     for (k, slot) in state.iter().enumerate() {
         let name = slot.torch_name;
         let format = formats.state.get(k).copied().unwrap_or_default();
@@ -224,23 +225,34 @@ fn tensor_accessors(state: &[StateSlot], formats: &Formats, tail: bool) -> Strin
             let _ = writeln!(
                 functions,
                 "var<workgroup> new_{name}: array<f32, BLOCK>;\n\
+                 var<workgroup> max_{name}: atomic<u32>;\n\
+                 var<workgroup> codes_{name}: array<u32, BLOCK>;\n\
+                 fn packed_codes_{name}(lid: u32) -> u32 {{\n\
+                 let c = 4u * lid;\n\
+                 return codes_{name}[c] | (codes_{name}[c + 1u] << 8u) | (codes_{name}[c + 2u] << 16u) | \
+                 (codes_{name}[c + 3u] << 24u);\n}}\n\
                  fn load_{name}(i: u32) -> V {{\n\
                  if !sub_range_quantized() {{ return bitcast<f32>(tensor_{name}[i]); }}\n\
                  let w = BLOCK_WORDS * (i / BLOCK);\n\
                  let code = (tensor_{name}[w + (i % BLOCK) / 4u] >> (8u * (i % 4u))) & 0xffu;\n\
                  return qmap({map} + code) * bitcast<f32>(tensor_{name}[w + BLOCK / 4u]);\n}}\n\
                  fn store_{name}(i: u32, x: V) {{\n\
-                 if sub_range_quantized() {{ new_{name}[i % BLOCK] = x; }} else {{ tensor_{name}[i] = bitcast<u32>(x); }}\n}}"
+                 if sub_range_quantized() {{\n\
+                 new_{name}[i % BLOCK] = x;\n\
+                 atomicMax(&max_{name}, bitcast<u32>(x) & 0x7fffffffu);\n\
+                 }} else {{ tensor_{name}[i] = bitcast<u32>(x); }}\n}}"
+            );
+            let _ = writeln!(start, "atomicStore(&max_{name}, 0u);");
+            let _ = writeln!(
+                quantize,
+                "if sub_range_quantized() {{\n\
+                 codes_{name}[lid] = select(0u, quantize(new_{name}[lid], block_absmax(atomicLoad(&max_{name})), {map}), inside);\n}}"
             );
             let _ = writeln!(
-                finish,
+                store,
                 "if sub_range_quantized() {{\n\
-                 workgroupBarrier();\n\
-                 let absmax = block_absmax(select(0u, bitcast<u32>(new_{name}[lid]), inside), lid);\n\
-                 block_codes[lid] = select(0u, quantize(new_{name}[lid], absmax, {map}), inside);\n\
-                 workgroupBarrier();\n\
-                 if lid < BLOCK / 4u {{ tensor_{name}[BLOCK_WORDS * block + lid] = packed_codes(lid); }}\n\
-                 else if lid == BLOCK / 4u {{ tensor_{name}[BLOCK_WORDS * block + lid] = bitcast<u32>(absmax); }}\n}}"
+                 if lid < BLOCK / 4u {{ tensor_{name}[BLOCK_WORDS * block + lid] = packed_codes_{name}(lid); }}\n\
+                 else if lid == BLOCK / 4u {{ tensor_{name}[BLOCK_WORDS * block + lid] = bitcast<u32>(block_absmax(atomicLoad(&max_{name}))); }}\n}}"
             );
         } else {
             let (ty, load, save) = access(name, codec(format), false);
@@ -264,7 +276,7 @@ fn tensor_accessors(state: &[StateSlot], formats: &Formats, tail: bool) -> Strin
              let high = select(tensor_p[w] >> 16u, new_p[2u * lid + 1u], e + 1u < n);\n\
              tensor_p[w] = (new_p[2u * lid] & 0xffffu) | (high << 16u);\n}}\n}}"
         );
-        finish.push_str("workgroupBarrier();\nstore_halves(block, lid, n);\n");
+        store.push_str("store_halves(block, lid, n);\n");
     }
     let next = 2 + state.len();
     match formats.store {
@@ -302,7 +314,12 @@ fn tensor_accessors(state: &[StateSlot], formats: &Formats, tail: bool) -> Strin
         );
     }
     if blockwise {
-        let _ = writeln!(functions, "fn finish_block(block: u32, lid: u32, inside: bool, n: u32) {{\n{finish}}}");
+        let _ = writeln!(
+            functions,
+            "fn start_block(lid: u32) {{\nif lid == 0u {{\n{start}}}\nworkgroupBarrier();\n}}\n\
+             fn finish_block(block: u32, lid: u32, inside: bool, n: u32) {{\n\
+             workgroupBarrier();\n{quantize}workgroupBarrier();\n{store}}}"
+        );
     }
     out.push_str(&functions);
     let mut codecs: Vec<&str> =

@@ -43,14 +43,20 @@ fn every_mode_is_checked_and_sized_by_its_formats() {
         }
     }
     // Bytes per parameter, from the formats: AdamW moves p, g, m, v (and the master weights).
-    let sizes: Vec<(u64, u64)> =
+    let sizes: Vec<(f64, f64)> =
         MODES.iter().map(|m| (m.gpu_bytes_per_param(&*adamw), m.gpu_memory_per_param(&*adamw))).collect();
     let by = |name: &str| sizes[MODES.iter().position(|m| m.name == name).unwrap()];
-    assert_eq!(by("f32"), (28, 16));
-    assert_eq!(by("bf16"), (22, 12));
-    assert_eq!(by("bf16-master"), (30, 16));
-    assert_eq!(by("bf16-moments"), (20, 12));
-    assert_eq!(by("bf16-sr-bf16-moments"), (14, 8));
+    assert_eq!(by("f32"), (28.0, 16.0));
+    assert_eq!(by("bf16"), (22.0, 12.0));
+    assert_eq!(by("bf16-master"), (30.0, 16.0));
+    assert_eq!(by("bf16-moments"), (20.0, 12.0));
+    assert_eq!(by("bf16-sr-bf16-moments"), (14.0, 8.0));
+    // 8-bit moments: a byte per element and an f32 absmax per 256 (65 words per block).
+    assert_eq!(by("bf16-sr-8bit"), (6.0 + 4.0 * 260.0 / 256.0, 4.0 + 2.0 * 260.0 / 256.0));
+    assert_eq!(by("f32-8bit"), (12.0 + 4.0 * 260.0 / 256.0, 8.0 + 2.0 * 260.0 / 256.0));
+    // Tensors under 4096 elements keep f32 state.
+    let q8 = Mode::by_name("f32-8bit").unwrap();
+    assert_eq!(q8.gpu_bytes(&*adamw, &[4095]), MODES[0].gpu_bytes(&*adamw, &[4095]));
     // An optimizer whose state is f32 only has no 16-bit-state mode.
     let nadam: Box<dyn Optimizer> = wgpu_optim::NAdam::default().into();
     let moments = Mode::by_name("bf16-moments").unwrap();

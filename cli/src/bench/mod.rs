@@ -21,7 +21,7 @@ use wgpu_optim::optim::Optimizer;
 /// Bytes one step moves per parameter with every tensor f32 (AdamW: 7 × 4 = 28; see
 /// [`Mode::gpu_bytes_per_param`]).
 pub fn bytes_per_param(o: &dyn Optimizer) -> u64 {
-    MODES[0].gpu_bytes_per_param(o)
+    MODES[0].gpu_bytes(o, &[1])
 }
 
 /// Which implementation a measurement is of.

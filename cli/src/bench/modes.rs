@@ -23,6 +23,7 @@ pub struct Mode {
 const F32: ElementFormat = ElementFormat::F32;
 const BF16: ElementFormat = ElementFormat::BF16;
 const F16: ElementFormat = ElementFormat::F16;
+const Q8: ElementFormat = ElementFormat::Blockwise8;
 const NEAREST: Precision = Precision::RoundToNearest;
 const SR: Precision = Precision::StochasticRounding { seed: 0x5eed };
 
@@ -36,6 +37,8 @@ pub const MODES: &[Mode] = &[
     Mode { name: "bf16-sr-bf16-moments", params: BF16, state: BF16, precision: SR },
     Mode { name: "f16", params: F16, state: F32, precision: NEAREST },
     Mode { name: "f16-master", params: F16, state: F32, precision: Precision::MasterWeights },
+    Mode { name: "f32-8bit", params: F32, state: Q8, precision: NEAREST },
+    Mode { name: "bf16-sr-8bit", params: BF16, state: Q8, precision: SR },
 ];
 
 impl Mode {
@@ -62,25 +65,56 @@ impl Mode {
         u64::from(self.precision == Precision::MasterWeights)
     }
 
-    /// Bytes one GPU step moves per parameter: p read and written, g read, every state
-    /// tensor in use read and written, each in its format; the master weights (f32) read and
+    /// Bytes one GPU step moves over tensors of `lens`: p read and written, g read, every
+    /// state tensor in use read and written, each as stored (8-bit blocks with their absmax;
+    /// a tensor under 4096 elements keeps f32 state); the master weights (f32) read and
     /// written. Each stage before the last of a staged optimizer (f32 only) reads p and the
-    /// state once more (f32 AdamW: 28; LAMB: 40; bf16 parameters with bf16 moments: 14).
-    pub fn gpu_bytes_per_param(&self, o: &dyn Optimizer) -> u64 {
-        let states = states(o);
-        let (p, s) = (self.params.bytes(), self.state.bytes());
-        3 * p + 2 * states * s + 8 * self.master() + extra_stages(o) * (p + states * s)
+    /// state once more (per parameter, f32 AdamW: 28; LAMB: 40; bf16 parameters with bf16
+    /// moments: 14; bf16 with 8-bit moments: about 10.06).
+    pub fn gpu_bytes(&self, o: &dyn Optimizer, lens: &[usize]) -> u64 {
+        let (states, p) = (states(o), self.params.bytes());
+        lens.iter()
+            .map(|&n| {
+                let (n64, s) = (n as u64, self.state_bytes(n));
+                3 * p * n64 + 2 * states * s + 8 * self.master() * n64 + extra_stages(o) * (p * n64 + states * s)
+            })
+            .sum()
     }
 
-    /// GPU memory per parameter: parameters, gradients, state and master weights.
-    pub fn gpu_memory_per_param(&self, o: &dyn Optimizer) -> u64 {
-        2 * self.params.bytes() + states(o) * self.state.bytes() + 4 * self.master()
+    /// GPU memory over tensors of `lens`: parameters, gradients, state and master weights.
+    pub fn gpu_memory(&self, o: &dyn Optimizer, lens: &[usize]) -> u64 {
+        let p = self.params.bytes();
+        lens.iter().map(|&n| (2 * p + 4 * self.master()) * n as u64 + states(o) * self.state_bytes(n)).sum()
     }
 
-    /// Bytes one CPU step moves per parameter: the CPU keeps every tensor as f32 values of
-    /// its format, so f32 traffic, and the master weights.
-    pub fn cpu_bytes_per_param(&self, o: &dyn Optimizer) -> u64 {
-        Mode { params: F32, state: F32, ..*self }.gpu_bytes_per_param(o)
+    /// Bytes one state tensor of a tensor of `n` elements keeps.
+    fn state_bytes(&self, n: usize) -> u64 {
+        match self.state {
+            Q8 if n < wgpu_optim::quant::MIN_QUANTIZED_LEN => 4 * n as u64,
+            f => f.bytes_of(n as u64),
+        }
+    }
+
+    /// [`gpu_bytes`](Self::gpu_bytes) per parameter of a large tensor (2^24 elements).
+    pub fn gpu_bytes_per_param(&self, o: &dyn Optimizer) -> f64 {
+        self.gpu_bytes(o, &[1 << 24]) as f64 / f64::from(1 << 24)
+    }
+
+    /// [`gpu_memory`](Self::gpu_memory) per parameter of a large tensor (2^24 elements).
+    pub fn gpu_memory_per_param(&self, o: &dyn Optimizer) -> f64 {
+        self.gpu_memory(o, &[1 << 24]) as f64 / f64::from(1 << 24)
+    }
+
+    /// Bytes one CPU step moves over tensors of `lens`: the CPU keeps every tensor as f32
+    /// values of its format, so f32 traffic, and the master weights; 8-bit state once more
+    /// after the update (its f32 values read and written, its blocks written).
+    pub fn cpu_bytes(&self, o: &dyn Optimizer, lens: &[usize]) -> u64 {
+        let f32_traffic = Mode { params: F32, state: F32, ..*self }.gpu_bytes(o, lens);
+        let quantized: usize = match self.state {
+            Q8 => lens.iter().filter(|&&n| n >= wgpu_optim::quant::MIN_QUANTIZED_LEN).sum(),
+            _ => 0,
+        };
+        f32_traffic + states(o) * (8 * quantized as u64 + Q8.bytes_of(quantized as u64))
     }
 
     /// Tensors besides the gradient that a CPU step reads and writes: the parameters, the
@@ -94,10 +128,15 @@ impl Mode {
     /// where a value within rounding of a tie rounds either way on sides whose f32
     /// arithmetic differs; a whole unit under stochastic rounding, whose random bits follow
     /// an element's index in its optimizer (the CPU side's per tensor, the GPU arena's with
-    /// its gaps). For the parameters, and for the state.
+    /// its gaps). 8-bit state: a value may land one code of the dynamic map apart (the map's
+    /// gaps are at most 0.9/64 < 2^-6 of the block's absmax, which the state's largest value,
+    /// and so its change from zero, bounds), and a parameter's update with it. For the
+    /// parameters, and for the state.
     pub fn units(&self) -> (f64, f64) {
         let stochastic = matches!(self.precision, Precision::StochasticRounding { .. });
-        (unit(self.params) * if stochastic { 2.0 } else { 1.0 }, unit(self.state))
+        let param = unit(self.params) * if stochastic { 2.0 } else { 1.0 };
+        let state = unit(self.state);
+        (param.max(state), state)
     }
 }
 
@@ -105,6 +144,7 @@ fn unit(f: ElementFormat) -> f64 {
     match f {
         ElementFormat::BF16 => 2f64.powi(-8),
         ElementFormat::F16 => 2f64.powi(-11),
+        ElementFormat::Blockwise8 => 2f64.powi(-6),
         _ => 0.0,
     }
 }

@@ -84,7 +84,7 @@ impl CpuPass {
         let mut pass = CpuPass {
             g: vec![1.0; n],
             tensors: vec![vec![0.0; n]; mode.cpu_tensors(o)],
-            bytes: (mode.cpu_bytes_per_param(o) * n as u64) as f64,
+            bytes: mode.cpu_bytes(o, &[n]) as f64,
         };
         pass.run()?;
         Ok(pass)

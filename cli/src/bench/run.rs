@@ -171,17 +171,17 @@ impl Workload {
 
     /// Bytes one GPU step moves.
     pub fn bytes_per_step(&self) -> u64 {
-        self.mode.gpu_bytes_per_param(&*self.optimizer) * self.set.total() as u64
+        self.mode.gpu_bytes(&*self.optimizer, &self.set.lens)
     }
 
     /// Bytes one CPU step moves (the CPU keeps f32 values of every format).
     pub fn cpu_bytes_per_step(&self) -> u64 {
-        self.mode.cpu_bytes_per_param(&*self.optimizer) * self.set.total() as u64
+        self.mode.cpu_bytes(&*self.optimizer, &self.set.lens)
     }
 
     /// GPU memory the workload takes: parameters, gradients, state and master weights.
     pub fn gpu_bytes(&self) -> u64 {
-        self.mode.gpu_memory_per_param(&*self.optimizer) * self.set.total() as u64
+        self.mode.gpu_memory(&*self.optimizer, &self.set.lens)
     }
 
     /// The workload on the GPU, in `storage`, gradients resident.
@@ -285,7 +285,7 @@ impl Workload {
         let in_units = |unit: f64| budget + f64::from(steps) * unit / f64::from(f32::EPSILON);
         let gpu_state: Vec<(&str, Vec<f32>)> = gpu.groups.groups()[0]
             .state()
-            .map(|(slot, t)| Ok((slot.torch_name, t.read(ctx)?)))
+            .map(|(slot, _)| Ok((slot.torch_name, gpu.groups.groups()[0].read_state(slot.torch_name)?.to_vec())))
             .collect::<Result<_>>()?;
         let mut worst = 0.0f64;
         for (t, (c, old)) in cpu.iter().zip(&before).enumerate() {
@@ -353,5 +353,5 @@ impl GpuWorkload {
 /// anything is allocated.
 pub fn state_bytes(o: &dyn Optimizer, set: &TensorSet, mode: &Mode) -> u64 {
     let f32_host = Mode { params: wgpu_optim::ElementFormat::F32, state: wgpu_optim::ElementFormat::F32, ..*mode };
-    mode.gpu_memory_per_param(o).max(f32_host.gpu_memory_per_param(o)) * set.total() as u64
+    mode.gpu_memory(o, &set.lens).max(f32_host.gpu_memory(o, &set.lens))
 }

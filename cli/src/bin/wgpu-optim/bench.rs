@@ -114,7 +114,8 @@ fn bench_command(
                 let measured = Workload::in_mode(&**o, set.clone(), mode).and_then(|w| {
                     let row = (w.optimizer.name(), mode.name, w.bytes_per_step(), w.gpu_bytes(), w.set.total());
                     let rows = measure(&ctx, &clock, &w, plan, &bar)?;
-                    sizes.push((row.0, row.1, row.2 / row.4 as u64, row.3 / row.4 as u64));
+                    let per = |bytes: u64| bytes as f64 / row.4 as f64;
+                    sizes.push((row.0, row.1, per(row.2), per(row.3)));
                     Ok(rows)
                 });
                 match measured {
@@ -136,10 +137,10 @@ fn bench_command(
         }
     }
     bar.finish_and_clear();
-    sizes.dedup();
+    sizes.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
     println!(
         "per parameter on the GPU (moved per step, memory): {}",
-        sizes.iter().map(|(o, m, b, mem)| format!("{o} {m} {b} B, {mem} B")).collect::<Vec<_>>().join("; ")
+        sizes.iter().map(|(o, m, b, mem)| format!("{o} {m} {b:.2} B, {mem:.2} B")).collect::<Vec<_>>().join("; ")
     );
     // Text columns left-aligned, numbers right-aligned.
     let line = |cells: &[String]| {
