@@ -13,7 +13,7 @@ use crate::tensor::GpuTensor;
 use crate::tuning::{ScalarBinding, Tuning};
 
 const PRELUDE: &str = include_str!("../shaders/common.wgsl");
-const FORMATS: &str = include_str!("../shaders/formats.wgsl");
+const FORMATS: &str = crate::format::WGSL;
 const ELEMENTWISE: &str = include_str!("../shaders/elementwise.wgsl");
 const REDUCE: &str = include_str!("../shaders/reduce.wgsl");
 const BLOCKWISE: &str = include_str!("../shaders/blockwise.wgsl");

@@ -5,6 +5,14 @@
 
 use crate::error::{Error, Result};
 
+/// The WGSL of the conversions the step kernels store and load with, for a caller's own
+/// kernels (a backward pass writing bf16 gradients, a forward reading bf16 parameters):
+/// `bf16_encode(x: f32) -> u32`, `bf16_decode(bits: u32) -> f32`, `f16_encode`,
+/// `f16_decode` — each bit for bit as [`ElementFormat::encode`] and
+/// [`ElementFormat::decode`] — and stochastic rounding's `random_bits` and
+/// `bf16_encode_stochastic` ([`crate::precision`]). Put it before the source that uses them.
+pub const WGSL: &str = include_str!("../shaders/formats.wgsl");
+
 /// The format of a tensor's elements.
 #[derive(Clone, Copy, Debug, Default, Hash, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]

@@ -122,6 +122,7 @@ fn the_demo_writes_its_pictures_and_tables() {
     let config =
         DemoConfig { starts: 32, steps: 20, model_steps: 10, learning_rates: vec![1e-2, 1e-1], ..Default::default() };
     let report = demo::run_all(&ctx, &config, &|_| {}).unwrap();
+    assert_eq!(report.precision.len(), 2 * demo::precision::COMPARED.len(), "every mode on both models");
     assert_eq!(report.functions.len(), FUNCTIONS.len() * demo::function_optimizers().len());
     assert_eq!(report.models.len(), 2 * (demo::optimizers().len() + 1));
     let dir = std::env::temp_dir().join(format!("wgpu-optim-demo-{}", std::process::id()));
@@ -137,6 +138,31 @@ fn the_demo_writes_its_pictures_and_tables() {
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("convergence.json")).unwrap()).unwrap();
     assert_eq!(json["functions"].as_array().unwrap().len(), report.functions.len());
-    assert_eq!(files.len(), FUNCTIONS.len() + 4);
+    let precision = std::fs::read_to_string(dir.join("precision.md")).unwrap();
+    assert!(precision.contains("| mlp-wide | bf16-sr-8bit |"), "{precision}");
+    assert_eq!(files.len(), FUNCTIONS.len() + 5);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn every_mixed_precision_mode_trains_as_f32_does() {
+    // The wide MLP (6147 parameters, so its state can be 8-bit), 100 steps of AdamW in the
+    // modes that keep small updates: the training accuracy within one point of f32's (the
+    // target bitsandbytes and torchao state for 8-bit optimizers), the loss within 10 %.
+    use wgpu_optim_cli::demo::precision::precision_rows;
+    let ctx = ctx();
+    let modes = ["f32", "bf16-master", "bf16-sr", "f32-8bit", "bf16-sr-8bit"];
+    let rows = precision_rows(&ctx, &[Model::wide_mlp(42)], &modes, 100, &[3e-2]).unwrap();
+    let f32_row = &rows[0];
+    assert_eq!(f32_row.mode, "f32");
+    let f32_accuracy = f32_row.accuracy.unwrap();
+    assert!(f32_accuracy > 0.9, "f32 learns the mixture: {f32_accuracy}");
+    for r in &rows {
+        let accuracy = r.accuracy.unwrap();
+        assert!((accuracy - f32_accuracy).abs() <= 0.01, "{}: accuracy {accuracy} vs f32 {f32_accuracy}", r.mode);
+        assert!(r.relative < 1.1, "{}: loss {} is {:.3} of f32's", r.mode, r.loss, r.relative);
+    }
+    // 8-bit moments: about 1 byte per moment element (and an absmax per 256).
+    let q8 = rows.iter().find(|r| r.mode == "bf16-sr-8bit").unwrap();
+    assert!(q8.memory_per_param < 6.2, "{}", q8.memory_per_param);
 }

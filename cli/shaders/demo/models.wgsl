@@ -12,7 +12,8 @@ struct Info {
 override MODEL: u32 = 1u;
 const D_LIN: u32 = 8u;        // linear regression: features
 const D: u32 = 2u;            // MLP: inputs
-const H: u32 = 32u;           //      hidden units
+override H: u32 = 32u;        //      hidden units (at most H_MAX)
+const H_MAX: u32 = 1024u;
 const K: u32 = 3u;            //      classes
 
 @group(0) @binding(0) var<storage, read_write> p: array<f32>;
@@ -43,7 +44,7 @@ fn mlp(i: u32) {
     let w2 = H * D + H;
     let b2 = w2 + K * H;
     let row = i * info.params;
-    var h: array<f32, H>;
+    var h: array<f32, H_MAX>;
     for (var k = 0u; k < H; k = k + 1u) {
         var a = p[H * D + k];
         for (var d = 0u; d < D; d = d + 1u) {
@@ -73,7 +74,7 @@ fn mlp(i: u32) {
     sample[2u * i] = log(total) + top - z[label];   // -log softmax(z)[label]
     sample[2u * i + 1u] = select(0.0, 1.0, best == label);
     // Backward: dz = softmax(z) - onehot(label).
-    var dh: array<f32, H>;
+    var dh: array<f32, H_MAX>;
     for (var c = 0u; c < K; c = c + 1u) {
         let dz = exp(z[c] - top) / total - select(0.0, 1.0, c == label);
         rows[row + b2 + c] = dz;

@@ -5,6 +5,7 @@
 pub mod functions;
 pub mod models;
 pub mod plot;
+pub mod precision;
 mod run;
 pub mod table;
 
@@ -13,7 +14,7 @@ use wgpu_optim::gpu::GpuContext;
 use wgpu_optim::optim::{self, Optimizer, Sgd};
 
 pub use functions::{Batch, FUNCTIONS, FunctionRun, TestFunction};
-pub use models::{Model, ModelRun, Training};
+pub use models::{Model, ModelRun, Training, train_in};
 pub use run::{DemoConfig, Report, function_rows, model_rows, model_threshold, run_all};
 pub use table::{FunctionRow, ModelRow};
 
@@ -40,6 +41,11 @@ pub fn optimizers() -> Vec<(String, Box<dyn Optimizer>)> {
 /// per-tensor norms would couple the batch's independent problems, which share one tensor.
 pub fn function_optimizers() -> Vec<(String, Box<dyn Optimizer>)> {
     optimizers().into_iter().filter(|(_, o)| !o.kernel().is_staged()).collect()
+}
+
+/// An override constant's value for a flag.
+pub(crate) fn flag(on: bool) -> f64 {
+    if on { 1.0 } else { 0.0 }
 }
 
 /// A deterministic number in [0, 1) from `seed` and `i` (splitmix64).

@@ -13,8 +13,10 @@ use wgpu_optim::tensor::GpuTensor;
 
 use super::{Kernels, drive, normal, storage_buffer, uniform_buffer, unit};
 
-/// Hidden units and classes of the MLP (the shader's constants).
+/// Hidden units of the MLP, and of the wide MLP (at most the shader's H_MAX).
 pub const HIDDEN: usize = 32;
+/// Hidden units of the wide MLP.
+pub const WIDE_HIDDEN: usize = 1024;
 /// Classes of the Gaussian mixture.
 pub const CLASSES: usize = 3;
 /// Features of the linear regression.
@@ -31,6 +33,8 @@ pub struct Model {
     pub y: Vec<f32>,
     /// Initial parameters.
     pub init: Vec<f32>,
+    /// The MLP's hidden units (0 for linear regression).
+    pub hidden: usize,
 }
 
 impl Model {
@@ -46,14 +50,25 @@ impl Model {
                 (dot + 0.5 + 0.01 * normal(seed ^ 3, i as u64)) as f32
             })
             .collect();
-        Model { name: "linear-regression", x, y, init: vec![0.0; FEATURES + 1] }
+        Model { name: "linear-regression", x, y, init: vec![0.0; FEATURES + 1], hidden: 0 }
     }
 
     /// A 2-layer MLP (2 → 32 tanh → 3) on 1200 points of six Gaussians (σ 0.45) on a circle
     /// of radius 2, opposite Gaussians sharing a class, so no line separates the classes.
     /// Weights start as torch's `nn.Linear`: uniform in ±1/√fan_in.
     pub fn mlp(seed: u64) -> Self {
-        let per = 200;
+        Self::mlp_of("mlp", HIDDEN, 200, seed)
+    }
+
+    /// The same classifier with 1024 hidden units on 100 samples per blob: 6147 parameters,
+    /// a tensor large enough for 8-bit state (at least 4096 elements), for the
+    /// mixed-precision comparison.
+    pub fn wide_mlp(seed: u64) -> Self {
+        Self::mlp_of("mlp-wide", WIDE_HIDDEN, 100, seed)
+    }
+
+    /// An MLP of `hidden` units on `per` samples of each of the mixture's six blobs.
+    fn mlp_of(name: &'static str, hidden: usize, per: usize, seed: u64) -> Self {
         let mut x = Vec::with_capacity(2 * 6 * per);
         let mut y = Vec::with_capacity(6 * per);
         for blob in 0..6 {
@@ -65,14 +80,14 @@ impl Model {
                 y.push((blob % CLASSES) as f32);
             }
         }
-        let (w1, w2) = (HIDDEN * 2 + HIDDEN, CLASSES * HIDDEN + CLASSES);
+        let (w1, w2) = (hidden * 2 + hidden, CLASSES * hidden + CLASSES);
         let bound = |fan_in: f64| 1.0 / fan_in.sqrt();
         let init = (0..w1)
             .map(|i| bound(2.0) * (2.0 * unit(seed ^ 5, i as u64) - 1.0))
-            .chain((0..w2).map(|i| bound(HIDDEN as f64) * (2.0 * unit(seed ^ 6, i as u64) - 1.0)))
+            .chain((0..w2).map(|i| bound(hidden as f64) * (2.0 * unit(seed ^ 6, i as u64) - 1.0)))
             .map(|v| v as f32)
             .collect();
-        Model { name: "mlp", x, y, init }
+        Model { name, x, y, init, hidden }
     }
 
     /// Samples.
@@ -81,16 +96,17 @@ impl Model {
     }
 
     fn id(&self) -> u32 {
-        u32::from(self.name == "mlp")
+        u32::from(self.hidden > 0)
     }
 
     /// The MLP's class scores at `(px, py)` for parameters `p` (the shader's forward, on the
     /// host, for the decision-region picture).
-    pub fn mlp_class(p: &[f32], px: f32, py: f32) -> usize {
-        let (w2, b2) = (HIDDEN * 3, HIDDEN * 3 + CLASSES * HIDDEN);
-        let h: Vec<f32> = (0..HIDDEN).map(|k| (p[HIDDEN * 2 + k] + p[2 * k] * px + p[2 * k + 1] * py).tanh()).collect();
+    pub fn mlp_class(&self, p: &[f32], px: f32, py: f32) -> usize {
+        let hidden = self.hidden;
+        let (w2, b2) = (hidden * 3, hidden * 3 + CLASSES * hidden);
+        let h: Vec<f32> = (0..hidden).map(|k| (p[hidden * 2 + k] + p[2 * k] * px + p[2 * k + 1] * py).tanh()).collect();
         (0..CLASSES)
-            .map(|c| p[b2 + c] + (0..HIDDEN).map(|k| p[w2 + c * HIDDEN + k] * h[k]).sum::<f32>())
+            .map(|c| p[b2 + c] + (0..hidden).map(|k| p[w2 + c * hidden + k] * h[k]).sum::<f32>())
             .enumerate()
             .fold((0, f32::NEG_INFINITY), |best, (c, s)| if s > best.1 { (c, s) } else { best })
             .0
@@ -138,14 +154,31 @@ pub fn train(
     lr: f64,
     training: Training,
 ) -> Result<ModelRun> {
+    train_in(ctx, model, optimizer, lr, training, &crate::bench::MODES[0])
+}
+
+/// [`train`] with the parameters, gradients and state stored in `mode`: with 16-bit
+/// parameters the model reads them widened to f32 and its f32 gradients are stored in their
+/// format before each step (as a mixed-precision training loop casts them).
+pub fn train_in(
+    ctx: &GpuContext,
+    model: &Model,
+    optimizer: Option<&dyn Optimizer>,
+    lr: f64,
+    training: Training,
+    mode: &crate::bench::Mode,
+) -> Result<ModelRun> {
     let (n, np) = (model.samples(), model.init.len());
     // Adafactor keeps its own relative step size: no schedule and no clipping for it.
     let own_step = optimizer.is_none();
-    let mut o = optimizer.map_or_else(|| Adafactor::new(lr).into(), |o| o.clone_box());
+    let o = optimizer.map_or_else(|| Adafactor::new(lr).into(), |o| o.clone_box());
+    let mut o = mode.optimizer(&*o)?;
     o.set_lr(lr);
     o.validate()?;
-    let (p, g) = (GpuTensor::from_slice(ctx, &model.init)?, GpuTensor::zeros(ctx, np)?);
-    let mut groups = ParamGroups::new(ctx, vec![ParamGroup::new(o, vec![&p], vec![&g])])?;
+    let format = mode.params;
+    let (p, g) = (GpuTensor::from_f32s_as(ctx, format, &model.init)?, GpuTensor::zeros_of(ctx, format, np)?);
+    let group = ParamGroup::new(o, vec![&p], vec![&g]).with_precision(mode.precision);
+    let mut groups = ParamGroups::new(ctx, vec![group])?;
     if !own_step {
         {
             if training.warmup_cosine {
@@ -166,6 +199,13 @@ pub fn train(
     if params.segments().len() != 1 {
         return Err(Error::DemoArgument("the model does not fit one binding; use a smaller model".into()));
     }
+    // The model's f32 parameters and gradients: the optimizer's own, or f32 views of 16-bit
+    // ones, converted on the GPU before and after the model's pass.
+    let halves = format.is_packed().then(|| Halves::new(ctx, &params, &grads, format)).transpose()?;
+    let (model_p, model_g) = match &halves {
+        Some(h) => (h.p32.as_entire_binding(), h.g32.as_entire_binding()),
+        None => (params.segments()[0].binding(), grads.segments()[0].binding()),
+    };
     let x = storage_buffer(ctx, "demo x", &model.x)?;
     let y = storage_buffer(ctx, "demo y", &model.y)?;
     let rows = storage_buffer(ctx, "demo gradient rows", &vec![0f32; n * np])?;
@@ -180,13 +220,13 @@ pub fn train(
         SOURCE,
         &["per_sample", "reduce_grads", "reduce_stats"],
         8,
-        &[("MODEL", f64::from(model.id()))],
+        &[("MODEL", f64::from(model.id())), ("H", model.hidden.max(1) as f64)],
     )?;
     let bind = kernels.bind(
         ctx,
         vec![
-            params.segments()[0].binding(),
-            grads.segments()[0].binding(),
+            model_p,
+            model_g,
             x.as_entire_binding(),
             y.as_entire_binding(),
             rows.as_entire_binding(),
@@ -198,13 +238,56 @@ pub fn train(
     )?;
     let backward = |encoder: &mut wgpu::CommandEncoder| {
         let mut pass = encoder.begin_compute_pass(&Default::default());
+        if let Some(h) = &halves {
+            h.record(&mut pass, 0);
+        }
         pass.set_bind_group(0, &bind, &[]);
         for (kernel, groups) in kernels.entries.iter().zip([(n as u32).div_ceil(64), (np as u32).div_ceil(64), 1]) {
             pass.set_pipeline(kernel);
             pass.dispatch_workgroups(groups, 1, 1);
         }
+        if let Some(h) = &halves {
+            h.record(&mut pass, 1);
+        }
     };
     let seconds = drive(ctx, training.steps, |encoder, _| backward(encoder), |encoder| Ok(groups.record(encoder, 1)?))?;
     let h = GpuTensor::from_buffer(ctx, &history, 0, 2 * (training.steps as usize + 1))?.read(ctx)?;
     Ok(ModelRun { lr, history: h.chunks_exact(2).map(|c| [c[0], c[1]]).collect(), params: params.read(ctx)?, seconds })
+}
+
+/// The f32 views of 16-bit parameters and gradients a model reads and writes, and the
+/// kernels that convert them (shaders/demo/convert.wgsl over the crate's conversions).
+struct Halves {
+    p32: wgpu::Buffer,
+    g32: wgpu::Buffer,
+    kernels: Kernels,
+    /// Widen the parameters; narrow the gradients.
+    groups: [wgpu::BindGroup; 2],
+    words: u32,
+}
+
+impl Halves {
+    fn new(ctx: &GpuContext, params: &GpuTensor, grads: &GpuTensor, format: wgpu_optim::ElementFormat) -> Result<Self> {
+        let n = params.len();
+        let (p32, g32) = (
+            storage_buffer(ctx, "demo f32 params", &vec![0f32; n])?,
+            storage_buffer(ctx, "demo f32 grads", &vec![0f32; n])?,
+        );
+        let info = uniform_buffer(ctx, "demo conversion", bytemuck::bytes_of(&[n as u32, 0, 0, 0]))?;
+        let source = format!("{}\n{}", wgpu_optim::format::WGSL, include_str!("../../shaders/demo/convert.wgsl"));
+        let f16 = crate::demo::flag(format == wgpu_optim::ElementFormat::F16);
+        let kernels = Kernels::new(ctx, &source, &["widen", "narrow"], 2, &[("F16", f16)])?;
+        let bind = |half: &GpuTensor, full: &wgpu::Buffer| {
+            kernels.bind(ctx, vec![half.segments()[0].binding(), full.as_entire_binding(), info.as_entire_binding()])
+        };
+        let groups = [bind(params, &p32)?, bind(grads, &g32)?];
+        Ok(Halves { p32, g32, kernels, groups, words: (n as u32).div_ceil(2) })
+    }
+
+    /// Records conversion `k` (0: widen the parameters, 1: narrow the gradients).
+    fn record(&self, pass: &mut wgpu::ComputePass<'_>, k: usize) {
+        pass.set_pipeline(&self.kernels.entries[k]);
+        pass.set_bind_group(0, &self.groups[k], &[]);
+        pass.dispatch_workgroups(self.words.div_ceil(64), 1, 1);
+    }
 }

@@ -268,7 +268,7 @@ pub fn decision_regions(path: &Path, model: &Model, runs: &[(String, ModelRun)])
         chart
             .draw_series((0..cells * cells).map(|c| {
                 let (x, y) = (lo + (c % cells) as f32 * d, lo + (c / cells) as f32 * d);
-                let class = Model::mlp_class(&run.params, x + d / 2.0, y + d / 2.0);
+                let class = model.mlp_class(&run.params, x + d / 2.0, y + d / 2.0);
                 Rectangle::new([(x, y), (x + d, y + d)], light(CLASS[class]).filled())
             }))
             .map_err(fail)?;

@@ -56,6 +56,8 @@ pub struct Report {
     pub function_runs: Vec<(TestFunction, Labelled<FunctionRun>)>,
     /// The kept run of each optimizer on each model.
     pub model_runs: Vec<(Model, Labelled<ModelRun>)>,
+    /// AdamW on the models in each mixed-precision mode.
+    pub precision: Vec<super::precision::PrecisionRow>,
 }
 
 /// The loss a model must fall below for the table's "steps to threshold".
@@ -164,8 +166,13 @@ pub fn model_rows(ctx: &GpuContext, model: &Model, config: &DemoConfig) -> Resul
 
 /// Runs everything, calling `progress` with what it starts next.
 pub fn run_all(ctx: &GpuContext, config: &DemoConfig, progress: &dyn Fn(&str)) -> Result<Report> {
-    let mut report =
-        Report { functions: Vec::new(), models: Vec::new(), function_runs: Vec::new(), model_runs: Vec::new() };
+    let mut report = Report {
+        functions: Vec::new(),
+        models: Vec::new(),
+        function_runs: Vec::new(),
+        model_runs: Vec::new(),
+        precision: Vec::new(),
+    };
     for f in &FUNCTIONS {
         progress(f.name);
         let (rows, runs) = function_rows(ctx, f, config)?;
@@ -178,6 +185,10 @@ pub fn run_all(ctx: &GpuContext, config: &DemoConfig, progress: &dyn Fn(&str)) -
         report.models.extend(rows);
         report.model_runs.push((model, runs));
     }
+    progress("mixed precision");
+    let models = [Model::linear_regression(config.seed), Model::wide_mlp(config.seed)];
+    let (modes, lrs) = (super::precision::COMPARED, super::precision::LEARNING_RATES);
+    report.precision = super::precision::precision_rows(ctx, &models, &modes, config.model_steps, &lrs)?;
     Ok(report)
 }
 
@@ -207,6 +218,15 @@ impl Report {
         );
         let path = dir.join("convergence.md");
         std::fs::write(&path, markdown).map_err(io)?;
+        files.push(path);
+        let path = dir.join("precision.md");
+        let intro = format!(
+            "AdamW, {} steps (full batch), in each mode at the learning rate with f32's lowest final loss of {:?}; \
+             the final loss against f32's, the training accuracy (the MLP), GPU bytes per parameter.\n\n",
+            config.model_steps,
+            super::precision::LEARNING_RATES
+        );
+        std::fs::write(&path, intro + &super::precision::markdown(&self.precision)).map_err(io)?;
         files.push(path);
         let path = dir.join("convergence.json");
         let json = serde_json::to_string_pretty(&table::json(&self.functions, &self.models))
