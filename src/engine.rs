@@ -1575,15 +1575,7 @@ mod tests {
                 let slot = SlotLayout::for_scalars(kernel.scalar_size);
                 assert_eq!(struct_size(&module, "Slot"), slot.size, "{name}: a slot's size");
                 assert_eq!(member_offset(&module, "Slot", "tag"), slot.tag_offset, "{name}: a slot's tag");
-                let mut bound: Vec<(u32, String)> = module
-                    .global_variables
-                    .iter()
-                    .filter_map(|(_, v)| {
-                        let b = v.binding.as_ref()?;
-                        (b.group == 1).then(|| (b.binding, v.name.clone().unwrap_or_default()))
-                    })
-                    .collect();
-                bound.sort();
+                let bound = group1_bindings(&module);
                 let names: Vec<&str> = if kernel.is_shaped() {
                     for (wgsl, size) in crate::factored::UNIFORM_STRUCTS {
                         assert_eq!(struct_size(&module, wgsl), size, "{name}: WGSL {wgsl} vs the Rust struct");
@@ -1633,15 +1625,7 @@ mod tests {
                     naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
                         .validate(&module)
                         .unwrap_or_else(|e| panic!("{name} ({store:?}, {state:?}, tail {tail}): {e:?}"));
-                    let mut bound: Vec<(u32, String)> = module
-                        .global_variables
-                        .iter()
-                        .filter_map(|(_, v)| {
-                            let b = v.binding.as_ref()?;
-                            (b.group == 1).then(|| (b.binding, v.name.clone().unwrap_or_default()))
-                        })
-                        .collect();
-                    bound.sort();
+                    let bound = group1_bindings(&module);
                     let mut names: Vec<String> = ["p", "g"]
                         .into_iter()
                         .chain(kernel.state.iter().map(|s| s.torch_name))
@@ -1659,6 +1643,20 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The module's group-1 bindings (the tensors), by binding.
+    fn group1_bindings(module: &naga::Module) -> Vec<(u32, String)> {
+        let mut bound: Vec<(u32, String)> = module
+            .global_variables
+            .iter()
+            .filter_map(|(_, v)| {
+                let b = v.binding.as_ref()?;
+                (b.group == 1).then(|| (b.binding, v.name.clone().unwrap_or_default()))
+            })
+            .collect();
+        bound.sort();
+        bound
     }
 
     /// The module's `SCALAR_SLOTS` is the Rust constant.
