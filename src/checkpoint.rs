@@ -755,6 +755,63 @@ impl Snapshot {
         Ok(snapshot)
     }
 
+    /// Converts group `group`'s state to the element formats `to` keeps (f32, 16-bit, 8-bit
+    /// blocks; `to` of the saved family), and takes `to`'s configuration (at the saved
+    /// learning rate): what loading a checkpoint into a configuration of other state formats
+    /// asks for explicitly — [`load`](crate::GpuOptimizer::load) refuses a format mismatch.
+    /// Each value is decoded exactly (8-bit: dequantized with its block's absmax) and stored in
+    /// the new format as a step would store it (to nearest even; 8-bit: blocks quantized
+    /// afresh). Nothing changes on error.
+    pub fn convert_state(&mut self, group: usize, to: &dyn Optimizer) -> Result<()> {
+        let not = |m: String| Error::Unsupported(format!("converting a checkpoint's state: {m}"));
+        let g = self.groups.get(group).ok_or_else(|| not(format!("no param group {group}")))?;
+        if g.family != to.kernel().family {
+            return Err(not(format!("the group is {}, and {} cannot take its state", g.optimizer, to.name())));
+        }
+        let mut state = Vec::with_capacity(g.state.len());
+        for s in &g.state {
+            let slot = to.kernel().state.iter().position(|k| k.torch_name == s.name);
+            let (signed, format) = match slot {
+                Some(i) => (to.kernel().state[i].signed, to.state_format(i)),
+                None => (true, ElementFormat::F32), // the master weights: f32
+            };
+            let mut at = 0;
+            let mut bytes = Vec::new();
+            for &len in &s.lens {
+                let n = stored_bytes(s.data.format, len);
+                let part = s
+                    .data
+                    .bytes
+                    .get(at..at + n)
+                    .ok_or_else(|| not(format!("{} is shorter than its tensors", s.name)))?;
+                at += n;
+                let mut values = match s.data.format {
+                    ElementFormat::Blockwise8 if crate::quant::is_quantized(len) => {
+                        crate::quant::dequantize_blocks(part, len, signed)
+                    }
+                    f => f.decode_all(part),
+                };
+                bytes.extend(match format {
+                    ElementFormat::Blockwise8 if crate::quant::is_quantized(len) => {
+                        crate::quant::Blocks::quantize(&mut values, signed).to_bytes()
+                    }
+                    f => f.encode_all(&values),
+                });
+            }
+            state.push(StateSnapshot {
+                name: s.name.clone(),
+                data: HostTensor { format, bytes },
+                lens: s.lens.clone(),
+            });
+        }
+        let mut config = to.clone_box();
+        config.set_lr(g.lr);
+        let g = &mut self.groups[group];
+        g.state = state;
+        g.config = config.config();
+        Ok(())
+    }
+
     /// The one group of a lone optimizer's checkpoint.
     pub(crate) fn single(&self, path: &Path) -> Result<&GroupSnapshot> {
         match &self.groups[..] {

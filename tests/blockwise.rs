@@ -231,3 +231,51 @@ fn what_8_bit_state_cannot_do_is_refused_by_name() {
     let gpu = GpuOptimizer::new(&ctx, exact_sgd(), &params(5000)).unwrap();
     assert!(matches!(gpu.state_tensor("momentum_buffer").unwrap().read(&ctx), Err(Error::Unsupported(_))));
 }
+
+#[test]
+fn a_checkpoint_converts_to_other_state_formats_only_when_asked() {
+    use wgpu_optim::checkpoint::Snapshot;
+    use wgpu_optim::quant::{BLOCK, block_absmax, dequantize, qmap, quantize};
+    let dir = std::env::temp_dir().join(format!("wgpu-optim-convert-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let n = 5000;
+    let (f32_path, q8_path) = (dir.join("f32.safetensors"), dir.join("q8.safetensors"));
+    let mut f32_cpu = CpuOptimizer::new(AdamW::new(1e-2), &params(n)).unwrap();
+    for k in 1..=3 {
+        f32_cpu.step(&grads(n, k)).unwrap();
+    }
+    f32_cpu.save(&f32_path).unwrap();
+    let q8 = AdamW::new(1e-2).with_state_format(Q8);
+    let mut q8_cpu = CpuOptimizer::new(q8.clone(), &params(n)).unwrap();
+    // Not asked: refused.
+    assert!(matches!(q8_cpu.load(&f32_path), Err(Error::Checkpoint { .. })));
+    // Asked: each block quantized afresh from the f32 values.
+    let mut snapshot = Snapshot::load(&f32_path).unwrap();
+    snapshot.convert_state(0, &q8).unwrap();
+    snapshot.save(&q8_path).unwrap();
+    q8_cpu.load(&q8_path).unwrap();
+    let mut gpu = GpuOptimizer::new(&ctx(), q8.clone(), &params(n)).unwrap();
+    gpu.load(&q8_path).unwrap();
+    for (name, signed) in [("exp_avg", true), ("exp_avg_sq", false)] {
+        let values = f32_cpu.state_tensor(name).unwrap().to_vec();
+        let expected: Vec<f32> = values
+            .chunks(BLOCK)
+            .flat_map(|b| {
+                let a = block_absmax(b);
+                b.iter().map(move |&x| dequantize(quantize(x, a, qmap(signed)), a, qmap(signed))).collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(bits(q8_cpu.state_tensor(name).unwrap().as_slice().unwrap()), bits(&expected), "{name}");
+        assert_eq!(bits(&gpu.read_state(name).unwrap().to_vec()), bits(&expected), "{name} on the GPU");
+    }
+    // And back to f32: the dequantized values, exactly.
+    let mut back = Snapshot::load(&q8_path).unwrap();
+    back.convert_state(0, &AdamW::new(1e-2)).unwrap();
+    back.save(&f32_path).unwrap();
+    let mut again = CpuOptimizer::new(AdamW::new(1e-2), &params(n)).unwrap();
+    again.load(&f32_path).unwrap();
+    assert_eq!(again.state_tensor("exp_avg").unwrap(), q8_cpu.state_tensor("exp_avg").unwrap());
+    // Another family cannot take the state.
+    assert!(matches!(back.convert_state(0, &Lion::new(1e-3)), Err(Error::Unsupported(_))));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
