@@ -144,9 +144,15 @@ impl Composition {
 ///
 /// How `store_p` stores ([`ParamStore`]): rounded to nearest; stochastically rounded with the
 /// random bits of the element's index in the optimizer (the sub-range's first, from the
-/// `rounding_key` uniform, plus its own) and the step; or, with master weights, `load_p` and
+/// `sub_range` uniform, plus its own) and the step; or, with master weights, `load_p` and
 /// `store_p` read and write the f32 `tensor_master_param` and `store_p` also stores the
 /// parameter rounded to nearest.
+///
+/// An 8-bit state slot (a block-wise step, shaders/blockwise.wgsl) is words of codes and
+/// absmax per block: `load_NAME` dequantizes, `store_NAME` keeps the value in the workgroup
+/// and folds its magnitude into the block's maximum, and the generated `finish_block`
+/// quantizes and stores; a sub-range whose tensor is under 4096 elements (`sub_range`
+/// says) keeps f32 words instead.
 fn tensor_accessors(state: &[StateSlot], formats: &Formats, tail: bool) -> String {
     use std::fmt::Write;
     let mut out = String::new();
