@@ -235,7 +235,7 @@ impl GpuOptimizer {
         let (params, grads, segment_tensor) = if blockwise {
             let max_len = ctx.tuning().segment_len();
             let cut = |parts: &[GpuTensor]| {
-                parts.iter().map(|t| t.in_blocks(ctx, crate::quant::BLOCK, max_len)).collect::<Result<Vec<_>>>()
+                parts.iter().map(|t| t.in_blocks(crate::quant::BLOCK, max_len)).collect::<Result<Vec<_>>>()
             };
             let (p, g) = (cut(&param_parts)?, cut(&grad_parts)?);
             for (a, b) in p.iter().zip(&g) {

@@ -223,14 +223,11 @@ impl Blocks {
         use rayon::prelude::*;
         let map = qmap(self.signed);
         let one = |((v, c), a): ((&mut [f32], &mut [u8]), &mut f32)| *a = requantize_block(v, c, map);
-        let blocks = values.chunks_mut(BLOCK).zip(self.codes.chunks_mut(BLOCK)).zip(self.absmax.iter_mut());
         if parallel {
-            values_par(blocks.collect::<Vec<_>>()).for_each(one);
+            let blocks = values.par_chunks_mut(BLOCK).zip(self.codes.par_chunks_mut(BLOCK));
+            blocks.zip(self.absmax.par_iter_mut()).for_each(one);
         } else {
-            blocks.for_each(one);
-        }
-        fn values_par<T: Send>(v: Vec<T>) -> rayon::vec::IntoIter<T> {
-            v.into_par_iter()
+            values.chunks_mut(BLOCK).zip(self.codes.chunks_mut(BLOCK)).zip(self.absmax.iter_mut()).for_each(one);
         }
     }
 

@@ -565,7 +565,7 @@ impl GpuTensor {
     /// tensor: each run of sub-ranges end to end in one buffer cut again into pieces of a
     /// multiple of `block` elements (at most `max_len`), so that a block never spans two
     /// dispatches (8-bit blockwise state). `Err` where a block would span two buffers.
-    pub(crate) fn in_blocks(&self, ctx: &GpuContext, block: usize, max_len: usize) -> Result<Self> {
+    pub(crate) fn in_blocks(&self, block: usize, max_len: usize) -> Result<Self> {
         let [merged] = merge_contiguous([self], usize::MAX);
         let piece = (max_len / block).max(1) * block;
         let per = self.format.bytes();
@@ -586,7 +586,6 @@ impl GpuTensor {
                 segments.push(Segment { buffer: s.buffer.clone(), offset, len, format: s.format });
             }
         }
-        let _ = ctx;
         Ok(GpuTensor { len: self.len, format: self.format, segments })
     }
 
