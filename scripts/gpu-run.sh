@@ -6,7 +6,8 @@
 # Environment: SETS (default one,gpt2,gpt2-xl), SIZES (log2 sizes of `one`, default 20,24,28),
 # MAX_GIB (default 64), TORCH (set to 0 to skip torch), TUNE (set to 0 to skip `wgpu-optim tune`,
 # whose fastest tuning is saved to $OUT/tuning.json for the adapter table in src/tuning.rs),
-# PRECISION (set to 0 to skip the mixed-precision modes at 2^26, $OUT/precision.txt).
+# PRECISION (set to 0 to skip the mixed-precision modes at 2^26, $OUT/precision.txt, and the
+# native-f16 storage measurement, $OUT/f16-storage.txt).
 set -euo pipefail
 out=${OUT:-bench-out}
 mkdir -p "$out"
@@ -26,8 +27,10 @@ $bin info | tee "$out/info.txt"
 $bin bench --set "${SETS:-one,gpt2,gpt2-xl}" --log2-sizes "${SIZES:-20,24,28}" --max-gib "${MAX_GIB:-64}" \
     --no-sequential --markdown --json "$out/wgpu-optim.json" | tee "$out/wgpu-optim.txt"
 if [ "${PRECISION:-1}" != 0 ]; then
-    $bin bench --log2-sizes 26 --precision f32,bf16,bf16-master,bf16-sr,bf16-moments,bf16-sr-bf16-moments \
+    $bin bench --log2-sizes 26 --precision f32,bf16,bf16-master,bf16-sr,bf16-moments,bf16-sr-bf16-moments,f32-8bit,bf16-sr-8bit \
         --no-sequential --markdown --json "$out/precision.json" | tee "$out/precision.txt"
+    # Native f16 storage (SHADER_F16) against the crate's packed words, same run.
+    .device/f16_storage 26 | tee "$out/f16-storage.txt" || true
 fi
 if [ "${TORCH:-1}" != 0 ]; then
     python3 .device/torch_gpu_bench.py | tee "$out/torch-gpu.txt"

@@ -189,13 +189,10 @@ pub(crate) fn resume_schedule(slot: &mut ScheduleSlot, saved: Option<(f64, u64)>
 /// or made for the file: 8-bit codes and absmax).
 type FileTensor<'a> = (String, ElementFormat, Vec<usize>, std::borrow::Cow<'a, [u8]>);
 
-/// Bytes a state of `format` keeps for a tensor of `len` elements on the host: 8-bit state
-/// its blocks (the GPU's layout) where the tensor is large enough, else f32.
+/// Bytes a state of `format` keeps for a tensor of `len` elements on the host (the GPU's
+/// layout): [`ElementFormat::state_bytes_of`].
 fn stored_bytes(format: ElementFormat, len: usize) -> usize {
-    match format {
-        ElementFormat::Blockwise8 if !crate::quant::is_quantized(len) => 4 * len,
-        f => f.bytes_of(len as u64) as usize,
-    }
+    format.state_bytes_of(len as u64) as usize
 }
 
 pub(crate) fn bad(path: &Path, message: impl Into<String>) -> Error {

@@ -58,6 +58,16 @@ impl ElementFormat {
         }
     }
 
+    /// Bytes a state tensor of this format keeps for a parameter tensor of `len` elements
+    /// (unchecked): [`bytes_of`](Self::bytes_of), except that 8-bit state of a tensor under
+    /// [`MIN_QUANTIZED_LEN`](crate::quant::MIN_QUANTIZED_LEN) elements stays f32.
+    pub const fn state_bytes_of(self, len: u64) -> u64 {
+        match self {
+            ElementFormat::Blockwise8 if len < crate::quant::MIN_QUANTIZED_LEN as u64 => 4 * len,
+            f => f.bytes_of(len),
+        }
+    }
+
     /// Whether two elements share a 32-bit word (the GPU's smallest access): a 16-bit format.
     pub const fn is_packed(self) -> bool {
         self.bytes() == 2

@@ -7,8 +7,7 @@ mod common;
 
 use common::*;
 use wgpu_optim::{
-    Adagrad, Adam, AdamW, CpuOptimizer, ElementFormat, Error, GpuOptimizer, GpuTensor, Lion, Optimizer, ParamGroup,
-    ParamGroups, RmsProp, Sgd,
+    AdamW, CpuOptimizer, ElementFormat, Error, GpuOptimizer, GpuTensor, Lion, Optimizer, ParamGroup, ParamGroups, Sgd,
 };
 
 const Q8: ElementFormat = ElementFormat::Blockwise8;
@@ -102,21 +101,6 @@ fn a_group_cuts_each_tensor_on_its_blocks_and_keeps_small_tensors_in_f32() {
     }
 }
 
-/// Every optimizer that keeps 8-bit state, at a variant that uses each of its slots.
-fn eight_bit() -> Vec<(&'static str, Box<dyn Optimizer>)> {
-    vec![
-        ("adamw", AdamW::new(1e-2).with_state_format(Q8).into()),
-        ("adam amsgrad l2", Adam::new(1e-2).with_amsgrad(true).with_weight_decay(0.1).with_state_format(Q8).into()),
-        ("sgd nesterov", Sgd::new(0.1).with_momentum(0.9).with_nesterov(true).with_state_format(Q8).into()),
-        ("lion", Lion::new(1e-3).with_weight_decay(0.1).with_state_format(Q8).into()),
-        (
-            "rmsprop centered momentum",
-            RmsProp::new(1e-2).with_centered(true).with_momentum(0.9).with_state_format(Q8).into(),
-        ),
-        ("adagrad init", Adagrad::new(0.1).with_initial_accumulator_value(0.3).with_state_format(Q8).into()),
-    ]
-}
-
 #[test]
 fn every_optimizer_with_8_bit_state_steps_as_the_cpu_reference() {
     // The first step from the initial state: each new state value is one rounding of the
@@ -125,7 +109,7 @@ fn every_optimizer_with_8_bit_state_steps_as_the_cpu_reference() {
     // steps part where a value's f32 rounding differs across a code's midpoint.
     let ctx = ctx();
     for format in [ElementFormat::F32, ElementFormat::BF16] {
-        for (label, opt) in eight_bit() {
+        for (label, opt) in common::with_state_format(Q8) {
             for n in [4099usize, 70_001] {
                 let label = format!("{label} {} n={n}", format.name());
                 let p = GpuTensor::from_f32s_as(&ctx, format, &params(n)).unwrap();

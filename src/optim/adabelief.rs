@@ -2,7 +2,7 @@
 
 use super::{
     Kernel, Optimizer, ScalarBlock, StateSlices, StateSlot, check_adam_like, common_methods, each, flag, nan_max, pack,
-    setters,
+    setters, state_format_methods, with_state_format,
 };
 use crate::error::Result;
 
@@ -42,6 +42,10 @@ pub struct AdaBelief {
     pub rectify: bool,
     /// While rectification is off (N_t < 5), take an SGD-with-momentum step (default true).
     pub degenerated_to_sgd: bool,
+    /// The format the state is kept in (default f32; bf16 or f16 halve its memory, 8-bit
+    /// blocks quarter it: see [`crate::ElementFormat`]; the arithmetic stays f32).
+    #[serde(skip_serializing_if = "super::is_f32")]
+    pub state_format: crate::ElementFormat,
 }
 
 impl Default for AdaBelief {
@@ -56,6 +60,7 @@ impl Default for AdaBelief {
             fixed_decay: false,
             rectify: true,
             degenerated_to_sgd: true,
+            state_format: crate::ElementFormat::F32,
         }
     }
 }
@@ -155,6 +160,7 @@ impl AdaBelief {
 }
 
 impl Optimizer for AdaBelief {
+    state_format_methods!();
     common_methods!(KERNEL);
     fn name(&self) -> &'static str {
         "AdaBelief"
@@ -224,3 +230,5 @@ impl AdaBelief {
         }
     }
 }
+
+with_state_format!(AdaBelief);

@@ -2,7 +2,7 @@
 
 use super::{
     Kernel, Optimizer, ScalarBlock, StateSlices, StateSlot, check, check_lr, check_non_negative, common_methods,
-    direction, each, flag, pack, py, setters,
+    direction, each, flag, pack, py, setters, state_format_methods, with_state_format,
 };
 use crate::error::Result;
 
@@ -29,11 +29,22 @@ pub struct Adadelta {
     pub weight_decay: f64,
     /// Maximize the objective (default false).
     pub maximize: bool,
+    /// The format the state is kept in (default f32; bf16 or f16 halve its memory, 8-bit
+    /// blocks quarter it: see [`crate::ElementFormat`]; the arithmetic stays f32).
+    #[serde(skip_serializing_if = "super::is_f32")]
+    pub state_format: crate::ElementFormat,
 }
 
 impl Default for Adadelta {
     fn default() -> Self {
-        Adadelta { lr: 1.0, rho: 0.9, eps: 1e-6, weight_decay: 0.0, maximize: false }
+        Adadelta {
+            lr: 1.0,
+            rho: 0.9,
+            eps: 1e-6,
+            weight_decay: 0.0,
+            maximize: false,
+            state_format: crate::ElementFormat::F32,
+        }
     }
 }
 
@@ -86,6 +97,7 @@ impl Adadelta {
 }
 
 impl Optimizer for Adadelta {
+    state_format_methods!();
     common_methods!(KERNEL);
     fn name(&self) -> &'static str {
         "Adadelta"
@@ -128,3 +140,5 @@ impl Adadelta {
         });
     }
 }
+
+with_state_format!(Adadelta);

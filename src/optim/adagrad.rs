@@ -2,7 +2,7 @@
 
 use super::{
     Kernel, Optimizer, ScalarBlock, StateSlices, StateSlot, check_lr, check_non_negative, common_methods, direction,
-    each, flag, pack, setters,
+    each, flag, pack, setters, state_format_methods, with_state_format,
 };
 use crate::error::Result;
 
@@ -89,12 +89,7 @@ impl Adagrad {
 }
 
 impl Optimizer for Adagrad {
-    fn state_format(&self, _slot: usize) -> crate::ElementFormat {
-        self.state_format
-    }
-    fn boxed_with_state_format(&self, format: crate::ElementFormat) -> Option<Box<dyn Optimizer>> {
-        Some(Box::new(self.clone().with_state_format(format)))
-    }
+    state_format_methods!();
     common_methods!(KERNEL);
     fn name(&self) -> &'static str {
         "Adagrad"
@@ -139,9 +134,4 @@ impl Adagrad {
     }
 }
 
-impl Adagrad {
-    /// Keeps the state in `format` (see [`state_format`](Adagrad::state_format)).
-    pub fn with_state_format(self, format: crate::ElementFormat) -> Self {
-        Adagrad { state_format: format, ..self }
-    }
-}
+with_state_format!(Adagrad);

@@ -2,7 +2,7 @@
 
 use super::{
     AdamMoments, Kernel, Optimizer, ScalarBlock, StateSlices, StateSlot, check_adam_like, common_methods, each, flag,
-    nan_max, pack, setters,
+    nan_max, pack, setters, state_format_methods, with_state_format,
 };
 use crate::error::Result;
 
@@ -209,12 +209,7 @@ impl Adam {
 }
 
 impl Optimizer for Adam {
-    fn state_format(&self, _slot: usize) -> crate::ElementFormat {
-        self.state_format
-    }
-    fn boxed_with_state_format(&self, format: crate::ElementFormat) -> Option<Box<dyn Optimizer>> {
-        Some(Box::new(self.clone().with_state_format(format)))
-    }
+    state_format_methods!();
     common_methods!(KERNEL);
     fn name(&self) -> &'static str {
         "Adam"
@@ -274,12 +269,7 @@ impl Adam {
 }
 
 impl Optimizer for AdamW {
-    fn state_format(&self, _slot: usize) -> crate::ElementFormat {
-        self.state_format
-    }
-    fn boxed_with_state_format(&self, format: crate::ElementFormat) -> Option<Box<dyn Optimizer>> {
-        Some(Box::new(self.clone().with_state_format(format)))
-    }
+    state_format_methods!();
     fn name(&self) -> &'static str {
         "AdamW"
     }
@@ -318,16 +308,6 @@ impl Optimizer for AdamW {
     }
 }
 
-impl Adam {
-    /// Keeps the state in `format` (see [`state_format`](Adam::state_format)).
-    pub fn with_state_format(self, format: crate::ElementFormat) -> Self {
-        Adam { state_format: format, ..self }
-    }
-}
+with_state_format!(Adam);
 
-impl AdamW {
-    /// Keeps the state in `format` (see [`state_format`](AdamW::state_format)).
-    pub fn with_state_format(self, format: crate::ElementFormat) -> Self {
-        AdamW { state_format: format, ..self }
-    }
-}
+with_state_format!(AdamW);

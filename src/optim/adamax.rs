@@ -2,7 +2,7 @@
 
 use super::{
     Kernel, Optimizer, ScalarBlock, StateSlices, StateSlot, check_adam_like, common_methods, direction, each, flag,
-    lerp, nan_max, pack, setters,
+    lerp, nan_max, pack, setters, state_format_methods, with_state_format,
 };
 use crate::error::Result;
 
@@ -28,11 +28,22 @@ pub struct Adamax {
     pub weight_decay: f64,
     /// Maximize the objective (default false).
     pub maximize: bool,
+    /// The format the state is kept in (default f32; bf16 or f16 halve its memory, 8-bit
+    /// blocks quarter it: see [`crate::ElementFormat`]; the arithmetic stays f32).
+    #[serde(skip_serializing_if = "super::is_f32")]
+    pub state_format: crate::ElementFormat,
 }
 
 impl Default for Adamax {
     fn default() -> Self {
-        Adamax { lr: 2e-3, betas: (0.9, 0.999), eps: 1e-8, weight_decay: 0.0, maximize: false }
+        Adamax {
+            lr: 2e-3,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            weight_decay: 0.0,
+            maximize: false,
+            state_format: crate::ElementFormat::F32,
+        }
     }
 }
 
@@ -85,6 +96,7 @@ impl Adamax {
 }
 
 impl Optimizer for Adamax {
+    state_format_methods!();
     common_methods!(KERNEL);
     fn name(&self) -> &'static str {
         "Adamax"
@@ -121,3 +133,5 @@ impl Adamax {
         });
     }
 }
+
+with_state_format!(Adamax);

@@ -2,7 +2,7 @@
 
 use super::{
     Kernel, Optimizer, ScalarBlock, StateSlices, StateSlot, check, check_lr, check_non_negative, common_methods, each,
-    flag, pack, py, setters,
+    flag, pack, py, setters, state_format_methods, with_state_format,
 };
 use crate::error::Result;
 
@@ -40,11 +40,22 @@ pub struct Adan {
     /// Decay by multiplying with `1 - lr * wd` before the update instead of dividing by
     /// `1 + lr * wd` after it (default false).
     pub no_prox: bool,
+    /// The format the state is kept in (default f32; bf16 or f16 halve its memory, 8-bit
+    /// blocks quarter it: see [`crate::ElementFormat`]; the arithmetic stays f32).
+    #[serde(skip_serializing_if = "super::is_f32")]
+    pub state_format: crate::ElementFormat,
 }
 
 impl Default for Adan {
     fn default() -> Self {
-        Adan { lr: 1e-3, betas: (0.98, 0.92, 0.99), eps: 1e-8, weight_decay: 0.0, no_prox: false }
+        Adan {
+            lr: 1e-3,
+            betas: (0.98, 0.92, 0.99),
+            eps: 1e-8,
+            weight_decay: 0.0,
+            no_prox: false,
+            state_format: crate::ElementFormat::F32,
+        }
     }
 }
 
@@ -125,6 +136,7 @@ impl Adan {
 }
 
 impl Optimizer for Adan {
+    state_format_methods!();
     common_methods!(KERNEL);
     fn name(&self) -> &'static str {
         "Adan"
@@ -184,3 +196,5 @@ impl Adan {
         });
     }
 }
+
+with_state_format!(Adan);

@@ -1,6 +1,9 @@
 //! Lion, as lion-pytorch 0.2.5.
 
-use super::{Kernel, Optimizer, ScalarBlock, StateSlices, StateSlot, check, common_methods, each, pack, py, setters};
+use super::{
+    Kernel, Optimizer, ScalarBlock, StateSlices, StateSlot, check, common_methods, each, pack, py, setters,
+    state_format_methods, with_state_format,
+};
 use crate::error::Result;
 
 /// Lion (Chen et al., 2023, Algorithm 2), as lion-pytorch 0.2.5; not in torch.optim.
@@ -106,12 +109,7 @@ fn sgn(x: f32) -> f32 {
 }
 
 impl Optimizer for Lion {
-    fn state_format(&self, _slot: usize) -> crate::ElementFormat {
-        self.state_format
-    }
-    fn boxed_with_state_format(&self, format: crate::ElementFormat) -> Option<Box<dyn Optimizer>> {
-        Some(Box::new(self.clone().with_state_format(format)))
-    }
+    state_format_methods!();
     /// torch keeps no step for lion-pytorch's Lion.
     fn scalar_state(&self, _step: u64) -> Vec<(&'static str, f32)> {
         Vec::new()
@@ -157,9 +155,4 @@ impl Lion {
     }
 }
 
-impl Lion {
-    /// Keeps the state in `format` (see [`state_format`](Lion::state_format)).
-    pub fn with_state_format(self, format: crate::ElementFormat) -> Self {
-        Lion { state_format: format, ..self }
-    }
-}
+with_state_format!(Lion);

@@ -160,7 +160,7 @@ pub trait Optimizer: std::fmt::Debug + Send + Sync {
         crate::ElementFormat::F32
     }
     /// This configuration keeping every state slot in `format`, where the optimizer offers a
-    /// choice (`with_state_format` on SGD, Adam, AdamW, Lion, RMSprop and Adagrad); `None`
+    /// choice (`with_state_format` on every element-wise optimizer, SGD … Adan); `None`
     /// where its state is f32 only. What a caller holding a `dyn Optimizer` (a benchmark, a
     /// command line) uses.
     fn boxed_with_state_format(&self, format: crate::ElementFormat) -> Option<Box<dyn Optimizer>> {
@@ -512,6 +512,33 @@ macro_rules! common_methods {
         }
     };
 }
+
+/// The trait methods of an optimizer whose every state slot is kept in its `state_format`
+/// field: `state_format` and `boxed_with_state_format`.
+macro_rules! state_format_methods {
+    () => {
+        fn state_format(&self, _slot: usize) -> $crate::ElementFormat {
+            self.state_format
+        }
+        fn boxed_with_state_format(&self, format: $crate::ElementFormat) -> Option<Box<dyn $crate::optim::Optimizer>> {
+            Some(Box::new(Self { state_format: format, ..self.clone() }))
+        }
+    };
+}
+pub(crate) use state_format_methods;
+
+/// The builder method `with_state_format` of an optimizer with a `state_format` field.
+macro_rules! with_state_format {
+    ($t:ident) => {
+        impl $t {
+            #[doc = concat!("Keeps every state tensor in `format` (see [`state_format`](", stringify!($t), "::state_format)).")]
+            pub fn with_state_format(self, format: $crate::ElementFormat) -> Self {
+                $t { state_format: format, ..self }
+            }
+        }
+    };
+}
+pub(crate) use with_state_format;
 
 /// Whether a state format is the default f32 (a configuration's JSON then leaves it out, as
 /// it did before 16-bit state existed, so earlier checkpoints still match).

@@ -4,7 +4,7 @@ use std::sync::Mutex;
 
 use super::{
     AdamMoments, Kernel, Optimizer, ScalarBlock, StateSlices, StateSlot, check_adam_like, check_non_negative,
-    common_methods, each, flag, pack, setters,
+    common_methods, each, flag, pack, setters, state_format_methods, with_state_format,
 };
 use crate::error::Result;
 
@@ -40,6 +40,10 @@ pub struct NAdam {
     pub maximize: bool,
     #[serde(skip)]
     mu_product: MuProduct,
+    /// The format the state is kept in (default f32; bf16 or f16 halve its memory, 8-bit
+    /// blocks quarter it: see [`crate::ElementFormat`]; the arithmetic stays f32).
+    #[serde(skip_serializing_if = "super::is_f32")]
+    pub state_format: crate::ElementFormat,
 }
 
 /// The configuration alone: the `mu_product` cache is no part of it (checkpoints compare
@@ -69,6 +73,7 @@ impl Default for NAdam {
             decoupled_weight_decay: false,
             maximize: false,
             mu_product: MuProduct::default(),
+            state_format: crate::ElementFormat::F32,
         }
     }
 }
@@ -180,6 +185,7 @@ impl NAdam {
 }
 
 impl Optimizer for NAdam {
+    state_format_methods!();
     fn scalar_state(&self, step: u64) -> Vec<(&'static str, f32)> {
         vec![("step", step as f32), ("mu_product", self.mu_product(step))]
     }
@@ -258,3 +264,5 @@ impl NAdam {
         });
     }
 }
+
+with_state_format!(NAdam);

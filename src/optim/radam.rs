@@ -2,7 +2,7 @@
 
 use super::{
     AdamMoments, Kernel, Optimizer, ScalarBlock, StateSlices, StateSlot, check_adam_like, common_methods, each, flag,
-    pack, setters,
+    pack, setters, state_format_methods, with_state_format,
 };
 use crate::error::Result;
 
@@ -34,6 +34,10 @@ pub struct RAdam {
     pub decoupled_weight_decay: bool,
     /// Maximize the objective (default false).
     pub maximize: bool,
+    /// The format the state is kept in (default f32; bf16 or f16 halve its memory, 8-bit
+    /// blocks quarter it: see [`crate::ElementFormat`]; the arithmetic stays f32).
+    #[serde(skip_serializing_if = "super::is_f32")]
+    pub state_format: crate::ElementFormat,
 }
 
 impl Default for RAdam {
@@ -45,6 +49,7 @@ impl Default for RAdam {
             weight_decay: 0.0,
             decoupled_weight_decay: false,
             maximize: false,
+            state_format: crate::ElementFormat::F32,
         }
     }
 }
@@ -126,6 +131,7 @@ impl RAdam {
 }
 
 impl Optimizer for RAdam {
+    state_format_methods!();
     common_methods!(KERNEL);
     fn name(&self) -> &'static str {
         "RAdam"
@@ -178,3 +184,5 @@ impl RAdam {
         });
     }
 }
+
+with_state_format!(RAdam);

@@ -2,7 +2,7 @@
 
 use super::{
     Kernel, Optimizer, ScalarBlock, StateSlices, StateSlot, check_lr, check_non_negative, common_methods, direction,
-    each, flag, lerp, pack, setters,
+    each, flag, lerp, pack, setters, state_format_methods, with_state_format,
 };
 use crate::error::Result;
 
@@ -111,12 +111,7 @@ impl RmsProp {
 }
 
 impl Optimizer for RmsProp {
-    fn state_format(&self, _slot: usize) -> crate::ElementFormat {
-        self.state_format
-    }
-    fn boxed_with_state_format(&self, format: crate::ElementFormat) -> Option<Box<dyn Optimizer>> {
-        Some(Box::new(self.clone().with_state_format(format)))
-    }
+    state_format_methods!();
     common_methods!(KERNEL);
     fn name(&self) -> &'static str {
         "RMSprop"
@@ -192,9 +187,4 @@ impl RmsProp {
     }
 }
 
-impl RmsProp {
-    /// Keeps the state in `format` (see [`state_format`](RmsProp::state_format)).
-    pub fn with_state_format(self, format: crate::ElementFormat) -> Self {
-        RmsProp { state_format: format, ..self }
-    }
-}
+with_state_format!(RmsProp);

@@ -2,7 +2,7 @@
 
 use super::{
     Kernel, Optimizer, ScalarBlock, StateSlices, StateSlot, check, check_lr, check_non_negative, common_methods,
-    direction, each, flag, pack, py, setters,
+    direction, each, flag, pack, py, setters, state_format_methods, with_state_format,
 };
 use crate::error::Result;
 
@@ -101,12 +101,7 @@ impl Sgd {
 }
 
 impl Optimizer for Sgd {
-    fn state_format(&self, _slot: usize) -> crate::ElementFormat {
-        self.state_format
-    }
-    fn boxed_with_state_format(&self, format: crate::ElementFormat) -> Option<Box<dyn Optimizer>> {
-        Some(Box::new(self.clone().with_state_format(format)))
-    }
+    state_format_methods!();
     /// torch keeps no step for SGD.
     fn scalar_state(&self, _step: u64) -> Vec<(&'static str, f32)> {
         Vec::new()
@@ -176,9 +171,4 @@ impl Sgd {
     }
 }
 
-impl Sgd {
-    /// Keeps the state in `format` (see [`state_format`](Sgd::state_format)).
-    pub fn with_state_format(self, format: crate::ElementFormat) -> Self {
-        Sgd { state_format: format, ..self }
-    }
-}
+with_state_format!(Sgd);

@@ -152,6 +152,37 @@ pub fn variants() -> Vec<(&'static str, Box<dyn Optimizer>)> {
     ]
 }
 
+/// Every optimizer that keeps its state in another format than f32 (`with_state_format`), in
+/// `format`, at a variant that uses each of its state slots.
+pub fn with_state_format(format: wgpu_optim::ElementFormat) -> Vec<(&'static str, Box<dyn Optimizer>)> {
+    let mut all: Vec<(&'static str, Box<dyn Optimizer>)> = vec![
+        ("adamw", AdamW::new(1e-2).with_state_format(format).into()),
+        ("adam amsgrad l2", Adam::new(1e-2).with_amsgrad(true).with_weight_decay(0.1).with_state_format(format).into()),
+        ("sgd nesterov", Sgd::new(0.1).with_momentum(0.9).with_nesterov(true).with_state_format(format).into()),
+        ("lion", Lion::new(1e-3).with_weight_decay(0.1).with_state_format(format).into()),
+        (
+            "rmsprop centered momentum",
+            RmsProp::new(1e-2).with_centered(true).with_momentum(0.9).with_state_format(format).into(),
+        ),
+        ("adagrad init", Adagrad::new(0.1).with_initial_accumulator_value(0.3).with_state_format(format).into()),
+    ];
+    for label in [
+        "nadam decoupled maximize",
+        "radam l2 maximize",
+        // Not "adamax l2 maximize": its beta1 of 0.3 takes lerp's other branch, two roundings
+        // where a device's `fma` is not fused, which the 8-bit test's first step excludes.
+        "adamax",
+        "adadelta rho l2 maximize",
+        "adabelief amsgrad",
+        "adan wd",
+    ] {
+        let o =
+            variant(label).boxed_with_state_format(format).unwrap_or_else(|| panic!("{label} takes a state format"));
+        all.push((label, o));
+    }
+    all
+}
+
 /// The configuration of `variants()` with this label.
 pub fn variant(label: &str) -> Box<dyn Optimizer> {
     variants().into_iter().find(|(l, _)| *l == label).map(|(_, o)| o).unwrap_or_else(|| panic!("no variant {label}"))

@@ -89,10 +89,7 @@ impl Mode {
 
     /// Bytes one state tensor of a tensor of `n` elements keeps.
     fn state_bytes(&self, n: usize) -> u64 {
-        match self.state {
-            Q8 if n < wgpu_optim::quant::MIN_QUANTIZED_LEN => 4 * n as u64,
-            f => f.bytes_of(n as u64),
-        }
+        self.state.state_bytes_of(n as u64)
     }
 
     /// [`gpu_bytes`](Self::gpu_bytes) per parameter of a large tensor (2^24 elements).
