@@ -11,6 +11,9 @@ use std::f64::consts::PI;
 
 use crate::error::{Error, Result};
 
+mod plateau;
+pub use plateau::{PlateauMode, ReduceLrOnPlateau, ThresholdMode};
+
 /// A learning-rate schedule.
 pub trait Schedule: std::fmt::Debug + Send + Sync {
     /// The learning rate of 0-based step `k`, for the optimizer's initial learning rate `base`.
@@ -365,6 +368,193 @@ schedule!(OneCycleLr, |s, _base, k| {
         anneal(s.max_lr, min, done(t - up_end, down_end - up_end))
     }
 });
+
+/// torch `ConstantLR(factor=1/3, total_iters=5)`: `base * factor` for the first
+/// `total_iters` steps, then `base`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct ConstantLr {
+    /// Factor of the first steps, in [0, 1].
+    factor: f64,
+    /// Steps that take the factor.
+    total_iters: u64,
+}
+
+impl ConstantLr {
+    /// torch's check and message.
+    pub fn new(factor: f64, total_iters: u64) -> Result<Self> {
+        if !(0.0..=1.0).contains(&factor) {
+            return Err(invalid("Constant multiplicative factor expected to be between 0 and 1.".into()));
+        }
+        Ok(ConstantLr { factor, total_iters })
+    }
+}
+impl Default for ConstantLr {
+    fn default() -> Self {
+        ConstantLr { factor: 1.0 / 3.0, total_iters: 5 }
+    }
+}
+schedule!(ConstantLr, |s, base, k| if k < s.total_iters { base * s.factor } else { base });
+
+/// torch `PolynomialLR(total_iters=5, power=1.0)`:
+/// `base * (1 - min(k, total_iters) / total_iters)^power`, zero from `total_iters` on.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct PolynomialLr {
+    /// Steps of the decay.
+    total_iters: u64,
+    /// Exponent of the decay.
+    power: f64,
+}
+
+impl PolynomialLr {
+    /// A decay over `total_iters` (positive) steps with exponent `power` (finite, >= 0: a
+    /// negative one would raise the learning rate to infinity at the end).
+    pub fn new(total_iters: u64, power: f64) -> Result<Self> {
+        if total_iters == 0 {
+            return Err(invalid("PolynomialLR total_iters must be a positive integer, got 0".into()));
+        }
+        if !(power.is_finite() && power >= 0.0) {
+            return Err(invalid(format!("PolynomialLR power must be >= 0 and finite, got {power}")));
+        }
+        Ok(PolynomialLr { total_iters, power })
+    }
+}
+impl Default for PolynomialLr {
+    fn default() -> Self {
+        PolynomialLr { total_iters: 5, power: 1.0 }
+    }
+}
+schedule!(PolynomialLr, |s, base, k| base * (1.0 - k.min(s.total_iters) as f64 / s.total_iters as f64).powf(s.power));
+
+/// torch `MultiplicativeLR(lr_lambda=lambda k: factor)` with a constant factor:
+/// `base * factor^k` (torch multiplies from the second step on, so step 0 uses `base`).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct MultiplicativeLr {
+    /// Factor per step.
+    factor: f64,
+}
+
+impl MultiplicativeLr {
+    /// Multiplies by `factor` (positive, finite) every step.
+    pub fn new(factor: f64) -> Result<Self> {
+        check_gamma("MultiplicativeLR", factor)?;
+        Ok(MultiplicativeLr { factor })
+    }
+}
+schedule!(MultiplicativeLr, |s, base, k| base * s.factor.powf(k as f64));
+
+/// The shape of a [`CyclicLr`] cycle's amplitude, torch's `mode`.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+#[non_exhaustive]
+pub enum CyclicMode {
+    /// The same amplitude every cycle.
+    Triangular,
+    /// The amplitude halved every cycle.
+    Triangular2,
+    /// The amplitude scaled by `gamma^k` at step `k`.
+    ExpRange {
+        /// Factor per step, in (0, 1].
+        gamma: f64,
+    },
+}
+
+/// torch `CyclicLR(base_lr, max_lr, step_size_up=2000, step_size_down=None,
+/// mode='triangular', gamma=1.0)`, learning rate only (as `cycle_momentum=False`): a triangle
+/// from `base_lr` up to `max_lr` over `step_size_up` steps and back over `step_size_down`,
+/// its height scaled by the mode. Like torch it ignores the optimizer's own learning rate.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct CyclicLr {
+    base_lr: f64,
+    max_lr: f64,
+    step_size_up: u64,
+    step_size_down: u64,
+    mode: CyclicMode,
+}
+
+impl CyclicLr {
+    /// A triangle from `base_lr` to `max_lr` (finite, >= 0) over `step_size_up` steps up and as
+    /// many down (torch's `step_size_down=None`).
+    pub fn new(base_lr: f64, max_lr: f64, step_size_up: u64) -> Result<Self> {
+        Self::with_shape(base_lr, max_lr, step_size_up, step_size_up, CyclicMode::Triangular)
+    }
+    /// With its own descent and mode: a cycle of `step_size_up + step_size_down` (positive)
+    /// steps; `ExpRange`'s gamma in (0, 1].
+    pub fn with_shape(
+        base_lr: f64,
+        max_lr: f64,
+        step_size_up: u64,
+        step_size_down: u64,
+        mode: CyclicMode,
+    ) -> Result<Self> {
+        for (name, x) in [("base_lr", base_lr), ("max_lr", max_lr)] {
+            if !(x.is_finite() && x >= 0.0) {
+                return Err(invalid(format!("CyclicLR {name} must be >= 0 and finite, got {x}")));
+            }
+        }
+        if step_size_up.checked_add(step_size_down).is_none_or(|t| t == 0) {
+            return Err(invalid(format!(
+                "CyclicLR needs a cycle of at least one step that fits u64, got step_size_up {step_size_up} and \
+                 step_size_down {step_size_down}"
+            )));
+        }
+        if let CyclicMode::ExpRange { gamma } = mode
+            && !(gamma > 0.0 && gamma <= 1.0)
+        {
+            return Err(invalid(format!("CyclicLR exp_range gamma must be in (0, 1], got {gamma}")));
+        }
+        Ok(CyclicLr { base_lr, max_lr, step_size_up, step_size_down, mode })
+    }
+}
+schedule!(CyclicLr, |s, _base, k| {
+    // torch's arithmetic, in its order.
+    let total = (s.step_size_up + s.step_size_down) as f64;
+    let ratio = s.step_size_up as f64 / total;
+    let cycle = (1.0 + k as f64 / total).floor();
+    let x = 1.0 + k as f64 / total - cycle;
+    let scale_factor = if x <= ratio { x / ratio } else { (x - 1.0) / (ratio - 1.0) };
+    let height = (s.max_lr - s.base_lr) * scale_factor;
+    let scale = match s.mode {
+        CyclicMode::Triangular => 1.0,
+        CyclicMode::Triangular2 => 1.0 / 2f64.powf(cycle - 1.0),
+        CyclicMode::ExpRange { gamma } => gamma.powf(k as f64),
+    };
+    s.base_lr + height * scale
+});
+
+/// torch `ChainedScheduler(schedulers)`: every schedule applied in turn, each scaling what
+/// the one before gave — `s_n(… s_2(s_1(base, k), k) …, k)`. For schedules that scale the
+/// learning rate (StepLR, MultiStepLR, ExponentialLR, ConstantLR, LinearLR, PolynomialLR,
+/// MultiplicativeLR) this is torch's product of factors; a schedule with a floor or its own
+/// values (CosineAnnealingLR's `eta_min`, OneCycleLR, CyclicLR) composes as written here,
+/// which torch's recursive updates only approximate.
+#[derive(Clone, Debug)]
+pub struct ChainedLr {
+    schedules: Vec<Box<dyn Schedule>>,
+}
+
+impl ChainedLr {
+    /// At least one schedule (torch's message otherwise).
+    pub fn new(schedules: Vec<Box<dyn Schedule>>) -> Result<Self> {
+        if schedules.is_empty() {
+            return Err(invalid(
+                "ChainedScheduler expects at least one scheduler to be chained, but got no scheduler.".into(),
+            ));
+        }
+        Ok(ChainedLr { schedules })
+    }
+}
+
+impl Schedule for ChainedLr {
+    fn lr(&self, base: f64, k: u64) -> f64 {
+        self.schedules.iter().fold(base, |lr, s| s.lr(lr, k))
+    }
+    fn clone_box(&self) -> Box<dyn Schedule> {
+        Box::new(self.clone())
+    }
+    fn config(&self) -> serde_json::Value {
+        let schedules: Vec<_> = self.schedules.iter().map(|s| s.config()).collect();
+        serde_json::json!({ "ChainedLr": { "schedules": schedules } })
+    }
+}
 
 /// torch `SequentialLR(schedulers, milestones)`: schedule `i` runs from milestone `i - 1`
 /// on, restarted at its own step 0 (warmup then cosine, say).
