@@ -90,6 +90,7 @@ impl CpuOptimizer {
             return Err(Error::Empty { what: "params" });
         }
         crate::optim::check_shape("params (shape)", shape, params.len())?;
+        optimizer.check_param_shape(shape)?;
         let mut state: Vec<Array1<f32>> = (0..optimizer.kernel().state.len())
             .map(|i| {
                 let init = optimizer.state_format(i).round(optimizer.state_init(i));

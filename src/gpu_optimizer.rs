@@ -195,7 +195,7 @@ impl GpuOptimizer {
     ) -> Result<Self> {
         optimizer.validate()?;
         precision.check(&*optimizer, params.format())?;
-        crate::step::check_supported(optimizer.name(), optimizer.kernel().stages)?;
+        crate::step::check_recorded(optimizer.name(), optimizer.kernel().stages)?;
         if grads.len() != params.len() {
             return Err(Error::LengthMismatch { what: "grads", expected: params.len(), actual: grads.len() });
         }

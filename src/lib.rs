@@ -71,8 +71,8 @@ pub use gpu_optimizer::{GpuOptimizer, SCALAR_SLOTS};
 pub use groups::{ParamGroup, ParamGroups};
 pub use monitor::TensorHealth;
 pub use optim::{
-    AdaBelief, Adadelta, Adafactor, Adagrad, Adam, AdamW, Adamax, Adan, Factoring, Lamb, Lars, Lion, NAdam, Optimizer,
-    RAdam, RmsProp, Sgd,
+    AdaBelief, Adadelta, Adafactor, Adagrad, Adam, AdamW, Adamax, Adan, AdjustLr, Factoring, Lamb, Lars, Lion, Muon,
+    NAdam, NsPrecision, Optimizer, RAdam, RmsProp, Sgd,
 };
 pub use precision::Precision;
 pub use tensor::{GpuTensor, HostData, Segment};

@@ -20,8 +20,9 @@
 //!   its own, by sum ([`Stage::Reduce`]) or by maximum ([`Stage::ReduceMax`]: absmax, what
 //!   8-bit blockwise state scales by); the stages after it read their block's terms (the
 //!   shader's `block_reduced(i)`, the CPU's `apply_cpu` run block by block).
-//! * [`Stage::MatMul`]: a matrix product tiled in workgroup memory (Muon's Newton–Schulz);
-//!   declared here, not yet recorded by the engine, which refuses it with an error.
+//! * [`Stage::MatMul`]: a matrix product (Muon's Newton–Schulz): a shaped step, run on the CPU
+//!   by [`Optimizer::shaped_cpu`](crate::Optimizer::shaped_cpu); the GPU engine does not record
+//!   matrix products yet and refuses such a step with an error.
 
 /// What a reduction sums over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,7 +61,7 @@ pub enum Stage {
     /// Element-wise work whose per-element terms (≥ 0, such as |x|) are combined by maximum
     /// over a scope: absmax. Over [`Scope::Block`].
     ReduceMax(Scope),
-    /// A matrix product (not yet supported by the engine).
+    /// A matrix product (the CPU runs it; the GPU engine refuses it for now).
     MatMul,
 }
 
@@ -85,8 +86,8 @@ pub(crate) fn block_reduction(stages: &[Stage]) -> Option<(u32, bool)> {
 
 /// Whether both sides run `stages`: element-wise stages and at most one reduction (over a
 /// tensor, the group or blocks of a tensor; maxima over blocks), or a shaped step's row and
-/// column reductions. A matrix product is declared for the issue that fills it and refused
-/// until then.
+/// column reductions or matrix products (the CPU's [`Optimizer::shaped_cpu`](crate::Optimizer::shaped_cpu);
+/// the GPU refuses matrix products for now: `check_recorded`).
 pub(crate) fn check_supported(family: &str, stages: &[Stage]) -> crate::Result<()> {
     let refuse = |what: String| Err(crate::Error::Unsupported(format!("{family}: {what}")));
     let shaped = stages.iter().any(|s| matches!(s, Stage::Reduce(scope) if scope.is_shaped()));
@@ -105,11 +106,23 @@ pub(crate) fn check_supported(family: &str, stages: &[Stage]) -> crate::Result<(
             Stage::ReduceMax(scope) => {
                 return refuse(format!("maxima over {scope:?}; the engine takes maxima over blocks"));
             }
-            Stage::MatMul => return refuse("a matrix-product stage is not yet supported".into()),
+            Stage::MatMul => {}
         }
     }
     if reductions > 1 && !shaped {
         return refuse(format!("a step with {reductions} reduction stages; the engine records one per step"));
+    }
+    Ok(())
+}
+
+/// What the GPU engine records on top of [`check_supported`]: not yet matrix products.
+pub(crate) fn check_recorded(family: &str, stages: &[Stage]) -> crate::Result<()> {
+    check_supported(family, stages)?;
+    if stages.contains(&Stage::MatMul) {
+        return Err(crate::Error::Unsupported(format!(
+            "{family}: the GPU engine does not record matrix-product stages yet; run this optimizer on \
+             CpuOptimizer"
+        )));
     }
     Ok(())
 }

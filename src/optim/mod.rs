@@ -14,6 +14,7 @@ mod adan;
 mod lamb;
 mod lars;
 mod lion;
+mod muon;
 mod nadam;
 mod radam;
 mod rmsprop;
@@ -29,6 +30,7 @@ pub use adan::Adan;
 pub use lamb::Lamb;
 pub use lars::Lars;
 pub use lion::Lion;
+pub use muon::{AdjustLr, Muon, NsPrecision};
 pub use nadam::NAdam;
 pub use radam::RAdam;
 pub use rmsprop::RmsProp;
@@ -75,9 +77,11 @@ impl Kernel {
         self.stages != crate::step::ELEMENTWISE
     }
 
-    /// Whether a stage follows the parameters' shapes (a row or column reduction).
+    /// Whether a stage follows the parameters' shapes (a row or column reduction, a matrix
+    /// product).
     pub fn is_shaped(&self) -> bool {
-        self.stages.iter().any(|s| matches!(s, crate::step::Stage::Reduce(scope) if scope.is_shaped()))
+        use crate::step::Stage;
+        self.stages.iter().any(|s| matches!(s, Stage::Reduce(scope) if scope.is_shaped()) || *s == Stage::MatMul)
     }
 }
 
@@ -166,6 +170,12 @@ pub trait Optimizer: std::fmt::Debug + Send + Sync {
     fn boxed_with_state_format(&self, format: crate::ElementFormat) -> Option<Box<dyn Optimizer>> {
         let _ = format;
         None
+    }
+    /// Checks that this optimizer takes a parameter of `shape` (Muon: matrices only); by
+    /// default every shape. Called when an optimizer is built over parameters.
+    fn check_param_shape(&self, shape: &[usize]) -> Result<()> {
+        let _ = shape;
+        Ok(())
     }
     /// Elements of state slot `slot` for a parameter of `shape`, 0 where this shape keeps
     /// none: by default the parameter's element count when the configuration uses the slot
