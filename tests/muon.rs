@@ -52,10 +52,7 @@ fn case(label: &str) -> (Muon, [usize; 2]) {
         "1023x65 f32" => (f32, [1023, 65]),
         "65x1023 bf16 no nesterov" => (bf16.with_nesterov(false).with_weight_decay(0.0), [65, 1023]),
         "64x96 f32 spectral ns_steps 3" => (
-            Muon { lr: 0.05, ..f32 }
-                .with_ns_steps(3)
-                .with_adjust_lr_fn(AdjustLr::SpectralUnclamped)
-                .with_momentum(0.9),
+            Muon { lr: 0.05, ..f32 }.with_ns_steps(3).with_adjust_lr_fn(AdjustLr::SpectralUnclamped).with_momentum(0.9),
             [64, 96],
         ),
         other => panic!("no case {other}"),

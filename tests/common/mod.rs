@@ -30,6 +30,23 @@ pub fn grad(i: usize, k: usize) -> f32 {
     (((i * 104729 + k * 7717 + 5) % 2001) as f32 - 1000.0) / 1024.0
 }
 
+/// Gradient `i` at step `k` in `format`, its significand odd and of the format's full width
+/// `b` bits (2^(b-1) + 1 to 2^b - 1), in [2^-6, 1): `p = -g / wd` then never holds exactly
+/// for a `p` of the format (its significand would be `g`'s times 5, wider than `b` bits), so
+/// the L2 direction `g + wd · p` never cancels to the size of its rounding error, where
+/// fused and unfused multiply-adds part.
+pub fn odd_grads(format: wgpu_optim::ElementFormat, n: usize, k: usize) -> Vec<f32> {
+    let b = if format == wgpu_optim::ElementFormat::BF16 { 8 } else { 11 };
+    (0..n)
+        .map(|i| {
+            let h = (i * 104_729 + k * 7_717 + 5) % 8192;
+            let sign = if h.is_multiple_of(2) { 1.0 } else { -1.0 };
+            let m = (1 << (b - 1)) + 1 + 2 * (h / 2 % (1 << (b - 2)));
+            sign * m as f32 * 2f32.powi(-b - (h / 4096 + 2 * (h % 3)) as i32)
+        })
+        .collect()
+}
+
 pub fn params(n: usize) -> Vec<f32> {
     (0..n).map(param).collect()
 }
