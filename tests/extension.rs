@@ -171,8 +171,22 @@ fn stages_the_engine_cannot_run_are_refused_on_both_sides() {
         ..KERNEL_FIELDS
     };
     let ctx = ctx();
+    // A matrix product runs on the CPU through the optimizer's own `shaped_cpu` (Muon's);
+    // the GPU engine does not record one yet. This one implements no `shaped_cpu`: its CPU
+    // step says so and changes nothing.
+    let o = Declaring { signum: Signum { lr: 1e-2, beta: 0.9 }, kernel: &MATMUL };
+    match GpuOptimizer::new(&ctx, o.clone(), &params(64)) {
+        Err(Error::Unsupported(m)) => assert!(m.contains("matrix-product") && m.contains("Declaring"), "{m}"),
+        Err(other) => panic!("expected Unsupported for a matrix product on the GPU, got {other}"),
+        Ok(_) => panic!("expected Unsupported for a matrix product on the GPU, got an optimizer"),
+    }
+    let mut cpu = CpuOptimizer::with_shape(o, &params(64), &[8, 8]).unwrap();
+    match cpu.step(&grads(64, 1)) {
+        Err(Error::Unsupported(m)) => assert!(m.contains("Declaring"), "{m}"),
+        other => panic!("expected Unsupported from a CPU step without shaped_cpu, got {other:?}"),
+    }
+    assert_eq!(cpu.params().as_slice().unwrap(), &params(64)[..], "a refused step changes nothing");
     let refused = [
-        (&MATMUL, "matrix-product"),
         (&ODD_BLOCKS, "blocks of 6"),
         (&TENSOR_MAX, "maxima over Tensor"),
         (&TWO_SUMS, "2 reduction"),
