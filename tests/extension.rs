@@ -186,11 +186,7 @@ fn stages_the_engine_cannot_run_are_refused_on_both_sides() {
         other => panic!("expected Unsupported from a CPU step without shaped_cpu, got {other:?}"),
     }
     assert_eq!(cpu.params().as_slice().unwrap(), &params(64)[..], "a refused step changes nothing");
-    let refused = [
-        (&ODD_BLOCKS, "blocks of 6"),
-        (&TENSOR_MAX, "maxima over Tensor"),
-        (&TWO_SUMS, "2 reduction"),
-    ];
+    let refused = [(&ODD_BLOCKS, "blocks of 6"), (&TENSOR_MAX, "maxima over Tensor"), (&TWO_SUMS, "2 reduction")];
     for (kernel, says) in refused {
         let o = Declaring { signum: Signum { lr: 1e-2, beta: 0.9 }, kernel };
         for result in
