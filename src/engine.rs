@@ -103,7 +103,9 @@ impl Composition {
         };
         let table = format!("@group(0) @binding(0) var<{space}> scalar_table: array<Slot, SCALAR_SLOTS>;\n");
         match self {
-            Composition::Standalone | Composition::OwnEntries => format!("{width}{PRELUDE}{table}\n{source}\n"),
+            Composition::Standalone => format!("{width}{PRELUDE}{table}\n{source}\n"),
+            // A shaped family's entries round with the formats' bit conversions (Muon's bf16).
+            Composition::OwnEntries => format!("{width}{PRELUDE}{FORMATS}{table}\n{source}\n"),
             Composition::Elementwise => {
                 let tensors = tensor_accessors(state, formats, tail);
                 format!("{width}{PRELUDE}{FORMATS}{table}{tensors}\n{source}\n{ELEMENTWISE}")
@@ -1553,7 +1555,9 @@ mod tests {
 
     #[test]
     fn the_rust_and_wgsl_layouts_agree() {
-        for (name, make) in ALL {
+        // Muon's matrix-product step, beside the registry's families.
+        let muon: (&str, crate::optim::Maker) = ("muon", || Box::new(crate::optim::Muon::default()));
+        for &(name, make) in ALL.iter().chain([&muon]) {
             let o = make();
             let kernel = o.kernel();
             let composition = match kernel {
@@ -1583,10 +1587,16 @@ mod tests {
                 assert_eq!(member_offset(&module, "Slot", "tag"), slot.tag_offset, "{name}: a slot's tag");
                 let bound = group1_bindings(&module);
                 let names: Vec<&str> = if kernel.is_shaped() {
-                    for (wgsl, size) in crate::factored::UNIFORM_STRUCTS {
+                    let matmul = kernel.stages.contains(&crate::step::Stage::MatMul);
+                    let (structs, bindings) = if matmul {
+                        (crate::newton_schulz::UNIFORM_STRUCTS, crate::newton_schulz::BINDINGS)
+                    } else {
+                        (crate::factored::UNIFORM_STRUCTS, crate::factored::BINDINGS)
+                    };
+                    for (wgsl, size) in structs {
                         assert_eq!(struct_size(&module, wgsl), size, "{name}: WGSL {wgsl} vs the Rust struct");
                     }
-                    crate::factored::BINDINGS.to_vec()
+                    bindings.to_vec()
                 } else {
                     // The engine declares them (`tensor_accessors`): the family's source declares none.
                     assert!(!kernel.source.contains("@group(1)"), "{name}: the family declares no tensor bindings");

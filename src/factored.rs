@@ -286,7 +286,7 @@ impl FactoredStep {
                 storage_buffer(ctx, "wgpu-optim unused state", 0),
             )
         })?;
-        let uniform_groups = Self::bind_uniforms(ctx, kernel, &uniforms, layout_at, bound)?;
+        let uniform_groups = bind_shaped_uniforms(ctx, kernel, &uniforms, layout_at, bound)?;
         let shaped_layouts = &ctx.engine().shaped(kernel)?.0;
         let tensor_groups = ctx.scoped("binding a shaped step's tensors", || {
             (0..params.segments().len())
@@ -353,39 +353,12 @@ impl FactoredStep {
         })
     }
 
-    fn bind_uniforms(
-        ctx: &GpuContext,
-        kernel: &Kernel,
-        uniforms: &wgpu::Buffer,
-        layout_at: u64,
-        Bound { steps, control }: Bound<'_>,
-    ) -> Result<[wgpu::BindGroup; 2]> {
-        let layout = &ctx.engine().shaped(kernel)?.0[0];
-        ctx.scoped("binding a shaped step's uniforms", || {
-            [0, 1].map(|parity| {
-                let [table, counter, stamps] = steps.shaped_entries(parity);
-                ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
-                    label: Some("wgpu-optim shaped step uniforms"),
-                    layout,
-                    entries: &[
-                        table,
-                        counter,
-                        wgpu::BindGroupEntry { binding: 2, resource: uniform_window(uniforms, 0) },
-                        wgpu::BindGroupEntry { binding: 3, resource: uniform_window(uniforms, layout_at) },
-                        wgpu::BindGroupEntry { binding: 5, resource: control.as_entire_binding() },
-                        stamps,
-                    ],
-                })
-            })
-        })
-    }
-
     /// Rebuilds the pipelines for new override constants (a reconfiguration, or whether a
     /// gradient control is read) and the uniforms' binding for `control`. Nothing changes
     /// unless everything was built.
     pub fn rebuilt(&self, ctx: &GpuContext, constants: &[(&'static str, f64)], bound: Bound<'_>) -> Result<Rebuilt> {
         let pipelines = Self::compile(ctx, self.kernel, self.shape.factored, constants)?;
-        let group = Self::bind_uniforms(ctx, self.kernel, &self.uniforms, self.layout_at, bound)?;
+        let group = bind_shaped_uniforms(ctx, self.kernel, &self.uniforms, self.layout_at, bound)?;
         Ok(Rebuilt(pipelines, group))
     }
 
@@ -435,4 +408,34 @@ impl FactoredStep {
         once(pass, &p.finalize_coef, (1, 1));
         per_segment(pass, &p.update, |g| g.elements);
     }
+}
+
+/// A shaped step's group 0 at each parity of the recorded step: the step table and the
+/// counter it reads, the sub-range window (moved by dynamic offset) and the layout of
+/// `uniforms`, the gradient control. Shared by every family with entries of its own.
+pub(crate) fn bind_shaped_uniforms(
+    ctx: &GpuContext,
+    kernel: &Kernel,
+    uniforms: &wgpu::Buffer,
+    layout_at: u64,
+    Bound { steps, control }: Bound<'_>,
+) -> Result<[wgpu::BindGroup; 2]> {
+    let layout = &ctx.engine().shaped(kernel)?.0[0];
+    ctx.scoped("binding a shaped step's uniforms", || {
+        [0, 1].map(|parity| {
+            let [table, counter, stamps] = steps.shaped_entries(parity);
+            ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("wgpu-optim shaped step uniforms"),
+                layout,
+                entries: &[
+                    table,
+                    counter,
+                    wgpu::BindGroupEntry { binding: 2, resource: uniform_window(uniforms, 0) },
+                    wgpu::BindGroupEntry { binding: 3, resource: uniform_window(uniforms, layout_at) },
+                    wgpu::BindGroupEntry { binding: 5, resource: control.as_entire_binding() },
+                    stamps,
+                ],
+            })
+        })
+    })
 }

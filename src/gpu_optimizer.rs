@@ -5,13 +5,14 @@ use ndarray::Array1;
 use crate::checkpoint::{GroupSnapshot, Restore, Snapshot};
 use crate::engine::{self, Formats, Pipelines, SegmentPlan, StepGroups, StepTable};
 use crate::error::{Error, Result};
-use crate::factored::{Bound, FactoredStep};
+use crate::factored::Bound;
 use crate::gpu::GpuContext;
 use crate::monitor::{Checked, HealthCheck, TensorHealth};
 use crate::optim::{Optimizer, ScalarBlock, StateSlot};
 use crate::precision::{MASTER, Precision};
 use crate::reduction::Reduction;
 use crate::schedule::Schedule;
+use crate::shaped::ShapedStep;
 use crate::step::Stage;
 use crate::tensor::{GpuTensor, HostData};
 
@@ -59,7 +60,7 @@ pub struct GpuOptimizer {
     /// Each parameter tensor's shape (flat unless given).
     shapes: Vec<Vec<usize>>,
     /// A shaped step's buffers, bind groups and pipelines, one per parameter tensor.
-    factored: Vec<FactoredStep>,
+    factored: Vec<ShapedStep>,
     plans: Vec<SegmentPlan>,
     tensor_groups: Vec<wgpu::BindGroup>,
     steps: StepTable,
@@ -195,7 +196,7 @@ impl GpuOptimizer {
     ) -> Result<Self> {
         optimizer.validate()?;
         precision.check(&*optimizer, params.format())?;
-        crate::step::check_recorded(optimizer.name(), optimizer.kernel().stages)?;
+        crate::step::check_supported(optimizer.name(), optimizer.kernel().stages)?;
         if grads.len() != params.len() {
             return Err(Error::LengthMismatch { what: "grads", expected: params.len(), actual: grads.len() });
         }
@@ -842,7 +843,7 @@ struct Parts {
     master: Option<GpuTensor>,
     pipelines: Option<Pipelines>,
     advance: wgpu::ComputePipeline,
-    factored: Vec<FactoredStep>,
+    factored: Vec<ShapedStep>,
     plans: Vec<SegmentPlan>,
     tensor_groups: Vec<wgpu::BindGroup>,
     reduction: Option<Reduction>,
@@ -1000,7 +1001,7 @@ impl Parts {
         let mut factored = Vec::with_capacity(shapes.len());
         let mut parts: Vec<Vec<GpuTensor>> = vec![Vec::new(); optimizer.kernel().state.len()];
         for ((p, g), shape) in param_parts.iter().zip(grad_parts).zip(shapes) {
-            let (step, state) = FactoredStep::new(ctx, optimizer, (p, g), shape, bound, &constants)?;
+            let (step, state) = ShapedStep::new(ctx, optimizer, (p, g), shape, bound, &constants)?;
             factored.push(step);
             for (all, t) in parts.iter_mut().zip(state) {
                 all.extend(t);

@@ -52,11 +52,13 @@ pub mod gpu;
 pub mod gpu_optimizer;
 pub mod groups;
 pub mod monitor;
+mod newton_schulz;
 pub mod optim;
 pub mod precision;
 pub mod quant;
 mod reduction;
 pub mod schedule;
+mod shaped;
 mod simd;
 pub mod step;
 pub mod tensor;
@@ -72,7 +74,7 @@ pub use groups::{ParamGroup, ParamGroups};
 pub use monitor::TensorHealth;
 pub use optim::{
     AdaBelief, Adadelta, Adafactor, Adagrad, Adam, AdamW, Adamax, Adan, AdjustLr, Factoring, Lamb, Lars, Lion, Muon,
-    NAdam, NsPrecision, Optimizer, RAdam, RmsProp, Sgd,
+    NAdam, NsPrecision, Optimizer, RAdam, RmsProp, Sgd, muon_with_adamw,
 };
 pub use precision::Precision;
 pub use tensor::{GpuTensor, HostData, Segment};

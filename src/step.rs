@@ -20,9 +20,10 @@
 //!   its own, by sum ([`Stage::Reduce`]) or by maximum ([`Stage::ReduceMax`]: absmax, what
 //!   8-bit blockwise state scales by); the stages after it read their block's terms (the
 //!   shader's `block_reduced(i)`, the CPU's `apply_cpu` run block by block).
-//! * [`Stage::MatMul`]: a matrix product (Muon's Newton–Schulz): a shaped step, run on the CPU
-//!   by [`Optimizer::shaped_cpu`](crate::Optimizer::shaped_cpu); the GPU engine does not record
-//!   matrix products yet and refuses such a step with an error.
+//! * [`Stage::MatMul`]: matrix products tiled in workgroup memory (Muon's Newton–Schulz): a
+//!   shaped step, the family's own entry points on the GPU (shaders/muon.wgsl, bound as
+//!   `crate::newton_schulz` binds them) and [`Optimizer::shaped_cpu`](crate::Optimizer::shaped_cpu)
+//!   on the CPU.
 
 /// What a reduction sums over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,7 +62,7 @@ pub enum Stage {
     /// Element-wise work whose per-element terms (≥ 0, such as |x|) are combined by maximum
     /// over a scope: absmax. Over [`Scope::Block`].
     ReduceMax(Scope),
-    /// A matrix product (the CPU runs it; the GPU engine refuses it for now).
+    /// Matrix products over each parameter's matrix.
     MatMul,
 }
 
@@ -86,8 +87,8 @@ pub(crate) fn block_reduction(stages: &[Stage]) -> Option<(u32, bool)> {
 
 /// Whether both sides run `stages`: element-wise stages and at most one reduction (over a
 /// tensor, the group or blocks of a tensor; maxima over blocks), or a shaped step's row and
-/// column reductions or matrix products (the CPU's [`Optimizer::shaped_cpu`](crate::Optimizer::shaped_cpu);
-/// the GPU refuses matrix products for now: `check_recorded`).
+/// column reductions or matrix products (the family's own entry points on the GPU, its
+/// [`Optimizer::shaped_cpu`](crate::Optimizer::shaped_cpu) on the CPU).
 pub(crate) fn check_supported(family: &str, stages: &[Stage]) -> crate::Result<()> {
     let refuse = |what: String| Err(crate::Error::Unsupported(format!("{family}: {what}")));
     let shaped = stages.iter().any(|s| matches!(s, Stage::Reduce(scope) if scope.is_shaped()));
@@ -111,18 +112,6 @@ pub(crate) fn check_supported(family: &str, stages: &[Stage]) -> crate::Result<(
     }
     if reductions > 1 && !shaped {
         return refuse(format!("a step with {reductions} reduction stages; the engine records one per step"));
-    }
-    Ok(())
-}
-
-/// What the GPU engine records on top of [`check_supported`]: not yet matrix products.
-pub(crate) fn check_recorded(family: &str, stages: &[Stage]) -> crate::Result<()> {
-    check_supported(family, stages)?;
-    if stages.contains(&Stage::MatMul) {
-        return Err(crate::Error::Unsupported(format!(
-            "{family}: the GPU engine does not record matrix-product stages yet; run this optimizer on \
-             CpuOptimizer"
-        )));
     }
     Ok(())
 }

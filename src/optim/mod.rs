@@ -30,7 +30,7 @@ pub use adan::Adan;
 pub use lamb::Lamb;
 pub use lars::Lars;
 pub use lion::Lion;
-pub use muon::{AdjustLr, Muon, NsPrecision};
+pub use muon::{AdjustLr, Muon, NsPrecision, muon_with_adamw};
 pub use nadam::NAdam;
 pub use radam::RAdam;
 pub use rmsprop::RmsProp;

@@ -55,7 +55,8 @@ impl NsPrecision {
 }
 
 /// Muon (MomentUm Orthogonalized by Newton–Schulz), torch.optim.Muon's single-tensor path,
-/// for 2-D parameters only (optimize the others with AdamW, as torch's documentation says).
+/// for 2-D parameters only (optimize the others with AdamW: [`muon_with_adamw`] builds both
+/// groups).
 /// ```text
 /// B = lerp(B, g, 1 - momentum)                       (state momentum_buffer)
 /// U = nesterov ? lerp(g, B, momentum) : B
@@ -166,6 +167,7 @@ pub(crate) struct Scalars {
     a: f32,
     b: f32,
     c: f32,
+    neg_lr: f32,
 }
 
 impl Muon {
@@ -179,6 +181,7 @@ impl Muon {
             a: a as f32,
             b: b as f32,
             c: c as f32,
+            neg_lr: (-self.lr) as f32,
         }
     }
 
@@ -231,7 +234,7 @@ impl Muon {
                 optimizer: "Muon",
                 message: format!(
                     "Muon only supports 2D parameters whereas we found a parameter with size: torch.Size({shape:?}); \
-                     optimize the others with AdamW"
+                     optimize the others with AdamW (wgpu_optim::muon_with_adamw builds both groups)"
                 ),
             }),
         }
@@ -256,8 +259,19 @@ impl Optimizer for Muon {
         // torch's Muon keeps no `step`: its state is the momentum buffer alone.
         Vec::new()
     }
+    /// `NS_STEPS` is also the number of iterations the GPU step records.
     fn constants(&self) -> Vec<(&'static str, f64)> {
-        vec![("NESTEROV", super::flag(self.nesterov))]
+        let adjust = match self.adjust_lr_fn {
+            AdjustLr::Original => 0.0,
+            AdjustLr::MatchRmsAdamW => 1.0,
+            AdjustLr::SpectralUnclamped => 2.0,
+        };
+        vec![
+            ("NESTEROV", super::flag(self.nesterov)),
+            ("NS_BF16", super::flag(self.ns_precision == NsPrecision::BF16)),
+            ("NS_STEPS", f64::from(self.ns_steps)),
+            ("ADJUST", adjust),
+        ]
     }
     fn scalars(&self, _step: u64) -> ScalarBlock {
         pack(&self.host_scalars())
@@ -298,4 +312,55 @@ impl Optimizer for Muon {
         }
         Ok(())
     }
+}
+
+/// The usual Muon hybrid as parameter groups: every 2-D tensor to `muon` (with its shape),
+/// every other tensor — biases, norms' weights — and the 2-D tensors listed in `to_adamw`
+/// (the embedding, the output head, as Keller Jordan's and Moonshot's recipes keep them) to
+/// `adamw`. `params`, `grads` and `shapes` are one per tensor; a group with no tensor is
+/// left out. `Err` names the tensor whose shape does not match its length, or an index of
+/// `to_adamw` past the tensors.
+pub fn muon_with_adamw<'a>(
+    muon: Muon,
+    adamw: super::AdamW,
+    params: &[&'a crate::GpuTensor],
+    grads: &[&'a crate::GpuTensor],
+    shapes: &[Vec<usize>],
+    to_adamw: &[usize],
+) -> Result<Vec<crate::ParamGroup<'a>>> {
+    for (what, n) in [("grads (one per tensor)", grads.len()), ("shapes (one per tensor)", shapes.len())] {
+        if n != params.len() {
+            return Err(Error::LengthMismatch { what, expected: params.len(), actual: n });
+        }
+    }
+    if let Some(&bad) = to_adamw.iter().find(|&&i| i >= params.len()) {
+        return Err(Error::OverLimit(format!(
+            "to_adamw names tensor {bad}, and there are {} tensors (indices 0..{})",
+            params.len(),
+            params.len()
+        )));
+    }
+    for (p, shape) in params.iter().zip(shapes) {
+        super::check_shape("a tensor's shape (its elements)", shape, p.len())?;
+    }
+    let to_muon = |t: usize| shapes[t].len() == 2 && !to_adamw.contains(&t);
+    let (mut m, mut a) = ((Vec::new(), Vec::new(), Vec::new()), (Vec::new(), Vec::new()));
+    for t in 0..params.len() {
+        if to_muon(t) {
+            m.0.push(params[t]);
+            m.1.push(grads[t]);
+            m.2.push(shapes[t].clone());
+        } else {
+            a.0.push(params[t]);
+            a.1.push(grads[t]);
+        }
+    }
+    let mut groups = Vec::new();
+    if !m.0.is_empty() {
+        groups.push(crate::ParamGroup::new(muon, m.0, m.1).with_shapes(m.2));
+    }
+    if !a.0.is_empty() {
+        groups.push(crate::ParamGroup::new(adamw, a.0, a.1));
+    }
+    Ok(groups)
 }
