@@ -56,6 +56,8 @@ pub struct CpuOptimizer {
     /// How a step stores the parameters, and the f32 master copy where it keeps one.
     precision: Precision,
     master: Option<Array1<f32>>,
+    /// A schedule-free optimizer's eval mode: the parameters hold x, and steps are refused.
+    eval_mode: bool,
 }
 
 impl CpuOptimizer {
@@ -124,6 +126,7 @@ impl CpuOptimizer {
             format: crate::ElementFormat::F32,
             precision: Precision::default(),
             master: None,
+            eval_mode: false,
         })
     }
 
@@ -190,6 +193,9 @@ impl CpuOptimizer {
     /// clip coefficient`, and a gradient holding a NaN or an infinity skips it: parameters,
     /// state and step count stay bit-identical, as on the GPU.
     pub fn step(&mut self, grads: &(impl HostData + ?Sized)) -> Result<()> {
+        if self.eval_mode {
+            return Err(crate::train_mode::refuse_step(self.optimizer.name()));
+        }
         let g = grads.as_f32s()?;
         if g.len() != self.params.len() {
             return Err(Error::LengthMismatch { what: "grads", expected: self.params.len(), actual: g.len() });
@@ -336,6 +342,9 @@ impl CpuOptimizer {
     /// Saves the state to a safetensors checkpoint, atomically (see
     /// [`GpuOptimizer::save`](crate::GpuOptimizer::save); the two read each other's files).
     pub fn save(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
+        if self.optimizer.train_mode_weight(false).is_some() && !self.eval_mode {
+            return Err(crate::train_mode::refuse_save(self.optimizer.name()));
+        }
         let o = &*self.optimizer;
         let format = |slot: &StateSlot| {
             o.kernel()
@@ -414,10 +423,41 @@ impl CpuOptimizer {
         }
         self.step = restore.step;
         self.optimizer = restore.optimizer;
+        // A schedule-free checkpoint is saved in eval mode, and loads into it.
+        self.eval_mode = self.optimizer.train_mode_weight(false).is_some();
         crate::checkpoint::resume_schedule(&mut self.schedule, restore.schedule);
         if let (Some(s), Some(control)) = (scaler, &mut self.control) {
             control.scaler = [s.scale, s.growth_tracker as f32];
         }
+        Ok(())
+    }
+
+    /// Into train mode (see [`GpuOptimizer::train`](crate::GpuOptimizer::train)).
+    pub fn train(&mut self) -> Result<()> {
+        self.set_mode(true)
+    }
+
+    /// Into eval mode (see [`GpuOptimizer::eval`](crate::GpuOptimizer::eval)).
+    pub fn eval(&mut self) -> Result<()> {
+        self.set_mode(false)
+    }
+
+    /// Whether the optimizer is in eval mode.
+    pub fn is_eval(&self) -> bool {
+        self.eval_mode
+    }
+
+    fn set_mode(&mut self, train: bool) -> Result<()> {
+        let Some((slot, weight)) = self.optimizer.train_mode_weight(train) else { return Ok(()) };
+        if train != self.eval_mode {
+            return Ok(());
+        }
+        self.format.require("the parameters moved between train and eval mode", crate::ElementFormat::F32)?;
+        if self.step > 0 {
+            let z = self.state[slot].as_slice().ok_or_else(not_contiguous)?;
+            crate::train_mode::swap_on_host(self.params.as_slice_mut().ok_or_else(not_contiguous)?, z, weight);
+        }
+        self.eval_mode = !train;
         Ok(())
     }
 

@@ -921,6 +921,13 @@ impl Engine {
         self.pipeline(ctx, &Module::standalone("grad_norm", SOURCE), &self.norm_pipeline_layout, true, entry, &[])
     }
 
+    /// The train/eval move of a schedule-free optimizer's parameters (shaders/mode_swap.wgsl,
+    /// on the health check's layouts), compiled on first use.
+    pub fn mode_swap_pipeline(&self, ctx: &GpuContext) -> Result<wgpu::ComputePipeline> {
+        const SOURCE: &str = include_str!("../shaders/mode_swap.wgsl");
+        self.pipeline(ctx, &Module::standalone("mode_swap", SOURCE), &self.monitor_pipeline_layout, true, "main", &[])
+    }
+
     /// The health check's kernel, compiled on first use.
     pub fn monitor_pipeline(&self, ctx: &GpuContext) -> Result<wgpu::ComputePipeline> {
         const SOURCE: &str = include_str!("../shaders/monitor.wgsl");

@@ -152,6 +152,11 @@ pub enum Error {
     #[error("unsupported: {0}")]
     Unsupported(String),
 
+    /// A call the optimizer's mode refuses: a step of a schedule-free optimizer in eval mode
+    /// (call `train()` first), a checkpoint saved in train mode (call `eval()` first).
+    #[error("{0}")]
+    WrongMode(String),
+
     /// An engine tuning value is unusable.
     #[error("invalid tuning: {0}")]
     InvalidTuning(String),

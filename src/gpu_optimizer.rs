@@ -47,6 +47,8 @@ fn formats(o: &dyn Optimizer, params: &GpuTensor, precision: Precision) -> Forma
 pub struct GpuOptimizer {
     ctx: GpuContext,
     optimizer: Box<dyn Optimizer>,
+    /// A schedule-free optimizer's eval mode: the parameters hold x, and steps are refused.
+    eval_mode: bool,
     params: GpuTensor,
     grads: GpuTensor,
     state: Vec<Option<GpuTensor>>,
@@ -154,6 +156,44 @@ impl GpuOptimizer {
     /// How a step stores the parameters.
     pub fn precision(&self) -> Precision {
         self.precision
+    }
+
+    /// Into train mode: a schedule-free optimizer's parameters become the gradient point y
+    /// again (the authors' `optimizer.train()`), on the GPU; nothing for others, or where the
+    /// optimizer is in train mode already. A new optimizer starts in train mode.
+    pub fn train(&mut self) -> Result<()> {
+        self.set_mode(true)
+    }
+
+    /// Into eval mode: a schedule-free optimizer's parameters become the averaged x (the
+    /// authors' `optimizer.eval()`), what to evaluate and to save; steps are refused until
+    /// [`train`](Self::train). Nothing for others.
+    pub fn eval(&mut self) -> Result<()> {
+        self.set_mode(false)
+    }
+
+    /// Whether the optimizer is in eval mode.
+    pub fn is_eval(&self) -> bool {
+        self.eval_mode
+    }
+
+    fn set_mode(&mut self, train: bool) -> Result<()> {
+        let Some((slot, weight)) = self.optimizer.train_mode_weight(train) else { return Ok(()) };
+        if train != self.eval_mode {
+            return Ok(());
+        }
+        // Before the first step taken z is not yet the parameters' copy: nothing to move.
+        if self.read_gpu_step()? > 0 {
+            let name = self.optimizer.name();
+            let z = self.state.get(slot).and_then(Option::as_ref).ok_or_else(|| Error::UnknownState {
+                optimizer: name,
+                name: "z".into(),
+                available: Vec::new(),
+            })?;
+            crate::train_mode::swap_on_gpu(&self.ctx, &self.params, z, weight)?;
+        }
+        self.eval_mode = !train;
+        Ok(())
     }
 
     /// Uploads `params`, a tensor of `shape` (row-major, as torch's), and creates zeroed
@@ -290,6 +330,7 @@ impl GpuOptimizer {
             control: None,
             before: None,
             health: None,
+            eval_mode: false,
             reduction: parts.reduction,
             prepared: (Vec::new(), 0.0),
             lr_before: vec![0.0; SCALAR_SLOTS as usize],
@@ -357,6 +398,9 @@ impl GpuOptimizer {
     /// error before anything is written or recorded, and the optimizer's own learning rate
     /// moves only when the steps are recorded ([`advance`](Self::advance)).
     pub(crate) fn prepare(&mut self, k: u32) -> Result<()> {
+        if self.eval_mode {
+            return Err(crate::train_mode::refuse_step(self.optimizer.name()));
+        }
         if self.step + u64::from(k) > MAX_STEP {
             return Err(Error::OverLimit(format!(
                 "{k} steps after step {} pass the GPU's u32 step counter: an optimizer on the GPU takes at \
@@ -534,6 +578,9 @@ impl GpuOptimizer {
 
     /// This optimizer's state as one checkpoint group over tensors of `shapes`.
     pub(crate) fn snapshot(&self, shapes: Vec<Vec<usize>>) -> Result<GroupSnapshot> {
+        if self.optimizer.train_mode_weight(false).is_some() && !self.eval_mode {
+            return Err(crate::train_mode::refuse_save(self.optimizer.name()));
+        }
         let state = self.state().map(|(slot, t)| Ok((slot, t.read_host(&self.ctx)?))).collect::<Result<Vec<_>>>()?;
         // The steps the GPU took: a step skipped for a non-finite gradient is no step, as
         // torch's `state["step"]` under GradScaler.
@@ -563,6 +610,8 @@ impl GpuOptimizer {
 
     /// Writes a checked checkpoint group into the state, the step counters and the schedule.
     pub(crate) fn restore(&mut self, restore: Restore<'_>) -> Result<()> {
+        // A schedule-free checkpoint is saved in eval mode, and loads into it.
+        self.eval_mode = self.optimizer.train_mode_weight(false).is_some();
         for (t, data) in self.state.iter().zip(restore.state) {
             if let (Some(t), Some(data)) = (t, data) {
                 t.write_host(&self.ctx, data)?;

@@ -289,6 +289,17 @@ impl ParamGroups {
         &self.groups
     }
 
+    /// Every group into train mode ([`GpuOptimizer::train`]: schedule-free groups move their
+    /// parameters back to y; others have one mode).
+    pub fn train(&mut self) -> Result<()> {
+        self.groups.iter_mut().try_for_each(GpuOptimizer::train)
+    }
+
+    /// Every group into eval mode ([`GpuOptimizer::eval`]), before evaluating or saving.
+    pub fn eval(&mut self) -> Result<()> {
+        self.groups.iter_mut().try_for_each(GpuOptimizer::eval)
+    }
+
     /// Turns on (or off, with `None`) fused gradient control for every group: the global
     /// norm over all their gradients, clipping, loss-scale unscaling and skip-on-inf, computed
     /// on the GPU ahead of each step (see [`GradControl`]). Changing the loss scale later is

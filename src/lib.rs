@@ -62,6 +62,7 @@ mod shaped;
 mod simd;
 pub mod step;
 pub mod tensor;
+mod train_mode;
 pub mod tuning;
 
 pub use clip::{GradControl, NormType, ScalerGrowth};
@@ -73,8 +74,8 @@ pub use gpu_optimizer::{GpuOptimizer, SCALAR_SLOTS};
 pub use groups::{ParamGroup, ParamGroups};
 pub use monitor::TensorHealth;
 pub use optim::{
-    AdaBelief, Adadelta, Adafactor, Adagrad, Adam, AdamW, Adamax, Adan, AdjustLr, Factoring, Lamb, Lars, Lion, Muon,
-    NAdam, NsPrecision, Optimizer, RAdam, RmsProp, Sgd, muon_with_adamw,
+    AdaBelief, Adadelta, Adafactor, Adagrad, Adam, AdamW, AdamWScheduleFree, Adamax, Adan, AdjustLr, Factoring, Lamb,
+    Lars, Lion, Muon, NAdam, NsPrecision, Optimizer, RAdam, RmsProp, Sgd, SgdScheduleFree, muon_with_adamw,
 };
 pub use precision::Precision;
 pub use tensor::{GpuTensor, HostData, Segment};

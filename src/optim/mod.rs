@@ -18,6 +18,7 @@ mod muon;
 mod nadam;
 mod radam;
 mod rmsprop;
+mod schedule_free;
 mod sgd;
 
 pub use adabelief::AdaBelief;
@@ -34,6 +35,7 @@ pub use muon::{AdjustLr, Muon, NsPrecision, muon_with_adamw};
 pub use nadam::NAdam;
 pub use radam::RAdam;
 pub use rmsprop::RmsProp;
+pub use schedule_free::{AdamWScheduleFree, SgdScheduleFree};
 pub use sgd::Sgd;
 
 use crate::error::{Error, Result};
@@ -171,6 +173,14 @@ pub trait Optimizer: std::fmt::Debug + Send + Sync {
         let _ = format;
         None
     }
+    /// Whether the optimizer has a train and an eval mode (schedule-free: the parameters hold
+    /// y while training, x for evaluation), and how to move between them: the state slot z
+    /// and the weight `w` of `p = lerp(p, z, w)` into train mode (`to_train`) or eval mode.
+    /// `None` (the default): one mode.
+    fn train_mode_weight(&self, to_train: bool) -> Option<(usize, f32)> {
+        let _ = to_train;
+        None
+    }
     /// Checks that this optimizer takes a parameter of `shape` (Muon: matrices only); by
     /// default every shape. Called when an optimizer is built over parameters.
     fn check_param_shape(&self, shape: &[usize]) -> Result<()> {
@@ -305,6 +315,8 @@ pub const ALL: &[(&str, Maker)] = &[
     ("lamb", || Box::new(Lamb::default())),
     ("lars", || Box::new(Lars::default())),
     ("adafactor", || Box::new(Adafactor::default())),
+    ("adamw-schedule-free", || Box::new(AdamWScheduleFree::default())),
+    ("sgd-schedule-free", || Box::new(SgdScheduleFree::default())),
 ];
 
 /// Looks an optimizer up by name (case-insensitive), with torch's defaults.
