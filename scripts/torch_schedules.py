@@ -61,3 +61,26 @@ for label, kwargs in PLATEAU:
         sched.step(m)
         lrs.append(opt.param_groups[0]["lr"])
     print(f'    ("{label}", &[' + ", ".join(repr(x) for x in lrs) + "]),")
+
+# Momentum cycling: the optimizer's momentum (SGD) or betas[0] (Adam) at each optimizer step.
+MOMENTA = [
+    ("one cycle sgd momentum", lambda: torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1, momentum=0.9),
+     lambda o: S.OneCycleLR(o, max_lr=0.1, total_steps=N)),
+    ("one cycle adam beta1", lambda: torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=0.1),
+     lambda o: S.OneCycleLR(o, max_lr=0.1, total_steps=N, pct_start=0.25, base_momentum=0.8, max_momentum=0.92)),
+    ("cyclic sgd momentum", lambda: torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1, momentum=0.9),
+     lambda o: S.CyclicLR(o, base_lr=0.01, max_lr=0.1, step_size_up=5, step_size_down=3)),
+    ("cyclic triangular2 adam beta1", lambda: torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=0.1),
+     lambda o: S.CyclicLR(o, base_lr=0.01, max_lr=0.1, step_size_up=4, mode="triangular2", base_momentum=0.85, max_momentum=0.95)),
+]
+print("    // momentum cycling: the momentum (or betas[0]) of optimizer steps 0..N-1")
+for label, make_opt, make in MOMENTA:
+    opt = make_opt()
+    sched = make(opt)
+    ms = []
+    for _ in range(N):
+        g = opt.param_groups[0]
+        ms.append(g["betas"][0] if "betas" in g else g["momentum"])
+        opt.step()
+        sched.step()
+    print(f'    ("{label}", &[' + ", ".join(repr(x) for x in ms) + "]),")

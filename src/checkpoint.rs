@@ -249,6 +249,7 @@ impl GroupSnapshot {
         schedule: &ScheduleSlot,
         precision: Precision,
     ) -> Result<Restore<'_>> {
+        let schedule_slot = schedule;
         if self.optimizer != o.name() || self.family != o.kernel().family {
             return Err(bad(path, format!("a checkpoint of {} cannot be loaded into {}", self.optimizer, o.name())));
         }
@@ -266,20 +267,6 @@ impl GroupSnapshot {
             return Err(bad(
                 path,
                 format!("the checkpoint's tensors have shapes {:?}, the optimizer's {shapes:?}", self.shapes),
-            ));
-        }
-        let mut next = o.clone_box();
-        next.set_lr(self.lr);
-        next.validate()?;
-        if next.config() != self.config {
-            return Err(bad(
-                path,
-                format!(
-                    "the checkpoint was saved with {}, this optimizer is {}: build it with the saved \
-                     hyper-parameters (`reconfigure` after loading changes them)",
-                    self.config,
-                    next.config()
-                ),
             ));
         }
         let schedule = match (&self.schedule, schedule) {
@@ -300,6 +287,28 @@ impl GroupSnapshot {
                 return Err(bad(path, "saved without a schedule: load first, then set the schedule"));
             }
         };
+        // The saved learning rate, and the momentum the schedule gave the last step taken
+        // where it cycles one: what a run that never stopped holds.
+        let mut next = o.clone_box();
+        next.set_lr(self.lr);
+        if let (Some((current, _, _)), Some((_, start))) = (schedule_slot, schedule)
+            && self.step > start
+            && let Some(m) = current.momentum(self.step - 1 - start)
+        {
+            next.set_momentum(m);
+        }
+        next.validate()?;
+        if next.config() != self.config {
+            return Err(bad(
+                path,
+                format!(
+                    "the checkpoint was saved with {}, this optimizer is {}: build it with the saved \
+                     hyper-parameters (`reconfigure` after loading changes them)",
+                    self.config,
+                    next.config()
+                ),
+            ));
+        }
         let slots = o.kernel().state;
         let master = self.state.iter().find(|s| s.name == MASTER.torch_name);
         let kept_master = precision == Precision::MasterWeights;

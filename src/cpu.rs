@@ -203,13 +203,12 @@ impl CpuOptimizer {
         let step = self.step + 1;
         // The schedule's learning rate for this step, checked before anything changes; it
         // stays only if the step is taken.
-        let old_lr = self.optimizer.lr();
+        let old_lr = crate::schedule::Scheduled::of(&*self.optimizer);
         if let Some((schedule, base, origin)) = &self.schedule {
-            crate::optim::set_lr_checked(&mut *self.optimizer, schedule.lr(*base, step - 1 - origin)).map_err(|e| {
-                Error::InvalidHyperParameter {
-                    optimizer: self.optimizer.name(),
-                    message: format!("the schedule's learning rate for step {step} is refused: {e}"),
-                }
+            let scheduled = crate::schedule::Scheduled::at(&**schedule, *base, step - 1 - origin);
+            scheduled.put_checked(&mut *self.optimizer).map_err(|e| Error::InvalidHyperParameter {
+                optimizer: self.optimizer.name(),
+                message: format!("the schedule's learning rate for step {step} is refused: {e}"),
             })?;
         }
         let g = match &mut self.control {
@@ -223,7 +222,7 @@ impl CpuOptimizer {
                 let [inv_scale, coef, found_inf, _] = control.reduce(g);
                 if found_inf != 0.0 {
                     control.update_scale();
-                    self.optimizer.set_lr(old_lr);
+                    old_lr.put(&mut *self.optimizer);
                     return Ok(());
                 }
                 self.controlled.clear();
@@ -295,7 +294,7 @@ impl CpuOptimizer {
         };
         // A step that fails leaves the learning rate as it was, too.
         if let Err(e) = update() {
-            self.optimizer.set_lr(old_lr);
+            old_lr.put(&mut *self.optimizer);
             return Err(e);
         }
         self.step = step;

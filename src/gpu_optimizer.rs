@@ -11,7 +11,7 @@ use crate::monitor::{Checked, HealthCheck, TensorHealth};
 use crate::optim::{Optimizer, ScalarBlock, StateSlot};
 use crate::precision::{MASTER, Precision};
 use crate::reduction::Reduction;
-use crate::schedule::Schedule;
+use crate::schedule::{Schedule, Scheduled};
 use crate::shaped::ShapedStep;
 use crate::step::Stage;
 use crate::tensor::{GpuTensor, HostData};
@@ -83,13 +83,14 @@ pub struct GpuOptimizer {
     health: Option<HealthCheck>,
     /// A staged optimizer's reduction (buffers, windows, finalize).
     reduction: Option<Reduction>,
-    /// The scalars of the steps about to be recorded, and the learning rate they end at.
-    prepared: (Vec<ScalarBlock>, f64),
-    /// The learning rate before step `t`, at `t % SCALAR_SLOTS`, for the recorded steps:
-    /// where a sync finds steps not taken, the learning rate goes back to before the first.
-    lr_before: Vec<f64>,
-    /// The learning rate before each prepared step.
-    prepared_before: Vec<f64>,
+    /// The scalars of the steps about to be recorded, and the learning rate (and cycled
+    /// momentum) they end at.
+    prepared: (Vec<ScalarBlock>, Scheduled),
+    /// The learning rate and momentum before step `t`, at `t % SCALAR_SLOTS`, for the
+    /// recorded steps: where a sync finds steps not taken, they go back to before the first.
+    lr_before: Vec<Scheduled>,
+    /// The learning rate and momentum before each prepared step.
+    prepared_before: Vec<Scheduled>,
 }
 
 impl std::fmt::Debug for GpuOptimizer {
@@ -332,8 +333,8 @@ impl GpuOptimizer {
             health: None,
             eval_mode: false,
             reduction: parts.reduction,
-            prepared: (Vec::new(), 0.0),
-            lr_before: vec![0.0; SCALAR_SLOTS as usize],
+            prepared: (Vec::new(), Scheduled::default()),
+            lr_before: vec![Scheduled::default(); SCALAR_SLOTS as usize],
             prepared_before: Vec::new(),
         })
     }
@@ -421,8 +422,8 @@ impl GpuOptimizer {
             let t = self.step + 1 + u64::from(j);
             let o: &dyn Optimizer = match (&mut probe, &self.schedule) {
                 (Some(p), Some((schedule, base, origin))) => {
-                    before.push(p.lr());
-                    crate::optim::set_lr_checked(&mut **p, schedule.lr(*base, t - 1 - origin)).map_err(|e| {
+                    before.push(Scheduled::of(&**p));
+                    Scheduled::at(&**schedule, *base, t - 1 - origin).put_checked(&mut **p).map_err(|e| {
                         Error::InvalidHyperParameter {
                             optimizer: name,
                             message: format!("the schedule's learning rate for step {t} is refused: {e}"),
@@ -431,34 +432,35 @@ impl GpuOptimizer {
                     &**p
                 }
                 _ => {
-                    before.push(self.optimizer.lr());
+                    before.push(Scheduled::of(&*self.optimizer));
                     &*self.optimizer
                 }
             };
             blocks.push(o.scalars(t));
         }
-        let lr = probe.as_ref().map_or_else(|| self.optimizer.lr(), |p| p.lr());
-        self.prepared = (blocks, lr);
+        let after = Scheduled::of(probe.as_deref().unwrap_or(&*self.optimizer));
+        self.prepared = (blocks, after);
         self.prepared_before = before;
         Ok(())
     }
 
-    /// The learning rate of the last of `taken` steps: the current one if every recorded step
-    /// was taken, else the schedule's for the last taken one (its base before the first).
-    fn lr_after(&self, taken: u64) -> f64 {
+    /// The learning rate (and cycled momentum) of the last of `taken` steps: the current one
+    /// if every recorded step was taken, else the schedule's for the last taken one (its base
+    /// before the first).
+    fn lr_after(&self, taken: u64) -> Scheduled {
         if taken == self.step {
             // Every recorded step was taken: the learning rate is the current one (which a
             // reconfiguration may have set since).
-            return self.optimizer.lr();
+            return Scheduled::of(&*self.optimizer);
         }
         if taken < self.step && self.step - taken <= u64::from(SCALAR_SLOTS) {
             // As before the first step not taken, as the CPU keeps it.
             return self.lr_before[((taken + 1) % u64::from(SCALAR_SLOTS)) as usize];
         }
         match &self.schedule {
-            Some((schedule, base, origin)) if taken > *origin => schedule.lr(*base, taken - 1 - origin),
-            Some((_, base, _)) => *base,
-            None => self.optimizer.lr(),
+            Some((schedule, base, origin)) if taken > *origin => Scheduled::at(&**schedule, *base, taken - 1 - origin),
+            Some((_, base, _)) => Scheduled { lr: *base, momentum: None },
+            None => Scheduled::of(&*self.optimizer),
         }
     }
 
@@ -587,7 +589,7 @@ impl GpuOptimizer {
         let taken = self.read_gpu_step()?;
         // The learning rate of the steps taken, as a run that never skipped would hold it.
         let mut at = self.optimizer.clone_box();
-        at.set_lr(self.lr_after(taken));
+        self.lr_after(taken).put(&mut *at);
         Ok(GroupSnapshot::of(&*at, taken, shapes, state, &self.schedule, self.precision))
     }
 
@@ -730,9 +732,9 @@ impl GpuOptimizer {
     /// skip-on-inf, every few hundred steps.
     pub fn sync(&mut self) -> Result<u64> {
         let (taken, stale) = self.steps.read_counter_and_stale(&self.ctx)?;
-        let lr = self.lr_after(taken);
+        let after = self.lr_after(taken);
         self.step = taken;
-        self.optimizer.set_lr(lr);
+        after.put(&mut *self.optimizer);
         if stale {
             self.steps.set_counter(&self.ctx, taken as u32)?;
             return Err(Error::StaleSteps { taken });
@@ -742,14 +744,14 @@ impl GpuOptimizer {
 
     /// Counts `k` recorded steps: the step count and the learning rate they end at.
     pub(crate) fn advance(&mut self, k: u32) {
-        for (j, &lr) in self.prepared_before.iter().take(k as usize).enumerate() {
+        for (j, &before) in self.prepared_before.iter().take(k as usize).enumerate() {
             let t = self.step + 1 + j as u64;
-            self.lr_before[(t % u64::from(SCALAR_SLOTS)) as usize] = lr;
+            self.lr_before[(t % u64::from(SCALAR_SLOTS)) as usize] = before;
         }
         self.step += u64::from(k);
         self.steps.recorded(k);
         if k > 0 {
-            self.optimizer.set_lr(self.prepared.1);
+            self.prepared.1.put(&mut *self.optimizer);
         }
     }
 

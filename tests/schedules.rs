@@ -46,6 +46,16 @@ const PLATEAU: &[(&str, &[f64])] = &[
     ("max abs eps", &[0.1, 0.1, 0.1, 0.1, 0.05, 0.05, 0.05, 0.05, 0.025, 0.025, 0.025, 0.025, 0.025, 0.025, 0.025, 0.025, 0.025, 0.025, 0.025, 0.025, 0.025, 0.025, 0.025, 0.025, 0.025, 0.025, 0.025, 0.025, 0.025, 0.025]),
 ];
 
+/// `scripts/torch_schedules.py`'s momentum cycling: the optimizer's momentum (SGD) or
+/// betas[0] (Adam) at optimizer steps 0..40.
+#[rustfmt::skip]
+const MOMENTA: &[(&str, &[f64])] = &[
+    ("one cycle sgd momentum", &[0.95, 0.9479746486807248, 0.942062676641559, 0.9327430366972642, 0.9207707506500943, 0.9071157419136642, 0.8928842580863358, 0.8792292493499057, 0.8672569633027357, 0.8579373233584409, 0.8520253513192751, 0.85, 0.8503143895053379, 0.8512536043909088, 0.8528058334845816, 0.854951556604879, 0.8576637900385857, 0.8609084258765984, 0.8646446609406726, 0.8688255099070633, 0.8733983961742331, 0.878305813044122, 0.8834860469022416, 0.8888739533021842, 0.8944017761948346, 0.8999999999999999, 0.9055982238051654, 0.9111260466978157, 0.9165139530977583, 0.9216941869558779, 0.9266016038257667, 0.9311744900929366, 0.9353553390593273, 0.9390915741234015, 0.9423362099614142, 0.945048443395121, 0.9471941665154183, 0.9487463956090911, 0.949685610494662, 0.95]),
+    ("one cycle adam beta1", &[0.92, 0.9163815572471545, 0.9059626665871388, 0.89, 0.8704188906600159, 0.8495811093399842, 0.8300000000000001, 0.8140373334128613, 0.8036184427528456, 0.8, 0.8003286862779037, 0.8013111439559717, 0.8029366090222908, 0.805187272541444, 0.8080384757729338, 0.8114589803375032, 0.8154113104713564, 0.8198521636184686, 0.8247328848624517, 0.8300000000000001, 0.835595801415452, 0.8414589803375032, 0.8475252985509345, 0.8537282922039409, 0.8600000000000001, 0.8662717077960592, 0.8724747014490656, 0.8785410196624969, 0.884404198584548, 0.89, 0.8952671151375484, 0.9001478363815315, 0.9045886895286437, 0.9085410196624969, 0.9119615242270663, 0.9148127274585561, 0.9170633909777093, 0.9186888560440284, 0.9196713137220964, 0.92]),
+    ("cyclic sgd momentum", &[0.9, 0.88, 0.86, 0.8400000000000001, 0.8200000000000001, 0.8, 0.8333333333333334, 0.8666666666666667, 0.9, 0.88, 0.86, 0.8400000000000001, 0.8200000000000001, 0.8, 0.8333333333333334, 0.8666666666666667, 0.9, 0.88, 0.86, 0.8400000000000001, 0.8200000000000001, 0.8, 0.8333333333333334, 0.8666666666666667, 0.9, 0.88, 0.86, 0.8400000000000001, 0.8200000000000001, 0.8, 0.8333333333333334, 0.8666666666666667, 0.9, 0.88, 0.86, 0.8400000000000001, 0.8200000000000001, 0.8, 0.8333333333333334, 0.8666666666666667]),
+    ("cyclic triangular2 adam beta1", &[0.95, 0.9249999999999999, 0.8999999999999999, 0.875, 0.85, 0.875, 0.8999999999999999, 0.9249999999999999, 0.95, 0.9375, 0.9249999999999999, 0.9125, 0.8999999999999999, 0.9125, 0.9249999999999999, 0.9375, 0.95, 0.94375, 0.9375, 0.9312499999999999, 0.9249999999999999, 0.9312499999999999, 0.9375, 0.94375, 0.95, 0.9468749999999999, 0.94375, 0.9406249999999999, 0.9375, 0.9406249999999999, 0.94375, 0.9468749999999999, 0.95, 0.9484374999999999, 0.9468749999999999, 0.9453125, 0.94375, 0.9453125, 0.9468749999999999, 0.9484374999999999]),
+];
+
 fn schedule(label: &str) -> Box<dyn Schedule> {
     match label {
         "step" => StepLr::with_gamma(7, 0.5).unwrap().into(),
@@ -293,4 +303,105 @@ fn set_schedule_has_one_signature_and_refuses_a_schedule_the_optimizer_would_ref
     assert_eq!(cpu.params(), plain.params());
     assert!(gpu.set_schedule(Some(ExponentialLr::new(0.9).unwrap().into())).is_ok());
     assert!(gpu.set_schedule(None).is_ok());
+}
+
+fn cycling(label: &str) -> Box<dyn Schedule> {
+    match label {
+        "one cycle sgd momentum" => OneCycleLr::new(0.1, 40).unwrap().with_momentum_cycle(0.85, 0.95).unwrap().into(),
+        "one cycle adam beta1" => {
+            OneCycleLr::with_phases(0.1, 40, 0.25, 25.0, 1e4).unwrap().with_momentum_cycle(0.8, 0.92).unwrap().into()
+        }
+        "cyclic sgd momentum" => CyclicLr::with_shape(0.01, 0.1, 5, 3, CyclicMode::Triangular)
+            .unwrap()
+            .with_momentum_cycle(0.8, 0.9)
+            .unwrap()
+            .into(),
+        "cyclic triangular2 adam beta1" => CyclicLr::with_shape(0.01, 0.1, 4, 4, CyclicMode::Triangular2)
+            .unwrap()
+            .with_momentum_cycle(0.85, 0.95)
+            .unwrap()
+            .into(),
+        other => panic!("no schedule {other}"),
+    }
+}
+
+#[test]
+fn cycled_momenta_match_torchs_and_drive_the_optimizer() {
+    use wgpu_optim::{Adam, Optimizer, Sgd};
+    for (label, momenta) in MOMENTA {
+        let s = cycling(label);
+        for (k, &want) in momenta.iter().enumerate() {
+            let got = s.momentum(k as u64).unwrap();
+            assert!((got - want).abs() <= 1e-14, "{label} step {k}: {got} vs torch {want}");
+        }
+        // On the CPU: each step's optimizer holds the schedule's momentum (and learning rate).
+        let o: Box<dyn Optimizer> =
+            if label.contains("sgd") { Sgd::new(0.1).with_momentum(0.9).into() } else { Adam::new(0.1).into() };
+        let mut cpu = CpuOptimizer::new(o, &params(8)).unwrap();
+        cpu.set_schedule(Some(s.clone())).unwrap();
+        for k in 0..5u64 {
+            cpu.step(&grads(8, k as usize + 1)).unwrap();
+            assert_eq!(cpu.optimizer().momentum(), Some(s.momentum(k).unwrap()), "{label} after step {k}");
+            assert_eq!(cpu.optimizer().lr(), s.lr(0.1, k), "{label} after step {k}");
+        }
+    }
+    // Cycling needs a momentum the optimizer keeps state for.
+    let one_cycle = || -> Box<dyn Schedule> { cycling("one cycle sgd momentum") };
+    let mut plain = CpuOptimizer::new(Sgd::new(0.1), &params(8)).unwrap();
+    assert!(
+        matches!(plain.set_schedule(Some(one_cycle())), Err(Error::InvalidHyperParameter { .. })),
+        "SGD without momentum"
+    );
+    let mut adagrad = CpuOptimizer::new(wgpu_optim::Adagrad::new(0.1), &params(8)).unwrap();
+    assert!(matches!(adagrad.set_schedule(Some(one_cycle())), Err(Error::InvalidHyperParameter { .. })), "Adagrad");
+    assert!(OneCycleLr::new(0.1, 40).unwrap().with_momentum_cycle(0.0, 0.9).is_err(), "a base momentum of 0");
+    assert!(CyclicLr::new(0.01, 0.1, 5).unwrap().with_momentum_cycle(0.95, 0.9).is_err(), "base above max");
+}
+
+#[test]
+fn a_momentum_cycle_drives_k_steps_per_submit_on_the_gpu_and_resumes_from_a_checkpoint() {
+    use wgpu_optim::{Optimizer, Sgd};
+    let ctx = ctx();
+    let n = 1000;
+    let make = || Sgd::new(0.1).with_momentum(0.9).with_nesterov(true);
+    let s = || cycling("one cycle sgd momentum");
+    let g = grads(n, 1);
+    let mut calls = GpuOptimizer::new(&ctx, make(), &params(n)).unwrap();
+    calls.set_schedule(Some(s())).unwrap();
+    let mut cpu = CpuOptimizer::new(make(), &params(n)).unwrap();
+    cpu.set_schedule(Some(s())).unwrap();
+    for _ in 0..12 {
+        calls.step(&g).unwrap();
+        cpu.step(&g).unwrap();
+    }
+    let mut resident = GpuOptimizer::new(&ctx, make(), &params(n)).unwrap();
+    resident.set_schedule(Some(s())).unwrap();
+    resident.grads().write(&ctx, &g).unwrap();
+    resident.run(12).unwrap();
+    let bits = |o: &GpuOptimizer| o.read_params().unwrap().iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&calls), bits(&resident), "12 steps in one submit vs 12 calls");
+    assert_eq!(resident.optimizer().momentum(), Some(s().momentum(11).unwrap()));
+    let budget = make().kernel().step_error_budget;
+    assert_close(
+        "one cycle",
+        &calls.read_params().unwrap().to_vec(),
+        cpu.params().as_slice().unwrap(),
+        0.1,
+        12,
+        budget,
+    );
+    // Saved mid-cycle: a new optimizer with the same schedule loads it and goes on as the
+    // run that never stopped.
+    let path = std::env::temp_dir().join(format!("wgpu-optim-momentum-cycle-{}.safetensors", std::process::id()));
+    calls.save(&path).unwrap();
+    let now = calls.read_params().unwrap().to_vec();
+    let mut resumed = GpuOptimizer::new(&ctx, make(), &now).unwrap();
+    resumed.set_schedule(Some(s())).unwrap();
+    resumed.load(&path).unwrap();
+    for _ in 0..5 {
+        calls.step(&g).unwrap();
+        resumed.step(&g).unwrap();
+    }
+    assert_eq!(bits(&calls), bits(&resumed), "resumed mid-cycle");
+    std::fs::remove_file(&path).ok();
 }

@@ -160,6 +160,7 @@ impl AdaBelief {
 }
 
 impl Optimizer for AdaBelief {
+    super::cycles_beta1!();
     state_format_methods!();
     common_methods!(KERNEL);
     fn name(&self) -> &'static str {

@@ -209,6 +209,7 @@ impl Adam {
 }
 
 impl Optimizer for Adam {
+    super::cycles_beta1!();
     state_format_methods!();
     common_methods!(KERNEL);
     fn name(&self) -> &'static str {
@@ -269,6 +270,7 @@ impl Adam {
 }
 
 impl Optimizer for AdamW {
+    super::cycles_beta1!();
     state_format_methods!();
     fn name(&self) -> &'static str {
         "AdamW"

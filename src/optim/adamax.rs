@@ -96,6 +96,7 @@ impl Adamax {
 }
 
 impl Optimizer for Adamax {
+    super::cycles_beta1!();
     state_format_methods!();
     common_methods!(KERNEL);
     fn name(&self) -> &'static str {

@@ -136,6 +136,7 @@ impl Adan {
 }
 
 impl Optimizer for Adan {
+    super::cycles_beta1!();
     state_format_methods!();
     common_methods!(KERNEL);
     fn name(&self) -> &'static str {

@@ -122,6 +122,7 @@ fn direction(s: &Scalars, decay: bool, p: f32, m: f32, v: f32) -> f32 {
 }
 
 impl Optimizer for Lamb {
+    super::cycles_beta1!();
     common_methods!(KERNEL);
     fn name(&self) -> &'static str {
         "LAMB"

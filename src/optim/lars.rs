@@ -108,6 +108,7 @@ fn direction(s: &Scalars, decay: bool, p: f32, g: f32) -> f32 {
 }
 
 impl Optimizer for Lars {
+    super::cycles_momentum!();
     common_methods!(KERNEL);
     fn name(&self) -> &'static str {
         "LARS"

@@ -109,6 +109,7 @@ fn sgn(x: f32) -> f32 {
 }
 
 impl Optimizer for Lion {
+    super::cycles_beta1!();
     state_format_methods!();
     /// torch keeps no step for lion-pytorch's Lion.
     fn scalar_state(&self, _step: u64) -> Vec<(&'static str, f32)> {

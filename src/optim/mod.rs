@@ -173,6 +173,17 @@ pub trait Optimizer: std::fmt::Debug + Send + Sync {
         let _ = format;
         None
     }
+    /// The momentum a schedule may cycle (torch's OneCycleLR and CyclicLR with
+    /// `cycle_momentum`): `momentum` where the optimizer has one, else `betas[0]`; `None`
+    /// where it has neither, or where its step depends on the momentum's history (NAdam's
+    /// `mu_product`, schedule-free's averaging weights).
+    fn momentum(&self) -> Option<f64> {
+        None
+    }
+    /// Sets the momentum [`momentum`](Self::momentum) names (nothing where it is `None`).
+    fn set_momentum(&mut self, momentum: f64) {
+        let _ = momentum;
+    }
     /// Whether the optimizer has a train and an eval mode (schedule-free: the parameters hold
     /// y while training, x for evaluation), and how to move between them: the state slot z
     /// and the weight `w` of `p = lerp(p, z, w)` into train mode (`to_train`) or eval mode.
@@ -561,6 +572,32 @@ macro_rules! with_state_format {
     };
 }
 pub(crate) use with_state_format;
+
+/// `momentum` and `set_momentum` on an optimizer whose cycled momentum is `betas.0`.
+macro_rules! cycles_beta1 {
+    () => {
+        fn momentum(&self) -> Option<f64> {
+            Some(self.betas.0)
+        }
+        fn set_momentum(&mut self, momentum: f64) {
+            self.betas.0 = momentum;
+        }
+    };
+}
+pub(crate) use cycles_beta1;
+
+/// `momentum` and `set_momentum` on an optimizer with a `momentum` field.
+macro_rules! cycles_momentum {
+    () => {
+        fn momentum(&self) -> Option<f64> {
+            Some(self.momentum)
+        }
+        fn set_momentum(&mut self, momentum: f64) {
+            self.momentum = momentum;
+        }
+    };
+}
+pub(crate) use cycles_momentum;
 
 /// Whether a state format is the default f32 (a configuration's JSON then leaves it out, as
 /// it did before 16-bit state existed, so earlier checkpoints still match).

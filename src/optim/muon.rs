@@ -242,6 +242,7 @@ impl Muon {
 }
 
 impl Optimizer for Muon {
+    super::cycles_momentum!();
     common_methods!(KERNEL);
     fn name(&self) -> &'static str {
         "Muon"

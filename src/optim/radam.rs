@@ -131,6 +131,7 @@ impl RAdam {
 }
 
 impl Optimizer for RAdam {
+    super::cycles_beta1!();
     state_format_methods!();
     common_methods!(KERNEL);
     fn name(&self) -> &'static str {

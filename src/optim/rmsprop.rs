@@ -111,6 +111,7 @@ impl RmsProp {
 }
 
 impl Optimizer for RmsProp {
+    super::cycles_momentum!();
     state_format_methods!();
     common_methods!(KERNEL);
     fn name(&self) -> &'static str {

@@ -101,6 +101,7 @@ impl Sgd {
 }
 
 impl Optimizer for Sgd {
+    super::cycles_momentum!();
     state_format_methods!();
     /// torch keeps no step for SGD.
     fn scalar_state(&self, _step: u64) -> Vec<(&'static str, f32)> {

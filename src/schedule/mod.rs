@@ -22,6 +22,13 @@ pub trait Schedule: std::fmt::Debug + Send + Sync {
     fn clone_box(&self) -> Box<dyn Schedule>;
     /// The schedule and every parameter as structured data (serde): `{"StepLr": {…}}`.
     fn config(&self) -> serde_json::Value;
+    /// The momentum of 0-based step `k` where the schedule cycles it (torch's OneCycleLR and
+    /// CyclicLR with `cycle_momentum`: the optimizer's `momentum`, or `betas[0]`); `None`
+    /// (the default) leaves the momentum alone.
+    fn momentum(&self, k: u64) -> Option<f64> {
+        let _ = k;
+        None
+    }
 }
 
 impl Clone for Box<dyn Schedule> {
@@ -40,6 +47,40 @@ impl<S: Schedule + 'static> From<S> for Box<dyn Schedule> {
 /// `initial_lr`) and the step it starts after.
 pub(crate) type ScheduleSlot = Option<(Box<dyn Schedule>, f64, u64)>;
 
+/// What a schedule sets for one step: the learning rate, and the momentum where it cycles it.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct Scheduled {
+    pub lr: f64,
+    pub momentum: Option<f64>,
+}
+
+impl Scheduled {
+    /// What `o` holds now.
+    pub fn of(o: &dyn crate::optim::Optimizer) -> Self {
+        Scheduled { lr: o.lr(), momentum: o.momentum() }
+    }
+
+    /// What `schedule` gives 0-based step `k` from base learning rate `base`.
+    pub fn at(schedule: &dyn Schedule, base: f64, k: u64) -> Self {
+        Scheduled { lr: schedule.lr(base, k), momentum: schedule.momentum(k) }
+    }
+
+    /// Puts them into `o` (allocation-free, so a schedule may call it every step).
+    pub fn put(self, o: &mut dyn crate::optim::Optimizer) {
+        o.set_lr(self.lr);
+        if let Some(m) = self.momentum {
+            o.set_momentum(m);
+        }
+    }
+
+    /// Puts them into `o` if it accepts them; otherwise leaves it as it was.
+    pub fn put_checked(self, o: &mut dyn crate::optim::Optimizer) -> Result<()> {
+        let old = Scheduled::of(o);
+        self.put(o);
+        o.validate().inspect_err(|_| old.put(o))
+    }
+}
+
 /// A schedule attached to an optimizer at `step` — checked first: the learning rate it gives
 /// the next step must be one the optimizer accepts, so nothing invalid is ever attached.
 pub(crate) fn attach(
@@ -49,8 +90,30 @@ pub(crate) fn attach(
 ) -> Result<ScheduleSlot> {
     let Some(s) = schedule else { return Ok(None) };
     let base = o.lr();
+    if s.momentum(0).is_some() {
+        let Some(m) = o.momentum() else {
+            return Err(invalid(format!(
+                "{} cycles the momentum, and {} has none to cycle (momentum or betas[0]; NAdam's and the \
+                 schedule-free optimizers' steps depend on its history): build the schedule without \
+                 with_momentum_cycle",
+                s.config(),
+                o.name()
+            )));
+        };
+        // The momentum's state must already be kept (SGD and RMSprop keep none at 0).
+        let mut cycled = o.clone_box();
+        cycled.set_momentum(if m == 0.0 { 0.5 } else { m });
+        if m == 0.0 || crate::optim::check_takeover(o, &*cycled).is_err() {
+            return Err(invalid(format!(
+                "{} cycles the momentum of {}, whose momentum is {m}: build the optimizer with a momentum in \
+                 (0, 1), so that it keeps its momentum state",
+                s.config(),
+                o.name()
+            )));
+        }
+    }
     let mut probe = o.clone_box();
-    crate::optim::set_lr_checked(&mut *probe, s.lr(base, 0))?;
+    Scheduled::at(&*s, base, 0).put_checked(&mut *probe)?;
     Ok(Some((s, base, step)))
 }
 
@@ -78,6 +141,24 @@ fn check_floor(schedule: &str, eta_min: f64) -> Result<()> {
 }
 
 macro_rules! schedule {
+    ($t:ident, |$s:ident, $base:ident, $k:ident| $body:expr, momentum |$ms:ident, $mk:ident| $mbody:expr) => {
+        impl Schedule for $t {
+            fn lr(&self, $base: f64, $k: u64) -> f64 {
+                let $s = self;
+                $body
+            }
+            fn clone_box(&self) -> Box<dyn Schedule> {
+                Box::new(self.clone())
+            }
+            fn config(&self) -> serde_json::Value {
+                serde_json::json!({ stringify!($t): crate::optim::config_of(self) })
+            }
+            fn momentum(&self, $mk: u64) -> Option<f64> {
+                let $ms = self;
+                $mbody
+            }
+        }
+    };
     ($t:ident, |$s:ident, $base:ident, $k:ident| $body:expr) => {
         impl Schedule for $t {
             fn lr(&self, $base: f64, $k: u64) -> f64 {
@@ -321,6 +402,9 @@ pub struct OneCycleLr {
     div_factor: f64,
     /// Minimum learning rate = initial / final_div_factor (default 1e4).
     final_div_factor: f64,
+    /// (base_momentum, max_momentum) where the momentum cycles (torch's `cycle_momentum`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cycle_momentum: Option<(f64, f64)>,
 }
 
 impl OneCycleLr {
@@ -348,26 +432,67 @@ impl OneCycleLr {
                 return Err(invalid(format!("OneCycleLR {name} must be positive and finite, got {x}")));
             }
         }
-        Ok(OneCycleLr { max_lr, total_steps, pct_start, div_factor, final_div_factor })
+        Ok(OneCycleLr { max_lr, total_steps, pct_start, div_factor, final_div_factor, cycle_momentum: None })
     }
 }
-schedule!(OneCycleLr, |s, _base, k| {
-    let initial = s.max_lr / s.div_factor;
-    let min = initial / s.final_div_factor;
-    // torch's phases: [0, pct_start * total - 1] up, then [.., total - 1] down.
-    let up_end = s.pct_start * s.total_steps as f64 - 1.0;
-    let down_end = s.total_steps as f64 - 1.0;
-    let t = k as f64;
-    let anneal = |start: f64, end: f64, pct: f64| end + (start - end) / 2.0 * ((PI * pct).cos() + 1.0);
-    // The fraction of a phase done; a phase of no length is done, and after the last step
-    // (torch raises there) the schedule holds its final learning rate.
-    let done = |at: f64, length: f64| if length > 0.0 { (at / length).min(1.0) } else { 1.0 };
-    if t <= up_end {
-        anneal(initial, s.max_lr, done(t, up_end))
-    } else {
-        anneal(s.max_lr, min, done(t - up_end, down_end - up_end))
+impl OneCycleLr {
+    /// Also cycles the optimizer's momentum (`momentum`, or `betas[0]`) against the learning
+    /// rate, from `max_momentum` down to `base_momentum` while it rises and back while it
+    /// falls: torch's `cycle_momentum=True` (its defaults: 0.85, 0.95). Both in (0, 1),
+    /// `base_momentum <= max_momentum`.
+    pub fn with_momentum_cycle(self, base_momentum: f64, max_momentum: f64) -> Result<Self> {
+        check_momenta("OneCycleLR", base_momentum, max_momentum)?;
+        Ok(OneCycleLr { cycle_momentum: Some((base_momentum, max_momentum)), ..self })
     }
-});
+
+    /// Whether step `k` is in the rising phase, and the fraction of its phase done.
+    fn phase(&self, k: u64) -> (bool, f64) {
+        // torch's phases: [0, pct_start * total - 1] up, then [.., total - 1] down.
+        let up_end = self.pct_start * self.total_steps as f64 - 1.0;
+        let down_end = self.total_steps as f64 - 1.0;
+        let t = k as f64;
+        // The fraction of a phase done; a phase of no length is done, and after the last step
+        // (torch raises there) the schedule holds its final values.
+        let done = |at: f64, length: f64| if length > 0.0 { (at / length).min(1.0) } else { 1.0 };
+        if t <= up_end { (true, done(t, up_end)) } else { (false, done(t - up_end, down_end - up_end)) }
+    }
+}
+
+/// torch's `_annealing_cos`.
+fn anneal_cos(start: f64, end: f64, pct: f64) -> f64 {
+    end + (start - end) / 2.0 * ((PI * pct).cos() + 1.0)
+}
+
+/// Momenta a schedule cycles between: in (0, 1), the base at most the maximum.
+fn check_momenta(schedule: &str, base: f64, max: f64) -> Result<()> {
+    // Above 0: a momentum of 0 would turn SGD's and RMSprop's momentum off mid-run.
+    if !(base > 0.0 && base <= max && max < 1.0) {
+        return Err(invalid(format!(
+            "{schedule} momenta must satisfy 0 < base_momentum <= max_momentum < 1, got {base} and {max}"
+        )));
+    }
+    Ok(())
+}
+
+schedule!(
+    OneCycleLr,
+    |s, _base, k| {
+        let initial = s.max_lr / s.div_factor;
+        let min = initial / s.final_div_factor;
+        match s.phase(k) {
+            (true, pct) => anneal_cos(initial, s.max_lr, pct),
+            (false, pct) => anneal_cos(s.max_lr, min, pct),
+        }
+    },
+    momentum | s,
+    k | {
+        let (base, max) = s.cycle_momentum?;
+        Some(match s.phase(k) {
+            (true, pct) => anneal_cos(max, base, pct),
+            (false, pct) => anneal_cos(base, max, pct),
+        })
+    }
+);
 
 /// torch `ConstantLR(factor=1/3, total_iters=5)`: `base * factor` for the first
 /// `total_iters` steps, then `base`.
@@ -468,6 +593,9 @@ pub struct CyclicLr {
     step_size_up: u64,
     step_size_down: u64,
     mode: CyclicMode,
+    /// (base_momentum, max_momentum) where the momentum cycles (torch's `cycle_momentum`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cycle_momentum: Option<(f64, f64)>,
 }
 
 impl CyclicLr {
@@ -501,24 +629,46 @@ impl CyclicLr {
         {
             return Err(invalid(format!("CyclicLR exp_range gamma must be in (0, 1], got {gamma}")));
         }
-        Ok(CyclicLr { base_lr, max_lr, step_size_up, step_size_down, mode })
+        Ok(CyclicLr { base_lr, max_lr, step_size_up, step_size_down, mode, cycle_momentum: None })
     }
 }
-schedule!(CyclicLr, |s, _base, k| {
-    // torch's arithmetic, in its order.
-    let total = (s.step_size_up + s.step_size_down) as f64;
-    let ratio = s.step_size_up as f64 / total;
-    let cycle = (1.0 + k as f64 / total).floor();
-    let x = 1.0 + k as f64 / total - cycle;
-    let scale_factor = if x <= ratio { x / ratio } else { (x - 1.0) / (ratio - 1.0) };
-    let height = (s.max_lr - s.base_lr) * scale_factor;
-    let scale = match s.mode {
-        CyclicMode::Triangular => 1.0,
-        CyclicMode::Triangular2 => 1.0 / 2f64.powf(cycle - 1.0),
-        CyclicMode::ExpRange { gamma } => gamma.powf(k as f64),
-    };
-    s.base_lr + height * scale
-});
+impl CyclicLr {
+    /// Also cycles the optimizer's momentum (`momentum`, or `betas[0]`) against the learning
+    /// rate, from `max_momentum` at the cycle's ends to `base_momentum` at its peak: torch's
+    /// `cycle_momentum=True` (its defaults: 0.8, 0.9).
+    pub fn with_momentum_cycle(self, base_momentum: f64, max_momentum: f64) -> Result<Self> {
+        check_momenta("CyclicLR", base_momentum, max_momentum)?;
+        Ok(CyclicLr { cycle_momentum: Some((base_momentum, max_momentum)), ..self })
+    }
+
+    /// torch's `scale_factor` and the mode's scale at step `k`, in torch's arithmetic order.
+    fn position(&self, k: u64) -> (f64, f64) {
+        let total = (self.step_size_up + self.step_size_down) as f64;
+        let ratio = self.step_size_up as f64 / total;
+        let cycle = (1.0 + k as f64 / total).floor();
+        let x = 1.0 + k as f64 / total - cycle;
+        let scale_factor = if x <= ratio { x / ratio } else { (x - 1.0) / (ratio - 1.0) };
+        let scale = match self.mode {
+            CyclicMode::Triangular => 1.0,
+            CyclicMode::Triangular2 => 1.0 / 2f64.powf(cycle - 1.0),
+            CyclicMode::ExpRange { gamma } => gamma.powf(k as f64),
+        };
+        (scale_factor, scale)
+    }
+}
+schedule!(
+    CyclicLr,
+    |s, _base, k| {
+        let (scale_factor, scale) = s.position(k);
+        s.base_lr + (s.max_lr - s.base_lr) * scale_factor * scale
+    },
+    momentum | s,
+    k | {
+        let (base, max) = s.cycle_momentum?;
+        let (scale_factor, scale) = s.position(k);
+        Some(max - (max - base) * scale_factor * scale)
+    }
+);
 
 /// torch `ChainedScheduler(schedulers)`: every schedule applied in turn, each scaling what
 /// the one before gave — `s_n(… s_2(s_1(base, k), k) …, k)`. For schedules that scale the
@@ -546,6 +696,10 @@ impl ChainedLr {
 impl Schedule for ChainedLr {
     fn lr(&self, base: f64, k: u64) -> f64 {
         self.schedules.iter().fold(base, |lr, s| s.lr(lr, k))
+    }
+    /// The last schedule's that cycles it (each of torch's chained schedulers sets it in turn).
+    fn momentum(&self, k: u64) -> Option<f64> {
+        self.schedules.iter().rev().find_map(|s| s.momentum(k))
     }
     fn clone_box(&self) -> Box<dyn Schedule> {
         Box::new(self.clone())
@@ -590,6 +744,11 @@ impl Schedule for SequentialLr {
         let i = self.milestones.iter().filter(|&&m| m <= k).count();
         let start = if i == 0 { 0 } else { self.milestones[i - 1] };
         self.schedules[i].lr(base, k - start)
+    }
+    fn momentum(&self, k: u64) -> Option<f64> {
+        let i = self.milestones.iter().filter(|&&m| m <= k).count();
+        let start = if i == 0 { 0 } else { self.milestones[i - 1] };
+        self.schedules[i].momentum(k - start)
     }
     fn clone_box(&self) -> Box<dyn Schedule> {
         Box::new(self.clone())
