@@ -7,7 +7,8 @@
 # MAX_GIB (default 64), TORCH (set to 0 to skip torch), TUNE (set to 0 to skip `wgpu-optim tune`,
 # whose fastest tuning is saved to $OUT/tuning.json for the adapter table in src/tuning.rs),
 # PRECISION (set to 0 to skip the mixed-precision modes at 2^26, $OUT/precision.txt, and the
-# native-f16 storage measurement, $OUT/f16-storage.txt).
+# native-f16 storage measurement, $OUT/f16-storage.txt), MUON (set to 0 to skip Muon's step on
+# GPT-2's shapes, $OUT/muon.txt).
 set -euo pipefail
 out=${OUT:-bench-out}
 mkdir -p "$out"
@@ -34,6 +35,10 @@ if [ "${PRECISION:-1}" != 0 ]; then
 fi
 if [ "${TORCH:-1}" != 0 ]; then
     python3 .device/torch_gpu_bench.py | tee "$out/torch-gpu.txt"
+fi
+if [ "${MUON:-1}" != 0 ]; then
+    # Muon's step on GPT-2's matrix shapes, GPU against the CPU reference, interleaved.
+    .device/muon_step | tee "$out/muon.txt" || true
 fi
 if [ "${TUNE:-1}" != 0 ]; then
     $bin tune --log2-size 26 --save "$out/tuning.json" | tee "$out/tune.txt"

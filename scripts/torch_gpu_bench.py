@@ -1,7 +1,8 @@
 """torch.optim.AdamW on a CUDA GPU, for comparison with `wgpu-optim bench` on the same machine:
 device copy bandwidth, then AdamW(fused / foreach) over the workloads the bench runs (one tensor
 of 2^20, 2^24, 2^28; GPT-2 124M's 148 tensors; GPT-2 XL's 580). One line per measurement
-(time per step, GB/s at 28 B/param, % of copy bandwidth), then the same as JSON."""
+(time per step, GB/s at 28 B/param, % of copy bandwidth); then torch.optim.Muon on GPT-2's matrix
+shapes; then the same as JSON."""
 import json
 import sys
 
@@ -61,4 +62,21 @@ bench("fused gpt2", gpt2_shapes(), fused=True)
 bench("foreach gpt2", gpt2_shapes(), foreach=True)
 if "--no-xl" not in sys.argv:
     bench("fused gpt2-xl", gpt2_shapes(48, 1600), fused=True)
+
+# torch.optim.Muon (bf16 Newton-Schulz, a loop over tensors) on GPT-2 124M's block matrices,
+# beside cli/examples/muon_step.rs: per shape, and the 48 matrices of one GPT-2 step.
+if hasattr(torch.optim, "Muon"):
+    muon_total = 0.0
+    for rows, cols in [(768, 2304), (768, 768), (768, 3072), (3072, 768)]:
+        p = torch.nn.Parameter(torch.randn(rows, cols, device=dev))
+        p.grad = torch.randn_like(p)
+        opt = torch.optim.Muon([p], lr=0.02)
+        ms = timeit(opt.step)
+        m, n = min(rows, cols), max(rows, cols)
+        gflops = 5 * (4 * m * m * n + 2 * m ** 3) / (ms / 1e3) / 1e9
+        out[f"muon {rows}x{cols}"] = {"ms": ms, "GFLOPs": gflops}
+        print(f"torch Muon {rows}x{cols}: {ms:.3f} ms/step  {gflops:.0f} GFLOP/s (Newton-Schulz)")
+        muon_total += 12 * ms
+    out["muon gpt2 block matrices"] = {"ms": muon_total}
+    print(f"torch Muon over GPT-2 124M's 48 block matrices: {muon_total:.2f} ms/step")
 print("JSON " + json.dumps(out))

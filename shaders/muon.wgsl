@@ -57,7 +57,8 @@ struct Layout {
 override NESTEROV: bool = true;
 override NS_BF16: bool = true;
 override NS_STEPS: u32 = 5u;
-override ADJUST: u32 = 0u;   // 0 original, 1 match_rms_adamw, 2 spectral_unclamped
+override ADJUST: u32 = 0u;
+override TILED: bool = true;   // products through workgroup tiles (GPUs) or straight from storage (CPU devices)   // 0 original, 1 match_rms_adamw, 2 spectral_unclamped
 
 const RWG: u32 = 256u;   // invocations of the element-wise and reduction kernels
 const TILE: u32 = 16u;   // the products' tiles: 16 × 16 outputs per workgroup
@@ -198,6 +199,27 @@ fn tiled_sum(kind: u32, rows: u32, cols: u32, depth: u32, wid: vec3<u32>, lid: v
     let i = wid.y * TILE + lid.y;
     let j = wid.x * TILE + lid.x;
     var acc = 0.0;
+    if !TILED {
+        // Each output from storage directly, in k order: no barriers (what CPU devices run best).
+        if i < rows && j < cols {
+            // Where left(kind, i, 0) and right(kind, 0, j) lie, and their steps in k.
+            var a = 0u;
+            var b = 0u;
+            var a_step = 1u;
+            var b_step = 1u;
+            switch kind {
+                case 0u: { a = seg.x_at + i * lay.n; b = seg.x_at + j * lay.n; }
+                case 1u: { a = lay.gram_at + i * lay.m; b = lay.gram_at + j; b_step = lay.m; }
+                default: { a = lay.poly_at + i * lay.m; b = seg.x_at + j; b_step = lay.n; }
+            }
+            for (var k = 0u; k < depth; k = k + 1u) {
+                acc = acc + mats[a] * mats[b];
+                a = a + a_step;
+                b = b + b_step;
+            }
+        }
+        return acc;
+    }
     for (var k0 = 0u; k0 < depth; k0 = k0 + TILE) {
         let ka = k0 + lid.x;
         let kb = k0 + lid.y;

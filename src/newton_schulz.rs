@@ -226,7 +226,10 @@ impl NewtonSchulzStep {
 
     fn compile(ctx: &GpuContext, kernel: &'static Kernel, constants: &[(&'static str, f64)]) -> Result<Pipelines> {
         let engine = ctx.engine();
-        let compile = |entry| engine.shaped_pipeline(ctx, kernel, entry, constants);
+        // Products tiled in workgroup memory, or straight from storage (Tuning::tiled_products).
+        let mut constants = constants.to_vec();
+        constants.push(("TILED", crate::optim::flag(ctx.tuning().tiled_products)));
+        let compile = |entry| engine.shaped_pipeline(ctx, kernel, entry, &constants);
         Ok(Pipelines {
             momentum: compile("momentum")?,
             norm: compile("norm")?,

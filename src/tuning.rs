@@ -46,6 +46,16 @@ pub struct Tuning {
     /// that removes work the kernel makes redundant, and it cannot add any. Reductions, shaped
     /// (Adafactor), norm and health kernels keep the checks always.
     pub runtime_checks: bool,
+    /// Whether matrix products (Muon's Newton–Schulz) stage their operands through 16 × 16
+    /// tiles in workgroup memory (the default on GPUs) or read them straight from storage
+    /// (lavapipe's measured default: 0.3 GFLOP/s so and 0.2 tiled, its workgroup barriers
+    /// being coroutine switches). Both sum each output in k order.
+    #[serde(default = "tiled_by_default")]
+    pub tiled_products: bool,
+}
+
+fn tiled_by_default() -> bool {
+    true
 }
 
 /// Where the step kernels read a step's scalars (the step table of `SCALAR_SLOTS` slots)
@@ -82,6 +92,7 @@ impl Tuning {
             buffer_bytes,
             scalars: ScalarBinding::Storage,
             runtime_checks: false,
+            tiled_products: true,
         }
     }
 
@@ -199,6 +210,9 @@ fn llvmpipe(t: &mut Tuning, limits: &wgpu::Limits) {
     // Its threads are the host's cores: at 2^14 elements, 512 × 8 (one workgroup) ran at
     // half the speed of 512 × 4 (two).
     t.min_workgroups = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    // Muon's products at 256 × 1024 (cli/examples/muon_step.rs): 0.3 GFLOP/s straight from
+    // storage, 0.2 through workgroup tiles (its barriers are coroutine switches).
+    t.tiled_products = false;
 }
 
 /// Whether the largest step table fits one uniform binding of a device with these limits.

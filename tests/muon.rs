@@ -101,7 +101,6 @@ fn muon_on_the_gpu_steps_as_the_cpu_reference() {
     // Newton–Schulz on the GPU sums its products tile by tile, in another order than the
     // CPU's GEMM; the bounds are those against torch above (in f32, 2^-20 of O per step beside
     // p's two roundings; in bf16, two bf16 units of a unit-size entry of O per step).
-    let ctx = ctx();
     let cases = [
         (Muon::new(0.02), [1usize, 1]),
         (Muon::new(0.02), [3, 5]),
@@ -118,10 +117,18 @@ fn muon_on_the_gpu_steps_as_the_cpu_reference() {
             [64, 96],
         ),
     ];
-    for (muon, shape) in cases {
-        let label = format!("{shape:?} {:?} ns_steps {}", muon.ns_precision, muon.ns_steps);
+    // Products through workgroup tiles and straight from storage (Tuning::tiled_products).
+    let contexts = [ctx_with(|t| t.tiled_products = true), ctx_with(|t| t.tiled_products = false)];
+    for ((muon, shape), ctx) in cases.iter().flat_map(|c| contexts.iter().map(move |x| (c, x))) {
+        let (muon, shape) = (muon.clone(), *shape);
+        let label = format!(
+            "{shape:?} {:?} ns_steps {} tiled {}",
+            muon.ns_precision,
+            muon.ns_steps,
+            ctx.tuning().tiled_products
+        );
         let n = shape[0] * shape[1];
-        let mut gpu = GpuOptimizer::with_shape(&ctx, muon.clone(), &params(n), &shape).unwrap();
+        let mut gpu = GpuOptimizer::with_shape(ctx, muon.clone(), &params(n), &shape).unwrap();
         let cpu = run(&muon, shape);
         for k in 1..=3 {
             gpu.step(&grads(n, k)).unwrap();

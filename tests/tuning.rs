@@ -90,7 +90,12 @@ fn the_adapter_table_applies_what_was_measured_and_nothing_elsewhere() {
     let threads = std::thread::available_parallelism().unwrap().get() as u32;
     assert_eq!(
         measured,
-        Tuning { scalars: ScalarBinding::Uniform, min_workgroups: threads, ..Tuning::for_limits(&limits) },
+        Tuning {
+            scalars: ScalarBinding::Uniform,
+            min_workgroups: threads,
+            tiled_products: false,
+            ..Tuning::for_limits(&limits)
+        },
         "and a dispatch gets a workgroup per thread where it can"
     );
     // An adapter of no measured family gets the limits' defaults.
