@@ -60,6 +60,7 @@ mod reduction;
 pub mod schedule;
 mod shaped;
 mod simd;
+mod sparse;
 pub mod step;
 pub mod tensor;
 mod train_mode;
@@ -75,8 +76,9 @@ pub use groups::{ParamGroup, ParamGroups};
 pub use monitor::TensorHealth;
 pub use optim::{
     AdaBelief, Adadelta, Adafactor, Adagrad, Adam, AdamW, AdamWScheduleFree, Adamax, Adan, AdjustLr, Factoring, Lamb,
-    Lars, Lion, Muon, NAdam, NsPrecision, Optimizer, RAdam, RmsProp, Sgd, SgdScheduleFree, muon_with_adamw,
+    Lars, Lion, Muon, NAdam, NsPrecision, Optimizer, RAdam, RmsProp, Sgd, SgdScheduleFree, SparseAdam, muon_with_adamw,
 };
 pub use precision::Precision;
+pub use sparse::{CpuSparseAdam, GpuSparseAdam};
 pub use tensor::{GpuTensor, HostData, Segment};
 pub use tuning::{SavedTuning, ScalarBinding, Tuning};

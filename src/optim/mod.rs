@@ -20,6 +20,7 @@ mod radam;
 mod rmsprop;
 mod schedule_free;
 mod sgd;
+pub(crate) mod sparse_adam;
 
 pub use adabelief::AdaBelief;
 pub use adadelta::Adadelta;
@@ -37,6 +38,7 @@ pub use radam::RAdam;
 pub use rmsprop::RmsProp;
 pub use schedule_free::{AdamWScheduleFree, SgdScheduleFree};
 pub use sgd::Sgd;
+pub use sparse_adam::SparseAdam;
 
 use crate::error::{Error, Result};
 
