@@ -1,5 +1,6 @@
-// SparseAdam, torch.optim.SparseAdam: Adam over the rows of a table a step's sparse gradient
-// touches, the others untouched (src/optim/sparse_adam.rs is the CPU twin). One workgroup
+// Rows-only steps: SparseAdam (torch.optim.SparseAdam: Adam over the rows of a table a step's
+// sparse gradient touches, the others untouched) or plain SGD (`sgd`); src/optim/sparse_adam.rs
+// is the CPU twin. One workgroup
 // per gradient entry k: the entry whose row appeared before it leaves the row to that first
 // entry; the first sums every entry of its row in their order (torch's coalesce) and
 // updates the row's elements. O(nnz²) index comparisons, O(nnz · dim) values read.
@@ -10,6 +11,7 @@ struct Scalars {
     neg_step_size: f32,    // F(-lr * sqrt(1 - beta2^t) / (1 - beta1^t))
     eps: f32,              // F(eps)
     maximize: u32,
+    sgd: u32,              // 1: plain SGD, p = fma(g, F(-lr), p) per entry (neg_step_size is F(-lr))
 }
 
 struct Info {
@@ -51,6 +53,21 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     workgroupBarrier();
     if atomicLoad(&seen) != 0u || r >= info.rows {
         return;   // an earlier entry has this row (the host checked every index is in range)
+    }
+    if s.sgd == 1u {
+        // torch's SGD adds a sparse gradient entry by entry, each a fused multiply-add.
+        for (var d = lid; d < info.dim; d = d + WG) {
+            let e = r * info.dim + d;
+            var x = p[e];
+            for (var j = k; j < info.nnz; j = j + 1u) {
+                if indices[j] == r {
+                    let g = select(values[j * info.dim + d], -values[j * info.dim + d], s.maximize == 1u);
+                    x = fma(g, s.neg_step_size, x);
+                }
+            }
+            p[e] = x;
+        }
+        return;
     }
     for (var d = lid; d < info.dim; d = d + WG) {
         var g = 0.0;

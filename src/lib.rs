@@ -76,9 +76,10 @@ pub use groups::{ParamGroup, ParamGroups};
 pub use monitor::TensorHealth;
 pub use optim::{
     AdaBelief, Adadelta, Adafactor, Adagrad, Adam, AdamW, AdamWScheduleFree, Adamax, Adan, AdjustLr, Factoring, Lamb,
-    Lars, Lion, Muon, NAdam, NsPrecision, Optimizer, RAdam, RmsProp, Sgd, SgdScheduleFree, SparseAdam, muon_with_adamw,
+    Lars, Lion, Muon, NAdam, NsPrecision, Optimizer, RAdam, RmsProp, RowRule, Sgd, SgdScheduleFree, SparseAdam,
+    SparseSgd, muon_with_adamw,
 };
 pub use precision::Precision;
-pub use sparse::{CpuSparseAdam, GpuSparseAdam};
+pub use sparse::{CpuRows, GpuRows};
 pub use tensor::{GpuTensor, HostData, Segment};
 pub use tuning::{SavedTuning, ScalarBinding, Tuning};

@@ -1,10 +1,10 @@
-//! SparseAdam's steps over a table (rows × dim, row-major): on the CPU (the reference) and on
-//! the GPU (shaders/sparse_adam.wgsl), each step given the touched rows' indices and values.
+//! Rows-only steps (SparseAdam, plain SGD: [`RowRule`]) over a table (rows × dim, row-major):
+//! on the CPU (the reference) and on the GPU (shaders/sparse_adam.wgsl), each step given the
+//! touched rows' indices and values.
 
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
-use crate::optim::SparseAdam;
-use crate::optim::sparse_adam::{SparseScalars, check_rows, coalesce, update};
+use crate::optim::sparse_adam::{RowRule, SparseScalars, check_rows, coalesce, update};
 use crate::tensor::GpuTensor;
 
 /// The table's shape, checked: `rows × dim` elements, neither zero.
@@ -12,10 +12,10 @@ fn table(what: &'static str, len: usize, rows: usize, dim: usize) -> Result<()> 
     crate::optim::check_shape(what, &[rows, dim], len)
 }
 
-/// SparseAdam on the CPU: the reference the GPU is checked against.
+/// A rows-only step on the CPU: the reference the GPU is checked against.
 #[derive(Clone, Debug)]
-pub struct CpuSparseAdam {
-    config: SparseAdam,
+pub struct CpuRows {
+    config: RowRule,
     dim: usize,
     params: Vec<f32>,
     exp_avg: Vec<f32>,
@@ -23,20 +23,14 @@ pub struct CpuSparseAdam {
     step: u64,
 }
 
-impl CpuSparseAdam {
+impl CpuRows {
     /// A table of `rows × dim` parameters (row-major), its moments zero.
-    pub fn new(config: SparseAdam, params: &[f32], rows: usize, dim: usize) -> Result<Self> {
+    pub fn new(rule: impl Into<RowRule>, params: &[f32], rows: usize, dim: usize) -> Result<Self> {
+        let config = rule.into();
         config.validate()?;
         table("params (rows × dim)", params.len(), rows, dim)?;
-        let n = params.len();
-        Ok(CpuSparseAdam {
-            config,
-            dim,
-            params: params.to_vec(),
-            exp_avg: vec![0.0; n],
-            exp_avg_sq: vec![0.0; n],
-            step: 0,
-        })
+        let n = if config.has_moments() { params.len() } else { 0 };
+        Ok(CpuRows { config, dim, params: params.to_vec(), exp_avg: vec![0.0; n], exp_avg_sq: vec![0.0; n], step: 0 })
     }
 
     /// One step with the gradient rows `values` (`indices.len()` rows of `dim`) at rows
@@ -46,6 +40,18 @@ impl CpuSparseAdam {
         check_rows(indices, values, self.params.len() / self.dim, self.dim)?;
         self.step += 1;
         let s = self.config.scalars(self.step);
+        if !self.config.has_moments() {
+            // torch's SGD adds a sparse gradient entry by entry (it does not coalesce), each
+            // a fused multiply-add: the same here, in the entries' order.
+            for (k, &r) in indices.iter().enumerate() {
+                let row = &mut self.params[r as usize * self.dim..(r as usize + 1) * self.dim];
+                for (p, &g) in row.iter_mut().zip(&values[k * self.dim..(k + 1) * self.dim]) {
+                    let g = if s.maximize == 1 { -g } else { g };
+                    *p = g.mul_add(s.neg_step_size, *p);
+                }
+            }
+            return Ok(());
+        }
         for (r, g) in coalesce(indices, values, self.dim) {
             let at = r as usize * self.dim;
             for (d, &g) in g.iter().enumerate() {
@@ -61,11 +67,11 @@ impl CpuSparseAdam {
         &self.params
     }
 
-    /// A state tensor by torch's name (`exp_avg`, `exp_avg_sq`).
+    /// A state tensor by torch's name (`exp_avg`, `exp_avg_sq`: SparseAdam's).
     pub fn state_tensor(&self, name: &str) -> Option<&[f32]> {
         match name {
-            "exp_avg" => Some(&self.exp_avg),
-            "exp_avg_sq" => Some(&self.exp_avg_sq),
+            "exp_avg" if self.config.has_moments() => Some(&self.exp_avg),
+            "exp_avg_sq" if self.config.has_moments() => Some(&self.exp_avg_sq),
             _ => None,
         }
     }
@@ -76,10 +82,11 @@ impl CpuSparseAdam {
     }
 }
 
-/// SparseAdam on the GPU: the table and its moments in GPU buffers, one dispatch per step.
-pub struct GpuSparseAdam {
+/// A rows-only step on the GPU: the table (and SparseAdam's moments) in GPU buffers, one
+/// dispatch per step.
+pub struct GpuRows {
     ctx: GpuContext,
-    config: SparseAdam,
+    config: RowRule,
     rows: usize,
     dim: usize,
     params: GpuTensor,
@@ -95,10 +102,11 @@ pub struct GpuSparseAdam {
 
 const UNIFORM_AT: u64 = 256;
 
-impl GpuSparseAdam {
+impl GpuRows {
     /// Uploads a table of `rows × dim` parameters (row-major); the moments start at zero.
     /// The table lies in one binding (`Err` names the limit otherwise).
-    pub fn new(ctx: &GpuContext, config: SparseAdam, params: &[f32], rows: usize, dim: usize) -> Result<Self> {
+    pub fn new(ctx: &GpuContext, rule: impl Into<RowRule>, params: &[f32], rows: usize, dim: usize) -> Result<Self> {
+        let config = rule.into();
         config.validate()?;
         table("params (rows × dim)", params.len(), rows, dim)?;
         if rows > u32::MAX as usize || params.len() > u32::MAX as usize {
@@ -112,8 +120,10 @@ impl GpuSparseAdam {
                 ctx.tuning().segment_bytes
             )));
         }
-        let exp_avg = GpuTensor::zeros(ctx, params.len())?;
-        let exp_avg_sq = GpuTensor::zeros(ctx, params.len())?;
+        // SGD keeps no moments: one-element placeholders its kernel never touches.
+        let n = if config.has_moments() { params.len() } else { 1 };
+        let exp_avg = GpuTensor::zeros(ctx, n)?;
+        let exp_avg_sq = GpuTensor::zeros(ctx, n)?;
         let (pipeline, uniforms) = ctx.scoped("creating SparseAdam's kernel", || {
             let module = ctx.device().create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some("wgpu-optim sparse_adam"),
@@ -135,7 +145,7 @@ impl GpuSparseAdam {
             });
             (pipeline, uniforms)
         })?;
-        Ok(GpuSparseAdam {
+        Ok(GpuRows {
             ctx: ctx.clone(),
             config,
             rows,
@@ -151,7 +161,7 @@ impl GpuSparseAdam {
     }
 
     /// Uploads the gradient rows and takes one step (submitted; does not wait). See
-    /// [`CpuSparseAdam::step`].
+    /// [`CpuRows::step`].
     pub fn step(&mut self, indices: &[u32], values: &[f32]) -> Result<()> {
         check_rows(indices, values, self.rows, self.dim)?;
         let nnz = indices.len();
@@ -247,11 +257,12 @@ impl GpuSparseAdam {
         self.params.read(&self.ctx)
     }
 
-    /// A state tensor by torch's name (`exp_avg`, `exp_avg_sq`), read back (waits).
+    /// A state tensor by torch's name (`exp_avg`, `exp_avg_sq`: SparseAdam's), read back
+    /// (waits).
     pub fn read_state(&self, name: &str) -> Result<Vec<f32>> {
         match name {
-            "exp_avg" => self.exp_avg.read(&self.ctx),
-            "exp_avg_sq" => self.exp_avg_sq.read(&self.ctx),
+            "exp_avg" if self.config.has_moments() => self.exp_avg.read(&self.ctx),
+            "exp_avg_sq" if self.config.has_moments() => self.exp_avg_sq.read(&self.ctx),
             _ => Err(Error::UnknownState {
                 optimizer: "SparseAdam",
                 name: name.into(),

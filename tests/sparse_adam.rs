@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use wgpu_optim::{CpuSparseAdam, Error, GpuSparseAdam, SparseAdam};
+use wgpu_optim::{CpuRows, Error, GpuRows, RowRule, SparseAdam, SparseSgd};
 
 const ROWS: usize = 10;
 const DIM: usize = 4;
@@ -23,12 +23,20 @@ const TORCH: &[Case] = &[
     ("betas maximize eps", &[-1.8894562721252441, 1.775712490081787, 1.61103355884552, 1.5207575559616089, 1.3907628059387207, 1.2342853546142578, 0.8961912989616394, 0.8950109481811523, 0.6201833486557007, 0.5179504752159119, 0.3528800308704376, 0.12219274044036865, -0.056688226759433746, -0.09331890195608139, -0.25065717101097107, -0.5501895546913147, -0.67578125, -0.841796875, -1.0078125, -1.173828125, -1.307741641998291, -1.5384272336959839, -1.7035024166107178, -1.805732011795044, 1.904296875, 1.73828125, 1.572265625, 1.40625, 1.2896314859390259, 1.0252525806427002, 0.955671489238739, 0.7916051745414734, 0.6087611317634583, 0.3781936764717102, 0.27610042691230774, 0.04553540050983429, -0.126615971326828, -0.2910364270210266, -0.38153544068336487, -0.6246464848518372],
         &[-0.08437500149011612, 0.17421875894069672, 0.0419921875, -0.09023437649011612, -0.12691405415534973, -0.29027342796325684, 0.3280078172683716, -0.1480078101158142, 0.08378906548023224, -0.04843750223517418, -0.1806640625, 0.07792969048023224, -0.0185546875, -0.13019530475139618, -0.24183595180511475, -0.04082031548023224, 0.0, 0.0, 0.0, 0.0, -0.07773437350988388, 0.18085937201976776, 0.04863281175494194, -0.08359374850988388, 0.0, 0.0, 0.0, 0.0, -0.16386719048023224, 0.0947265625, -0.03750000149011612, -0.16972656548023224, -0.1923828125, 0.06621094048023224, -0.06601562350988388, 0.19257812201976776, 0.16835938394069672, 0.0361328125, -0.09609375149011612, 0.16250000894069672],
         &[0.0017797851469367743, 0.007588042877614498, 0.00044083595275878906, 0.0020355605520308018, 0.006846618372946978, 0.017085351049900055, 0.018595805391669273, 0.007843616418540478, 0.0017551516648381948, 0.0005865478306077421, 0.008159875869750977, 0.0015182590577751398, 0.006059110164642334, 0.003361940151080489, 0.009336448274552822, 0.0067718480713665485, 0.0, 0.0, 0.0, 0.0, 0.0015106581849977374, 0.008177528157830238, 0.0005912876222282648, 0.0017469787271693349, 0.0, 0.0, 0.0, 0.0, 0.006713113747537136, 0.0022432804107666016, 0.00035156248486600816, 0.007201776374131441, 0.009252786636352539, 0.0010959720239043236, 0.0010895156301558018, 0.009271583519876003, 0.007086219731718302, 0.00032639503479003906, 0.002308502094820142, 0.006601562257856131]),
+    ("sgd", &[-1.9699218273162842, 1.9015624523162842, 1.66943359375, 1.4373047351837158, 1.236328125, 1.0012694597244263, 1.1570312976837158, 0.7265625, 0.6942383050918579, 0.46210938692092896, 0.22998046875, 0.19326171278953552, -0.009765625, -0.24482421576976776, -0.4798828065395355, -0.51953125, -0.67578125, -0.841796875, -1.0078125, -1.173828125, -1.3787109851837158, -1.415429711341858, -1.647558569908142, -1.8796875476837158, 1.904296875, 1.73828125, 1.572265625, 1.40625, 1.158300757408142, 1.12158203125, 0.889453113079071, 0.6573241949081421, 0.47998046875, 0.4432617127895355, 0.21113280951976776, 0.17441406846046448, -0.003710936289280653, -0.23583984375, -0.46796876192092896, -0.504687488079071],
+        &[],
+        &[]),
+    ("sgd maximize", &[-1.906640648841858, 1.770898461341858, 1.637939453125, 1.504980444908142, 1.3564453125, 1.224951148033142, 0.8980468511581421, 0.8642578125, 0.631396472454071, 0.4984374940395355, 0.365478515625, 0.13481445610523224, -0.0126953125, -0.14418944716453552, -0.27568358182907104, -0.5048828125, -0.67578125, -0.841796875, -1.0078125, -1.173828125, -1.320410132408142, -1.5510742664337158, -1.6840331554412842, -1.816992163658142, 1.904296875, 1.73828125, 1.572265625, 1.40625, 1.2812011241912842, 1.050537109375, 0.9175781011581421, 0.784619152545929, 0.624267578125, 0.39360350370407104, 0.2606445252895355, 0.02998046763241291, -0.12998047471046448, -0.262939453125, -0.3958984315395355, -0.6265624761581421],
+        &[],
+        &[]),
 ];
 
-fn case(label: &str) -> SparseAdam {
+fn case(label: &str) -> RowRule {
     match label {
-        "defaults lr 0.01" => SparseAdam::new(0.01),
-        "betas maximize eps" => SparseAdam::new(0.05).with_betas(0.8, 0.99).with_maximize(true).with_eps(1e-3),
+        "defaults lr 0.01" => SparseAdam::new(0.01).into(),
+        "betas maximize eps" => SparseAdam::new(0.05).with_betas(0.8, 0.99).with_maximize(true).with_eps(1e-3).into(),
+        "sgd" => SparseSgd::new(0.1).into(),
+        "sgd maximize" => SparseSgd::new(0.05).with_maximize(true).into(),
         other => panic!("no case {other}"),
     }
 }
@@ -43,15 +51,16 @@ fn the_cpu_reference_matches_torch() {
     // torch's ops in torch's order on the same f32 values, duplicates summing exactly
     // (multiples of 1/1024): equal, bit for bit.
     for (label, p, m, v) in TORCH {
-        let mut cpu = CpuSparseAdam::new(case(label), &params(ROWS * DIM), ROWS, DIM).unwrap();
+        let mut cpu = CpuRows::new(case(label), &params(ROWS * DIM), ROWS, DIM).unwrap();
         for (k, rows) in STEPS.iter().enumerate() {
             cpu.step(rows, &values(k + 1, rows)).unwrap();
         }
         assert_eq!(cpu.step_count(), 5, "an empty gradient counts a step");
+        let moments = |name| cpu.state_tensor(name).unwrap_or_default();
         for (what, got, want) in [
             ("params", cpu.params(), *p),
-            ("exp_avg", cpu.state_tensor("exp_avg").unwrap(), *m),
-            ("exp_avg_sq", cpu.state_tensor("exp_avg_sq").unwrap(), *v),
+            ("exp_avg", moments("exp_avg"), *m),
+            ("exp_avg_sq", moments("exp_avg_sq"), *v),
         ] {
             let got: Vec<f64> = got.iter().map(|&x| f64::from(x)).collect();
             assert_eq!(got, want, "{label}: {what}");
@@ -63,8 +72,8 @@ fn the_cpu_reference_matches_torch() {
 fn the_gpu_steps_rows_as_the_cpu_and_leaves_the_others_alone() {
     let ctx = ctx();
     for (label, ..) in TORCH {
-        let mut gpu = GpuSparseAdam::new(&ctx, case(label), &params(ROWS * DIM), ROWS, DIM).unwrap();
-        let mut cpu = CpuSparseAdam::new(case(label), &params(ROWS * DIM), ROWS, DIM).unwrap();
+        let mut gpu = GpuRows::new(&ctx, case(label), &params(ROWS * DIM), ROWS, DIM).unwrap();
+        let mut cpu = CpuRows::new(case(label), &params(ROWS * DIM), ROWS, DIM).unwrap();
         for (k, rows) in STEPS.iter().enumerate() {
             gpu.step(rows, &values(k + 1, rows)).unwrap();
             cpu.step(rows, &values(k + 1, rows)).unwrap();
@@ -75,7 +84,10 @@ fn the_gpu_steps_rows_as_the_cpu_and_leaves_the_others_alone() {
         assert_close(label, &gpu.read_params().unwrap(), cpu.params(), 0.1, 5, budget);
         for name in ["exp_avg", "exp_avg_sq"] {
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&gpu.read_state(name).unwrap()), bits(cpu.state_tensor(name).unwrap()), "{label}: {name}");
+            match cpu.state_tensor(name) {
+                Some(reference) => assert_eq!(bits(&gpu.read_state(name).unwrap()), bits(reference), "{label}: {name}"),
+                None => assert!(gpu.read_state(name).is_err(), "{label}: SGD keeps no {name}"),
+            }
         }
         // Row 4 and row 6 were never touched: their parameters are the initial ones.
         let p = gpu.read_params().unwrap();
@@ -87,8 +99,8 @@ fn the_gpu_steps_rows_as_the_cpu_and_leaves_the_others_alone() {
     let (rows, dim) = (300usize, 300usize);
     let indices: Vec<u32> = (0..700u32).map(|i| (i * 37) % 211).collect();
     let vals = grads(indices.len() * dim, 3);
-    let mut gpu = GpuSparseAdam::new(&ctx, SparseAdam::new(0.01), &params(rows * dim), rows, dim).unwrap();
-    let mut cpu = CpuSparseAdam::new(SparseAdam::new(0.01), &params(rows * dim), rows, dim).unwrap();
+    let mut gpu = GpuRows::new(&ctx, SparseAdam::new(0.01), &params(rows * dim), rows, dim).unwrap();
+    let mut cpu = CpuRows::new(SparseAdam::new(0.01), &params(rows * dim), rows, dim).unwrap();
     gpu.step(&indices, &vals).unwrap();
     cpu.step(&indices, &vals).unwrap();
     assert_close("300 × 300", &gpu.read_params().unwrap(), cpu.params(), 0.1, 1, 12.0);
@@ -97,18 +109,15 @@ fn the_gpu_steps_rows_as_the_cpu_and_leaves_the_others_alone() {
 #[test]
 fn what_sparse_adam_refuses() {
     let ctx = ctx();
-    let refused = |r: Result<CpuSparseAdam, Error>, says: &str| match r {
+    let refused = |r: Result<CpuRows, Error>, says: &str| match r {
         Err(Error::InvalidHyperParameter { message, .. }) => assert!(message.contains(says), "{message}"),
         other => panic!("{says}: {other:?}"),
     };
-    refused(CpuSparseAdam::new(SparseAdam::new(0.0), &params(8), 2, 4), "Invalid learning rate: 0.0");
-    refused(CpuSparseAdam::new(SparseAdam::new(0.1).with_eps(0.0), &params(8), 2, 4), "Invalid epsilon value: 0.0");
-    refused(
-        CpuSparseAdam::new(SparseAdam::new(0.1).with_betas(1.0, 0.9), &params(8), 2, 4),
-        "beta parameter at index 0",
-    );
-    assert!(matches!(CpuSparseAdam::new(SparseAdam::new(0.1), &params(8), 3, 4), Err(Error::LengthMismatch { .. })));
-    let mut gpu = GpuSparseAdam::new(&ctx, SparseAdam::new(0.1), &params(8), 2, 4).unwrap();
+    refused(CpuRows::new(SparseAdam::new(0.0), &params(8), 2, 4), "Invalid learning rate: 0.0");
+    refused(CpuRows::new(SparseAdam::new(0.1).with_eps(0.0), &params(8), 2, 4), "Invalid epsilon value: 0.0");
+    refused(CpuRows::new(SparseAdam::new(0.1).with_betas(1.0, 0.9), &params(8), 2, 4), "beta parameter at index 0");
+    assert!(matches!(CpuRows::new(SparseAdam::new(0.1), &params(8), 3, 4), Err(Error::LengthMismatch { .. })));
+    let mut gpu = GpuRows::new(&ctx, SparseAdam::new(0.1), &params(8), 2, 4).unwrap();
     let before = gpu.read_params().unwrap();
     match gpu.step(&[2], &[0.0; 4]) {
         Err(Error::OverLimit(message)) => assert!(message.contains("indices[0] = 2"), "{message}"),

@@ -38,7 +38,7 @@ pub use radam::RAdam;
 pub use rmsprop::RmsProp;
 pub use schedule_free::{AdamWScheduleFree, SgdScheduleFree};
 pub use sgd::Sgd;
-pub use sparse_adam::SparseAdam;
+pub use sparse_adam::{RowRule, SparseAdam, SparseSgd};
 
 use crate::error::{Error, Result};
 

@@ -1,6 +1,7 @@
-//! SparseAdam, as torch.optim.SparseAdam: lazy Adam over the rows of a table that a step's
-//! sparse gradient touches (an embedding's looked-up rows), the moments of the other rows
-//! left as they are. The config and the CPU reference; the GPU step is `crate::sparse`.
+//! Rows-only steps over a table a step's sparse gradient touches (an embedding's looked-up
+//! rows): SparseAdam, as torch.optim.SparseAdam (lazy Adam: the other rows' moments left as
+//! they are), and plain SGD. The configs and the per-element CPU rule; the steps are
+//! `crate::sparse`.
 
 use super::{check, check_betas, py};
 use crate::error::{Error, Result};
@@ -71,6 +72,85 @@ impl SparseAdam {
             neg_step_size: (-step_size) as f32,
             eps: self.eps as f32,
             maximize: u32::from(self.maximize),
+            sgd: 0,
+        }
+    }
+}
+
+/// SGD over a table's touched rows: torch.optim.SGD (no momentum, no weight decay) on a
+/// sparse gradient, `p[r] = p[r] + (-lr) · g` (one rounding) for each entry (r, g) in order —
+/// torch adds an uncoalesced gradient entry by entry —
+/// the other rows untouched — what dense SGD gives them on a zero gradient, without reading
+/// them. (torch's momentum on a sparse gradient keeps a buffer for every row touched so far
+/// and updates them all, as dense SGD does: use `Sgd` on the dense gradient for that.)
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct SparseSgd {
+    /// Learning rate (> 0; default 1e-3).
+    pub lr: f64,
+    /// Maximize the objective (default false).
+    pub maximize: bool,
+}
+
+impl SparseSgd {
+    /// With learning rate `lr`.
+    pub fn new(lr: f64) -> Self {
+        SparseSgd { lr, maximize: false }
+    }
+    /// Sets `maximize`.
+    pub fn with_maximize(self, maximize: bool) -> Self {
+        SparseSgd { maximize, ..self }
+    }
+}
+
+/// The rule a rows-only step applies to each touched element.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum RowRule {
+    /// Lazy Adam with its moments (torch.optim.SparseAdam).
+    Adam(SparseAdam),
+    /// Plain SGD (torch.optim.SGD on a sparse gradient).
+    Sgd(SparseSgd),
+}
+
+impl From<SparseAdam> for RowRule {
+    fn from(a: SparseAdam) -> Self {
+        RowRule::Adam(a)
+    }
+}
+
+impl From<SparseSgd> for RowRule {
+    fn from(s: SparseSgd) -> Self {
+        RowRule::Sgd(s)
+    }
+}
+
+impl RowRule {
+    /// The rule's checks (torch's messages).
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            RowRule::Adam(a) => a.validate(),
+            RowRule::Sgd(s) => {
+                check("SparseSgd", s.lr > 0.0 && s.lr.is_finite(), || format!("Invalid learning rate: {}", py(s.lr)))
+            }
+        }
+    }
+
+    /// Whether the rule keeps Adam's moments.
+    pub fn has_moments(&self) -> bool {
+        matches!(self, RowRule::Adam(_))
+    }
+
+    pub(crate) fn scalars(&self, t: u64) -> SparseScalars {
+        match self {
+            RowRule::Adam(a) => a.scalars(t),
+            RowRule::Sgd(s) => SparseScalars {
+                one_minus_beta1: 0.0,
+                one_minus_beta2: 0.0,
+                neg_step_size: (-s.lr) as f32,
+                eps: 0.0,
+                maximize: u32::from(s.maximize),
+                sgd: 1,
+            },
         }
     }
 }
@@ -84,6 +164,8 @@ pub(crate) struct SparseScalars {
     pub neg_step_size: f32,
     pub eps: f32,
     pub maximize: u32,
+    /// 1: plain SGD (no moments).
+    pub sgd: u32,
 }
 
 /// One element's update, given its coalesced gradient.
