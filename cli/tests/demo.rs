@@ -95,6 +95,10 @@ fn the_mlp_learns_the_mixture_and_linear_regression_its_weights() {
     // Adafactor trains the same model through its own path.
     let run = models::train(&ctx, &mlp, None, 0.1, Training { steps: 300, warmup_cosine: false, clip: None }).unwrap();
     assert!(run.history.last().unwrap()[1] >= 0.95);
+    // So do Muon on its weight matrices and AdamW on its biases.
+    let run = models::train_muon(&ctx, &mlp, 0.03, Training { steps: 300, warmup_cosine: false, clip: None }).unwrap();
+    let [loss, accuracy] = *run.history.last().unwrap();
+    assert!(accuracy >= 0.95, "Muon + AdamW: accuracy {accuracy}, loss {loss}");
     // Linear regression reaches its noise floor (σ = 0.01: loss 0.5 σ² = 5e-5).
     let run = models::train(
         &ctx,
@@ -124,7 +128,8 @@ fn the_demo_writes_its_pictures_and_tables() {
     let report = demo::run_all(&ctx, &config, &|_| {}).unwrap();
     assert_eq!(report.precision.len(), 2 * demo::precision::COMPARED.len(), "every mode on both models");
     assert_eq!(report.functions.len(), FUNCTIONS.len() * demo::function_optimizers().len());
-    assert_eq!(report.models.len(), 2 * (demo::optimizers().len() + 1));
+    // Every optimizer and Adafactor on both models, and Muon with AdamW on the MLP.
+    assert_eq!(report.models.len(), 2 * (demo::optimizers().len() + 1) + 1);
     let dir = std::env::temp_dir().join(format!("wgpu-optim-demo-{}", std::process::id()));
     let files = report.write(&dir, &config).unwrap();
     for f in &FUNCTIONS {
@@ -132,9 +137,10 @@ fn the_demo_writes_its_pictures_and_tables() {
     }
     assert_eq!(png_size(&dir.join("models-loss.png")), demo::plot::MODEL_FIGURE);
     let (w, h) = png_size(&dir.join("mlp-regions.png"));
-    assert_eq!((w, h), demo::plot::regions_size(demo::optimizers().len() + 1));
+    assert_eq!((w, h), demo::plot::regions_size(demo::optimizers().len() + 2));
     let table = std::fs::read_to_string(dir.join("convergence.md")).unwrap();
     assert!(table.contains("| rosenbrock | Adam |") && table.contains("| mlp | Adafactor |"));
+    assert!(table.contains("| mlp | Muon + AdamW |"), "{table}");
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("convergence.json")).unwrap()).unwrap();
     assert_eq!(json["functions"].as_array().unwrap().len(), report.functions.len());

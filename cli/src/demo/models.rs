@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use wgpu_optim::clip::GradControl;
 use wgpu_optim::gpu::GpuContext;
 use wgpu_optim::groups::{ParamGroup, ParamGroups};
-use wgpu_optim::optim::{Adafactor, Optimizer};
+use wgpu_optim::optim::{Adafactor, AdamW, Muon, Optimizer, muon_with_adamw};
 use wgpu_optim::schedule::{CosineAnnealingLr, LinearLr, SequentialLr};
 use wgpu_optim::tensor::GpuTensor;
 
@@ -168,6 +168,28 @@ pub fn train_in(
     training: Training,
     mode: &crate::bench::Mode,
 ) -> Result<ModelRun> {
+    train_with(ctx, model, optimizer, None, lr, training, mode)
+}
+
+/// Trains the MLP with Muon on its weight matrices and AdamW on its biases (the usual
+/// hybrid, [`muon_with_adamw`]), both at learning rate `lr`.
+pub fn train_muon(ctx: &GpuContext, model: &Model, lr: f64, training: Training) -> Result<ModelRun> {
+    if model.hidden == 0 {
+        return Err(Error::DemoArgument("Muon takes the MLP's weight matrices; linear regression has none".into()));
+    }
+    train_with(ctx, model, None, Some(Muon::new(lr)), lr, training, &crate::bench::MODES[0])
+}
+
+#[allow(clippy::too_many_arguments)]
+fn train_with(
+    ctx: &GpuContext,
+    model: &Model,
+    optimizer: Option<&dyn Optimizer>,
+    muon_split: Option<Muon>,
+    lr: f64,
+    training: Training,
+    mode: &crate::bench::Mode,
+) -> Result<ModelRun> {
     let (n, np) = (model.samples(), model.init.len());
     // Adafactor keeps its own relative step size: no schedule and no clipping for it.
     let own_step = optimizer.is_none();
@@ -182,13 +204,7 @@ pub fn train_in(
     if !own_step {
         {
             if training.warmup_cosine {
-                let warmup = u64::from(training.steps / 10).max(1);
-                let total = u64::from(training.steps);
-                let schedule = SequentialLr::new(
-                    vec![LinearLr::new(0.01, 1.0, warmup)?.into(), CosineAnnealingLr::new(total - warmup, 0.0)?.into()],
-                    vec![warmup],
-                )?;
-                groups.set_schedule(Some(schedule.into()))?;
+                groups.set_schedule(Some(warmup_cosine(training)?))?;
             }
             if let Some(max_norm) = training.clip {
                 groups.set_grad_control(Some(GradControl { max_norm: Some(max_norm), ..Default::default() }))?;
@@ -250,7 +266,19 @@ pub fn train_in(
             h.record(&mut pass, 1);
         }
     };
-    let seconds = drive(ctx, training.steps, |encoder, _| backward(encoder), |encoder| Ok(groups.record(encoder, 1)?))?;
+    // Muon on the MLP's weight matrices, AdamW on its biases: each its own tensor, the
+    // model's gradients copied in before the step and the parameters back after it.
+    let hybrid = muon_split.map(|muon| Hybrid::new(ctx, model, muon, lr, &params)).transpose()?;
+    let mut hybrid_groups = hybrid.as_ref().map(|h| h.groups(ctx, training)).transpose()?;
+    let seconds = drive(
+        ctx,
+        training.steps,
+        |encoder, _| backward(encoder),
+        |encoder| match (&hybrid, &mut hybrid_groups) {
+            (Some(h), Some(g)) => h.record(encoder, &params, &grads, g),
+            _ => Ok(groups.record(encoder, 1)?),
+        },
+    )?;
     let h = GpuTensor::from_buffer(ctx, &history, 0, 2 * (training.steps as usize + 1))?.read(ctx)?;
     Ok(ModelRun { lr, history: h.chunks_exact(2).map(|c| [c[0], c[1]]).collect(), params: params.read(ctx)?, seconds })
 }
@@ -289,5 +317,95 @@ impl Halves {
         pass.set_pipeline(&self.kernels.entries[k]);
         pass.set_bind_group(0, &self.groups[k], &[]);
         pass.dispatch_workgroups(self.words.div_ceil(64), 1, 1);
+    }
+}
+
+/// Linear warmup over the first 10 % of the steps, then cosine to 0.
+fn warmup_cosine(training: Training) -> Result<Box<dyn wgpu_optim::schedule::Schedule>> {
+    let warmup = u64::from(training.steps / 10).max(1);
+    let total = u64::from(training.steps);
+    let schedule = SequentialLr::new(
+        vec![LinearLr::new(0.01, 1.0, warmup)?.into(), CosineAnnealingLr::new(total - warmup, 0.0)?.into()],
+        vec![warmup],
+    )?;
+    Ok(schedule.into())
+}
+
+/// The MLP's parameters as Muon and AdamW see them: W1 (hidden × 2), b1, W2 (classes ×
+/// hidden), b2 as tensors of their own, and the ranges of the model's flat vector they copy
+/// from and to.
+struct Hybrid {
+    tensors: Vec<(GpuTensor, GpuTensor, std::ops::Range<usize>, Vec<usize>)>,
+    muon: Muon,
+    lr: f64,
+}
+
+impl Hybrid {
+    fn new(ctx: &GpuContext, model: &Model, muon: Muon, lr: f64, params: &GpuTensor) -> Result<Self> {
+        let h = model.hidden;
+        let layout: [(usize, Vec<usize>); 4] =
+            [(2 * h, vec![h, 2]), (h, vec![h]), (CLASSES * h, vec![CLASSES, h]), (CLASSES, vec![CLASSES])];
+        let init = params.read(ctx)?;
+        let mut at = 0;
+        let mut tensors = Vec::new();
+        for (len, shape) in layout {
+            let range = at..at + len;
+            tensors.push((
+                GpuTensor::from_slice(ctx, &init[range.clone()])?,
+                GpuTensor::zeros(ctx, len)?,
+                range,
+                shape,
+            ));
+            at += len;
+        }
+        Ok(Hybrid { tensors, muon, lr })
+    }
+
+    fn groups(&self, ctx: &GpuContext, training: Training) -> Result<ParamGroups> {
+        let ps: Vec<&GpuTensor> = self.tensors.iter().map(|t| &t.0).collect();
+        let gs: Vec<&GpuTensor> = self.tensors.iter().map(|t| &t.1).collect();
+        let shapes: Vec<Vec<usize>> = self.tensors.iter().map(|t| t.3.clone()).collect();
+        let groups = muon_with_adamw(self.muon.clone(), AdamW::new(self.lr), &ps, &gs, &shapes, &[])?;
+        let mut groups = ParamGroups::new(ctx, groups)?;
+        if training.warmup_cosine {
+            groups.set_schedule(Some(warmup_cosine(training)?))?;
+        }
+        if let Some(max_norm) = training.clip {
+            groups.set_grad_control(Some(GradControl { max_norm: Some(max_norm), ..Default::default() }))?;
+        }
+        Ok(groups)
+    }
+
+    /// The model's gradients into the groups' tensors, one step, the parameters back.
+    fn record(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        params: &GpuTensor,
+        grads: &GpuTensor,
+        groups: &mut ParamGroups,
+    ) -> Result<()> {
+        let (p, g) = (&params.segments()[0], &grads.segments()[0]);
+        for (_, t, range, _) in &self.tensors {
+            let s = &t.segments()[0];
+            encoder.copy_buffer_to_buffer(
+                &g.buffer,
+                g.offset + 4 * range.start as u64,
+                &s.buffer,
+                s.offset,
+                4 * range.len() as u64,
+            );
+        }
+        groups.record(encoder, 1)?;
+        for (t, _, range, _) in &self.tensors {
+            let s = &t.segments()[0];
+            encoder.copy_buffer_to_buffer(
+                &s.buffer,
+                s.offset,
+                &p.buffer,
+                p.offset + 4 * range.start as u64,
+                4 * range.len() as u64,
+            );
+        }
+        Ok(())
     }
 }

@@ -124,21 +124,39 @@ pub fn function_rows(
     Ok((rows, kept))
 }
 
-/// Every optimizer, and Adafactor, on `model`: a learning-rate sweep, keeping the lowest
-/// final loss.
+/// How a model row is trained.
+enum Trainer {
+    /// One optimizer over the flat parameter vector.
+    Flat(Box<dyn Optimizer>),
+    /// Adafactor at its own relative step.
+    Adafactor,
+    /// Muon on the MLP's weight matrices, AdamW on its biases.
+    Muon,
+}
+
+/// Every optimizer, Adafactor, and (on the MLP) Muon with AdamW on `model`: a learning-rate
+/// sweep, keeping the lowest final loss.
 pub fn model_rows(ctx: &GpuContext, model: &Model, config: &DemoConfig) -> Result<(Vec<ModelRow>, Labelled<ModelRun>)> {
     let training = Training { steps: config.model_steps, warmup_cosine: config.warmup_cosine, clip: config.clip };
     let threshold = model_threshold(model);
-    let mut entries: Vec<(String, Option<Box<dyn Optimizer>>)> =
-        optimizers().into_iter().map(|(l, o)| (l, Some(o))).collect();
-    entries.push(("Adafactor".into(), None));
+    // Each optimizer over the flat parameters; Adafactor; on the MLP, Muon on its weight
+    // matrices with AdamW on its biases.
+    let mut entries: Vec<(String, Trainer)> = optimizers().into_iter().map(|(l, o)| (l, Trainer::Flat(o))).collect();
+    entries.push(("Adafactor".into(), Trainer::Adafactor));
+    if model.hidden > 0 {
+        entries.push(("Muon + AdamW".into(), Trainer::Muon));
+    }
     let mut rows = Vec::new();
     let mut kept = Vec::new();
-    for (label, o) in entries {
+    for (label, trainer) in entries {
         let sweep = config
             .learning_rates
             .iter()
-            .map(|&lr| models::train(ctx, model, o.as_deref(), lr, training))
+            .map(|&lr| match &trainer {
+                Trainer::Flat(o) => models::train(ctx, model, Some(&**o), lr, training),
+                Trainer::Adafactor => models::train(ctx, model, None, lr, training),
+                Trainer::Muon => models::train_muon(ctx, model, lr, training),
+            })
             .collect::<Result<Vec<_>>>()?;
         let run = sweep
             .into_iter()
