@@ -58,7 +58,6 @@ struct Layout {
 
 override FACTORED: bool = true;
 
-const RWG: u32 = 256u;      // invocations of the reduction kernels
 const CHUNK: u32 = 1024u;   // elements per chunk of the global sums (4 per invocation)
 const BLOCK: u32 = 64u;     // rows per column block
 
@@ -69,36 +68,6 @@ const BLOCK: u32 = 64u;     // rows per column block
 @group(1) @binding(2) var<storage, read_write> variance: array<f32>;
 @group(1) @binding(3) var<storage, read_write> factors: array<f32>;   // row_var, then col_var at lay.col_at
 @group(1) @binding(4) var<storage, read_write> work: array<f32>;
-
-var<workgroup> partial: array<f32, RWG>;
-
-// Tree sum of one value per invocation; every invocation gets the total.
-fn tree_sum(lid: u32, x: f32) -> f32 {
-    partial[lid] = x;
-    workgroupBarrier();
-    for (var stride = RWG / 2u; stride > 0u; stride = stride / 2u) {
-        if lid < stride {
-            partial[lid] = partial[lid] + partial[lid + stride];
-        }
-        workgroupBarrier();
-    }
-    let total = partial[0];
-    workgroupBarrier();
-    return total;
-}
-
-// The gradient as the step sees it: unscaled by the loss scale, then multiplied by the clip
-// coefficient (torch's unscale_, then clip_grad_norm_), as the element-wise driver's grad().
-fn grad_at(i: u32) -> f32 {
-    if CONTROLLED {
-        return (g[i] * grad_control[0]) * grad_control[1];
-    }
-    return g[i];
-}
-
-fn group_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return wid.y * nwg.x + wid.x;
-}
 
 // The second-moment estimate of the element at `local` in this sub-range.
 fn estimate(local: u32) -> f32 {

@@ -60,7 +60,6 @@ override NS_STEPS: u32 = 5u;
 override ADJUST: u32 = 0u;
 override TILED: bool = true;   // products through workgroup tiles (GPUs) or straight from storage (CPU devices)   // 0 original, 1 match_rms_adamw, 2 spectral_unclamped
 
-const RWG: u32 = 256u;   // invocations of the element-wise and reduction kernels
 const TILE: u32 = 16u;   // the products' tiles: 16 × 16 outputs per workgroup
 
 @group(0) @binding(2) var<uniform> seg: Segment;
@@ -71,7 +70,6 @@ const TILE: u32 = 16u;   // the products' tiles: 16 × 16 outputs per workgroup
 @group(1) @binding(3) var<storage, read_write> mats: array<f32>;   // X, X' (two halves), A, A'
 @group(1) @binding(4) var<storage, read_write> work: array<f32>;
 
-var<workgroup> partial: array<f32, RWG>;
 var<workgroup> tile_a: array<f32, 256>;   // TILE × TILE
 var<workgroup> tile_b: array<f32, 256>;
 
@@ -80,26 +78,6 @@ fn round_ns(x: f32) -> f32 {
         return bf16_decode(bf16_encode(x));
     }
     return x;
-}
-
-// torch's CPU lerp on one f32 (src/optim/mod.rs `lerp`).
-fn lerp1(a: f32, b: f32, w: f32) -> f32 {
-    if abs(w) < 0.5 {
-        return fma(w, b - a, a);
-    }
-    return fma(w - 1.0, b - a, b);
-}
-
-// The gradient as the step sees it: unscaled, then clipped (as Adafactor's grad_at).
-fn grad_at(i: u32) -> f32 {
-    if CONTROLLED {
-        return (g[i] * grad_control[0]) * grad_control[1];
-    }
-    return g[i];
-}
-
-fn group_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return wid.y * nwg.x + wid.x;
 }
 
 // Where element e of the parameter (row-major rows × cols) lies in X (m × n).
@@ -112,20 +90,6 @@ fn x_index(e: u32) -> u32 {
     return e;
 }
 
-fn tree_sum(lid: u32, x: f32) -> f32 {
-    partial[lid] = x;
-    workgroupBarrier();
-    for (var stride = RWG / 2u; stride > 0u; stride = stride / 2u) {
-        if lid < stride {
-            partial[lid] = partial[lid] + partial[lid + stride];
-        }
-        workgroupBarrier();
-    }
-    let total = partial[0];
-    workgroupBarrier();
-    return total;
-}
-
 @compute @workgroup_size(RWG)
 fn momentum(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) lid: u32) {
@@ -135,13 +99,13 @@ fn momentum(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     var sq = 0.0;
     if e < seg.len {
         let grad = grad_at(e);
-        let buf = lerp1(momentum_buffer[e], grad, st.one_minus_momentum);
+        let buf = lerp_torch(momentum_buffer[e], grad, st.one_minus_momentum);
         if !skipped() {
             momentum_buffer[e] = buf;
         }
         var u = buf;
         if NESTEROV {
-            u = lerp1(grad, buf, st.momentum);
+            u = lerp_torch(grad, buf, st.momentum);
         }
         let x = round_ns(u);
         mats[seg.x_at + x_index(e)] = x;

@@ -14,6 +14,7 @@ use crate::tuning::{ScalarBinding, Tuning};
 
 const PRELUDE: &str = include_str!("../shaders/common.wgsl");
 const FORMATS: &str = crate::format::WGSL;
+const SHAPED: &str = include_str!("../shaders/shaped.wgsl");
 const ELEMENTWISE: &str = include_str!("../shaders/elementwise.wgsl");
 const REDUCE: &str = include_str!("../shaders/reduce.wgsl");
 const BLOCKWISE: &str = include_str!("../shaders/blockwise.wgsl");
@@ -104,8 +105,9 @@ impl Composition {
         let table = format!("@group(0) @binding(0) var<{space}> scalar_table: array<Slot, SCALAR_SLOTS>;\n");
         match self {
             Composition::Standalone => format!("{width}{PRELUDE}{table}\n{source}\n"),
-            // A shaped family's entries round with the formats' bit conversions (Muon's bf16).
-            Composition::OwnEntries => format!("{width}{PRELUDE}{FORMATS}{table}\n{source}\n"),
+            // A shaped family's entries: the pieces they share, and the formats' bit
+            // conversions (Muon's bf16 rounding).
+            Composition::OwnEntries => format!("{width}{PRELUDE}{FORMATS}{SHAPED}{table}\n{source}\n"),
             Composition::Elementwise => {
                 let tensors = tensor_accessors(state, formats, tail);
                 format!("{width}{PRELUDE}{FORMATS}{table}{tensors}\n{source}\n{ELEMENTWISE}")
