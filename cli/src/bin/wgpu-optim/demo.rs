@@ -29,7 +29,7 @@ pub fn demo(config: &demo::DemoConfig, out: &Path) -> AnyResult<()> {
         config.clip.map_or(String::new(), |c| format!(", gradient norm clipped to {c}"))
     );
     println!(
-        "LAMB, LARS and Adafactor run on the models only: their trust ratios, relative step and update clipping are statistics of the whole tensor, which would couple a batch of independent 2-D problems"
+        "LAMB, LARS and Adafactor run on the models only: their trust ratios, relative step and update clipping are statistics of the whole tensor, which would couple a batch of independent 2-D problems; Muon (with AdamW on the biases) runs on the MLP's weight matrices"
     );
     let bar = ProgressBar::new_spinner();
     let report = demo::run_all(&ctx, config, &|what| bar.set_message(format!("running {what}")))?;
