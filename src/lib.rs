@@ -80,6 +80,6 @@ pub use optim::{
     SparseSgd, muon_with_adamw,
 };
 pub use precision::Precision;
-pub use sparse::{CpuRows, GpuRows};
+pub use sparse::{CpuRows, GpuRows, ROW_STEP_SLOTS};
 pub use tensor::{GpuTensor, HostData, Segment};
 pub use tuning::{SavedTuning, ScalarBinding, Tuning};

@@ -94,13 +94,18 @@ pub struct GpuRows {
     exp_avg_sq: GpuTensor,
     step: u64,
     pipeline: wgpu::ComputePipeline,
-    /// Scalars then the row info, in one uniform buffer.
+    /// Per step slot (`step % ROW_STEP_SLOTS`): the scalars, then the row info.
     uniforms: wgpu::Buffer,
     /// The rows of the last host step, grown as needed: indices, values.
     staged: Option<(wgpu::Buffer, GpuTensor, usize)>,
 }
 
+/// Bytes of one uniform window (the scalars, or the row info), a multiple of every device's
+/// uniform offset alignment.
 const UNIFORM_AT: u64 = 256;
+/// Steps one submit may record: each has its own slot of scalars and row info, written to
+/// the queue when recorded, so steps recorded into one encoder read their own.
+pub const ROW_STEP_SLOTS: u64 = 256;
 
 impl GpuRows {
     /// Uploads a table of `rows × dim` parameters (row-major); the moments start at zero.
@@ -139,7 +144,7 @@ impl GpuRows {
             });
             let uniforms = ctx.device().create_buffer(&wgpu::BufferDescriptor {
                 label: Some("wgpu-optim sparse_adam uniforms"),
-                size: 2 * UNIFORM_AT,
+                size: 2 * UNIFORM_AT * ROW_STEP_SLOTS,
                 usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             });
@@ -196,7 +201,9 @@ impl GpuRows {
     /// Records one step into `encoder` with the gradient rows in the caller's buffers (an
     /// embedding's backward writes them): `nnz` row indices (u32) in `indices` and their
     /// values (`nnz × dim`) at the start of `values`. The step's scalars are written to the
-    /// queue now; the indices must lie below the table's rows (rows past it are ignored).
+    /// queue now, into a slot of their own: up to [`ROW_STEP_SLOTS`] steps may be recorded
+    /// before a submit. The indices must lie below the table's rows (rows past it are
+    /// ignored).
     pub fn record(
         &mut self,
         encoder: &mut wgpu::CommandEncoder,
@@ -218,8 +225,9 @@ impl GpuRows {
         let groups = crate::engine::grid(nnz.max(1) as u64, self.ctx.tuning().max_workgroups_per_dimension)?;
         let ctx = &self.ctx;
         ctx.scoped("recording a SparseAdam step", || {
-            ctx.queue().write_buffer(&self.uniforms, 0, bytemuck::bytes_of(&scalars));
-            ctx.queue().write_buffer(&self.uniforms, UNIFORM_AT, bytemuck::cast_slice(&info));
+            let slot = 2 * UNIFORM_AT * (step % ROW_STEP_SLOTS);
+            ctx.queue().write_buffer(&self.uniforms, slot, bytemuck::bytes_of(&scalars));
+            ctx.queue().write_buffer(&self.uniforms, slot + UNIFORM_AT, bytemuck::cast_slice(&info));
             let window = |offset| {
                 wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                     buffer: &self.uniforms,
@@ -228,8 +236,8 @@ impl GpuRows {
                 })
             };
             let resources = [
-                window(0),
-                window(UNIFORM_AT),
+                window(slot),
+                window(slot + UNIFORM_AT),
                 indices.as_entire_binding(),
                 values.segments()[0].binding(),
                 self.params.segments()[0].binding(),

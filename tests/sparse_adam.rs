@@ -127,3 +127,32 @@ fn what_sparse_adam_refuses() {
     assert_eq!(gpu.read_params().unwrap(), before, "a refused step changes nothing");
     assert_eq!(gpu.step_count(), 0);
 }
+
+#[test]
+fn steps_recorded_into_one_encoder_equal_as_many_step_calls() {
+    // Each recorded step reads its own scalars (bias corrections differ step to step).
+    let ctx = ctx();
+    let rows: &[u32] = &[1, 3, 1, 7];
+    let vals = values(1, rows);
+    let mut calls = GpuRows::new(&ctx, SparseAdam::new(0.01), &params(ROWS * DIM), ROWS, DIM).unwrap();
+    for _ in 0..3 {
+        calls.step(rows, &vals).unwrap();
+    }
+    let mut recorded = GpuRows::new(&ctx, SparseAdam::new(0.01), &params(ROWS * DIM), ROWS, DIM).unwrap();
+    let indices = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: 16,
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    ctx.queue().write_buffer(&indices, 0, bytemuck::cast_slice(rows));
+    let v = wgpu_optim::GpuTensor::from_slice(&ctx, &vals).unwrap();
+    let mut encoder = ctx.device().create_command_encoder(&Default::default());
+    for _ in 0..3 {
+        recorded.record(&mut encoder, &indices, &v, rows.len()).unwrap();
+    }
+    ctx.queue().submit([encoder.finish()]);
+    let bits = |v: Vec<f32>| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(recorded.read_params().unwrap()), bits(calls.read_params().unwrap()));
+    assert_eq!(recorded.step_count(), 3);
+}
