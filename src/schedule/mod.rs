@@ -100,10 +100,9 @@ pub(crate) fn attach(
                 o.name()
             )));
         };
-        // The momentum's state must already be kept (SGD and RMSprop keep none at 0).
-        let mut cycled = o.clone_box();
-        cycled.set_momentum(if m == 0.0 { 0.5 } else { m });
-        if m == 0.0 || crate::optim::check_takeover(o, &*cycled).is_err() {
+        // The momentum's state must already be kept (SGD and RMSprop keep none at 0), and
+        // every momentum cycled is above 0, so none is added or dropped mid-run.
+        if m == 0.0 {
             return Err(invalid(format!(
                 "{} cycles the momentum of {}, whose momentum is {m}: build the optimizer with a momentum in \
                  (0, 1), so that it keeps its momentum state",
@@ -160,18 +159,7 @@ macro_rules! schedule {
         }
     };
     ($t:ident, |$s:ident, $base:ident, $k:ident| $body:expr) => {
-        impl Schedule for $t {
-            fn lr(&self, $base: f64, $k: u64) -> f64 {
-                let $s = self;
-                $body
-            }
-            fn clone_box(&self) -> Box<dyn Schedule> {
-                Box::new(self.clone())
-            }
-            fn config(&self) -> serde_json::Value {
-                serde_json::json!({ stringify!($t): crate::optim::config_of(self) })
-            }
-        }
+        schedule!($t, |$s, $base, $k| $body, momentum |_s, _k| None);
     };
 }
 
@@ -434,8 +422,7 @@ impl OneCycleLr {
         }
         Ok(OneCycleLr { max_lr, total_steps, pct_start, div_factor, final_div_factor, cycle_momentum: None })
     }
-}
-impl OneCycleLr {
+
     /// Also cycles the optimizer's momentum (`momentum`, or `betas[0]`) against the learning
     /// rate, from `max_momentum` down to `base_momentum` while it rises and back while it
     /// falls: torch's `cycle_momentum=True` (its defaults: 0.85, 0.95). Both in (0, 1),
@@ -631,8 +618,7 @@ impl CyclicLr {
         }
         Ok(CyclicLr { base_lr, max_lr, step_size_up, step_size_down, mode, cycle_momentum: None })
     }
-}
-impl CyclicLr {
+
     /// Also cycles the optimizer's momentum (`momentum`, or `betas[0]`) against the learning
     /// rate, from `max_momentum` at the cycle's ends to `base_momentum` at its peak: torch's
     /// `cycle_momentum=True` (its defaults: 0.8, 0.9).
