@@ -191,27 +191,40 @@ fn train_with(
     mode: &crate::bench::Mode,
 ) -> Result<ModelRun> {
     let (n, np) = (model.samples(), model.init.len());
-    // Adafactor keeps its own relative step size: no schedule and no clipping for it.
-    let own_step = optimizer.is_none();
-    let o = optimizer.map_or_else(|| Adafactor::new(lr).into(), |o| o.clone_box());
-    let mut o = mode.optimizer(&*o)?;
-    o.set_lr(lr);
-    o.validate()?;
     let format = mode.params;
     let (p, g) = (GpuTensor::from_f32s_as(ctx, format, &model.init)?, GpuTensor::zeros_of(ctx, format, np)?);
-    let group = ParamGroup::new(o, vec![&p], vec![&g]).with_precision(mode.precision);
-    let mut groups = ParamGroups::new(ctx, vec![group])?;
-    if !own_step {
-        {
-            if training.warmup_cosine {
-                groups.set_schedule(Some(warmup_cosine(training)?))?;
-            }
-            if let Some(max_norm) = training.clip {
-                groups.set_grad_control(Some(GradControl { max_norm: Some(max_norm), ..Default::default() }))?;
-            }
+    let mut stepping = match muon_split {
+        // Muon on the MLP's weight matrices, AdamW on its biases: each its own tensor, the
+        // model's gradients copied in before the step and the parameters back after it.
+        Some(muon) => {
+            let hybrid = Hybrid::new(ctx, model, muon, lr)?;
+            let groups = hybrid.groups(ctx, training)?;
+            Stepping::Hybrid(hybrid, groups)
         }
-    }
-    let (params, grads) = (groups.groups()[0].params().clone(), groups.groups()[0].grads().clone());
+        None => {
+            // Adafactor keeps its own relative step size: no schedule and no clipping for it.
+            let own_step = optimizer.is_none();
+            let o = optimizer.map_or_else(|| Adafactor::new(lr).into(), |o| o.clone_box());
+            let mut o = mode.optimizer(&*o)?;
+            o.set_lr(lr);
+            o.validate()?;
+            let group = ParamGroup::new(o, vec![&p], vec![&g]).with_precision(mode.precision);
+            let mut groups = ParamGroups::new(ctx, vec![group])?;
+            if !own_step {
+                if training.warmup_cosine {
+                    groups.set_schedule(Some(warmup_cosine(training)?))?;
+                }
+                if let Some(max_norm) = training.clip {
+                    groups.set_grad_control(Some(GradControl { max_norm: Some(max_norm), ..Default::default() }))?;
+                }
+            }
+            Stepping::Flat(groups)
+        }
+    };
+    let (params, grads) = match &stepping {
+        Stepping::Flat(groups) => (groups.groups()[0].params().clone(), groups.groups()[0].grads().clone()),
+        Stepping::Hybrid(..) => (p.clone(), g.clone()),
+    };
     if params.segments().len() != 1 {
         return Err(Error::DemoArgument("the model does not fit one binding; use a smaller model".into()));
     }
@@ -266,17 +279,13 @@ fn train_with(
             h.record(&mut pass, 1);
         }
     };
-    // Muon on the MLP's weight matrices, AdamW on its biases: each its own tensor, the
-    // model's gradients copied in before the step and the parameters back after it.
-    let hybrid = muon_split.map(|muon| Hybrid::new(ctx, model, muon, lr, &params)).transpose()?;
-    let mut hybrid_groups = hybrid.as_ref().map(|h| h.groups(ctx, training)).transpose()?;
     let seconds = drive(
         ctx,
         training.steps,
         |encoder, _| backward(encoder),
-        |encoder| match (&hybrid, &mut hybrid_groups) {
-            (Some(h), Some(g)) => h.record(encoder, &params, &grads, g),
-            _ => Ok(groups.record(encoder, 1)?),
+        |encoder| match &mut stepping {
+            Stepping::Hybrid(h, groups) => h.record(encoder, &params, &grads, groups),
+            Stepping::Flat(groups) => Ok(groups.record(encoder, 1)?),
         },
     )?;
     let h = GpuTensor::from_buffer(ctx, &history, 0, 2 * (training.steps as usize + 1))?.read(ctx)?;
@@ -320,6 +329,13 @@ impl Halves {
     }
 }
 
+/// What steps a model's parameters: one optimizer's groups over the flat vector, or the
+/// Muon hybrid over tensors of its own.
+enum Stepping {
+    Flat(ParamGroups),
+    Hybrid(Hybrid, ParamGroups),
+}
+
 /// Linear warmup over the first 10 % of the steps, then cosine to 0.
 fn warmup_cosine(training: Training) -> Result<Box<dyn wgpu_optim::schedule::Schedule>> {
     let warmup = u64::from(training.steps / 10).max(1);
@@ -341,11 +357,11 @@ struct Hybrid {
 }
 
 impl Hybrid {
-    fn new(ctx: &GpuContext, model: &Model, muon: Muon, lr: f64, params: &GpuTensor) -> Result<Self> {
+    fn new(ctx: &GpuContext, model: &Model, muon: Muon, lr: f64) -> Result<Self> {
         let h = model.hidden;
         let layout: [(usize, Vec<usize>); 4] =
             [(2 * h, vec![h, 2]), (h, vec![h]), (CLASSES * h, vec![CLASSES, h]), (CLASSES, vec![CLASSES])];
-        let init = params.read(ctx)?;
+        let init = &model.init;
         let mut at = 0;
         let mut tensors = Vec::new();
         for (len, shape) in layout {
